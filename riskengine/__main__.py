@@ -1,0 +1,5 @@
+"""``python -m riskengine``: the same command line as the ``riskengine`` script."""
+
+from riskengine.cli import run
+
+run()

@@ -1,0 +1,53 @@
+"""The answer for one event (DESIGN.md §2), and its JSON-ready form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from riskengine.rules.ruleset import Hit
+
+
+@dataclass(slots=True)
+class Decision:
+    """`decision` is accept, review or reject; `hits` are the active rules that fired."""
+
+    event_id: str
+    scene: str
+    decision: str
+    score: float
+    hits: tuple[Hit, ...]
+    shadow_hits: tuple[Hit, ...]
+    features: dict[str, Any]
+    list_hits: tuple[str, ...]
+    ruleset_version: str
+    late: bool
+    degraded: bool
+    latency_ms: float
+    lsn: int
+    timestamp: int
+    rule_errors: tuple[str, ...] = ()
+
+    @property
+    def hit_ids(self) -> list[str]:
+        return [h.rule_id for h in self.hits]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain types only; hits as objects with rule_id, reason, score, action."""
+        return {
+            "event_id": self.event_id,
+            "scene": self.scene,
+            "decision": self.decision,
+            "score": self.score,
+            "hits": [h.to_dict() for h in self.hits],
+            "shadow_hits": [h.to_dict() for h in self.shadow_hits],
+            "features": dict(self.features),
+            "list_hits": list(self.list_hits),
+            "ruleset_version": self.ruleset_version,
+            "late": self.late,
+            "degraded": self.degraded,
+            "latency_ms": self.latency_ms,
+            "lsn": self.lsn,
+            "timestamp": self.timestamp,
+            "rule_errors": list(self.rule_errors),
+        }

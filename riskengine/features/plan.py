@@ -1,0 +1,139 @@
+"""Load-time preparation of a scene's features: the seed's fork, done once.
+
+Features are grouped by their key fields (`KeyPlan`: one entity state per key value),
+then by filter and kind (`BufferPlan`: one shared buffer of entries), then by window
+(`WindowPlan`: one eviction pointer). The per-event path only walks these tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from riskengine.features.aggregators import AGGREGATORS, Aggregator
+from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
+
+Predicate = Callable[[dict[str, Any], dict[str, Any], Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputPlan:
+    """One feature output: its name, function and the entry slot it reads."""
+
+    name: str
+    func: str
+    slot: int
+    agg_index: int  # index into the window's aggregators; -1 for a free count
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlan:
+    window_ms: int
+    outputs: tuple[OutputPlan, ...]
+    agg_types: tuple[tuple[type[Aggregator], int], ...]  # (class, slot)
+
+    def new_aggregators(self) -> list[Aggregator]:
+        return [cls(slot) for cls, slot in self.agg_types]
+
+
+@dataclass(frozen=True, slots=True)
+class BufferPlan:
+    """Features of one key that share a filter and kind, hence one buffer of entries."""
+
+    signature: str
+    kind: str  # history | window
+    hop_ms: int
+    where: str | None
+    predicate: Predicate | None
+    slots: tuple[tuple[str, bool], ...]  # (field, quantized) for entry slots 2..
+    windows: tuple[WindowPlan, ...]
+    max_window_ms: int
+    output_names: tuple[str, ...]
+
+    def make_entry(self, event: dict[str, Any], lsn: int) -> tuple[Any, ...]:
+        values: list[Any] = [event["timestamp"], lsn]
+        for field, quantized in self.slots:
+            value = event.get(field)
+            if quantized and value is not None:
+                value = round(value * 1_000_000)
+            values.append(value)
+        return tuple(values)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """All features keyed by the same fields: one entity state per key value."""
+
+    by: tuple[str, ...]
+    buffers: tuple[BufferPlan, ...]
+    max_window_ms: int
+    output_names: tuple[str, ...]
+
+
+def build_key_plans(
+    specs: Sequence[FeatureSpec],
+    compile_where: Callable[[FeatureSpec], Predicate],
+) -> tuple[KeyPlan, ...]:
+    """Group feature specs into key, buffer and window plans."""
+    by_key: dict[tuple[str, ...], dict[tuple[str, str | None, int], list[FeatureSpec]]] = {}
+    for spec in specs:
+        hop = spec.hop_ms if spec.kind == "window" else 0
+        group = by_key.setdefault(spec.by, {})
+        group.setdefault((spec.kind, spec.where, hop), []).append(spec)
+    plans = []
+    for by, groups in by_key.items():
+        buffers = tuple(
+            _buffer_plan(by, kind, where, hop, members, compile_where)
+            for (kind, where, hop), members in groups.items()
+        )
+        plans.append(KeyPlan(
+            by=by,
+            buffers=buffers,
+            max_window_ms=max(b.max_window_ms for b in buffers),
+            output_names=tuple(n for b in buffers for n in b.output_names),
+        ))
+    return tuple(plans)
+
+
+def _buffer_plan(by: tuple[str, ...], kind: str, where: str | None, hop: int,
+                 members: list[FeatureSpec],
+                 compile_where: Callable[[FeatureSpec], Predicate]) -> BufferPlan:
+    slot_index: dict[tuple[str, bool], int] = {}
+    for spec in members:
+        if spec.func != "count":
+            key = (spec.target, spec.func in NUMERIC_FUNCTIONS and _quantized(spec.func))
+            slot_index.setdefault(key, len(slot_index) + 2)
+    windows: dict[int, list[FeatureSpec]] = {}
+    for spec in members:
+        windows.setdefault(spec.window_ms, []).append(spec)
+    window_plans = []
+    for window_ms in sorted(windows):
+        outputs = []
+        agg_types: list[tuple[type[Aggregator], int]] = []
+        for spec in windows[window_ms]:
+            if spec.func == "count" and kind == "history":
+                outputs.append(OutputPlan(spec.name, "count", 0, -1))
+                continue
+            slot = 0 if spec.func == "count" else slot_index[
+                (spec.target, spec.func in NUMERIC_FUNCTIONS and _quantized(spec.func))]
+            agg_types.append((AGGREGATORS[spec.func], slot))
+            outputs.append(OutputPlan(spec.name, spec.func, slot, len(agg_types) - 1))
+        window_plans.append(WindowPlan(window_ms, tuple(outputs), tuple(agg_types)))
+    predicate = compile_where(members[0]) if where is not None else None
+    signature = "|".join(sorted(spec.signature for spec in members))
+    return BufferPlan(
+        signature=f"{kind}:{'+'.join(by)}:{signature}",
+        kind=kind,
+        hop_ms=hop,
+        where=where,
+        predicate=predicate,
+        slots=tuple(sorted(slot_index, key=slot_index.__getitem__)),
+        windows=tuple(window_plans),
+        max_window_ms=max(windows),
+        output_names=tuple(o.name for w in window_plans for o in w.outputs),
+    )
+
+
+def _quantized(func: str) -> bool:
+    return func in ("sum", "avg", "stddev")

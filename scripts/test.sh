@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, then runs
+# lint (ruff), types (mypy --strict), the doctests and the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check riskengine tests benchmarks
+.venv/bin/mypy
+.venv/bin/pytest --doctest-modules riskengine tests "$@"
