@@ -303,7 +303,10 @@ class Oracle:
         lo = min(self._window_start(f, t) for f in self.features_by[by])
         stored = self.by_key.get((by, key), [])
         i = bisect.bisect_left(stored, lo, key=lambda x: x.t)
-        return [x for x in stored[i:] if x.t <= t]
+        # a late event on a tiled feature also covers the rest of its own tile
+        hi = max(t if f.kind == "history" else (t // f.hop + 1) * f.hop - 1
+                 for f in self.features_by[by])
+        return [x for x in stored[i:] if x.t <= hi]
 
     # ---- one event
 
@@ -355,7 +358,8 @@ class Oracle:
             for f in self.features_by[b]:
                 members = []
                 for x in candidates:
-                    if not (x.passes[f.name] and x.lsn < n and self._in_window(f, x.t, t)):
+                    inside = self._in_window(f, x.t, t, late)
+                    if not (x.passes[f.name] and x.lsn < n and inside):
                         continue
                     if late and mt is not None and not self._retained(f, x.t, mt):
                         continue
@@ -401,10 +405,12 @@ class Oracle:
         return ((t - f.window) // f.hop) * f.hop
 
     @staticmethod
-    def _in_window(f: FeatureSpec, tx: int, t: int) -> bool:
+    def _in_window(f: FeatureSpec, tx: int, t: int, late: bool) -> bool:
         if f.kind == "history":
             return t - f.window < tx <= t
         assert f.hop is not None
+        if late:  # whole tiles: the engine keeps only per-tile partial aggregates
+            return (t - f.window) // f.hop <= tx // f.hop <= t // f.hop
         return ((t - f.window) // f.hop) * f.hop <= tx <= t
 
     def _retained(self, f: FeatureSpec, tx: int, mt: int) -> bool:

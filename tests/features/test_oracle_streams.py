@@ -349,9 +349,9 @@ SCENARIOS: dict[str, tuple[list[Any], str, list[tuple[int, dict[str, Any], dict[
         (T + 70 * MIN, {"a": "k"}, {"tiled": 3}, False),
         (T + 150 * MIN, {"a": "k"}, {"tiled": 4, "count(a.history,2h)": 3}, False),
     ]),
-    "tiled-late-event-excludes-later-events-of-its-tile": ([TILED_2H], "1m", [
+    "tiled-late-event-counts-its-whole-tile": ([TILED_2H], "1m", [
         (T + 50 * MIN, {"a": "k"}, {"tiled": 1}, False),
-        (T + 40 * MIN, {"a": "k"}, {"tiled": 1}, True),   # t(x) <= t: #0 is out
+        (T + 40 * MIN, {"a": "k"}, {"tiled": 2}, True),   # whole tiles: #0 is in
         (T + 55 * MIN, {"a": "k"}, {"tiled": 2}, False),
     ]),
 }
