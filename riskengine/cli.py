@@ -398,17 +398,48 @@ def validate(
 @app.command()
 def demo(
     events: Annotated[int, typer.Option("--events", "-n", min=1, help="How many events.")]
-    = 50_000,
+    = 1_000_000,
     seed: Annotated[int, typer.Option(help="Random seed of the generated traffic.")] = 7,
+    duration: Annotated[float | None, typer.Option(
+        min=0.1, show_default=False, help="Stop after this many seconds (live demo).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256,
+                                             help="HTTP connections (live demo).")] = 16,
+    state_dir: Annotated[Path | None, typer.Option(
+        show_default=False, file_okay=False,
+        help="State directory of the live service (default: a temporary one).")] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="No service: generate, replay in process, summarise.")] = False,
     keep: Annotated[Path | None, typer.Option(
         show_default=False, file_okay=False,
-        help="Keep the generated events and the decisions in this directory.")] = None,
+        help="--offline: keep the generated events and the decisions here.")] = None,
 ) -> None:
-    """Generate labelled transfers, replay them through the example config, summarise.
+    """Start the service with the example config and feed it labelled demo traffic.
 
-    Shows what the example rules catch (mule draining, card testing, account takeover)
-    and what they cost in false positives. Nothing is kept unless --keep is given.
+    Shows live decisions/s by outcome, latency percentiles, top rules and how outcomes
+    line up with the traffic's labels, until Ctrl-C (or --events / --duration). With
+    --offline: generate, replay through the engine in process, and print the summary.
     """
+    if offline:
+        _offline_demo(events if events != 1_000_000 else 50_000, seed, keep)
+        return
+    import asyncio
+
+    from riskengine.service.demo import run_demo
+
+    out = _stdout()
+    with _user_errors():
+        try:
+            stats = asyncio.run(run_demo(events=events, seed=seed, duration=duration,
+                                         concurrency=concurrency, state_dir=state_dir,
+                                         config=None, console=out))
+        except RuntimeError as exc:
+            _fail(f"demo failed: {exc}", 1)
+    out.print(f"sent {stats.sent:,} events, {stats.errors:,} errors", markup=False)
+    if stats.errors:
+        raise typer.Exit(1)
+
+
+def _offline_demo(events: int, seed: int, keep: Path | None) -> None:
     with _user_errors(), tempfile.TemporaryDirectory(prefix="riskengine-demo-") as tmp:
         workdir = Path(tmp)
         if keep is not None:
@@ -431,6 +462,55 @@ def demo(
             out.print(f"\nevents: {source}\ndecisions: {output}", markup=False)
         if code:
             raise typer.Exit(code)
+
+
+# serve ----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", show_default=False, dir_okay=False,
+        help="Project config (YAML); default: the shipped example.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    state_dir: Annotated[Path, typer.Option(
+        file_okay=False, help="Snapshots, ruleset versions, list changes, the SQLite "
+                              "decision log, the generated admin token.")]
+    = Path("riskengine-state"),
+    decision_log: Annotated[str | None, typer.Option(
+        show_default=False, help="sqlite:///file.db or postgresql://user@host:port/db "
+                                 "(default: SQLite in the state dir).")] = None,
+    watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
+                                             "file changes.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the HTTP decision service (FastAPI on uvicorn). API docs at /docs.
+
+    Tokens come from RISKENGINE_ADMIN_TOKEN / RISKENGINE_API_TOKEN or the config's
+    `service:` section; without an admin token one is written to STATE_DIR/admin-token.
+    """
+    from riskengine.service.server import WorkersNeedSharedState, build_server
+    from riskengine.service.settings import ServiceSettings
+
+    if config is not None and not config.exists():
+        _fail(f"config file {str(config)!r} does not exist", 2)
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        _fail("--log-level must be debug, info, warning or error", 2)
+    settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
+                               watch_config=watch)
+    try:
+        server, runtime = build_server(settings, host=host, port=port, workers=workers,
+                                       log_level=log_level.lower())
+    except WorkersNeedSharedState as exc:
+        _fail(str(exc), 2)
+    except RiskEngineError as exc:
+        _fail(f"cannot start: {exc}", 2)
+    token_file = runtime.state_dir / "admin-token"
+    if not os.environ.get("RISKENGINE_ADMIN_TOKEN") and token_file.exists():
+        _stderr().print(f"admin token: see {token_file}", markup=False)
+    server.run()
 
 
 def run() -> None:

@@ -26,7 +26,7 @@ DEFAULT_LATENESS_MS = 5 * 60_000
 DEFAULT_IDEMPOTENCY_MAX = 1_000_000
 DEFAULT_MAX_ENTITIES = 5_000_000
 
-_PROJECT_KEYS = frozenset({"version", "lists", "scenes"})
+_PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
                          "ruleset_version", "idempotency_max", "max_entities"})
 
@@ -59,6 +59,7 @@ class ProjectConfig:
     lists: Mapping[str, Any] = field(default_factory=dict)
     base_dir: Path | None = None
     source: str = "<dict>"
+    service: Mapping[str, Any] = field(default_factory=dict)  # read by riskengine.service
 
 
 def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | ProjectConfig | None
@@ -105,7 +106,11 @@ def _project(raw: Mapping[str, Any], *, base_dir: Path | None, origin: str) -> P
             raise ConfigError(f"{origin}: scene names are letters, digits, '_' or '-', "
                               f"got {name!r}")
         scenes[name] = _scene(name, scene_raw)
-    return ProjectConfig(scenes=scenes, lists=dict(lists), base_dir=base_dir, source=origin)
+    service = raw.get("service") or {}
+    if not isinstance(service, Mapping):
+        raise ConfigError(f"{origin}: 'service' must be a mapping of service settings")
+    return ProjectConfig(scenes=scenes, lists=dict(lists), base_dir=base_dir, source=origin,
+                         service=dict(service))
 
 
 def _scene(name: str, raw: object) -> SceneConfig:

@@ -181,6 +181,12 @@ class ListStore:
         """Every stored entry of a list, expired ones included, in insertion order."""
         return list(self._get(name).values())
 
+    def replace_with(self, other: ListStore) -> None:
+        """Take `other`'s lists in place (one assignment each), so every holder of this
+        store sees the new content at once."""
+        self._entries = other._entries
+        self._reasons = other._reasons
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -57,7 +57,7 @@ def test_validate_refuses_broken_files(tmp_path: Path) -> None:
 
 def test_demo_generates_replays_and_summarises(tmp_path: Path) -> None:
     keep = tmp_path / "demo"
-    result = run("demo", "--events", 3_000, "--seed", 2, "--keep", keep)
+    result = run("demo", "--offline", "--events", 3_000, "--seed", 2, "--keep", keep)
     assert result.exit_code == 0, result.output
     assert "generated 3,000 transfers" in result.stdout
     assert "precision" in result.stdout and "mule_drain" in result.stdout

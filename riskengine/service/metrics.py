@@ -1,0 +1,68 @@
+"""Prometheus metrics of one service process (its own registry, served at /metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from riskengine.decision import Decision
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0)
+
+
+class ServiceMetrics:
+    """Counters and histograms; label children of the hot path are resolved once."""
+
+    def __init__(self, scenes: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter("riskengine_decisions_total", "Decisions by scene and outcome",
+                                 ["scene", "decision"], registry=r)
+        self.rule_hits = Counter("riskengine_rule_hits_total", "Rule hits by scene, rule, mode",
+                                 ["scene", "rule", "mode"], registry=r)
+        self.latency = Histogram("riskengine_decision_seconds",
+                                 "Engine time per decision (seconds)", ["scene"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.request_latency = Histogram("riskengine_request_seconds",
+                                         "Evaluate request time, body read to response",
+                                         ["scene", "endpoint"], buckets=LATENCY_BUCKETS,
+                                         registry=r)
+        self.late = Counter("riskengine_late_events_total", "Events scored late", ["scene"],
+                            registry=r)
+        self.duplicates = Counter("riskengine_duplicate_events_total",
+                                  "Events whose event_id was already decided", ["scene"],
+                                  registry=r)
+        self.reloads = Counter("riskengine_ruleset_reloads_total",
+                               "Rulesets put live, by scene and source (config, api, rollback)",
+                               ["scene", "source"], registry=r)
+        self.reload_failures = Counter("riskengine_ruleset_reload_failures_total",
+                                       "Refused rulesets, by source", ["source"], registry=r)
+        self.errors = Counter("riskengine_request_errors_total",
+                              "Refused or failed requests by status", ["status"], registry=r)
+        self.log_failures = Counter("riskengine_decision_log_failures_total",
+                                    "Decisions whose log write failed", registry=r)
+        self.log_pending = Gauge("riskengine_decision_log_pending",
+                                 "Decisions waiting for their log commit", registry=r)
+        self.snapshots = Counter("riskengine_snapshots_total", "Snapshots written", registry=r)
+        self.entities = Gauge("riskengine_entities", "Entities in memory", ["scene"],
+                              registry=r)
+        self._by_outcome = {(s, d): self.decisions.labels(s, d)
+                            for s in scenes for d in ("accept", "review", "reject")}
+        self._latency = {s: self.latency.labels(s) for s in scenes}
+        self._late = {s: self.late.labels(s) for s in scenes}
+
+    def observe(self, decision: Decision) -> None:
+        scene = decision.scene
+        self._by_outcome[scene, decision.decision].inc()
+        self._latency[scene].observe(decision.latency_ms / 1000.0)
+        if decision.late:
+            self._late[scene].inc()
+        for hit in decision.hits:
+            self.rule_hits.labels(scene, hit.rule_id, "active").inc()
+        for hit in decision.shadow_hits:
+            self.rule_hits.labels(scene, hit.rule_id, "shadow").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,140 @@
+"""Pydantic models of the service's JSON, used for the OpenAPI document.
+
+The hot path does not validate through them: events are checked by the scene's own
+`EventParser`, and decisions are serialised straight from `Decision.to_dict()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An event of the scene: its schema fields plus any others. `timestamp` "
+                   "(epoch ms or ISO-8601 with offset) defaults to the time of arrival; "
+                   "`event_id` (1..256 characters) is generated if absent.",
+    "properties": {
+        "event_id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "timestamp": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+    },
+    "additionalProperties": True,
+    "example": {"event_id": "tx-1001", "timestamp": 1_700_000_000_000,
+                "pay_account": "A-1", "rcv_account": "B-7", "amount": 1000.0},
+}
+
+BATCH_SCHEMA: dict[str, Any] = {"type": "array", "items": EVENT_SCHEMA}
+
+
+class HitModel(BaseModel):
+    rule_id: str
+    reason: str
+    score: float
+    action: str | None = None
+
+
+class DecisionModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    event_id: str
+    scene: str
+    decision: str = Field(description="accept, review or reject")
+    score: float
+    hits: list[HitModel]
+    shadow_hits: list[HitModel]
+    features: dict[str, Any]
+    list_hits: list[str]
+    ruleset_version: str
+    late: bool
+    degraded: bool
+    latency_ms: float
+    lsn: int
+    timestamp: int
+    rule_errors: list[str]
+
+
+class LoggedDecisionModel(DecisionModel):
+    logged_at: int | None = None
+
+
+class RuleModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    when: str
+    action: str | None = None
+    score: float | None = None
+    reason: str | None = None
+    mode: str | None = None
+
+
+class RulesetModel(BaseModel):
+    scene: str
+    version: str
+    policy: dict[str, Any]
+    rules: list[dict[str, Any]]
+
+
+RULESET_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["rules"],
+    "properties": {
+        "rules": {"type": "array", "items": RuleModel.model_json_schema()},
+        "policy": {"type": "object", "properties": {
+            "review_at": {"type": ["number", "null"]}, "reject_at": {"type": ["number", "null"]},
+            "default": {"type": "string", "enum": ["accept", "review", "reject"]}}},
+    },
+}
+
+
+class RulesetChangeModel(BaseModel):
+    scene: str
+    version: str
+    active: bool
+    changed: bool
+
+
+class VersionModel(BaseModel):
+    version: str
+    created_at_ms: int
+    source: str
+    rules: int
+    active: bool
+
+
+class ListEntryModel(BaseModel):
+    value: str | int
+    expires_at_ms: int | None
+    reason: str
+
+
+class ListModel(BaseModel):
+    name: str
+    reason: str
+    entries: list[ListEntryModel]
+
+
+LIST_ENTRY_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "expires": {"description": "epoch ms or ISO-8601; the entry stops matching events "
+                                   "at or after this event time",
+                    "oneOf": [{"type": "integer"}, {"type": "string"}]},
+        "reason": {"type": "string", "maxLength": 1000},
+    },
+    "additionalProperties": False,
+}
+
+
+class EntityModel(BaseModel):
+    scene: str
+    field: str
+    value: str
+    as_of: int | None = Field(description="event time (ms) the values are computed at")
+    features: dict[str, Any]
+
+
+class HealthModel(BaseModel):
+    status: str
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""Config file changes put new rules live within a second; a bad file changes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+
+from riskengine.config import EXAMPLE_CONFIG_PATH
+from tests.service.helpers import transfer
+
+
+def wait_for(check: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_edited_config_goes_live_and_bad_edits_are_refused(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    config.write_text(yaml.safe_dump(raw))
+    client = make_client(config=config, watch_config=True)
+    old = client.post("/v1/transfer/evaluate", json=transfer(1)).json()["ruleset_version"]
+    time.sleep(0.3)  # the watcher is running
+
+    raw["scenes"]["transfer"]["rules"].append(
+        {"id": "everything", "when": "amount >= 0", "action": "review"})
+    edited = tmp_path / "config.yaml.tmp"
+    edited.write_text(yaml.safe_dump(raw))
+    edited.replace(config)  # how editors save
+
+    def new_version_live() -> bool:
+        d = client.post("/v1/transfer/evaluate", json=transfer(int(time.monotonic() * 1e6)))
+        return d.json()["ruleset_version"] != old
+
+    assert wait_for(new_version_live, 5.0)
+    live = client.post("/v1/transfer/evaluate", json=transfer(10**9)).json()
+    assert live["decision"] == "review"
+
+    raw["scenes"]["transfer"]["rules"].append({"id": "broken", "when": "amount >", "score": 1})
+    config.write_text(yaml.safe_dump(raw))
+    time.sleep(1.0)
+    after = client.post("/v1/transfer/evaluate", json=transfer(10**9 + 1)).json()
+    assert after["ruleset_version"] == live["ruleset_version"]
+    metrics = client.get("/metrics").text
+    assert 'riskengine_ruleset_reload_failures_total{source="config"} 1.0' in metrics
