@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/install_services.sh
 .venv/bin/ruff check riskengine tests benchmarks
 .venv/bin/mypy
 .venv/bin/pytest --doctest-modules riskengine tests "$@"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the server binaries the integration tests start privately (tests/servers.py):
+# PostgreSQL (initdb, pg_ctl) and redis-server. Does nothing when they are present.
+# The tests never use a server the machine already runs; they start their own.
+set -euo pipefail
+
+missing=()
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+    missing+=(postgresql)
+fi
+if ! command -v redis-server >/dev/null; then
+    missing+=(redis-server)
+fi
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo)
+fi
+echo "installing ${missing[*]} for the integration tests" >&2
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}"

@@ -1,0 +1,78 @@
+"""Fixtures for the decision log tests: every log test runs on SQLite and on PostgreSQL.
+
+The PostgreSQL server is a private one (tests/servers.py) started once per session; each
+test gets a database of its own in it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parents[1]
+for _path in (str(_TESTS.parent), str(_TESTS)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import psycopg  # noqa: E402
+from servers import postgres_server  # noqa: E402
+
+from riskengine.decisionlog import DecisionLog, open_log  # noqa: E402
+
+BACKENDS = ("sqlite", "postgresql")
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of the session's private PostgreSQL server (its default database)."""
+    with postgres_server() as url:
+        yield url
+
+
+def with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> str:
+    """URL of a new, empty database on the session's server."""
+    name = f"log_{next(_databases)}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return with_database(postgres_url, name)
+
+
+@pytest.fixture(params=BACKENDS)
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty log: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'decisions.db'}"
+    fresh: str = request.getfixturevalue("fresh_postgres_url")
+    return fresh
+
+
+@pytest.fixture
+def open_at(tmp_path: Path) -> Iterator[Any]:
+    """`open_at(url, **options)` opens a log that is closed after the test."""
+    opened: list[DecisionLog] = []
+
+    def opener(url: str, **options: Any) -> DecisionLog:
+        log = open_log(url, path_default=tmp_path / "default.db", **options)
+        opened.append(log)
+        return log
+
+    yield opener
+    for log in opened:
+        log.close()
+
+
+@pytest.fixture
+def log(log_url: str, open_at: Any) -> DecisionLog:
+    opened: DecisionLog = open_at(log_url)
+    return opened

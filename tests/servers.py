@@ -1,0 +1,163 @@
+"""Real servers for integration tests, each private to the test run.
+
+Every server runs on a free port with its files in a temporary folder and is stopped and
+removed on exit; none touches a server the machine may already run. The binaries come
+from Debian packages (`scripts/install_services.sh` installs them).
+
+    with postgres_server() as url:   # postgresql://riskengine:…@127.0.0.1:PORT/riskengine
+        ...
+    with redis_server() as url:      # redis://127.0.0.1:PORT/0
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+__all__ = ["ServerError", "free_port", "postgres_bin", "postgres_server", "redis_server",
+           "run_as", "wait_for_port"]
+
+POSTGRES_USER = "riskengine"
+POSTGRES_PASSWORD = "test-pw-9f3K"
+POSTGRES_DB = "riskengine"
+_INSTALL_HINT = "run scripts/install_services.sh (or scripts/test.sh, which runs it)"
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started; the message says why and what to do."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, *, timeout: float = 30.0, host: str = "127.0.0.1",
+                  process: subprocess.Popen[bytes] | None = None) -> None:
+    """Return once `host:port` accepts TCP connections; ServerError after `timeout` s or
+    as soon as `process` (the server being waited for) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise ServerError(f"{process.args!r} exited with {process.returncode} "
+                                  f"before listening on {host}:{port}") from None
+            if time.monotonic() > deadline:
+                raise ServerError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+def run_as(user: str | None, args: Sequence[str | Path]) -> list[str]:
+    """`args` prefixed to run as `user` when this process is root (else unchanged)."""
+    command = [str(a) for a in args]
+    if user is None or os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", user, "--", *command]
+
+
+def _run(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ServerError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
+def postgres_bin() -> Path:
+    """The folder of `initdb` and `pg_ctl`: the newest Debian version, else the PATH."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    raise ServerError(f"PostgreSQL server binaries (initdb, pg_ctl) not found: {_INSTALL_HINT}")
+
+
+@contextlib.contextmanager
+def _private_dir(prefix: str, owner: str | None) -> Iterator[Path]:
+    """A temporary folder owned by `owner` when running as root; removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        if owner is not None and os.geteuid() == 0:
+            shutil.chown(root, owner, owner)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server(*, fast: bool = True) -> Iterator[str]:
+    """Start a private PostgreSQL cluster on a free port; yield its URL (with password).
+
+    initdb refuses to run as root, so as root the cluster runs as the `postgres` system
+    user. `fast` turns fsync off: fine for tests, never for data you keep.
+    """
+    bindir = postgres_bin()
+    user = "postgres" if os.geteuid() == 0 else None
+    with _private_dir("riskengine-pg-", user) as root:
+        data, socket_dir = root / "data", root / "run"
+        pwfile = root / "pw"
+        pwfile.write_text(POSTGRES_PASSWORD + "\n", encoding="utf-8")
+        socket_dir.mkdir()
+        if user is not None:
+            for path in (pwfile, socket_dir):
+                shutil.chown(path, user, user)
+        _run(run_as(user, [bindir / "initdb", "-D", data, "-U", POSTGRES_USER,
+                           f"--pwfile={pwfile}", "--auth-local=trust",
+                           "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"]),
+             "initdb")
+        port = free_port()
+        options = [f"-p {port}", "-c listen_addresses=127.0.0.1",
+                   f"-c unix_socket_directories={socket_dir}"]
+        if fast:
+            options += ["-c fsync=off", "-c synchronous_commit=off",
+                        "-c full_page_writes=off"]
+        _run(run_as(user, [bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w",
+                           "-t", "60", "-o", " ".join(options), "start"]), "pg_ctl start")
+        try:
+            _run(run_as(user, [bindir / "createdb", "-h", socket_dir, "-p", str(port),
+                               "-U", POSTGRES_USER, POSTGRES_DB]), "createdb")
+            yield (f"postgresql://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:{port}/"
+                   f"{POSTGRES_DB}")
+        finally:
+            subprocess.run(run_as(user, [bindir / "pg_ctl", "-D", data, "-m", "immediate",
+                                         "-w", "stop"]), capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Start a private `redis-server` on a free port (no persistence); yield its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerError(f"redis-server not found: {_INSTALL_HINT}")
+    with _private_dir("riskengine-redis-", None) as root:
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root),
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, process=process)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
