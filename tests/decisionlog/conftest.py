@@ -6,7 +6,6 @@ test gets a database of its own in it.
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,33 +18,9 @@ for _path in (str(_TESTS.parent), str(_TESTS)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import psycopg  # noqa: E402
-from servers import postgres_server  # noqa: E402
-
 from riskengine.decisionlog import DecisionLog, open_log  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of the session's private PostgreSQL server (its default database)."""
-    with postgres_server() as url:
-        yield url
-
-
-def with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> str:
-    """URL of a new, empty database on the session's server."""
-    name = f"log_{next(_databases)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return with_database(postgres_url, name)
 
 
 @pytest.fixture(params=BACKENDS)
