@@ -261,6 +261,15 @@ def create_app(settings: ServiceSettings | None = None,
             raise ApiError(404, f"{value[:100]!r} is not on list {name[:100]!r}")
         return Response(orjson.dumps(entry.to_dict()), media_type=JSON)
 
+    @app.post("/v1/admin/snapshot", tags=["operations"], response_model=models.SnapshotModel,
+              responses=documented(401, 403), openapi_extra=security)
+    async def take_snapshot(authorization: Auth = None) -> Response:
+        """Write a snapshot now (e.g. before maintenance); a restart replays the decision
+        log only after it."""
+        admin(authorization)
+        rt.snapshot()
+        return Response(orjson.dumps({"lsn": rt.last_snapshot_lsn}), media_type=JSON)
+
     # -- operations ------------------------------------------------------------------------
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
@@ -325,7 +334,8 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
 def _time_param(value: str | None, name: str) -> int | None:
     if value is None:
         return None
-    text: object = int(value) if value.lstrip("-").isdigit() else value
+    digits = value.removeprefix("-")  # ASCII digits only: int() refuses '²', takes '٣'
+    text: object = int(value) if digits.isascii() and digits.isdigit() else value
     try:
         return parse_timestamp(text)
     except EventValidationError as exc:

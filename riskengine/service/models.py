@@ -6,7 +6,7 @@ The hot path does not validate through them: events are checked by the scene's o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,14 +59,18 @@ class LoggedDecisionModel(DecisionModel):
 
 
 class RuleModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """A rule as `PUT .../ruleset` takes it; the ruleset refuses anything else."""
 
-    id: str
-    when: str
-    action: str | None = None
-    score: float | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["score"]}, {"required": ["action"]}]})
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", max_length=200)
+    when: str = Field(min_length=1, max_length=4000)
+    action: Literal["accept", "review", "reject"] | None = None
+    score: float = Field(default=0.0, ge=-1e9, le=1e9,
+                         description="give a non-zero score, an action, or both")
     reason: str | None = None
-    mode: str | None = None
+    mode: Literal["active", "shadow"] = "active"
 
 
 class RulesetModel(BaseModel):
@@ -79,9 +83,10 @@ class RulesetModel(BaseModel):
 RULESET_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["rules"],
+    "additionalProperties": False,
     "properties": {
         "rules": {"type": "array", "items": RuleModel.model_json_schema()},
-        "policy": {"type": "object", "properties": {
+        "policy": {"type": "object", "additionalProperties": False, "properties": {
             "review_at": {"type": ["number", "null"]}, "reject_at": {"type": ["number", "null"]},
             "default": {"type": "string", "enum": ["accept", "review", "reject"]}}},
     },
@@ -138,3 +143,7 @@ class EntityModel(BaseModel):
 class HealthModel(BaseModel):
     status: str
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class SnapshotModel(BaseModel):
+    lsn: int = Field(description="the last LSN the snapshot holds")

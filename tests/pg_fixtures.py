@@ -1,4 +1,5 @@
-"""Fixtures shared by every suite: the session's private PostgreSQL server."""
+"""Fixtures shared by every suite (loaded as a plugin, see pyproject): the session's private
+PostgreSQL server."""
 
 from __future__ import annotations
 
