@@ -22,6 +22,7 @@ from riskengine.exceptions import EventValidationError, RiskEngineError
 from riskengine.service import models
 from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, documented, install_handlers
+from riskengine.service.lane import MAX_BATCH_BYTES, EvaluateLane, check_content_type, parse_json
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -29,7 +30,6 @@ from riskengine.service.settings import ServiceSettings
 log = logging.getLogger("riskengine.service")
 
 JSON = "application/json"
-MAX_BATCH_BYTES = 64 * 1024 * 1024
 RETENTION_EVERY_S = 3600.0
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 SceneName = Annotated[str, Path(max_length=200)]
@@ -70,6 +70,7 @@ def create_app(settings: ServiceSettings | None = None,
                               "rules; accept, review or reject with a score and the reasons.")
     app.state.runtime = rt
     install_handlers(app, lambda status: rt.metrics.errors.labels(str(status)).inc())
+    app.add_middleware(EvaluateLane, runtime=rt)
 
     def admin(authorization: str | None) -> None:
         check_bearer(authorization, s.admin_token, what="the admin API")
@@ -93,7 +94,7 @@ def create_app(settings: ServiceSettings | None = None,
         raw = await read_json(request, s.max_body_bytes)
         decision, future = rt.decide(scene, raw)
         if future is not None:
-            await rt.committed([future])
+            await rt.committed(future)
         body = orjson.dumps(decision.to_dict())
         rt.metrics.request_latency.labels(scene, "evaluate").observe(
             time.perf_counter() - started)
@@ -118,7 +119,8 @@ def create_app(settings: ServiceSettings | None = None,
         if len(raw) > s.max_batch:
             raise ApiError(413, f"a batch holds at most {s.max_batch} events, got {len(raw)}")
         decisions, futures = rt.decide_many(scene, raw)
-        await rt.committed(futures)
+        if futures:
+            await rt.committed(futures[-1], futures)
         body = orjson.dumps([d.to_dict() for d in decisions])
         rt.metrics.request_latency.labels(scene, "batch").observe(
             time.perf_counter() - started)
@@ -307,10 +309,7 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
     length = request.headers.get("content-length")
     if optional and (length in (None, "0")) and "transfer-encoding" not in request.headers:
         return None
-    ctype = request.headers.get("content-type", "")
-    media = ctype.split(";", 1)[0].strip().lower()
-    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
-        raise ApiError(415, f"send the body as {JSON}, not {media or 'no content type'!r}")
+    check_content_type(request.headers.get("content-type", "").encode("latin-1"))
     if length is not None:
         try:
             declared = int(length)
@@ -325,10 +324,7 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
         if size > limit:
             raise ApiError(413, f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
+    return parse_json(b"".join(chunks))
 
 
 def _time_param(value: str | None, name: str) -> int | None:

@@ -56,6 +56,12 @@ class ApiError(Exception):
         self.extra = extra or {}
 
 
+def error_body(err: ApiError) -> bytes:
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "field": err.field}
+    body.update(err.extra)
+    return orjson.dumps({"error": body})
+
+
 def error_response(status: int, message: str, *, field: str | None = None,
                    code: str | None = None, extra: dict[str, Any] | None = None,
                    headers: Mapping[str, str] | None = None) -> Response:

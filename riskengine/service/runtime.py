@@ -59,6 +59,7 @@ class ServiceRuntime:
                                         on_activate=self._activated)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
+        self._waiter = TickWaiter()
         self.ready = False
         self.recovered_events = 0
         self.last_snapshot_lsn = 0
@@ -136,18 +137,26 @@ class ServiceRuntime:
             futures.append(self.log.append(_record(decision, event)))
         return decisions, futures
 
-    async def committed(self, futures: Sequence[Future[None]]) -> None:
-        """Wait for log commits; a failed commit answers 503 (the state already holds the
-        event, the log does not: a restart forgets it, as it should for a non-200)."""
-        if not futures:
-            return
-        try:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        except Exception as exc:
-            self.metrics.log_failures.inc(len(futures))
-            log.error("decision log write failed: %s", type(exc).__name__)
+    async def committed(self, last: Future[None],
+                        futures: Sequence[Future[None]] = ()) -> None:
+        """Wait until the decision log committed `last` (the request's last record) and
+        every one of `futures`; a failed commit answers 503 (the state already holds the
+        event, the log does not: a restart forgets it, as it should for a non-200).
+
+        Requests of one event-loop tick share one wait: one hop from the writer thread
+        back to the loop per tick, not per request.
+        """
+        await self._waiter.wait(last)
+        mine = futures or (last,)
+        if not all(f.done() for f in mine):  # resolved by the writer a moment later
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in mine if not f.done()),
+                                 return_exceptions=True)
+        failed = sum(1 for f in mine if f.cancelled() or f.exception() is not None)
+        if failed:
+            self.metrics.log_failures.inc(failed)
+            log.error("decision log write failed for %d decisions", failed)
             raise ApiError(503, "the decision log is unavailable; the decision was not "
-                                "recorded, retry with the same event_id") from None
+                                "recorded, retry with the same event_id")
 
     # -- config reload
 
@@ -180,6 +189,39 @@ class ServiceRuntime:
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE
+
+
+class TickWaiter:
+    """Resolves the waits of one event-loop tick when the tick's last record commits.
+
+    The writer commits in append order and resolves a batch's futures before taking the
+    next batch, so once the last record appended in a tick is resolved, the earlier ones
+    are (or are being) resolved too; `committed` checks each request's own futures.
+    """
+
+    def __init__(self) -> None:
+        self._tick: list[tuple[Future[None], asyncio.Future[None]]] | None = None
+
+    def wait(self, last: Future[None]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if self._tick is None:
+            self._tick = []
+            loop.call_soon(self._ship, loop)
+        self._tick.append((last, waiter))
+        return waiter
+
+    def _ship(self, loop: asyncio.AbstractEventLoop) -> None:
+        tick, self._tick = self._tick or [], None
+        if not tick:
+            return
+
+        def resolve() -> None:
+            for _, waiter in tick:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+        tick[-1][0].add_done_callback(lambda _: loop.call_soon_threadsafe(resolve))
 
 
 def _record(decision: Decision, event: Mapping[str, Any]) -> LogRecord:

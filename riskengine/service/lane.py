@@ -1,0 +1,157 @@
+"""The evaluate endpoints as plain ASGI, in front of FastAPI.
+
+`POST /v1/{scene}/evaluate` and `/evaluate/batch` for a known scene are answered here
+without routing, dependency solving or Starlette's request objects; their FastAPI routes
+stay for the OpenAPI document (and answer whatever this lane passes on, such as unknown
+scenes). Behaviour is the routes': the same checks, statuses and error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from riskengine.exceptions import RiskEngineError
+from riskengine.service.auth import check_bearer
+from riskengine.service.errors import ApiError, error_body, from_exception
+from riskengine.service.runtime import ServiceRuntime
+
+log = logging.getLogger("riskengine.service")
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class EvaluateLane:
+    def __init__(self, app: ASGIApp, runtime: ServiceRuntime) -> None:
+        self.app = app
+        self.rt = runtime
+        self.scenes = frozenset(runtime.engine.scenes)
+        self.latency = {(scene, kind): runtime.metrics.request_latency.labels(scene, kind)
+                        for scene in self.scenes for kind in ("evaluate", "batch")}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/v1/"):
+                if path.endswith("/evaluate"):
+                    scene, batch = path[4:-9], False
+                elif path.endswith("/evaluate/batch"):
+                    scene, batch = path[4:-15], True
+                else:
+                    scene, batch = "", False
+                if scene in self.scenes:
+                    await self.answer(scene, batch, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def answer(self, scene: str, batch: bool, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = _JSON_HEADERS
+        try:
+            body = await self.evaluate(scene, batch, scope, receive)
+            status = 200
+        except (ApiError, RiskEngineError) as exc:
+            err = from_exception(exc)
+            status, body = err.status, error_body(err)
+            if status == 401:
+                headers = [*_JSON_HEADERS, (b"www-authenticate", b"Bearer")]
+            self.rt.metrics.errors.labels(str(status)).inc()
+        except _Disconnected:
+            return
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        if status == 200:
+            self.latency[scene, "batch" if batch else "evaluate"].observe(
+                time.perf_counter() - started)
+
+    async def evaluate(self, scene: str, batch: bool, scope: Scope, receive: Receive) -> bytes:
+        rt = self.rt
+        settings = rt.settings
+        ctype = length = auth = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"authorization":
+                auth = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if settings.api_token is not None:
+            check_bearer(None if auth is None else auth.decode("latin-1"), settings.api_token,
+                         what="evaluate")
+        check_content_type(ctype)
+        limit = MAX_BATCH_BYTES if batch else settings.max_body_bytes
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ApiError(400, "invalid Content-Length") from None
+            if declared > limit:
+                raise ApiError(413, f"the body is over the limit of {limit} bytes")
+        del chunked  # the size check below covers bodies of unknown length
+        raw = parse_json(await read_body(receive, limit))
+        if not batch:
+            decision, future = rt.decide(scene, raw)
+            if future is not None:
+                await rt.committed(future)
+            return orjson.dumps(decision.to_dict())
+        if not isinstance(raw, list):
+            raise ApiError(422, "a batch is a JSON list of events")
+        if len(raw) > settings.max_batch:
+            raise ApiError(413, f"a batch holds at most {settings.max_batch} events, "
+                                f"got {len(raw)}")
+        decisions, futures = rt.decide_many(scene, raw)
+        if futures:
+            await rt.committed(futures[-1], futures)
+        return orjson.dumps([d.to_dict() for d in decisions])
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def check_content_type(ctype: bytes | None) -> None:
+    media = (ctype or b"").split(b";", 1)[0].strip().lower()
+    if media != b"application/json" and not (media.startswith(b"application/")
+                                             and media.endswith(b"+json")):
+        shown = media.decode("latin-1")[:100] or "no content type"
+        raise ApiError(415, f"send the body as application/json, not {shown!r}")
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    if message["type"] != "http.request":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise ApiError(413, f"the body is over the limit of {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
