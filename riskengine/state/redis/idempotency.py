@@ -1,0 +1,63 @@
+"""Whole-event idempotency in Redis: event id → the decision first given for it.
+
+A record is remembered while the event's time is `> G − L − Wmax(scene)` (the contract's
+horizon, checked with the scene clock G on every lookup), and a wall-clock TTL of the same
+length, at least 10 minutes, frees it in Redis (assuming event time runs like wall time; a
+longer `ttl_ms` keeps records through pauses). Unlike the in-memory engine there is no count cap
+(`idempotency_max`): Redis memory limits apply instead.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from riskengine.state.redis.store import MIN_TTL_MS, Script, load_script
+
+
+class RedisDecisionStore:
+    """event id → decision (JSON text) for one scene; the first decision wins.
+
+    `lookup` before deciding, `remember` after: when two workers race on one id, the
+    second `remember` returns the first decision, which is the one to answer with.
+    """
+
+    def __init__(self, client: redis.Redis, scene: str, horizon_ms: int, *,
+                 prefix: str = "re", ttl_ms: int | None = None) -> None:
+        self.client = client
+        self.scene = scene
+        self.horizon_ms = horizon_ms
+        self.ttl_ms = max(horizon_ms, MIN_TTL_MS) if ttl_ms is None else ttl_ms
+        self.prefix = prefix
+        self._script = Script.of(load_script("remember.lua"))
+
+    def key(self, event_id: str) -> str:
+        return f"{self.prefix}:id:{{{self.scene}|{event_id}}}"
+
+    def lookup(self, event_id: str, clock: int | None) -> bytes | None:
+        """The remembered decision of `event_id`, or None (never seen, or past the horizon)."""
+        raw = self.client.get(self.key(event_id))
+        if raw is None:
+            return None
+        return self._live(raw, clock)
+
+    def _live(self, raw: bytes | str, clock: int | None) -> bytes | None:
+        data = raw.encode() if isinstance(raw, str) else raw
+        t, _, decision = data.partition(b"|")
+        if clock is not None and int(t) <= clock - self.horizon_ms:
+            return None
+        return decision
+
+    def remember(self, event_id: str, t: int, decision: str | bytes, clock: int | None
+                 ) -> bytes | None:
+        """Store the decision unless a live one is there; returns that one if it is."""
+        horizon: int | str = "" if clock is None else clock - self.horizon_ms
+        args = (t, decision, horizon, self.ttl_ms)
+        key = self.key(event_id)
+        try:
+            old = self.client.evalsha(self._script.sha, 1, key, *args)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(self._script.source)
+            old = self.client.evalsha(self._script.sha, 1, key, *args)
+        if old is None:
+            return None
+        return self._live(old, clock)

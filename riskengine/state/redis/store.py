@@ -1,0 +1,354 @@
+"""`RedisSceneFeatures`: a scene's features computed and stored in Redis, one round trip.
+
+`compute(event, lsn)` gives what `SceneFeatures.compute` gives in memory, `(features,
+late)`, for the same events in the same order. Each entity the event touches is one
+EVALSHA of its plan's script; all of them and the scene clock go in one pipeline. An
+event late on one of its keys but stored on another (the other script could not know)
+costs a second round trip that takes it back there and rescores it as late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from riskengine.config import SceneConfig
+from riskengine.lists import ListStore
+from riskengine.rules.expr import ExprNames, compile_expression
+from riskengine.state.redis.codec import (
+    MICRO,
+    RedisStateError,
+    decode_value,
+    event_digest,
+    key_text,
+    slot_text,
+)
+from riskengine.state.redis.plan import EntityPlan, build_entity_plans
+
+SCRIPTS = Path(__file__).parent / "scripts"
+MIN_TTL_MS = 600_000
+"""Entity TTLs are never shorter than this (wall clock), whatever the windows."""
+_EMPTY: dict[str, Any] = {}
+
+Predicate = Callable[..., Any]
+Decoder = Callable[[Any], Any]
+Command = tuple["Script", tuple[str, ...], Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script, its SHA1, loaded once; reloaded when the server answers NOSCRIPT."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def load_script(name: str) -> str:
+    return (SCRIPTS / name).read_text(encoding="utf-8")
+
+
+def _sum(raw: bytes) -> float:
+    return int(raw) / MICRO
+
+
+def _avg(raw: bytes) -> float:
+    k, s = raw.split(b" ")
+    return int(s) / (int(k) * MICRO)
+
+
+def _stddev(raw: bytes) -> float:
+    k_text, s_text, a, b, c, d = raw.split(b" ")
+    k, s = int(k_text), int(s_text)
+    s2 = (int(a) << 52) + (int(b) << 27) + int(c) + int(d)  # see scripts/entity.lua
+    return math.sqrt(k * s2 - s * s) / (k * MICRO)
+
+
+DECODERS: dict[str, Decoder] = {
+    "count": int, "count_distinct": int, "sum": _sum, "avg": _avg, "stddev": _stddev,
+    "min": decode_value, "max": decode_value, "first": decode_value, "last": decode_value,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Entity:
+    """An `EntityPlan` prepared for the per-event path."""
+
+    plan: EntityPlan
+    script: Script
+    single: str | None  # the key field when B has one field
+    key_head: str
+    key_tail: str
+    filters: tuple[tuple[int, Predicate | None], ...]  # (group bit, where predicate)
+    slots: tuple[tuple[str, bool, bool], ...]  # (field, quantized, distinct)
+    outputs: tuple[tuple[str, Decoder], ...]
+    ttl_ms: int
+
+
+class RedisSceneFeatures:
+    """The features of one scene with their state in Redis (see the package docstring).
+
+    `client` is a `redis.Redis` (bytes replies: no `decode_responses`). `guard_depth` is
+    how many recent events each entity remembers for its idempotency guard (0: none).
+    `ttl_ms` overrides the TTL of entity keys, `max(2 * (L + Wmax(B)), 10 min)` (0: no
+    TTL). `buckets` per key set: about the number of live entities / 50.
+    `bucket_value_max`: the largest entity kept as a bucket field; by default the
+    server's `hash-max-listpack-value` (so buckets stay listpack-encoded).
+    """
+
+    def __init__(self, client: redis.Redis, scene: SceneConfig, *,
+                 lists: ListStore | None = None, prefix: str = "re", guard_depth: int = 1,
+                 ttl_ms: int | None = None, buckets: int = 4096,
+                 bucket_value_max: int | None = None, sweep: int = 2) -> None:
+        if guard_depth < 0 or buckets < 1 or sweep < 0:
+            raise RedisStateError("guard_depth and sweep must be 0 or more, buckets 1 or more")
+        self.client = client
+        self.scene = scene.name
+        self.lists = lists
+        self.lateness_ms = scene.lateness_ms
+        self.names = tuple(spec.name for spec in scene.features)
+        self.max_window_ms = max((s.window_ms for s in scene.features), default=0)
+        self.idempotency_horizon_ms = scene.lateness_ms + self.max_window_ms
+        self.plans = build_entity_plans(scene.features, scene.lateness_ms)
+        where_names = ExprNames(
+            features=frozenset(), lists=frozenset(lists.names()) if lists else frozenset(),
+            patterns=frozenset(), models=frozenset(), allow_features=False)
+        entity_source = load_script("entity.lua")
+        entities = []
+        for plan in self.plans:
+            filters = []
+            for group in plan.groups:
+                predicate = None if group.where is None else compile_expression(
+                    group.where, names=where_names,
+                    origin=f"scene {scene.name!r} features by {'+'.join(plan.by)} where")
+                filters.append((group.bit, predicate))
+            ttl = ttl_ms if ttl_ms is not None else max(
+                2 * (scene.lateness_ms + plan.max_window_ms), MIN_TTL_MS)
+            entities.append(_Entity(
+                plan=plan,
+                script=Script.of(
+                    f"local P = {plan.lua(guard_depth, self.max_window_ms, sweep)}\n"
+                    f"{entity_source}"),
+                single=plan.by[0] if len(plan.by) == 1 else None,
+                key_head=f"{prefix}:{{{scene.name}|{'+'.join(plan.by)}|",
+                key_tail=f"}}:{plan.signature}",
+                filters=tuple(filters),
+                slots=tuple((s.field, s.quantized, s.distinct) for s in plan.slots),
+                outputs=tuple((o.name, DECODERS[o.func]) for o in plan.outputs),
+                ttl_ms=ttl,
+            ))
+        self._entities = tuple(entities)
+        self.buckets = buckets
+        self.bucket_value_max = (self._listpack_value_max() if bucket_value_max is None
+                                 else bucket_value_max)
+        self._clock_script = Script.of(load_script("clock.lua"))
+        self.clock_key = f"{prefix}:{{{scene.name}}}:G"
+        self.key_pattern = f"{prefix}:{{{scene.name}|*"
+        self._clock: int | None = None
+        self._pending: int | None = None
+        self.load_scripts()
+
+    # ------------------------------------------------------------------ scripts
+
+    @property
+    def scripts(self) -> tuple[Script, ...]:
+        return (*(e.script for e in self._entities), self._clock_script)
+
+    def load_scripts(self) -> None:
+        """SCRIPT LOAD every script (at start, and again after a NOSCRIPT answer)."""
+        for script in self.scripts:
+            sha = self.client.script_load(script.source)
+            if sha != script.sha:
+                raise RedisStateError(f"the server gave SHA {sha} for a script whose SHA1 "
+                                      f"is {script.sha}")
+
+    def _listpack_value_max(self) -> int:
+        try:
+            found = self.client.config_get("hash-max-listpack-value")
+        except redis.exceptions.ResponseError:  # CONFIG may be disabled (managed Redis)
+            return 64
+        for name, value in dict(found).items():
+            if name in ("hash-max-listpack-value", b"hash-max-listpack-value") and value:
+                return min(int(value), 1024)
+        return 64
+
+    def _run(self, commands: Sequence[Command]) -> list[Any]:
+        """EVALSHA each (script, keys, args) in one pipeline; NOSCRIPT reloads and retries
+        only the commands that failed (the others ran, and must not run twice)."""
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                script, keys, args = commands[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            answers = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise RedisStateError(
+                        f"scene {self.scene!r}: Redis refused a feature-state script on key "
+                        f"{commands[i][1][0]!r}: {answer}") from answer
+                else:
+                    replies[i] = answer
+            if not missing:
+                return replies
+            if attempt == 0:
+                self.load_scripts()
+                for script in {commands[i][0] for i in missing} - set(self.scripts):
+                    self.client.script_load(script.source)
+            todo = missing
+        raise RedisStateError(f"scene {self.scene!r}: scripts keep missing on the server "
+                              f"after SCRIPT LOAD")
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def clock(self) -> int | None:
+        """G: the largest time of the accepted events that were not late (as known here)."""
+        return self._clock
+
+    def _merge_clock(self, shared: Any) -> None:
+        if shared is not None:
+            value = int(shared)
+            if self._clock is None or value > self._clock:
+                self._clock = value
+
+    def sync_clock(self) -> int | None:
+        """Publish this worker's pending clock and read the shared one (one round trip)."""
+        pending = "" if self._pending is None else self._pending
+        (shared,) = self._run([(self._clock_script, (self.clock_key,), (pending,))])
+        self._pending = None
+        self._merge_clock(shared)
+        return self._clock
+
+    # ------------------------------------------------------------------ per event
+
+    def _text_of(self, entity: _Entity, event: dict[str, Any]) -> str | None:
+        """The entity's key value as text (its bucket field), None for a null key."""
+        if entity.single is not None:
+            value = event.get(entity.single)
+            if value is None:
+                return None
+            return key_text((value,))
+        values = tuple(event.get(f) for f in entity.plan.by)
+        if None in values:
+            return None
+        return key_text(values)
+
+    def entity_keys(self, entity: _Entity, text: str) -> tuple[str, str]:
+        """(bucket hash, own key) of the entity whose key value is `text`."""
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        bucket = entity.key_head + str(int.from_bytes(digest, "big") % self.buckets) + \
+            entity.key_tail
+        return bucket, f"{bucket}:{text}"
+
+    def compute(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool]:
+        """Feature values for a parsed `event` and whether it is late; stores it unless late.
+
+        `lsn` is accepted for parity with the in-memory engine: in Redis, ties in time are
+        ordered by arrival at each entity, which is LSN order for one writer.
+        """
+        del lsn
+        t = event["timestamp"]
+        digest = event_digest(event["event_id"])
+        clock = self._clock
+        clock_arg: int | str = "" if clock is None else clock
+        horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
+        lists = self.lists
+        commands: list[Command] = []
+        touched: list[_Entity] = []
+        small = self.bucket_value_max
+        for entity in self._entities:
+            text = self._text_of(entity, event)
+            if text is None:
+                continue
+            mask = 0
+            for bit, predicate in entity.filters:
+                if predicate is None or predicate(event, _EMPTY, lists):
+                    mask |= bit
+            slots = []
+            for field, quantized, distinct in entity.slots:
+                value = event.get(field)
+                slots.append("" if value is None else slot_text(
+                    value, quantized=quantized, distinct=distinct, field=field))
+            commands.append((entity.script, self.entity_keys(entity, text),
+                             ["a", t, clock_arg, horizon, digest, mask, entity.ttl_ms, text,
+                              small, *slots]))
+            touched.append(entity)
+        pending = "" if self._pending is None else self._pending
+        commands.append((self._clock_script, (self.clock_key,), (pending,)))
+        replies = self._run(commands)
+        self._pending = None
+        self._merge_clock(replies.pop())
+
+        late = any(reply[0] == 1 for reply in replies)
+        if late:
+            self._rescore_as_late(commands, replies)
+        out = dict.fromkeys(self.names)
+        for entity, reply in zip(touched, replies, strict=True):
+            for (name, decode), raw in zip(entity.outputs, reply[3:], strict=True):
+                out[name] = None if raw is None else decode(raw)
+        if not late:
+            if self._clock is None or t > self._clock:
+                self._clock = t
+            if self._pending is None or t > self._pending:
+                self._pending = t
+        return out, late
+
+    def _rescore_as_late(self, commands: list[Command],
+                         replies: list[Any]) -> None:
+        """Second round trip: entities that scored the event as on time (and may have
+        stored it) take it back and score it as late, as the contract asks."""
+        fixes = [i for i, reply in enumerate(replies) if reply[2] == 0]
+        if not fixes:
+            return
+        again = []
+        for i in fixes:
+            script, keys, args = commands[i]
+            again.append((script, keys, ["u" if replies[i][1] == 1 else "l", *args[1:]]))
+        for i, reply in zip(fixes, self._run(again), strict=True):
+            replies[i] = reply
+
+    def flush(self) -> None:
+        """Publish the pending clock now (e.g. before a worker stops)."""
+        if self._pending is not None:
+            self.sync_clock()
+
+    # ------------------------------------------------------------------ inspection
+
+    def state_keys(self) -> Iterator[bytes]:
+        """Every entity key of this scene (SCAN: for tests and operators, not per event)."""
+        yield from self.client.scan_iter(match=self.key_pattern, count=1000)
+
+    def stats(self) -> dict[str, int]:
+        """Entities, retained entries, tiles and guard records, and their MEMORY USAGE."""
+        inspect = Script.of(load_script("inspect.lua"))
+        strides = {e.plan.signature: (e.plan.stride, 3 + len(e.plan.outputs))
+                   for e in self._entities}
+        totals = {"keys": 0, "entities": 0, "retained_entries": 0, "tiles": 0,
+                  "guard_records": 0, "memory_bytes": 0}
+        for key in self.state_keys():
+            signature = key.rsplit(b"}:", 1)[-1].split(b":", 1)[0].decode()
+            if signature not in strides:
+                continue
+            (entities, entries, tiles, records, memory), = self._run(
+                [(inspect, (key.decode(),), strides[signature])])
+            totals["keys"] += 1
+            totals["entities"] += entities
+            totals["retained_entries"] += entries
+            totals["tiles"] += tiles
+            totals["guard_records"] += records
+            totals["memory_bytes"] += memory
+        return totals

@@ -1,0 +1,178 @@
+"""The Redis feature state against the brute-force oracle, event by event.
+
+Same streams and hand-made scenarios as tests/features/test_oracle_streams.py: ties,
+events exactly one window apart, late events inside and beyond the lateness, duplicates,
+null and composite keys, negative and awkward amounts, tiled features, idle keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+from oracle import Oracle, parse_duration
+from redis_harness import RedisDecider
+from streams import (
+    BASE_TS,
+    STREAM_FEATURES,
+    STREAM_LATENESS,
+    STREAM_LATENESS_MS,
+    mismatches,
+    random_stream,
+    run_against_oracle,
+    scene_config,
+)
+
+from riskengine.config import load_config
+from riskengine.state.redis import RedisSceneFeatures
+from tests.features.test_oracle_streams import SCENARIOS, scenario_events
+
+
+def compare_stream(decider: RedisDecider, events: list[dict[str, Any]], oracle: Oracle
+                   ) -> None:
+    found: list[tuple[str, str]] = []
+    for i, event in enumerate(events):
+        expected = oracle.feed(copy.deepcopy(event))
+        found += mismatches(i, event, expected, decider.evaluate("s", copy.deepcopy(event)))
+    if found:
+        per_feature = Counter(name for name, _ in found)
+        raise AssertionError(f"{found[0][1]}\n{len(found)} differences over {len(events)} "
+                             f"events: {dict(per_feature)}")
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario(client: redis.Redis, name: str) -> None:
+    features, lateness, _ = SCENARIOS[name]
+    run_against_oracle(RedisDecider(client, features, lateness), "s", scenario_events(name),
+                       Oracle(features, parse_duration(lateness)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_stream_matches_oracle(client: redis.Redis, seed: int) -> None:
+    events = random_stream(seed, 1500)
+    compare_stream(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS), events,
+                   Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+
+
+LAYOUTS: dict[str, dict[str, Any]] = {
+    # every entity in one bucket: the sweep runs against live siblings all the time
+    "one-bucket": {"buckets": 1, "sweep": 4},
+    # tiny bucket fields: entities move between their bucket and their own key
+    "own-keys": {"bucket_value_max": 40},
+    # no guard records, no TTL
+    "no-guard": {"guard_depth": 0, "ttl_ms": 0},
+    # a deeper guard
+    "deep-guard": {"guard_depth": 3, "prefix": "alt"},
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts_give_the_same_values(client: redis.Redis, layout: str) -> None:
+    events = random_stream(11, 1000)
+    compare_stream(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS, **LAYOUTS[layout]),
+                   events, Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+
+
+def test_scripts_flushed_mid_stream_are_reloaded(client: redis.Redis) -> None:
+    events = random_stream(12, 400)
+    decider = RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS)
+    oracle = Oracle(STREAM_FEATURES, STREAM_LATENESS_MS)
+    compare_stream(decider, events[:200], oracle)
+    client.script_flush()
+    compare_stream(decider, events[200:], oracle)
+
+
+FEATURES = ["count(a.history,1h)", "sum(v#a.history,1h)", "stddev(v#a.history,1h)",
+            "last(v#a.history,1h)", "count(b.history,1h)"]
+
+
+def scene(features: list[Any], lateness: str = "5m") -> Any:
+    return load_config(scene_config(features, lateness)).scenes["s"]
+
+
+def test_entity_guard_returns_the_stored_answer(client: redis.Redis) -> None:
+    """The same event computed twice (a retry after a crash) is applied once."""
+    features = RedisSceneFeatures(client, scene(FEATURES))
+    first = {"event_id": "x", "timestamp": BASE_TS, "a": "k", "b": "m", "v": 5}
+    assert features.compute(dict(first), 1) == features.compute(dict(first), 2)
+    values, late = features.compute({"event_id": "y", "timestamp": BASE_TS + 1, "a": "k",
+                                     "v": 7}, 3)
+    assert not late
+    assert values["count(a.history,1h)"] == 2 and values["sum(v#a.history,1h)"] == 12.0
+
+
+def test_guard_applies_an_id_again_past_the_horizon(client: redis.Redis) -> None:
+    features = RedisSceneFeatures(client, scene(["count(a.history,1s)"], "0ms"))
+    ev = {"event_id": "x", "timestamp": BASE_TS, "a": "k"}
+    assert features.compute(dict(ev), 1)[0] == {"count(a.history,1s)": 1}
+    features.compute({"event_id": "z", "timestamp": BASE_TS + 1000, "a": "other"}, 2)
+    # x's time is no longer > G - L - Wmax: the same id is a new event
+    again = dict(ev, timestamp=BASE_TS + 1000)
+    assert features.compute(again, 3)[0] == {"count(a.history,1s)": 1}
+    assert features.compute(again, 4)[0] == {"count(a.history,1s)": 1}  # guarded now
+
+
+def test_exact_sums_beyond_double_precision(client: redis.Redis) -> None:
+    """Micro-unit sums and squares far beyond 2**53, positive and negative."""
+    big = [10**15, 999_999_999_999_999.5, -(10**15) + 0.25, 4503599627.370497, 1e-6, 0.3,
+           -123456789012.345678, 10**15 - 1, 2**52 / 1e6, -(2**52) / 1e6]
+    features = [{"name": f, "func": f, "target": "v", "by": ["a"], "window": "1h"}
+                for f in ("sum", "avg", "stddev", "min", "max", "first", "last")]
+    tiled = [{"name": f"t_{f}", "func": f, "target": "v", "by": ["a"], "window": "2h",
+              "kind": "window", "hop": "10m"} for f in ("sum", "avg", "stddev")]
+    events = [{"event_id": f"b{i}", "timestamp": BASE_TS + 60_000 * (i % 7) + i, "a": "k",
+               "v": v} for i, v in enumerate(big * 20)]
+    run_against_oracle(RedisDecider(client, features + tiled, "1h"), "s", events,
+                       Oracle(features + tiled, 3_600_000))
+
+
+def test_workers_sharing_the_clock(client: redis.Redis) -> None:
+    """Two instances taking turns, publishing and reading G between events, are one."""
+    events = random_stream(21, 600)
+    oracle = Oracle(STREAM_FEATURES, STREAM_LATENESS_MS)
+    workers = [RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS) for _ in range(2)]
+    for i, event in enumerate(events):
+        worker = workers[i % 2]
+        worker.features.sync_clock()
+        got = worker.evaluate("s", copy.deepcopy(event))
+        worker.features.flush()
+        found = mismatches(i, event, oracle.feed(copy.deepcopy(event)), got)
+        assert not found, found[0][1]
+    assert client.get("re:{s}:G") is not None
+
+
+def test_concurrent_writers_lose_no_update(redis_url: str, client: redis.Redis) -> None:
+    """Many clients on one hot entity at once: every event is counted once."""
+    features_def = ["count(a.history,1h)", "sum(v#a.history,1h)",
+                    "count_distinct(w#a.history,1h)"]
+    per_thread, threads = 40, 6
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            connection = redis.Redis.from_url(redis_url)
+            features = RedisSceneFeatures(connection, scene(features_def, "1h"))
+            for i in range(per_thread):
+                features.compute({"event_id": f"w{n}-{i}", "timestamp": BASE_TS + i,
+                                  "a": "hot", "v": 0.1, "w": f"{n}-{i}"}, i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert not errors
+    total = per_thread * threads
+    values, late = RedisSceneFeatures(client, scene(features_def, "1h")).compute(
+        {"event_id": "last", "timestamp": BASE_TS + per_thread, "a": "hot", "v": 0.1,
+         "w": "last"}, 0)
+    assert not late
+    assert values == {"count(a.history,1h)": total + 1,
+                      "sum(v#a.history,1h)": (total + 1) * 100_000 / 1_000_000,
+                      "count_distinct(w#a.history,1h)": total + 1}
