@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from riskengine.config import ProjectConfig, SceneConfig, load_config
@@ -31,13 +31,28 @@ from riskengine.lists import ListStore
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.rules.ruleset import Ruleset
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 MAX_BATCH = 100_000
-_FORGET_EVERY = 32
+_FORGET_EVERY = 64
+RECENT_DECISIONS = 16
+"""How many of a scene's latest decisions are also kept whole (see `SceneRuntime`)."""
+
+Record = tuple[Any, ...]
+"""A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
+list_hits, late, ruleset_version, *feature values)``; the outcome and the other tuples are
+the decision's own (mostly shared constants), so a record is one tuple of its own."""
+_T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _LATE, _VERSION, _VALUES = range(8)
 
 
 class SceneRuntime:
-    """Everything one scene needs per event, built once from its `SceneConfig`."""
+    """Everything one scene needs per event, built once from its `SceneConfig`.
+
+    Idempotency: `seen` maps each remembered event id to a compact `Record` (the feature
+    values inline, the rule outcome shared with the decision, no dict, no objects of its
+    own beyond the record). A duplicate gets an equal `Decision` rebuilt from it; the last
+    `RECENT_DECISIONS` decisions are also kept whole, so a quick retry gets the very object
+    it was first given.
+    """
 
     def __init__(self, config: SceneConfig, lists: ListStore) -> None:
         self.config = config
@@ -66,42 +81,68 @@ class SceneRuntime:
 
         self.features = SceneFeatures(config.features, config.lateness_ms, config.max_entities,
                                       compile_where, lists)
+        self.feature_names = tuple(self.features.template)
+        self.fast = self.features.fast
+        self.parse = self.parser.parse
         self.ruleset = Ruleset.build(config.name, list(config.rules), dict(config.policy),
                                      self.names, config.ruleset_version)
         self.idempotency_horizon_ms = config.lateness_ms + self.features.max_window_ms
         self.idempotency_max = config.idempotency_max
-        self.seen: dict[str, Decision] = {}
+        self.seen: dict[str, Record] = {}
         self.seen_order: deque[str] = deque()
-        self._countdown = _FORGET_EVERY
+        self.recent: deque[Decision] = deque(maxlen=RECENT_DECISIONS)
+        self.forget_countdown = _FORGET_EVERY
 
-    def remember(self, decision: Decision) -> None:
-        """Keep the decision for its event id; forget the oldest ids now and then."""
-        event_id = decision.event_id
-        seen = self.seen
-        if event_id not in seen:
-            self.seen_order.append(event_id)
-        seen[event_id] = decision
-        self._countdown -= 1
-        if not self._countdown:
-            self._countdown = _FORGET_EVERY
-            self.forget_old_ids(_FORGET_EVERY * 2)
+    def list_hits(self, lists: ListStore, event: dict[str, Any], t: int) -> tuple[str, ...]:
+        return tuple(name for name, field in self.list_checks
+                     if lists.contains(name, event.get(field), t))
 
-    def forget_old_ids(self, budget: int) -> None:
+    def recall(self, event_id: str, record: Record) -> Decision:
+        """The remembered decision of `event_id`: the object itself if it is one of the
+        recent ones, else an equal one rebuilt from its record."""
+        lsn = record[_LSN]
+        for decision in self.recent:
+            if decision.lsn == lsn:
+                return decision
+        action, score, hits, shadow_hits, errors = record[_OUTCOME]
+        return Decision(event_id, self.name, action, score, hits, shadow_hits,
+                        dict(zip(self.feature_names, record[_VALUES:], strict=True)),
+                        record[_LIST_HITS], record[_VERSION], record[_LATE], False,
+                        record[_LATENCY], lsn, record[_T], errors)
+
+    def forget_old_ids(self) -> None:
         """Drop ids whose event left the horizon (arrival order), and any over the cap."""
+        self.forget_countdown = _FORGET_EVERY
         order = self.seen_order
         seen = self.seen
         horizon = self.features.global_max - self.idempotency_horizon_ms
-        while budget and order:
-            stored = seen.get(order[0])
-            if stored is not None and stored.timestamp > horizon and \
-                    len(seen) <= self.idempotency_max:
+        while order:
+            event_id = order[0]
+            record = seen.get(event_id)
+            if record is not None and record[_T] > horizon:
                 break
             order.popleft()
-            if stored is not None:
-                del seen[stored.event_id]
-            budget -= 1
+            if record is not None:
+                del seen[event_id]
+        self.cap_ids()
+
+    def cap_ids(self) -> None:
+        seen = self.seen
+        order = self.seen_order
         while len(seen) > self.idempotency_max:
             seen.pop(order.popleft(), None)
+
+    def dump_ids(self) -> list[tuple[str, Record]]:
+        """The remembered ids in arrival order, with their records (no references)."""
+        seen = self.seen
+        return [(i, seen[i]) for i in self.seen_order if i in seen]
+
+    def load_ids(self, rows: list[tuple[str, Record]]) -> None:
+        self.seen.clear()
+        self.seen_order.clear()
+        for event_id, record in rows:
+            self.seen[event_id] = record
+            self.seen_order.append(event_id)
 
 
 class Engine:
@@ -155,15 +196,49 @@ class Engine:
 
     def evaluate(self, scene: str, event: Mapping[str, Any]) -> Decision:
         """Decide one event. Raises `EventValidationError` / `UnknownSceneError`."""
-        started = time.perf_counter()
+        started = perf_counter()
         runtime = self._scenes.get(scene)
         if runtime is None:
             runtime = self.scene(scene)
-        return self._decide(runtime, runtime.parser.parse(event), started)
+        parsed = runtime.parse(event)
+        event_id = parsed["event_id"]
+        seen = runtime.seen
+        previous = seen.get(event_id)
+        if previous is not None and previous[_T] > (
+                runtime.features.global_max - runtime.idempotency_horizon_ms):
+            return runtime.recall(event_id, previous)
+        self._lsn = lsn = self._lsn + 1
+        t = parsed["timestamp"]
+        features = runtime.fast(parsed, lsn)
+        if features is None:
+            features, late = runtime.features.compute_general(parsed, lsn)
+        else:
+            late = False
+        list_hits = runtime.list_hits(self.lists, parsed, t) if runtime.list_checks else ()
+        ruleset = runtime.ruleset
+        version = ruleset.version
+        outcome = ruleset.outcome(parsed, features, self.lists)
+        action, score, hits, shadow_hits, errors = outcome
+        latency = (perf_counter() - started) * 1000.0
+        decision = Decision(  # positional: this is the per-event path
+            event_id, runtime.name, action, score, hits, shadow_hits, features, list_hits,
+            version, late, False, latency, lsn, t, errors)
+        seen[event_id] = (t, lsn, latency, outcome, list_hits, late, version,
+                          *features.values())
+        runtime.recent.append(decision)
+        if previous is None:
+            runtime.seen_order.append(event_id)
+            if len(seen) > runtime.idempotency_max:
+                runtime.cap_ids()
+        runtime.forget_countdown -= 1
+        if not runtime.forget_countdown:
+            runtime.forget_old_ids()
+        return decision
 
     def evaluate_many(self, scene: str, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
         """Decide events in order. All are validated first: one invalid event refuses the
-        batch (the error names its index) and nothing changes."""
+        batch (the error names its index) and nothing changes. Then one loop decides them
+        all; each decision's `latency_ms` is the time spent on that event."""
         runtime = self.scene(scene)
         parse = runtime.parser.parse
         parsed = []
@@ -174,30 +249,60 @@ class Engine:
                 parsed.append(parse(event))
             except EventValidationError as exc:
                 raise EventValidationError(f"event {index}: {exc}", field=exc.field) from None
-        decide = self._decide
-        return [decide(runtime, event, time.perf_counter()) for event in parsed]
+        return self._decide_many(runtime, parsed)
 
-    def _decide(self, runtime: SceneRuntime, event: dict[str, Any], started: float) -> Decision:
-        event_id = event["event_id"]
-        previous = runtime.seen.get(event_id)
-        if previous is not None and previous.timestamp > (
-                runtime.features.global_max - runtime.idempotency_horizon_ms):
-            return previous
-        self._lsn = lsn = self._lsn + 1
-        t = event["timestamp"]
-        features, late = runtime.features.compute(event, lsn)
+    def _decide_many(self, runtime: SceneRuntime, events: list[dict[str, Any]]
+                     ) -> list[Decision]:
+        """`evaluate` over parsed events, inlined: one frame, one clock read per event
+        (each decision's latency is the time since the previous one was made)."""
+        decisions: list[Decision] = []
+        append = decisions.append
+        seen = runtime.seen
+        order = runtime.seen_order
+        features_of = runtime.fast
+        general = runtime.features.compute_general
+        horizon_ms = runtime.idempotency_horizon_ms
+        clock = runtime.features
         lists = self.lists
-        list_hits = tuple(name for name, field in runtime.list_checks
-                          if lists.contains(name, event.get(field), t)) \
-            if runtime.list_checks else ()
-        ruleset = runtime.ruleset
-        verdict = ruleset.evaluate(event, features, lists)
-        decision = Decision(  # positional: this is the per-event path
-            event_id, runtime.name, verdict.decision, verdict.score, verdict.hits,
-            verdict.shadow_hits, features, list_hits, ruleset.version, late, False,
-            (time.perf_counter() - started) * 1000.0, lsn, t, verdict.errors)
-        runtime.remember(decision)
-        return decision
+        name = runtime.name
+        keep = runtime.recent.append
+        started = perf_counter()
+        for event in events:
+            event_id = event["event_id"]
+            previous = seen.get(event_id)
+            if previous is not None and previous[_T] > clock.global_max - horizon_ms:
+                append(runtime.recall(event_id, previous))
+                continue
+            self._lsn = lsn = self._lsn + 1
+            t = event["timestamp"]
+            features = features_of(event, lsn)
+            if features is None:
+                features, late = general(event, lsn)
+            else:
+                late = False
+            list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
+            ruleset = runtime.ruleset
+            version = ruleset.version
+            outcome = ruleset.outcome(event, features, lists)
+            action, score, hits, shadow_hits, errors = outcome
+            now = perf_counter()
+            latency = (now - started) * 1000.0
+            started = now
+            decision = Decision(
+                event_id, name, action, score, hits, shadow_hits, features, list_hits,
+                version, late, False, latency, lsn, t, errors)
+            seen[event_id] = (t, lsn, latency, outcome, list_hits, late, version,
+                              *features.values())
+            keep(decision)
+            if previous is None:
+                order.append(event_id)
+                if len(seen) > runtime.idempotency_max:
+                    runtime.cap_ids()
+            runtime.forget_countdown -= 1
+            if not runtime.forget_countdown:
+                runtime.forget_old_ids()
+            append(decision)
+        return decisions
 
     # -- state -----------------------------------------------------------------------
 
@@ -215,7 +320,7 @@ class Engine:
             "scenes": {
                 name: {
                     "features": rt.features.dump(),
-                    "seen": [rt.seen[i] for i in rt.seen_order if i in rt.seen],
+                    "seen": rt.dump_ids(),
                 }
                 for name, rt in self._scenes.items()
             },
@@ -252,9 +357,5 @@ class Engine:
             if runtime is None:
                 continue
             runtime.features.load(data["features"])
-            runtime.seen.clear()
-            runtime.seen_order.clear()
-            for decision in data["seen"]:
-                runtime.seen[decision.event_id] = decision
-                runtime.seen_order.append(decision.event_id)
+            runtime.load_ids(data["seen"])
         return self

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from riskengine.exceptions import ConfigError, EventValidationError
 
@@ -112,7 +112,9 @@ class FieldSpec:
 class EventParser:
     """Validates raw events for one scene and normalises `event_id` and `timestamp`.
 
-    Built once per scene; `parse` is the per-event path.
+    Built once per scene: the checks of the schema are generated into one function,
+    `parse`, the per-event path. It returns the input itself when nothing needs
+    rewriting, else a copy: the input is never modified.
     """
 
     def __init__(self, scene: str, schema: tuple[FieldSpec, ...],
@@ -121,45 +123,85 @@ class EventParser:
         checks = []
         declared = {f.name for f in schema}
         for spec in schema:
-            checks.append((spec.name, spec.type, spec.required, _TYPE_CHECKS[spec.type]))
+            checks.append((spec.name, spec.type, spec.required))
         for name in sorted(numeric_fields - declared):
-            checks.append((name, "number", False, _TYPE_CHECKS["number"]))
+            checks.append((name, "number", False))
         for spec in schema:
             if spec.name in numeric_fields and spec.type not in ("int", "float", "number"):
                 raise ConfigError(
                     f"scene {scene!r}: field {spec.name!r} is summed or compared by a "
                     f"feature but the schema says {spec.type!r}; declare it float")
         self._checks = tuple(checks)
+        self.parse: Callable[[object], dict[str, Any]] = self._generate()
 
-    def parse(self, raw: object) -> dict[str, Any]:
-        """Return a new dict: the event with `event_id` (str) and `timestamp` (int ms)."""
-        if not isinstance(raw, Mapping):
-            raise EventValidationError(
-                f"an event must be a JSON object, got {type(raw).__name__}")
-        event = dict(raw)
-        ts = event.get("timestamp")
-        if type(ts) is not int or not MIN_TS_MS <= ts <= MAX_TS_MS:
-            event["timestamp"] = parse_timestamp(ts)
-        event_id = event.get("event_id")
-        if event_id is None:
-            event["event_id"] = uuid.uuid4().hex
-        elif type(event_id) is not str:
-            raise EventValidationError(
-                f"event_id must be a string, got {type(event_id).__name__}", field="event_id")
-        elif not event_id or len(event_id) > 256:
-            raise EventValidationError("event_id must be 1..256 characters", field="event_id")
-        for name, kind, required, check in self._checks:
-            value = event.get(name)
-            if value is None:
-                if required:
-                    raise EventValidationError(
-                        f"field {name!r} is required in scene {self.scene!r}", field=name)
-                continue
-            if not check(value):
-                raise EventValidationError(
-                    f"field {name!r} must be {_describe(kind)}, got {type(value).__name__} "
-                    f"{_preview(value)}", field=name)
-        return event
+    def _generate(self) -> Callable[[object], dict[str, Any]]:
+        lines = [
+            "def parse(raw):",
+            "    if type(raw) is dict:",
+            "        event = raw",
+            "    elif isinstance(raw, Mapping):",
+            "        event = dict(raw)",
+            "    else:",
+            "        refuse_kind(raw)",
+            "    ts = event.get('timestamp')",
+            f"    if type(ts) is not int or not {MIN_TS_MS} <= ts <= {MAX_TS_MS}:",
+            "        if event is raw:",
+            "            event = dict(raw)",
+            "        event['timestamp'] = parse_timestamp(ts)",
+            "    event_id = event.get('event_id')",
+            "    if type(event_id) is not str or not event_id or len(event_id) > 256:",
+            "        if event_id is not None:",
+            "            refuse_id(event_id)",
+            "        if event is raw:",
+            "            event = dict(raw)",
+            "        event['event_id'] = uuid4().hex",
+        ]
+        bound = MAX_ABS_NUMBER
+        for i, (name, kind, required) in enumerate(self._checks):
+            if kind == "str":
+                bad = "type(v) is not str"
+            elif kind == "bool":
+                bad = "type(v) is not bool"
+            elif kind == "int":
+                bad = (f"not ((type(v) is int or (type(v) is float and v.is_integer())) "
+                       f"and {-bound} <= v <= {bound})")
+            else:
+                bad = f"not ((type(v) is float or type(v) is int) and {-bound} <= v <= {bound})"
+            lines += [f"    v = event.get({name!r})",
+                      "    if v is None:",
+                      f"        {f'refuse_missing({i})' if required else 'pass'}",
+                      f"    elif {bad}:",
+                      f"        refuse_type({i}, v)"]
+        lines.append("    return event")
+        env: dict[str, Any] = {"Mapping": Mapping, "parse_timestamp": parse_timestamp,
+                               "uuid4": uuid.uuid4, "refuse_kind": _refuse_kind,
+                               "refuse_id": _refuse_id, "refuse_missing": self._refuse_missing,
+                               "refuse_type": self._refuse_type}
+        exec(compile("\n".join(lines) + "\n", f"<event parser of scene {self.scene!r}>",
+                     "exec"), env)
+        return env["parse"]  # type: ignore[no-any-return]
+
+    def _refuse_missing(self, index: int) -> NoReturn:
+        name = self._checks[index][0]
+        raise EventValidationError(f"field {name!r} is required in scene {self.scene!r}",
+                                   field=name)
+
+    def _refuse_type(self, index: int, value: object) -> NoReturn:
+        name, kind, _ = self._checks[index]
+        raise EventValidationError(
+            f"field {name!r} must be {_describe(kind)}, got {type(value).__name__} "
+            f"{_preview(value)}", field=name)
+
+
+def _refuse_kind(raw: object) -> NoReturn:
+    raise EventValidationError(f"an event must be a JSON object, got {type(raw).__name__}")
+
+
+def _refuse_id(event_id: object) -> NoReturn:
+    if type(event_id) is not str:
+        raise EventValidationError(
+            f"event_id must be a string, got {type(event_id).__name__}", field="event_id")
+    raise EventValidationError("event_id must be 1..256 characters", field="event_id")
 
 
 def _preview(value: object) -> str:

@@ -1,6 +1,6 @@
 """Per-scene feature computation: the fork by key, lateness, storage, and the join.
 
-`SceneFeatures.compute(event, lsn)` returns `(features, late, stored)`; the semantics are
+`SceneFeatures.compute(event, lsn)` returns `(features, late)`; the semantics are
 docs/semantics.md, checked event by event against tests/oracle.py.
 """
 
@@ -11,12 +11,11 @@ from typing import Any
 
 from riskengine.features.dsl import FeatureSpec
 from riskengine.features.fastpath import build_fast_path
-from riskengine.features.plan import KeyPlan, Predicate, build_key_plans
-from riskengine.state.memory import EntityState, KeyTable
+from riskengine.features.history import NEVER
+from riskengine.features.plan import KEY, MAXTS, KeyPlan, Predicate, build_key_plans
+from riskengine.state.memory import BufferOps, Entity, KeyTable
 
-_NEVER = -1 << 62
 _EMPTY: dict[str, Any] = {}
-_EVICT_EVERY = 16
 
 
 class SceneFeatures:
@@ -31,14 +30,14 @@ class SceneFeatures:
         self.tables = tuple(KeyTable(p, lateness_ms, max_entities) for p in self.plans)
         self.template: dict[str, Any] = dict.fromkeys(spec.name for spec in specs)
         self.max_window_ms = max((s.window_ms for s in specs), default=0)
-        self.global_max = _NEVER
+        self.global_max = NEVER
+        self.sweep_at = NEVER  # the clock G at which some table has a bucket of keys due
         self._layout = tuple(
             (table, plan.by[0] if len(plan.by) == 1 else None, plan.by,
              plan.max_window_ms + lateness_ms,
-             tuple((i, b, b.predicate, b.kind == "history") for i, b in enumerate(plan.buffers)))
+             tuple((ops, ops.plan.predicate) for ops in table.ops))
             for table, plan in zip(self.tables, self.plans, strict=True)
         )
-        self._countdown = _EVICT_EVERY
         self.fast = build_fast_path(self)
 
     def key_of(self, plan: KeyPlan, event: dict[str, Any]) -> Hashable | None:
@@ -51,16 +50,16 @@ class SceneFeatures:
         """Feature values for `event` and whether it is late; stores it unless late."""
         out = self.fast(event, lsn)
         if out is None:
-            out, late = self.compute_general(event, lsn)
-        else:
-            late = False
-        self._countdown -= 1
-        if not self._countdown:
-            self._countdown = _EVICT_EVERY
-            for table in self.tables:
-                if table.entities:
-                    table.evict_idle(self.global_max, _EVICT_EVERY * 2)
-        return out, late
+            return self.compute_general(event, lsn)
+        return out, False
+
+    def sweep(self) -> None:
+        """Evict the idle keys of every bucket the clock has made due (see KeyTable)."""
+        global_max = self.global_max
+        for table in self.tables:
+            if global_max >= table.sweep_at:
+                table.sweep(global_max)
+        self.sweep_at = min((t.sweep_at for t in self.tables), default=-NEVER)
 
     def compute_general(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool]:
         """The general path: any order, late events, every kind (see fastpath.py)."""
@@ -68,7 +67,7 @@ class SceneFeatures:
         t = event["timestamp"]
         lateness = self.lateness_ms
         global_max = self.global_max
-        touched: list[tuple[Any, Hashable, EntityState | None, Any]] = []
+        touched: list[tuple[Any, Hashable, Entity | None, dict[Hashable, Entity]]] = []
         late = False
         for layout in self._layout:
             table, single, by, idle_ms, buffers = layout
@@ -84,62 +83,64 @@ class SceneFeatures:
             entities = table.entities
             state = entities.get(key)
             if state is not None:
-                if state.maxts <= global_max - idle_ms:
+                if state[MAXTS] <= global_max - idle_ms:
                     del entities[key]
+                    state[KEY] = None  # no longer its key's: its bucket will drop it
                     state = None
-                elif t < state.maxts - lateness:
+                elif t < state[MAXTS] - lateness:
                     late = True
             touched.append((layout, key, state, entities))
+        clock = global_max if late or t <= global_max else t
         for layout, key, state, entities in touched:
             table, _, _, idle_ms, buffers = layout
             if late:
-                self._score_late(event, lsn, state, table.plan, buffers, out)
+                self._score_late(event, lsn, state, table, buffers, out)
                 continue
+            fresh = state is None
             if state is None:
-                state = EntityState(table.plan)
-                fresh = True
-            else:
-                fresh = False
+                state = table.new_entity()
+                state[KEY] = key
             stored = False
-            for i, plan, predicate, _ in buffers:
+            for ops, predicate in buffers:
                 passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
-                buffer = state.buffers[i]
-                entry = plan.make_entry(event, lsn) if passes else (t, lsn)
-                if t >= buffer.anchor:
-                    buffer.step(entry, passes, out)
+                entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
+                if t >= ops.anchor(state):
+                    ops.step(state, entry, passes, out)
                 else:
-                    buffer.compute(entry, passes, None, out)
+                    ops.compute(state, entry, passes, None, out)
                     if passes:
-                        buffer.insert(entry)
+                        ops.insert(state, entry)
                 stored = stored or passes
             if stored:
-                if t > state.maxts:
-                    state.maxts = t
-                horizon = state.maxts - idle_ms
-                for buffer in state.buffers:
-                    buffer.trim(horizon, state.maxts, lateness)
+                if t > state[MAXTS]:
+                    state[MAXTS] = t
+                maxts = state[MAXTS]
+                for ops, _ in buffers:
+                    ops.trim(state, maxts - idle_ms, maxts, lateness)
                 if fresh:
                     entities[key] = state
-                else:
-                    entities.move_to_end(key)
-            elif not fresh:
-                entities.move_to_end(key)
-        if not late and t > self.global_max:
+                    table.file(state, clock)
+                    if len(entities) > table.max_entities:
+                        table.shrink(clock)
+        if not late and t > global_max:
             self.global_max = t
+            if t >= self.sweep_at:
+                self.sweep()
         return out, late
 
-    def _score_late(self, event: dict[str, Any], lsn: int, state: EntityState | None,
-                    plan: KeyPlan, buffers: tuple[Any, ...], out: dict[str, Any]) -> None:
+    def _score_late(self, event: dict[str, Any], lsn: int, state: Entity | None,
+                    table: KeyTable, buffers: tuple[tuple[BufferOps, Any], ...],
+                    out: dict[str, Any]) -> None:
         t = event["timestamp"]
         if state is None:
-            state = EntityState(plan)
+            state = table.new_entity()
             floor = None
         else:
-            floor = state.maxts - self.lateness_ms
-        for i, bplan, predicate, _ in buffers:
+            floor = state[MAXTS] - self.lateness_ms
+        for ops, predicate in buffers:
             passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
-            entry = bplan.make_entry(event, lsn) if passes else (t, lsn)
-            state.buffers[i].compute(entry, passes, floor, out)
+            entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
+            ops.compute(state, entry, passes, floor, out)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -156,6 +157,7 @@ class SceneFeatures:
 
     def load(self, data: dict[str, Any]) -> None:
         self.global_max = data["global_max"]
+        self.sweep_at = NEVER
         for table in self.tables:
             rows = data["tables"].get("+".join(table.plan.by))
             if rows is not None:

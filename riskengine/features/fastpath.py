@@ -2,24 +2,28 @@
 
 For an event that is not late and not earlier than any buffer it touches (almost every
 event in production), the generated function slides the windows, updates the running
-aggregates and reads the values with no per-feature dispatch: sums and distinct counters
-are inlined, other aggregators are called directly. It returns None *before changing any
-state* when the event needs the general path (`SceneFeatures.compute`): late, out of
-order. Both paths implement docs/semantics.md and
-are checked against tests/oracle.py.
+aggregates and reads the values with no per-feature dispatch: entity slots are constant
+indexes, sums and distinct counters are inlined, other aggregators are called directly.
+A key seen for the first time (or again after it was forgotten) gets its entity as one
+list display with the event already in it. The function returns None *before changing
+any state* when the event needs the general path (`SceneFeatures.compute_general`): late,
+out of order. Both paths implement docs/semantics.md and are checked against
+tests/oracle.py.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from riskengine.features.plan import BufferPlan, KeyPlan
-from riskengine.state.memory import EntityState
+from riskengine.features.history import COMPACT_AT, HistoryOps
+from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, KEY, MAXTS, BufferPlan, KeyPlan
+from riskengine.features.tiles import TiledBuffer
+from riskengine.state.memory import KeyTable
 
 FastPath = Callable[[dict[str, Any], int], "dict[str, Any] | None"]
-_INLINE = frozenset({"sum", "avg", "count_distinct"})
 
 
 class _Writer:
@@ -41,73 +45,84 @@ def build_fast_path(scene: Any) -> FastPath:
     """Generate and compile the fast path of a `SceneFeatures`."""
     names = list(scene.template)
     index_of = {name: i for i, name in enumerate(names)}
+    lateness = scene.lateness_ms
     w = _Writer()
-    env: dict[str, Any] = {"EntityState": EntityState, "scene": scene, "lists": scene.lists,
-                           "EMPTY": {}, "bisect_right": bisect_right, "INF": float("inf")}
+    env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
+                           "bisect_right": bisect_right, "INF": float("inf"),
+                           "TiledBuffer": TiledBuffer, "sqrt": math.sqrt}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
-    for i in range(len(names)):
-        w(f"f{i} = None")
     # Phase 1: keys, forgetting, lateness and order checks. Nothing is changed here except
     # forgetting idle keys, which the general path would do identically.
     for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
         env[f"ents{k}"] = table.entities
-        env[f"kplan{k}"] = plan
         _key_expr(w, k, plan)
         w(f"if k{k} is not None:")
         w.indent()
         w(f"s{k} = ents{k}.get(k{k})")
         w(f"if s{k} is not None:")
         w.indent()
-        w(f"mx = s{k}.maxts")
-        w(f"if mx <= gmax - {plan.max_window_ms + scene.lateness_ms}:")
+        w(f"mx = s{k}[{MAXTS}]")
+        w(f"if mx <= gmax - {plan.max_window_ms + lateness}:")
         w(f"    del ents{k}[k{k}]")
+        w(f"    s{k}[{KEY}] = None  # no longer its key's: its bucket will drop it")
         w(f"    s{k} = None")
-        w(f"elif t < mx - {scene.lateness_ms}:")
+        w(f"elif t < mx - {lateness}:")
         w("    return None")
-        anchors = " or ".join(f"t < s{k}.buffers[{j}].anchor" for j in range(len(plan.buffers)))
+        anchors = " or ".join(
+            f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
+            for b, at in zip(plan.buffers, plan.offsets, strict=True))
         w(f"elif {anchors}:")
         w("    return None")
         w.dedent()
         w.dedent()
     # Phase 2: update and read.
-    for k, plan in enumerate(scene.plans):
+    w("g = t if t > gmax else gmax")
+    for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
+        env[f"tab{k}"] = table
+        env[f"buckets{k}"] = table.buckets
+        horizon = plan.max_window_ms + lateness
         w(f"if k{k} is not None:")
         w.indent()
-        w(f"fresh = s{k} is None")
-        w("if fresh:")
-        w(f"    s{k} = EntityState(kplan{k})")
-        w("stored = False")
-        for j, bplan in enumerate(plan.buffers):
-            env[f"bplan{k}_{j}"] = bplan
-            if bplan.predicate is not None:
-                env[f"pred{k}_{j}"] = bplan.predicate
-                w(f"passes = bool(pred{k}_{j}(event, EMPTY, lists))")
-            else:
-                w("passes = True")
-            w(f"b = s{k}.buffers[{j}]")
-            if bplan.kind == "history":
-                _history_step(w, bplan, index_of, plan.max_window_ms + scene.lateness_ms)
-            else:
-                _tiled_step(w, bplan, index_of, scene.lateness_ms)
-        w("if stored:")
+        w(f"if s{k} is None:")
         w.indent()
-        w(f"if t > s{k}.maxts:")
-        w(f"    s{k}.maxts = t")
-        for j, bplan in enumerate(plan.buffers):
-            if bplan.kind != "history":
-                w(f"s{k}.buffers[{j}].trim(t - {plan.max_window_ms + scene.lateness_ms}, t, "
-                  f"{scene.lateness_ms})")
-        w("if fresh:")
-        w(f"    ents{k}[k{k}] = s{k}")
+        _fresh(w, env, k, table, index_of, lateness)
+        w.dedent()
         w("else:")
-        w(f"    ents{k}.move_to_end(k{k})")
+        w.indent()
+        # A buffer without a filter stores every event: then the key always does.
+        always = any(b.predicate is None for b in plan.buffers)
+        if not always:
+            w("stored = False")
+        for j, (bplan, at) in enumerate(zip(plan.buffers, plan.offsets, strict=True)):
+            _passes(w, env, k, j, bplan)
+            if bplan.kind == "history":
+                ops = cast(HistoryOps, table.ops[j])
+                env[f"ops{k}_{j}"] = ops
+                _history_step(w, k, j, bplan, at, ops, index_of, horizon, always)
+            else:
+                _tiled_step(w, f"s{k}[{at}]", bplan, index_of)
+                if not always:
+                    w("if passes:")
+                    w("    stored = True")
+        if not always:
+            w("if stored:")
+            w.indent()
+        w(f"if t > s{k}[{MAXTS}]:")
+        w(f"    s{k}[{MAXTS}] = t")
+        for bplan, at in zip(plan.buffers, plan.offsets, strict=True):
+            if bplan.kind != "history":
+                w(f"s{k}[{at}].trim(t - {horizon}, t, {lateness})")
+        if not always:
+            w.dedent()
         w.dedent()
-        w("elif not fresh:")
-        w(f"    ents{k}.move_to_end(k{k})")
         w.dedent()
+        w("else:")
+        w("    " + " = ".join(f"f{index_of[n]}" for n in plan.output_names) + " = None")
     w("if t > gmax:")
     w("    scene.global_max = t")
+    w("    if t >= scene.sweep_at:")
+    w("        scene.sweep()")
     w("return {" + ", ".join(f"{n!r}: f{i}" for i, n in enumerate(names)) + "}")
     source = "def fast(event, lsn):\n" + "\n".join(w.lines) + "\n"
     code = compile(source, f"<fast path of scene {scene!r}>", "exec")
@@ -127,6 +142,15 @@ def _key_expr(w: _Writer, k: int, plan: KeyPlan) -> None:
     w(f"    k{k} = None")
 
 
+def _passes(w: _Writer, env: dict[str, Any], k: int, j: int, bplan: BufferPlan,
+            var: str = "passes") -> None:
+    if bplan.predicate is not None:
+        env[f"pred{k}_{j}"] = bplan.predicate
+        w(f"{var} = bool(pred{k}_{j}(event, EMPTY, lists))")
+    elif bplan.kind != "history":
+        w(f"{var} = True")
+
+
 def _entry_expr(bplan: BufferPlan) -> str:
     parts = ["t", "lsn"]
     for field, quantized in bplan.slots:
@@ -137,118 +161,242 @@ def _entry_expr(bplan: BufferPlan) -> str:
     return "(" + ", ".join(parts) + ",)"
 
 
-def _history_step(w: _Writer, bplan: BufferPlan, index_of: dict[str, int],
-                  horizon: int) -> None:
-    w("entries = b.entries")
+def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
+           index_of: dict[str, int], lateness: int) -> None:
+    """A new key: compute the values of a one-event window, build the entity in one go."""
+    plan = table.plan
+    parts = [f"t, k{k}"]
+    tail = ""
+    after: list[str] = []
+    any_passes = []
+    for j, (bplan, at) in enumerate(zip(plan.buffers, plan.offsets, strict=True)):
+        p = "True" if bplan.predicate is None else f"p{j}"
+        if bplan.predicate is not None:
+            _passes(w, env, k, j, bplan, p)
+        any_passes.append(p)
+        e = f"e{j}"
+        if bplan.kind != "history":
+            env[f"bplan{k}_{j}"] = bplan
+            w(f"tb{j} = TiledBuffer(bplan{k}_{j})")
+            _tiled_step(w, f"tb{j}", bplan, index_of, passes=p, entry=e)
+            parts.append(f"tb{j}")
+            after.append(f"tb{j}.trim(t - {plan.max_window_ms + lateness}, t, {lateness})")
+            continue
+        if bplan.predicate is None:
+            w(f"{e} = {_entry_expr(bplan)}")
+        else:
+            w(f"{e} = {_entry_expr(bplan)} if {p} else None")
+        values = {}
+        for slot in sorted({s for window in bplan.windows for _, s in window.agg_types}):
+            values[slot] = f"v{j}_{slot}"
+            if bplan.predicate is None:
+                w(f"v{j}_{slot} = {e}[{slot}]")
+            else:
+                w(f"v{j}_{slot} = {e}[{slot}] if {p} else None")
+        ops = cast(HistoryOps, table.ops[j])
+        origin = ops.origin
+        if ops.inline:
+            parts.append(f"t, {origin}, None")
+            if bplan.predicate is None:
+                tail = f", {e}"
+            else:
+                after.append(f"if {p}: s{k}.append({e})")
+        else:
+            parts.append(f"t, 0, [{e}]" if bplan.predicate is None else
+                         f"t, 0, [{e}] if {p} else []")
+        for window in bplan.windows:
+            parts.append(str(origin))
+            for (cls, slot), rel in zip(window.agg_types, window.agg_at, strict=True):
+                v = values[slot]
+                if cls.func in ("sum", "avg"):
+                    parts.append(f"0 if {v} is None else 1, {v} or 0")
+                elif cls.func == "stddev":
+                    parts.append(f"0 if {v} is None else 1, {v} or 0, 0 if {v} is None else "
+                                 f"{v} * {v}")
+                elif cls.func == "count_distinct":
+                    parts.append(f"{{{v}: 1}} if {v} is not None else {{}}")
+                else:
+                    env[f"agg_{cls.__name__}"] = cls
+                    parts.append(f"agg_{cls.__name__}({slot})")
+                    after.append(f"if {p}: s{k}[{at + rel}].add({e})")
+            for output in window.outputs:
+                target = f"f{index_of[output.name]}"
+                if output.agg_index < 0:
+                    w(f"{target} = 1" if bplan.predicate is None else
+                      f"{target} = 1 if {p} else 0")
+                    continue
+                v = values[output.slot]
+                if output.func in ("sum", "avg"):
+                    w(f"{target} = None if {v} is None else {v} / 1000000")
+                elif output.func == "stddev":
+                    w(f"{target} = None if {v} is None else 0.0")
+                elif output.func == "count_distinct":
+                    w(f"{target} = None if {v} is None else 1")
+                else:  # min, max, first, last of one value: the value as it came in
+                    w(f"{target} = {v}")
+    always = any(b.predicate is None for b in plan.buffers)
+    if not always:
+        w(f"if {' or '.join(any_passes)}:")
+        w.indent()
+    w(f"s{k} = [{', '.join(parts)}{tail}]")
+    for line in after:
+        w(line)
+    w(f"ents{k}[k{k}] = s{k}")
+    w(f"b = g // {table.bucket_ms}")
+    w(f"filed = buckets{k}.get(b)")
+    w("if filed is None:")
+    w(f"    buckets{k}[b] = [s{k}]")
+    w("else:")
+    w(f"    filed.append(s{k})")
+    w(f"if len(ents{k}) > {table.max_entities}:")
+    w(f"    tab{k}.shrink(g)")
+    if not always:
+        w.dedent()
+
+
+def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: HistoryOps,
+                  index_of: dict[str, int], horizon: int, always: bool) -> None:
+    s = f"s{k}"
+    filtered = bplan.predicate is not None
+    w(f"entries = {s}" if ops.inline else f"entries = {s}[{at + ENTRIES}]")
     w("n = len(entries)")
-    w("ptrs = b.ptrs")
-    w("aggs = b.aggs")
-    w(f"entry = {_entry_expr(bplan)} if passes else None")
-    for i, window in enumerate(bplan.windows):
-        agg_names = [f"a{m}" for m in range(len(window.agg_types))]
-        if agg_names:
-            w(f"{', '.join(agg_names)}, = aggs[{i}]")
-        w(f"p = ptrs[{i}]")
+    w(f"entry = {_entry_expr(bplan)} if passes else None" if filtered else
+      f"entry = {_entry_expr(bplan)}")
+    for window in bplan.windows:
+        loads: list[str] = []
+        stores: list[str] = []
+        aggs = []
+        for m, ((cls, slot), rel) in enumerate(zip(window.agg_types, window.agg_at,
+                                                   strict=True)):
+            a = f"a{m}"
+            aggs.append((a, cls.func, slot))
+            if cls.func in ("sum", "avg"):
+                loads.append(f"{a}k, {a}s = {s}[{at + rel}], {s}[{at + rel + 1}]")
+                stores.append(f"{s}[{at + rel}] = {a}k; {s}[{at + rel + 1}] = {a}s")
+            elif cls.func == "stddev":
+                loads.append(f"{a}k, {a}s, {a}q = {s}[{at + rel}], {s}[{at + rel + 1}], "
+                             f"{s}[{at + rel + 2}]")
+                stores.append(f"{s}[{at + rel}] = {a}k; {s}[{at + rel + 1}] = {a}s; "
+                              f"{s}[{at + rel + 2}] = {a}q")
+            else:  # a dict or an aggregator object: mutated in place
+                loads.append(f"{a} = {s}[{at + rel}]")
+        for line in loads:
+            w(line)
+        w(f"p = {s}[{at + window.ptr_at}]")
         w(f"lo = t - {window.window_ms}")
         w("if p < n and entries[p][0] <= lo:")
         w.indent()
-        if agg_names:
+        if aggs:
             w("while p < n and entries[p][0] <= lo:")
             w.indent()
             w("old = entries[p]")
-            for m, (cls, slot) in enumerate(window.agg_types):
-                _evict(w, f"a{m}", cls.func, slot)
+            for a, func, slot in aggs:
+                _evict(w, a, func, slot)
             w("p += 1")
             w.dedent()
         else:
             w("p = bisect_right(entries, (lo, INF), p, n)")
-        w(f"ptrs[{i}] = p")
+        w(f"{s}[{at + window.ptr_at}] = p")
         w.dedent()
-        w("if passes:")
-        w.indent()
-        for m, (cls, slot) in enumerate(window.agg_types):
-            _add(w, f"a{m}", cls.func, slot)
+        if filtered:
+            w("if passes:")
+            w.indent()
+        for a, func, slot in aggs:
+            _add(w, a, func, slot)
         w("count = n - p + 1")
-        w.dedent()
-        w("else:")
-        w("    count = n - p")
+        if filtered:
+            w.dedent()
+            w("else:")
+            w("    count = n - p")
+        for line in stores:
+            w(line)
         for output in window.outputs:
             target = f"f{index_of[output.name]}"
             if output.agg_index < 0:
                 w(f"{target} = count")
             else:
                 w(f"{target} = {_result(f'a{output.agg_index}', output.func)}")
-    w("b.anchor = t")
-    w("if passes:")
-    w.indent()
+    w(f"{s}[{at + ANCHOR}] = t")
+    if filtered:
+        w("if passes:")
+        w.indent()
     w("entries.append(entry)")
-    w("stored = True")
+    if not always:
+        w("stored = True")
     # In the fast path t is the key's new maxts, so the horizon is t − L − Wmax; the entry
     # just appended (time t) stops the scan.
-    w("h = b.head")
+    w(f"h = {s}[{at + HEAD}]")
     w(f"if entries[h][0] <= t - {horizon}:")
     w.indent()
     w(f"horizon = t - {horizon}")
     w("h += 1")
     w("while entries[h][0] <= horizon:")
     w("    h += 1")
-    w("b.head = h")
-    w("if h > 8 and h * 2 > len(entries):")
-    w("    b.compact()")
+    w(f"{s}[{at + HEAD}] = h")
+    origin = ops.origin
+    dropped = f"(h - {origin})" if origin else "h"
+    w(f"if {dropped} >= {COMPACT_AT} and {dropped} * 2 > len(entries) - {origin}:")
+    w(f"    ops{k}_{j}.compact({s})")
     w.dedent()
-    w.dedent()
+    if filtered:
+        w.dedent()
 
 
-def _evict(w: _Writer, agg: str, func: str, slot: int) -> None:
-    if func in ("sum", "avg"):
+def _evict(w: _Writer, a: str, func: str, slot: int) -> None:
+    if func in ("sum", "avg", "stddev"):
         w(f"v = old[{slot}]")
         w("if v is not None:")
-        w(f"    {agg}.k -= 1")
-        w(f"    {agg}.s -= v")
+        w(f"    {a}k -= 1")
+        w(f"    {a}s -= v")
+        if func == "stddev":
+            w(f"    {a}q -= v * v")
     elif func == "count_distinct":
         w(f"v = old[{slot}]")
         w("if v is not None:")
-        w(f"    c = {agg}.counts")
-        w("    left = c[v] - 1")
+        w(f"    left = {a}[v] - 1")
         w("    if left:")
-        w("        c[v] = left")
+        w(f"        {a}[v] = left")
         w("    else:")
-        w("        del c[v]")
+        w(f"        del {a}[v]")
     else:
-        w(f"{agg}.evict(old)")
+        w(f"{a}.evict(old)")
 
 
-def _add(w: _Writer, agg: str, func: str, slot: int) -> None:
-    if func in ("sum", "avg"):
+def _add(w: _Writer, a: str, func: str, slot: int) -> None:
+    if func in ("sum", "avg", "stddev"):
         w(f"v = entry[{slot}]")
         w("if v is not None:")
-        w(f"    {agg}.k += 1")
-        w(f"    {agg}.s += v")
+        w(f"    {a}k += 1")
+        w(f"    {a}s += v")
+        if func == "stddev":
+            w(f"    {a}q += v * v")
     elif func == "count_distinct":
         w(f"v = entry[{slot}]")
         w("if v is not None:")
-        w(f"    c = {agg}.counts")
-        w("    c[v] = c.get(v, 0) + 1")
+        w(f"    {a}[v] = {a}.get(v, 0) + 1")
     else:
-        w(f"{agg}.add(entry)")
+        w(f"{a}.add(entry)")
 
 
-def _result(agg: str, func: str) -> str:
+def _result(a: str, func: str) -> str:
     if func == "sum":
-        return f"({agg}.s / 1000000 if {agg}.k else None)"
+        return f"({a}s / 1000000 if {a}k else None)"
     if func == "avg":
-        return f"({agg}.s / ({agg}.k * 1000000) if {agg}.k else None)"
+        return f"({a}s / ({a}k * 1000000) if {a}k else None)"
+    if func == "stddev":
+        return f"(sqrt({a}k * {a}q - {a}s * {a}s) / ({a}k * 1000000) if {a}k else None)"
     if func == "count_distinct":
-        return f"(len({agg}.counts) or None)"
-    return f"{agg}.result()"
+        return f"(len({a}) or None)"
+    return f"{a}.result()"
 
 
-def _tiled_step(w: _Writer, bplan: BufferPlan, index_of: dict[str, int],
-                lateness_ms: int) -> None:
-    w(f"entry = {_entry_expr(bplan)} if passes else (t, lsn)")
+def _tiled_step(w: _Writer, buffer: str, bplan: BufferPlan, index_of: dict[str, int],
+                passes: str = "passes", entry: str = "entry") -> None:
+    w(f"{entry} = {_entry_expr(bplan)} if {passes} else (t, lsn)")
     w("tmp = {}")
-    w("b.step(entry, passes, tmp)")
+    w(f"{buffer}.step({entry}, {passes}, tmp)")
     for name in bplan.output_names:
         w(f"f{index_of[name]} = tmp[{name!r}]")
-    w("if passes:")
-    w("    stored = True")
+
+
+__all__ = ["FastPath", "HistoryOps", "build_fast_path"]

@@ -1,143 +1,350 @@
 """Exact sliding windows over one key's shared buffer of entries (the `history` kind).
 
 Entries are kept sorted by (time, LSN). Each window keeps a pointer to its first entry
-and running aggregators over `(anchor − W, anchor]`, where `anchor` is the latest time
+and running aggregates over `(anchor − W, anchor]`, where `anchor` is the latest time
 that advanced the buffer. In-order events (time ≥ anchor) slide the pointers and read the
 running values; an out-of-order or late event is computed from the entries directly and
 inserted in place. Entries older than `maxts − L − Wmax` can serve no event and are dropped.
+
+The state is a slice of the entity list (layout in `features.plan`); `HistoryOps` is the
+general path's view of one buffer. The generated fast path (`features.fastpath`) inlines
+the same in-order step.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from typing import Any
 
-from riskengine.features.aggregators import Aggregator, Entry, aggregate
-from riskengine.features.plan import BufferPlan
+from riskengine.features.aggregators import SCALE, Entry, aggregate
+from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, BufferPlan
 
+NEVER = -1 << 62
 _INF = float("inf")
-_COMPACT_AT = 8
+COMPACT_AT = 8
+"""Dropped entries in front of `head` are freed once there are this many and they are
+more than half of the list (amortised O(1) per entry)."""
+
+Entity = list[Any]
+_Agg = tuple[str, int, int]  # (func, entry slot, absolute entity slot of its state)
 
 
-class HistoryBuffer:
-    __slots__ = ("aggs", "anchor", "entries", "head", "plan", "ptrs")
+def initial_state(func: str) -> str:
+    """Source of the fresh running state of an inlined aggregator ('' for objects)."""
+    if func in ("sum", "avg"):
+        return "0, 0"
+    if func == "stddev":
+        return "0, 0, 0"
+    if func == "count_distinct":
+        return "{}"
+    return ""
 
-    def __init__(self, plan: BufferPlan) -> None:
+
+def agg_add(e: Entity, agg: _Agg, entry: Entry) -> None:
+    func, slot, at = agg
+    if func in ("sum", "avg", "stddev"):
+        v = entry[slot]
+        if v is not None:
+            e[at] += 1
+            e[at + 1] += v
+            if func == "stddev":
+                e[at + 2] += v * v
+    elif func == "count_distinct":
+        v = entry[slot]
+        if v is not None:
+            counts = e[at]
+            counts[v] = counts.get(v, 0) + 1
+    else:
+        e[at].add(entry)
+
+
+def agg_evict(e: Entity, agg: _Agg, entry: Entry) -> None:
+    func, slot, at = agg
+    if func in ("sum", "avg", "stddev"):
+        v = entry[slot]
+        if v is not None:
+            e[at] -= 1
+            e[at + 1] -= v
+            if func == "stddev":
+                e[at + 2] -= v * v
+    elif func == "count_distinct":
+        v = entry[slot]
+        if v is not None:
+            counts = e[at]
+            left = counts[v] - 1
+            if left:
+                counts[v] = left
+            else:
+                del counts[v]
+    else:
+        e[at].evict(entry)
+
+
+def agg_result(e: Entity, func: str, at: int) -> Any:
+    if func == "sum":
+        return e[at + 1] / SCALE if e[at] else None
+    if func == "avg":
+        return e[at + 1] / (e[at] * SCALE) if e[at] else None
+    if func == "stddev":
+        k = e[at]
+        if not k:
+            return None
+        s = e[at + 1]
+        return math.sqrt(k * e[at + 2] - s * s) / (k * SCALE)
+    if func == "count_distinct":
+        return len(e[at]) or None
+    return e[at].result()
+
+
+def agg_clear(e: Entity, func: str, at: int) -> None:
+    if func in ("sum", "avg"):
+        e[at] = e[at + 1] = 0
+    elif func == "stddev":
+        e[at] = e[at + 1] = e[at + 2] = 0
+    elif func == "count_distinct":
+        e[at] = {}
+    else:
+        e[at] = e[at].fresh()
+
+
+def window_value(func: str, slot: int, members: list[Entry]) -> Any:
+    """`aggregate(func, slot, members)` with the common functions as C-speed loops."""
+    if func == "count":
+        return len(members)
+    if func in ("sum", "avg", "stddev"):
+        values = [x[slot] for x in members if x[slot] is not None]
+        if not values:
+            return None
+        total = sum(values)
+        if func == "sum":
+            return total / SCALE
+        k = len(values)
+        if func == "avg":
+            return total / (k * SCALE)
+        return math.sqrt(k * sum(v * v for v in values) - total * total) / (k * SCALE)
+    if func == "count_distinct":
+        distinct = {x[slot] for x in members}
+        distinct.discard(None)
+        return len(distinct) or None
+    return aggregate(func, slot, members)
+
+
+_DELTA = frozenset({"sum", "avg", "stddev", "count_distinct"})
+
+
+def _delta_value(e: Entity, func: str, slot: int, at: int, removed: list[Entry],
+                 added: list[Entry]) -> Any:
+    """The value of the running aggregate at `at` without `removed` and with `added`."""
+    if func == "count_distinct":
+        counts = e[at]
+        delta: dict[Any, int] = {}
+        for x in removed:
+            v = x[slot]
+            if v is not None:
+                delta[v] = delta.get(v, 0) - 1
+        for x in added:
+            v = x[slot]
+            if v is not None:
+                delta[v] = delta.get(v, 0) + 1
+        distinct = len(counts)
+        for v, d in delta.items():
+            before = counts.get(v, 0)
+            distinct += (before + d > 0) - (before > 0)
+        return distinct or None
+    gone = [x[slot] for x in removed if x[slot] is not None]
+    new = [x[slot] for x in added if x[slot] is not None]
+    k = e[at] - len(gone) + len(new)
+    if not k:
+        return None
+    total = e[at + 1] - sum(gone) + sum(new)
+    if func == "sum":
+        return total / SCALE
+    if func == "avg":
+        return total / (k * SCALE)
+    squares = e[at + 2] - sum(v * v for v in gone) + sum(v * v for v in new)
+    return math.sqrt(k * squares - total * total) / (k * SCALE)
+
+
+class HistoryOps:
+    """Operations on one `history` buffer of an entity, at entity slot `base`.
+
+    With `inline_from` set, the entries are the entity's own slots from that index on
+    (see `features.plan`); head and pointers are then indexes into the entity. `origin`
+    is the index of the first entry either way.
+    """
+
+    __slots__ = ("anchor_at", "entries_at", "head_at", "inline", "origin", "plan", "windows")
+
+    def __init__(self, plan: BufferPlan, base: int, inline_from: int | None = None) -> None:
         self.plan = plan
-        self.entries: list[Entry] = []
-        self.head = 0
-        self.anchor = -1 << 62
-        self.ptrs = [0] * len(plan.windows)
-        self.aggs: list[list[Aggregator]] = [w.new_aggregators() for w in plan.windows]
+        self.anchor_at = base + ANCHOR
+        self.head_at = base + HEAD
+        self.entries_at = base + ENTRIES
+        self.inline = inline_from is not None
+        self.origin = 0 if inline_from is None else inline_from
+        self.windows = tuple(
+            (window.window_ms, base + window.ptr_at,
+             tuple((cls.func, slot, base + at)
+                   for (cls, slot), at in zip(window.agg_types, window.agg_at, strict=True)),
+             tuple((o.name, o.func, o.slot,
+                    -1 if o.agg_index < 0 else base + window.agg_at[o.agg_index])
+                   for o in window.outputs))
+            for window in plan.windows)
 
-    def step(self, entry: Entry, passes: bool, out: dict[str, Any]) -> None:
-        """In-order, stored event (time ≥ anchor): slide, read, then append `entry`."""
+    def init_source(self, env: dict[str, Any], prefix: str) -> str:
+        """Source of this buffer's fresh slots (objects it needs are put in `env`)."""
+        origin = str(self.origin)
+        parts = ["NEVER", origin, "None" if self.inline else "[]"]
+        for w, window in enumerate(self.plan.windows):
+            parts.append(origin)
+            for a, (cls, slot) in enumerate(window.agg_types):
+                inline = initial_state(cls.func)
+                if inline:
+                    parts.append(inline)
+                else:
+                    env[f"{prefix}agg{w}_{a}"] = cls
+                    parts.append(f"{prefix}agg{w}_{a}({slot})")
+        env["NEVER"] = NEVER
+        return ", ".join(parts)
+
+    def anchor(self, e: Entity) -> int:
+        return e[self.anchor_at]  # type: ignore[no-any-return]
+
+    def entries(self, e: Entity) -> list[Entry]:
+        return e if self.inline else e[self.entries_at]
+
+    def step(self, e: Entity, entry: Entry, passes: bool, out: dict[str, Any]) -> None:
+        """In-order event (time ≥ anchor): slide, read, then append `entry` if it passes."""
         t = entry[0]
-        entries = self.entries
+        entries = self.entries(e)
         n = len(entries)
-        ptrs = self.ptrs
-        all_aggs = self.aggs
-        for i, window in enumerate(self.plan.windows):
-            lo = t - window.window_ms
-            p = ptrs[i]
-            aggs = all_aggs[i]
+        for window_ms, ptr_at, aggs, outputs in self.windows:
+            lo = t - window_ms
+            p = e[ptr_at]
             if p < n and entries[p][0] <= lo:
                 if aggs:
                     while p < n and entries[p][0] <= lo:
                         old = entries[p]
                         for agg in aggs:
-                            agg.evict(old)
+                            agg_evict(e, agg, old)
                         p += 1
                 else:
                     p = bisect_right(entries, (lo, _INF), p, n)
-                ptrs[i] = p
+                e[ptr_at] = p
             if passes:
                 for agg in aggs:
-                    agg.add(entry)
+                    agg_add(e, agg, entry)
                 count = n - p + 1
             else:
                 count = n - p
-            for output in window.outputs:
-                out[output.name] = count if output.agg_index < 0 else \
-                    aggs[output.agg_index].result()
+            for name, func, _, at in outputs:
+                out[name] = count if at < 0 else agg_result(e, func, at)
         if passes:
             entries.append(entry)
-        self.anchor = t
+        e[self.anchor_at] = t
 
-    def compute(self, entry: Entry, passes: bool, floor_ms: int | None,
+    def compute(self, e: Entity, entry: Entry, passes: bool, floor_ms: int | None,
                 out: dict[str, Any]) -> None:
         """Values for an out-of-order or late event, read from the entries themselves.
 
         `floor_ms` (late events only) is `maxts − L`: entries at or before
         `floor_ms − W` are outside what the engine retains and are left out.
+        An out-of-order event close to the anchor (the usual case) is instead read off the
+        running state, corrected by the few entries between the two windows.
         """
         t = entry[0]
-        entries = self.entries
-        head = self.head
+        entries = self.entries(e)
+        head = e[self.head_at]
         end = bisect_right(entries, (t, _INF), head)
-        for window in self.plan.windows:
-            lo = t - window.window_ms
+        n = len(entries)
+        for window_ms, ptr_at, aggs, outputs in self.windows:
+            lo = t - window_ms
             if floor_ms is not None:
-                lo = max(lo, floor_ms - window.window_ms)
+                lo = max(lo, floor_ms - window_ms)
             start = bisect_right(entries, (lo, _INF), head, end)
+            if floor_ms is None:
+                # The running state covers entries[ptr:n] = (anchor − W, anchor]; the
+                # window of t is that minus entries[end:n] plus entries[start:ptr].
+                ptr = e[ptr_at]
+                if start <= ptr <= end and (n - end) + (ptr - start) < end - start and \
+                        all(func in _DELTA for func, _, _ in aggs):
+                    removed = entries[end:]
+                    added = entries[start:ptr]
+                    if passes:
+                        added.append(entry)
+                    for name, func, slot, at in outputs:
+                        out[name] = end - start + passes if at < 0 else \
+                            _delta_value(e, func, slot, at, removed, added)
+                    continue
             members = entries[start:end]
             if passes:
                 members.append(entry)
-            for output in window.outputs:
-                out[output.name] = aggregate(output.func, output.slot, members)
+            for name, func, slot, _ in outputs:
+                out[name] = window_value(func, slot, members)
 
-    def insert(self, entry: Entry) -> None:
+    def insert(self, e: Entity, entry: Entry) -> None:
         """Store an out-of-order event (time < anchor) at its (time, LSN) place."""
         t = entry[0]
-        entries = self.entries
-        pos = bisect_right(entries, (t, entry[1]), self.head)
+        entries = self.entries(e)
+        pos = bisect_right(entries, (t, entry[1]), e[self.head_at])
         entries.insert(pos, entry)
-        for i, window in enumerate(self.plan.windows):
-            if t > self.anchor - window.window_ms:
-                for agg in self.aggs[i]:
-                    if agg.ordered:
-                        agg.rebuild(entries[self.ptrs[i]:])
+        anchor = e[self.anchor_at]
+        for window_ms, ptr_at, aggs, _ in self.windows:
+            if t > anchor - window_ms:
+                for agg in aggs:
+                    func, _, at = agg
+                    if func in ("min", "max", "first", "last"):  # order matters: rebuild
+                        e[at].rebuild(entries[e[ptr_at]:])
                     else:
-                        agg.add(entry)
+                        agg_add(e, agg, entry)
             else:
-                self.ptrs[i] += 1
+                e[ptr_at] += 1
 
-    def trim(self, horizon: int, maxts: int, lateness_ms: int) -> None:
+    def trim(self, e: Entity, horizon: int, maxts: int, lateness_ms: int) -> None:
         """Drop entries at or before `horizon` (= maxts − L − Wmax of the key)."""
-        entries = self.entries
-        head = self.head
+        entries = self.entries(e)
+        head = e[self.head_at]
         n = len(entries)
         while head < n and entries[head][0] <= horizon:
             head += 1
-        self.head = head
-        if head >= _COMPACT_AT and head * 2 > n:
-            self.compact()
+        e[self.head_at] = head
+        dropped = head - self.origin
+        if dropped >= COMPACT_AT and dropped * 2 > n - self.origin:
+            self.compact(e)
 
-    def compact(self) -> None:
-        """Free the dropped entries in front of `head` (amortised O(1) per entry)."""
-        head = self.head
-        del self.entries[:head]
-        self.ptrs = [p - head for p in self.ptrs]
-        self.head = 0
+    def compact(self, e: Entity) -> None:
+        """Free the dropped entries in front of `head`."""
+        head = e[self.head_at]
+        origin = self.origin
+        del self.entries(e)[origin:head]
+        dropped = head - origin
+        for _, ptr_at, _, _ in self.windows:
+            e[ptr_at] -= dropped
+        e[self.head_at] = origin
 
-    @property
-    def retained(self) -> int:
-        return len(self.entries) - self.head
+    def retained(self, e: Entity) -> int:
+        return len(self.entries(e)) - int(e[self.head_at])
 
-    def dump(self) -> list[Entry]:
-        return self.entries[self.head:]
+    def dump(self, e: Entity) -> tuple[str, list[Entry], int]:
+        return ("history", self.entries(e)[e[self.head_at]:], e[self.anchor_at])
 
-    @classmethod
-    def load(cls, plan: BufferPlan, entries: list[Entry], anchor: int) -> HistoryBuffer:
-        """Rebuild a buffer from its retained entries: same state as before the dump."""
-        buffer = cls(plan)
-        buffer.entries = list(entries)
-        buffer.anchor = anchor
-        for i, window in enumerate(plan.windows):
-            lo = anchor - window.window_ms
-            p = bisect_right(buffer.entries, (lo, _INF))
-            buffer.ptrs[i] = p
-            for agg in buffer.aggs[i]:
-                for old in buffer.entries[p:]:
-                    agg.add(old)
-        return buffer
+    def load(self, e: Entity, saved: tuple[Any, ...]) -> None:
+        """Rebuild this buffer of a fresh entity from its dump: same state as before."""
+        origin = self.origin
+        if self.inline:
+            del e[origin:]
+            e.extend(saved[1])
+            entries = e
+        else:
+            entries = e[self.entries_at] = list(saved[1])
+        anchor = saved[2]
+        e[self.anchor_at] = anchor
+        e[self.head_at] = origin
+        for window_ms, ptr_at, aggs, _ in self.windows:
+            p = bisect_right(entries, (anchor - window_ms, _INF), origin)
+            e[ptr_at] = p
+            for agg in aggs:
+                agg_clear(e, agg[0], agg[2])
+                for old in entries[p:]:
+                    agg_add(e, agg, old)

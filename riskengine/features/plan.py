@@ -3,6 +3,16 @@
 Features are grouped by their key fields (`KeyPlan`: one entity state per key value),
 then by filter and kind (`BufferPlan`: one shared buffer of entries), then by window
 (`WindowPlan`: one eviction pointer). The per-event path only walks these tuples.
+
+The state of one key value (an *entity*) is one flat list laid out by its `KeyPlan`:
+``[maxts, key, <buffer 0>, <buffer 1>, ...]``. A `history` buffer is
+``anchor, head, entries`` then, per window, its eviction pointer and the running state of
+its aggregators: sum/avg ``k, s``; stddev ``k, s, s2``; count_distinct a value → count
+dict; min/max/first/last an aggregator object. A `window` buffer is one `TiledBuffer`.
+When the last buffer is a `history` one, its entries are not a list of their own but the
+tail of the entity list itself (from slot `KeyPlan.width` on; its `entries` slot stays
+None, and its head and pointers are indexes into the entity). A fresh entity of the
+usual plans is therefore one list, built in one go.
 """
 
 from __future__ import annotations
@@ -27,14 +37,28 @@ class OutputPlan:
     agg_index: int  # index into the window's aggregators; -1 for a free count
 
 
+MAXTS = 0
+"""Entity slot of the newest stored time of the key."""
+KEY = 1
+"""Entity slot of its own key (eviction buckets hold entities, see `state.memory`)."""
+HEADER = 2
+ANCHOR, HEAD, ENTRIES = 0, 1, 2
+"""Slots of a `history` buffer, relative to its offset in the entity."""
+INLINE_WIDTH = {"sum": 2, "avg": 2, "stddev": 3, "count_distinct": 1}
+"""Aggregators kept as plain values in the entity; the others are objects (one slot)."""
+
+
+def state_width(func: str) -> int:
+    return INLINE_WIDTH.get(func, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class WindowPlan:
     window_ms: int
     outputs: tuple[OutputPlan, ...]
     agg_types: tuple[tuple[type[Aggregator], int], ...]  # (class, slot)
-
-    def new_aggregators(self) -> list[Aggregator]:
-        return [cls(slot) for cls, slot in self.agg_types]
+    ptr_at: int = 0  # slot of the eviction pointer, relative to the buffer (history kind)
+    agg_at: tuple[int, ...] = ()  # slot of each aggregator's state, relative to the buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +74,7 @@ class BufferPlan:
     windows: tuple[WindowPlan, ...]
     max_window_ms: int
     output_names: tuple[str, ...]
+    width: int = 1  # entity slots taken by this buffer
 
     def make_entry(self, event: dict[str, Any], lsn: int) -> tuple[Any, ...]:
         values: list[Any] = [event["timestamp"], lsn]
@@ -69,6 +94,13 @@ class KeyPlan:
     buffers: tuple[BufferPlan, ...]
     max_window_ms: int
     output_names: tuple[str, ...]
+    offsets: tuple[int, ...] = ()  # entity slot where each buffer starts
+    width: int = HEADER  # entity slots before the inline entries (if any)
+
+    @property
+    def inline_entries(self) -> bool:
+        """Whether the last buffer keeps its entries at the tail of the entity."""
+        return bool(self.buffers) and self.buffers[-1].kind == "history"
 
 
 def build_key_plans(
@@ -87,11 +119,18 @@ def build_key_plans(
             _buffer_plan(by, kind, where, hop, members, compile_where)
             for (kind, where, hop), members in groups.items()
         )
+        offsets = []
+        at = HEADER
+        for buffer in buffers:
+            offsets.append(at)
+            at += buffer.width
         plans.append(KeyPlan(
             by=by,
             buffers=buffers,
             max_window_ms=max(b.max_window_ms for b in buffers),
             output_names=tuple(n for b in buffers for n in b.output_names),
+            offsets=tuple(offsets),
+            width=at,
         ))
     return tuple(plans)
 
@@ -108,6 +147,7 @@ def _buffer_plan(by: tuple[str, ...], kind: str, where: str | None, hop: int,
     for spec in members:
         windows.setdefault(spec.window_ms, []).append(spec)
     window_plans = []
+    at = ENTRIES + 1
     for window_ms in sorted(windows):
         outputs = []
         agg_types: list[tuple[type[Aggregator], int]] = []
@@ -119,7 +159,14 @@ def _buffer_plan(by: tuple[str, ...], kind: str, where: str | None, hop: int,
                 (spec.target, spec.func in NUMERIC_FUNCTIONS and _quantized(spec.func))]
             agg_types.append((AGGREGATORS[spec.func], slot))
             outputs.append(OutputPlan(spec.name, spec.func, slot, len(agg_types) - 1))
-        window_plans.append(WindowPlan(window_ms, tuple(outputs), tuple(agg_types)))
+        ptr_at = at
+        agg_at = []
+        at += 1
+        for cls, _ in agg_types:
+            agg_at.append(at)
+            at += state_width(cls.func)
+        window_plans.append(WindowPlan(window_ms, tuple(outputs), tuple(agg_types), ptr_at,
+                                       tuple(agg_at)))
     predicate = compile_where(members[0]) if where is not None else None
     signature = "|".join(sorted(spec.signature for spec in members))
     return BufferPlan(
@@ -132,6 +179,7 @@ def _buffer_plan(by: tuple[str, ...], kind: str, where: str | None, hop: int,
         windows=tuple(window_plans),
         max_window_ms=max(windows),
         output_names=tuple(o.name for w in window_plans for o in w.outputs),
+        width=at if kind == "history" else 1,
     )
 
 

@@ -174,3 +174,44 @@ class TiledBuffer:
         buffer.starts = list(data["starts"])
         buffer.running = data["running"]
         return buffer
+
+
+class TiledOps:
+    """Operations on one `window` buffer of an entity: a `TiledBuffer` at slot `base`."""
+
+    __slots__ = ("at", "plan")
+
+    def __init__(self, plan: BufferPlan, base: int) -> None:
+        self.plan = plan
+        self.at = base
+
+    def init_source(self, env: dict[str, Any], prefix: str) -> str:
+        env["TiledBuffer"] = TiledBuffer
+        env[f"{prefix}plan"] = self.plan
+        return f"TiledBuffer({prefix}plan)"
+
+    def anchor(self, e: list[Any]) -> int:
+        return e[self.at].anchor  # type: ignore[no-any-return]
+
+    def step(self, e: list[Any], entry: Entry, passes: bool, out: dict[str, Any]) -> None:
+        e[self.at].step(entry, passes, out)
+
+    def compute(self, e: list[Any], entry: Entry, passes: bool, floor_ms: int | None,
+                out: dict[str, Any]) -> None:
+        e[self.at].compute(entry, passes, floor_ms, out)
+
+    def insert(self, e: list[Any], entry: Entry) -> None:
+        e[self.at].insert(entry)
+
+    def trim(self, e: list[Any], horizon: int, maxts: int, lateness_ms: int) -> None:
+        e[self.at].trim(horizon, maxts, lateness_ms)
+
+    def retained(self, e: list[Any]) -> int:
+        return e[self.at].retained  # type: ignore[no-any-return]
+
+    def dump(self, e: list[Any]) -> tuple[str, dict[str, Any], int]:
+        buffer = e[self.at]
+        return ("window", buffer.dump(), buffer.anchor)
+
+    def load(self, e: list[Any], saved: tuple[Any, ...]) -> None:
+        e[self.at] = TiledBuffer.load(self.plan, saved[1])

@@ -32,6 +32,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9_.:-]+\Z")
 _RULE_KEYS = ("id", "when", "score", "action", "reason", "mode")
 _POLICY_KEYS = ("review_at", "reject_at", "default")
 _MAX_ID_LEN = 200
+_MAX_SCORE = 1e9  # per rule; the scores of the hits add up, so a total stays finite
 
 
 def _number(value: object, what: str) -> float:
@@ -72,7 +73,11 @@ class Rule:
         what = f"rule {rid!r}"
         if not isinstance(self.when, str) or not self.when.strip():
             raise ConfigError(f"{what}: `when` must be a non-empty expression string")
-        object.__setattr__(self, "score", _number(self.score, f"{what}: score"))
+        score = _number(self.score, f"{what}: score")
+        if abs(score) > _MAX_SCORE:
+            raise ConfigError(f"{what}: score {score:g} is out of range; use "
+                              f"{-_MAX_SCORE:g}..{_MAX_SCORE:g}")
+        object.__setattr__(self, "score", score)
         if self.action is not None and self.action not in _RANK:
             raise ConfigError(f"{what}: action {self.action!r} is invalid; use one of "
                               f"{', '.join(ACTIONS)}")
@@ -171,6 +176,9 @@ class Verdict:
                 "errors": list(self.errors)}
 
 
+Outcome = tuple[str, float, tuple[Hit, ...], tuple[Hit, ...], tuple[str, ...]]
+
+
 class Ruleset:
     """The compiled, versioned rules of one scene with their policy.
 
@@ -178,7 +186,7 @@ class Ruleset:
     each rule in its own ``try`` so a rule that raises only counts as not hit).
     """
 
-    __slots__ = ("_evaluate", "features_read", "generated", "policy", "rules", "scene", "version")
+    __slots__ = ("features_read", "generated", "outcome", "policy", "rules", "scene", "version")
 
     def __init__(self, scene: str, rules: tuple[Rule, ...], policy: Policy, version: str,
                  translations: tuple[Translation, ...]) -> None:
@@ -188,10 +196,16 @@ class Ruleset:
         self.version = version
         self.features_read: frozenset[str] = frozenset().union(
             *(t.features_read for t in translations))
-        namespace: dict[str, Any] = {"_Verdict": Verdict, "_ACTIONS": ACTIONS,
-                                     "_Exception": Exception}
         default = _RANK[policy.default]
-        lines = ["def evaluate(event, features, lists):",
+        quiet = default  # the decision when no rule hits: the policy applied to score 0
+        if policy.reject_at is not None and policy.reject_at <= 0.0:
+            quiet = 2
+        if policy.review_at is not None and default < 1 and quiet < 1 and \
+                policy.review_at <= 0.0:
+            quiet = 1
+        namespace: dict[str, Any] = {"_ACTIONS": ACTIONS, "_Exception": Exception,
+                                     "_QUIET": (ACTIONS[quiet], 0.0, (), (), ())}
+        lines = ["def outcome(event, features, lists):",
                  "    score = 0.0", f"    rank = {default}",
                  "    hits = ()", "    shadow = ()", "    errors = ()"]
         for index, (rule, tr) in enumerate(zip(rules, translations, strict=True)):
@@ -209,14 +223,18 @@ class Ruleset:
                 if rank > default:
                     lines.append(f"            if rank < {rank}: rank = {rank}")
             lines += ["    except _Exception:", f"        errors += _err{index}"]
+        lines.append("    if not (hits or shadow or errors):")
+        lines.append("        return _QUIET")
         if policy.reject_at is not None:
             lines.append(f"    if score >= {policy.reject_at!r}: rank = 2")
         if policy.review_at is not None and default < 1:
             lines.append(f"    if rank < 1 and score >= {policy.review_at!r}: rank = 1")
-        lines.append("    return _Verdict(_ACTIONS[rank], score, hits, shadow, errors)")
+        lines.append("    return (_ACTIONS[rank], score, hits, shadow, errors)")
         self.generated = "\n".join(lines) + "\n"
-        self._evaluate: Callable[..., Verdict] = make_function(
-            self.generated, "evaluate", namespace, f"<ruleset {scene} {version}>")
+        self.outcome: Callable[..., Outcome] = make_function(
+            self.generated, "outcome", namespace, f"<ruleset {scene} {version}>")
+        """`evaluate` as a plain tuple `(decision, score, hits, shadow_hits, errors)`: the
+        engine's per-event call (one frame, no `Verdict` object)."""
 
     @classmethod
     def build(cls, scene: str, rules: Sequence[Rule | Mapping[str, Any]],
@@ -247,7 +265,7 @@ class Ruleset:
     def evaluate(self, event: Mapping[str, Any], features: Mapping[str, Any],
                  lists: ListStore | None) -> Verdict:
         """Run every rule once; a rule that raises counts as not hit and is reported."""
-        return self._evaluate(event, features, lists)
+        return Verdict(*self.outcome(event, features, lists))
 
     def to_dict(self) -> dict[str, Any]:
         return {"scene": self.scene, "version": self.version,

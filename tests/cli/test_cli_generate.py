@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from conftest import EVENTS, Generated, read_jsonl, run
 
 from riskengine.synth import FIELDS, LABELS, generate_transfers
+from tests.cli.clitools import EVENTS, Generated, read_jsonl, run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 import yaml
-from conftest import Generated, read_jsonl, run
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
+from tests.cli.clitools import Generated, read_jsonl, run
 
 T0 = 1_767_571_200_000
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import run
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
+from tests.cli.clitools import run
 
 
 def example() -> dict[str, Any]:

@@ -59,6 +59,8 @@ def test_rule_from_dict_defaults() -> None:
     ({"id": "r", "when": "x", "score": "high"}, "rule 'r': score must be a finite number"),
     ({"id": "r", "when": "x", "score": True}, "rule 'r': score must be"),
     ({"id": "r", "when": "x", "score": float("nan")}, "rule 'r': score must be"),
+    ({"id": "r", "when": "x", "score": 1e308}, "rule 'r': score 1e+308 is out of range"),
+    ({"id": "r", "when": "x", "score": -2e9}, "rule 'r': score -2e+09 is out of range"),
     ({"id": "r", "when": "x", "action": "block"}, "rule 'r': action 'block' is invalid"),
     ({"id": "r", "when": "x", "score": 1, "mode": "dry"}, "rule 'r': mode 'dry'"),
     ({"id": "r", "when": "x", "score": 1, "reason": 3}, "rule 'r': reason must be"),

@@ -1,0 +1,132 @@
+"""Batches, remembered decisions and the life of key state (eviction, size bound)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from riskengine import Engine
+from riskengine.decision import Decision
+
+TS = 1_700_000_000_000
+MIN = 60_000
+
+SCENE: dict[str, Any] = {
+    "lateness": "5m",
+    "features": [
+        "count(pay_account.history,1h)",
+        "sum(amount#rcv_account.history,1h)",
+        "count_distinct(rcv_account#pay_account.history,1h)",
+        {"name": "big_10m", "func": "count", "by": ["pay_account"], "window": "10m",
+         "where": "amount > 500"},
+        {"name": "pair_2h", "func": "count", "by": ["pay_account", "rcv_account"],
+         "window": "2h", "kind": "window", "hop": "30m"},
+        {"name": "max_1h", "func": "max", "target": "amount", "by": ["rcv_account"],
+         "window": "1h"},
+    ],
+    "rules": [{"id": "busy", "when": 'features["count(pay_account.history,1h)"] > 3',
+               "score": 60}],
+    "policy": {"review_at": 50, "reject_at": 80},
+}
+
+
+def config(**extra: Any) -> dict[str, Any]:
+    return {"scenes": {"s": {**SCENE, **extra}}}
+
+
+def stream(seed: int, n: int) -> list[dict[str, Any]]:
+    """Hot and cold keys, disorder within and beyond the lateness, duplicate ids."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    t = TS
+    for i in range(n):
+        if events and rng.random() < 0.08:
+            events.append(dict(rng.choice(events)))
+            continue
+        t += rng.choice([0, 1, 1000, 20_000, 3 * MIN, 40 * MIN])
+        skew = rng.choice([0, 0, 0, -30_000, -4 * MIN, -6 * MIN, -50 * MIN])
+        events.append({
+            "event_id": f"e{i}", "timestamp": max(TS, t + skew),
+            "pay_account": rng.choice(["A", "A", "B", f"c{i % 40}", None]),
+            "rcv_account": rng.choice(["M", "M", "N", f"r{i % 60}"]),
+            "amount": rng.choice([None, 1, 10.5, 700, 1000.0, 0.1]),
+        })
+    return events
+
+
+def view(d: Decision) -> dict[str, Any]:
+    out = d.to_dict()
+    del out["latency_ms"]
+    return out
+
+
+def test_evaluate_many_decides_exactly_like_evaluate() -> None:
+    events = stream(1, 1500)
+    one = Engine.from_config(config())
+    expected = [view(one.evaluate("s", dict(e))) for e in events]
+    many = Engine.from_config(config())
+    got: list[dict[str, Any]] = []
+    for start in range(0, len(events), 97):
+        got += [view(d) for d in many.evaluate_many("s", [dict(e) for e in
+                                                        events[start:start + 97]])]
+    assert got == expected
+    assert any(v["late"] for v in expected)
+    assert one.stats() == many.stats()
+
+
+def test_an_old_duplicate_gets_an_equal_decision_and_changes_nothing() -> None:
+    engine = Engine.from_config(config())
+    first = engine.evaluate("s", {"event_id": "x", "timestamp": TS, "pay_account": "A",
+                                  "rcv_account": "M", "amount": 1000.0})
+    for i in range(300):  # far more than the decisions kept whole
+        engine.evaluate("s", {"event_id": f"y{i}", "timestamp": TS + i, "pay_account": "B",
+                              "rcv_account": "N", "amount": 1.0})
+    lsn, stats = engine.lsn, engine.stats()
+    again = engine.evaluate("s", {"event_id": "x", "timestamp": TS + 5, "pay_account": "A",
+                                  "rcv_account": "M", "amount": 1.0})
+    assert again == first
+    assert (engine.lsn, engine.stats()) == (lsn, stats)
+
+
+def test_remembered_decisions_survive_a_snapshot(tmp_path: Path) -> None:
+    engine = Engine.from_config(config())
+    rng = random.Random(2)
+    decisions = [engine.evaluate("s", {"event_id": f"e{i}", "timestamp": TS + i * 1000,
+                                       "pay_account": rng.choice("AB"),
+                                       "rcv_account": rng.choice("MN"), "amount": 700})
+                 for i in range(200)]
+    path = engine.snapshot(tmp_path / "state.snap")
+    restored = Engine.from_config(config()).restore(path)
+    for d in decisions:
+        assert restored.evaluate("s", {"event_id": d.event_id, "timestamp": TS}) == d
+    assert restored.lsn == engine.lsn
+    assert {d.decision for d in decisions} == {"accept", "review"}
+
+
+def test_idle_keys_are_evicted_as_the_clock_moves() -> None:
+    engine = Engine.from_config(config())
+    for i in range(2000):
+        engine.evaluate("s", {"timestamp": TS + i, "pay_account": f"p{i}",
+                              "rcv_account": f"r{i}", "amount": 1.0})
+    assert engine.stats()["s"]["entities"] >= 6000
+    t = TS + 2 * 60 * MIN + 5 * MIN  # past lateness + the largest window of every key
+    for i in range(50):
+        engine.evaluate("s", {"timestamp": t + i * MIN, "pay_account": "A",
+                              "rcv_account": "M", "amount": 1.0})
+    stats = engine.stats()["s"]
+    assert stats["entities"] <= 10
+    assert stats["evicted_for_size"] == 0
+
+
+def test_max_entities_bounds_every_key_table() -> None:
+    engine = Engine.from_config(config(max_entities=100))
+    for i in range(1000):
+        engine.evaluate("s", {"timestamp": TS + i * 1000, "pay_account": f"p{i}",
+                              "rcv_account": f"r{i}", "amount": 1.0})
+    stats = engine.stats()["s"]
+    assert stats["entities"] <= 3 * 100
+    assert stats["evicted_for_size"] >= 3 * 800
+    recent = engine.evaluate("s", {"timestamp": TS + 1_000_000, "pay_account": "p999",
+                                   "rcv_account": "x", "amount": 1.0})
+    assert recent.features["count(pay_account.history,1h)"] == 2  # the newest keys stay
