@@ -26,6 +26,7 @@ from riskengine.exceptions import (
 )
 from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
 from riskengine.features.engine import SceneFeatures
+from riskengine.features.history import NEVER
 from riskengine.features.plan import Predicate
 from riskengine.lists import ListStore
 from riskengine.rules.expr import ExprNames, compile_expression
@@ -303,6 +304,20 @@ class Engine:
                 runtime.forget_old_ids()
             append(decision)
         return decisions
+
+    def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
+        """The current values of the features of `scene` keyed by `field` alone, for the
+        entity `value`: `(as_of, {name: value})`, as_of being the scene's event clock
+        (None before any event). A string value that looks like an integer also finds an
+        entity keyed by that integer. Raises `UnknownSceneError`, or `KeyError` when no
+        feature of the scene is keyed by `field` alone.
+        """
+        features = self.scene(scene).features
+        found = features.peek(field, value)
+        if found is None:
+            raise KeyError(field)
+        as_of = features.global_max if features.global_max != NEVER else None
+        return as_of, found
 
     # -- state -----------------------------------------------------------------------
 

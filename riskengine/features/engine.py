@@ -16,6 +16,7 @@ from riskengine.features.plan import KEY, MAXTS, KeyPlan, Predicate, build_key_p
 from riskengine.state.memory import BufferOps, Entity, KeyTable
 
 _EMPTY: dict[str, Any] = {}
+_PROBE_LSN = 1 << 62  # after every stored event
 
 
 class SceneFeatures:
@@ -141,6 +142,27 @@ class SceneFeatures:
             passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
             entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
             ops.compute(state, entry, passes, floor, out)
+
+    def peek(self, field: str, value: Any) -> dict[str, Any] | None:
+        """Current values of the features keyed by exactly `field`, for key `value`, at
+        the scene clock G: what an event at G that no filter lets in would read (it is
+        not counted and nothing is stored). None if no feature is keyed by `field` alone.
+        """
+        for table, _, by, idle_ms, buffers in self._layout:
+            if by != (field,):
+                continue
+            t = self.global_max
+            state = table.entities.get(value)
+            digits = value.removeprefix("-") if isinstance(value, str) else ""
+            if state is None and digits.isascii() and digits.isdigit() and len(digits) < 19:
+                state = table.entities.get(int(value))  # the path gives strings
+            if state is None or state[MAXTS] <= t - idle_ms:
+                state = table.new_entity()
+            out: dict[str, Any] = {}
+            for ops, _ in buffers:
+                ops.compute(state, (t, _PROBE_LSN), False, None, out)
+            return out
+        return None
 
     def stats(self) -> dict[str, int]:
         return {

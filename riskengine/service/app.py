@@ -163,6 +163,26 @@ def create_app(settings: ServiceSettings | None = None,
             until=_time_param(until, "until"), limit=limit)
         return Response(orjson.dumps(rows), media_type=JSON)
 
+    @app.get("/v1/entities/{scene}/{field}/{value}", tags=["entities"],
+             response_model=models.EntityModel, responses=admin_errors,
+             openapi_extra=security)
+    async def get_entity(scene: SceneName, field: Annotated[str, Path(max_length=200)],
+                         value: Annotated[str, Path(min_length=1, max_length=1000)],
+                         authorization: Auth = None) -> Response:
+        """Current values of the features keyed by `field` for this entity, at the
+        scene's event clock (nothing is counted or stored). 404 when no feature of the
+        scene is keyed by `field` alone."""
+        admin(authorization)
+        try:
+            as_of, features = rt.engine.entity(scene, field, value)
+        except KeyError:
+            keyed = sorted({"+".join(s.by) for s in rt.engine.scene(scene).config.features})
+            raise ApiError(404, f"no feature of scene {scene!r} is keyed by {field[:100]!r} "
+                                f"alone; keys: {', '.join(keyed)}") from None
+        return Response(orjson.dumps({"scene": scene, "field": field, "value": value,
+                                      "as_of": as_of, "features": features}),
+                        media_type=JSON)
+
     # -- rulesets (admin) ------------------------------------------------------------------
 
     @app.get("/v1/scenes/{scene}/ruleset", tags=["rulesets"], response_model=models.RulesetModel,

@@ -203,3 +203,24 @@ def test_changed_feature_definition_starts_fresh_after_restore(tmp_path: Path) -
     same = Engine.from_config(old).restore(path).evaluate(
         "s", {"timestamp": TS + 10, "a": "k", "v": 1.0})
     assert same.features == {"count(a.history,1h)": 4, "sum(v#a.history,1h)": 4.0}
+
+
+def test_entity_values_equal_what_a_filtered_out_event_at_the_clock_would_read() -> None:
+    """`Engine.entity` reads the window ending at the scene clock G, like the oracle's
+    value for an event at G that is not itself counted."""
+    engine = Engine.from_config(None)
+    base = 1_767_571_200_000
+    for i, (t, amount) in enumerate([(0, 10.0), (1_000, 20.0), (3_600_000, 30.0),
+                                      (3_600_500, 40.0)]):
+        engine.evaluate("transfer", {"event_id": f"x{i}", "timestamp": base + t,
+                                     "pay_account": "P", "rcv_account": "R",
+                                     "amount": amount})
+    as_of, values = engine.entity("transfer", "pay_account", "P")
+    assert as_of == base + 3_600_500
+    assert values["count(pay_account.history,1h)"] == 3  # t=0 is exactly 1h old: out
+    assert values["avg_amount_24h"] == 25.0
+    assert values["max_amount_24h"] == 40.0
+    assert engine.entity("transfer", "pay_account", "Q")[1][
+        "count(pay_account.history,1h)"] == 0
+    with pytest.raises(KeyError):
+        engine.entity("transfer", "amount", "1")

@@ -201,3 +201,29 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_entity_shows_current_values_without_counting(client: TestClient) -> None:
+    for i in range(3):
+        client.post("/v1/transfer/evaluate", json=transfer(i, amount=100.0 * (i + 1)))
+    client.post("/v1/transfer/evaluate", json=transfer(3, pay_account="Z", amount=7.0))
+    response = client.get("/v1/entities/transfer/pay_account/A", headers=ADMIN_HEADERS)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["as_of"] == T0 + 3000
+    assert body["features"]["count(pay_account.history,1h)"] == 3
+    assert body["features"]["avg_amount_24h"] == 200.0
+    assert "sum(amount#rcv_account.history,1h)" not in body["features"]  # keyed otherwise
+    again = client.get("/v1/entities/transfer/pay_account/A", headers=ADMIN_HEADERS).json()
+    assert again == body  # reading changes nothing
+    nxt = client.post("/v1/transfer/evaluate", json=transfer(4)).json()
+    assert nxt["features"]["count(pay_account.history,1h)"] == 4
+    receiver = client.get("/v1/entities/transfer/rcv_account/B", headers=ADMIN_HEADERS).json()
+    assert receiver["features"]["sum(amount#rcv_account.history,1h)"] == 617.0
+    unknown = client.get("/v1/entities/transfer/pay_account/nobody", headers=ADMIN_HEADERS)
+    assert unknown.json()["features"]["count(pay_account.history,1h)"] == 0
+    assert client.get("/v1/entities/transfer/amount/5",
+                      headers=ADMIN_HEADERS).status_code == 404
+    assert client.get("/v1/entities/nope/pay_account/A",
+                      headers=ADMIN_HEADERS).status_code == 404
+    assert client.get("/v1/entities/transfer/pay_account/A").status_code == 401
