@@ -38,9 +38,13 @@ ListValue = Annotated[str, Path(min_length=1, max_length=1000)]
 
 
 def create_app(settings: ServiceSettings | None = None,
-               runtime: ServiceRuntime | None = None) -> FastAPI:
+               runtime: ServiceRuntime | None = None, *, lane: bool = True) -> FastAPI:
     """Build the app. The runtime (engine, log, state) is created here and recovered when
-    the app starts (lifespan), so a `TestClient` or uvicorn both get a ready service."""
+    the app starts (lifespan), so a `TestClient` or uvicorn both get a ready service.
+
+    `lane=False` leaves out the evaluate lane middleware, for a server that puts
+    `EvaluateLane` outermost itself (in front of FastAPI's own middleware).
+    """
     rt = runtime or ServiceRuntime(settings or ServiceSettings())
     s = rt.settings
 
@@ -50,7 +54,8 @@ def create_app(settings: ServiceSettings | None = None,
         if recovered:
             log.info("recovered %d logged events after the snapshot", recovered)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_every(s.snapshot_interval_s, rt.snapshot, stop))]
+        tasks = [asyncio.create_task(_every(s.snapshot_interval_s, rt.snapshot_in_background,
+                                            stop))]
         tasks.append(asyncio.create_task(_every(
             RETENTION_EVERY_S, lambda: rt.log.purge(int(time.time() * 1000) - s.retention_ms),
             stop, in_thread=True)))
@@ -70,7 +75,8 @@ def create_app(settings: ServiceSettings | None = None,
                               "rules; accept, review or reject with a score and the reasons.")
     app.state.runtime = rt
     install_handlers(app, lambda status: rt.metrics.errors.labels(str(status)).inc())
-    app.add_middleware(EvaluateLane, runtime=rt)
+    if lane:
+        app.add_middleware(EvaluateLane, runtime=rt)
 
     def admin(authorization: str | None) -> None:
         check_bearer(authorization, s.admin_token, what="the admin API")
@@ -289,8 +295,8 @@ def create_app(settings: ServiceSettings | None = None,
         """Write a snapshot now (e.g. before maintenance); a restart replays the decision
         log only after it."""
         admin(authorization)
-        rt.snapshot()
-        return Response(orjson.dumps({"lsn": rt.last_snapshot_lsn}), media_type=JSON)
+        lsn = await rt.snapshot_in_background()
+        return Response(orjson.dumps({"lsn": lsn}), media_type=JSON)
 
     # -- operations ------------------------------------------------------------------------
 
@@ -360,6 +366,7 @@ def _time_param(value: str | None, name: str) -> int | None:
 
 async def _every(seconds: float, job: Any, stop: asyncio.Event, *,
                  in_thread: bool = False) -> None:
+    """Run `job` every `seconds` until `stop`; a coroutine function is awaited."""
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
@@ -369,6 +376,8 @@ async def _every(seconds: float, job: Any, stop: asyncio.Event, *,
         try:
             if in_thread:
                 await asyncio.to_thread(job)
+            elif asyncio.iscoroutinefunction(job):
+                await job()
             else:
                 job()
         except (RiskEngineError, OSError) as exc:

@@ -16,7 +16,9 @@ order of evaluation, and a snapshot is a consistent cut.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -83,16 +85,53 @@ class ServiceRuntime:
                 continue
             count += 1
         self.recovered_events = count
+        settle_memory()
         self.ready = True
         return count
 
     def snapshot(self) -> None:
+        """Write a snapshot here and now (blocks the caller; used at shutdown)."""
         if self.engine.lsn == self.last_snapshot_lsn:
             return
         lsn = self.engine.lsn
         self.engine.snapshot(self.state_dir / SNAPSHOT_FILE)
         self.last_snapshot_lsn = lsn
         self.metrics.snapshots.inc()
+        settle_memory()
+
+    async def snapshot_in_background(self) -> int:
+        """Write a snapshot from a forked child (copy-on-write: the loop keeps serving
+        while the child pickles the state), wait for it without blocking, return its LSN.
+
+        Falls back to writing in place where fork is unavailable.
+        """
+        lsn = self.engine.lsn
+        if lsn == self.last_snapshot_lsn:
+            return lsn
+        if not hasattr(os, "fork"):
+            self.snapshot()
+            return lsn
+        path = self.state_dir / SNAPSHOT_FILE
+        pid = os.fork()
+        if pid == 0:  # the child: write and leave without running any cleanup
+            code = 1
+            try:
+                self.engine.snapshot(path)
+                code = 0
+            finally:
+                os._exit(code)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            await asyncio.sleep(0.02)
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.error("snapshot child failed (status %d); the previous snapshot stays", status)
+            return self.last_snapshot_lsn
+        self.last_snapshot_lsn = lsn
+        self.metrics.snapshots.inc()
+        settle_memory()
+        return lsn
 
     def close(self) -> None:
         """Graceful stop: commit every pending decision, snapshot, close the log."""
@@ -189,6 +228,20 @@ class ServiceRuntime:
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE
+
+
+def settle_memory() -> None:
+    """Move what is alive now out of the garbage collector's sight (`gc.freeze`).
+
+    The state is millions of long-lived containers without reference cycles; left in the
+    collected generations, every full collection walks all of them and stops the event
+    loop for longer as the state grows (seconds at a few hundred thousand events). Frozen
+    after recovery and after every snapshot, a full collection only walks what was made
+    since. Young collections are made rarer too (a decision allocates a few containers).
+    """
+    gc.collect(1)
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class TickWaiter:

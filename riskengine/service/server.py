@@ -11,6 +11,7 @@ import logging
 import uvicorn
 
 from riskengine.service.app import create_app
+from riskengine.service.lane import EvaluateLane
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
 
@@ -28,8 +29,9 @@ def build_server(settings: ServiceSettings, *, host: str, port: int, workers: in
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = ServiceRuntime(settings)
-    app = create_app(runtime=runtime)
+    app = EvaluateLane(create_app(runtime=runtime, lane=False), runtime)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             access_log=False, log_level=log_level, lifespan="on",
-                            timeout_graceful_shutdown=10, server_header=False)
+                            timeout_graceful_shutdown=10, server_header=False,
+                            proxy_headers=False, date_header=False)
     return uvicorn.Server(config), runtime
