@@ -24,7 +24,56 @@ __all__ = ["MAX_QUERY_LIMIT", "DecisionLog"]
 
 MAX_QUERY_LIMIT = 1000
 
-_Pending = tuple[LogRecord, "Future[None]"]
+class _Group:
+    """One future for several records: it resolves when the last of them is written,
+    with the first failure if any failed."""
+
+    __slots__ = ("error", "future", "remaining")
+
+    def __init__(self, size: int) -> None:
+        self.future: Future[None] = Future()
+        self.remaining = size
+        self.error: BaseException | None = None
+
+    def settle(self, error: BaseException | None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        self.remaining -= 1
+        if self.remaining == 0 and not self.future.cancelled():
+            if self.error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(self.error)
+
+
+class _Member:
+    """A record's share of a `_Group`, with the part of `Future`'s API the writer uses."""
+
+    __slots__ = ("_done", "group")
+
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        self._done = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        if self.group.future.cancelled():
+            self._done = True
+            return False
+        return True
+
+    def set_result(self, result: None) -> None:
+        self._done = True
+        self.group.settle(None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._done = True
+        self.group.settle(exception)
+
+    def done(self) -> bool:
+        return self._done
+
+
+_Pending = tuple[LogRecord, "Future[None] | _Member"]
 
 
 class DecisionLog(ABC):
@@ -90,6 +139,26 @@ class DecisionLog(ABC):
             self._cond.notify_all()
         return future
 
+    def append_many(self, records: list[LogRecord]) -> Future[None]:
+        """Queue `records` (in LSN order) behind one future: it resolves once all of them
+        are committed, or fails with the first failure. Cheaper than one future each."""
+        group = _Group(len(records))
+        if not records:
+            group.future.set_result(None)
+            return group.future
+        with self._cond:
+            if self._closing:
+                raise DecisionLogError(f"decision log {self.description} is closed")
+            if len(self._pending) + len(records) > self._max_pending:
+                group.future.set_exception(DecisionLogError(
+                    f"decision log {self.description}: {len(self._pending)} records are "
+                    f"waiting to be written; {len(records)} records were dropped"))
+                return group.future
+            self._pending.extend((record, _Member(group)) for record in records)
+            self._appended += len(records)
+            self._cond.notify_all()
+        return group.future
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record appended before this call is written (or failed).
 
@@ -149,8 +218,8 @@ class DecisionLog(ABC):
     def _write_batch(self, batch: list[_Pending]) -> None:
         """Encode, write in one transaction, then resolve every future of `batch`."""
         rows: list[Row] = []
-        futures: list[Future[None]] = []
-        failed: list[tuple[Future[None], BaseException]] = []
+        futures: list[Future[None] | _Member] = []
+        failed: list[tuple[Future[None] | _Member, BaseException]] = []
         seen: set[int] = set()
         for record, future in sorted(batch, key=lambda p: p[0].lsn):
             if not future.set_running_or_notify_cancel():

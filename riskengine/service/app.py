@@ -98,9 +98,9 @@ def create_app(settings: ServiceSettings | None = None,
         started = time.perf_counter()
         rt.engine.scene(scene)
         raw = await read_json(request, s.max_body_bytes)
-        decision, future = rt.decide(scene, raw)
-        if future is not None:
-            await rt.committed(future)
+        decision, record = rt.decide(scene, raw)
+        if record is not None:
+            await rt.committed((record,))
         body = orjson.dumps(decision.to_dict())
         rt.metrics.request_latency.labels(scene, "evaluate").observe(
             time.perf_counter() - started)
@@ -124,9 +124,8 @@ def create_app(settings: ServiceSettings | None = None,
             raise ApiError(422, "a batch is a JSON list of events")
         if len(raw) > s.max_batch:
             raise ApiError(413, f"a batch holds at most {s.max_batch} events, got {len(raw)}")
-        decisions, futures = rt.decide_many(scene, raw)
-        if futures:
-            await rt.committed(futures[-1], futures)
+        decisions, records = rt.decide_many(scene, raw)
+        await rt.committed(records)
         body = orjson.dumps([d.to_dict() for d in decisions])
         rt.metrics.request_latency.labels(scene, "batch").observe(
             time.perf_counter() - started)

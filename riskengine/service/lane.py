@@ -100,18 +100,17 @@ class EvaluateLane:
         del chunked  # the size check below covers bodies of unknown length
         raw = parse_json(await read_body(receive, limit))
         if not batch:
-            decision, future = rt.decide(scene, raw)
-            if future is not None:
-                await rt.committed(future)
+            decision, record = rt.decide(scene, raw)
+            if record is not None:
+                await rt.committed((record,))
             return orjson.dumps(decision.to_dict())
         if not isinstance(raw, list):
             raise ApiError(422, "a batch is a JSON list of events")
         if len(raw) > settings.max_batch:
             raise ApiError(413, f"a batch holds at most {settings.max_batch} events, "
                                 f"got {len(raw)}")
-        decisions, futures = rt.decide_many(scene, raw)
-        if futures:
-            await rt.committed(futures[-1], futures)
+        decisions, records = rt.decide_many(scene, raw)
+        await rt.committed(records)
         return orjson.dumps([d.to_dict() for d in decisions])
 
 

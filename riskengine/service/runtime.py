@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class ServiceRuntime:
                                         on_activate=self._activated)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
-        self._waiter = TickWaiter()
+        self._waiter = TickWaiter(self.log)
         self.ready = False
         self.recovered_events = 0
         self.last_snapshot_lsn = 0
@@ -150,8 +150,9 @@ class ServiceRuntime:
             raw = {**raw, "timestamp": int(time.time() * 1000)}
         return raw  # type: ignore[return-value]  # the engine refuses non-objects
 
-    def decide(self, scene: str, raw: object) -> tuple[Decision, Future[None] | None]:
-        """Evaluate one event; the future resolves when its decision is committed."""
+    def decide(self, scene: str, raw: object) -> tuple[Decision, LogRecord | None]:
+        """Evaluate one event; returns the decision and its log record (None for an
+        event_id already decided). Await `committed(record)` before answering."""
         event = self.prepare(raw)
         before = self.engine.lsn
         decision = self.engine.evaluate(scene, event)
@@ -159,41 +160,38 @@ class ServiceRuntime:
             self.metrics.duplicates.labels(scene).inc()
             return decision, None
         self.metrics.observe(decision)
-        return decision, self.log.append(_record(decision, event))
+        return decision, _record(decision, event)
 
     def decide_many(self, scene: str, raws: Sequence[object]
-                    ) -> tuple[list[Decision], list[Future[None]]]:
+                    ) -> tuple[list[Decision], list[LogRecord]]:
         events = [self.prepare(raw) for raw in raws]
         before = self.engine.lsn
         decisions = self.engine.evaluate_many(scene, events)
-        futures = []
+        records = []
         for decision, event in zip(decisions, events, strict=True):
             if decision.lsn <= before:
                 self.metrics.duplicates.labels(scene).inc()
                 continue
             before = decision.lsn
             self.metrics.observe(decision)
-            futures.append(self.log.append(_record(decision, event)))
-        return decisions, futures
+            records.append(_record(decision, event))
+        return decisions, records
 
-    async def committed(self, last: Future[None],
-                        futures: Sequence[Future[None]] = ()) -> None:
-        """Wait until the decision log committed `last` (the request's last record) and
-        every one of `futures`; a failed commit answers 503 (the state already holds the
-        event, the log does not: a restart forgets it, as it should for a non-200).
+    async def committed(self, records: Sequence[LogRecord]) -> None:
+        """Log `records` and wait until they are committed; a failed commit answers 503
+        (the state already holds the event, the log does not: a restart forgets it, as
+        it should for a non-200).
 
-        Requests of one event-loop tick share one wait: one hop from the writer thread
-        back to the loop per tick, not per request.
+        The records of every request of one event-loop tick go to the log together, behind
+        one future: one queue operation and one hop back to the loop per tick.
         """
-        await self._waiter.wait(last)
-        mine = futures or (last,)
-        if not all(f.done() for f in mine):  # resolved by the writer a moment later
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in mine if not f.done()),
-                                 return_exceptions=True)
-        failed = sum(1 for f in mine if f.cancelled() or f.exception() is not None)
-        if failed:
-            self.metrics.log_failures.inc(failed)
-            log.error("decision log write failed for %d decisions", failed)
+        if not records:
+            return
+        error = await self._waiter.wait(records)
+        if error is not None:
+            self.metrics.log_failures.inc(len(records))
+            log.error("decision log write failed for %d decisions: %s", len(records),
+                      type(error).__name__)
             raise ApiError(503, "the decision log is unavailable; the decision was not "
                                 "recorded, retry with the same event_id")
 
@@ -245,36 +243,47 @@ def settle_memory() -> None:
 
 
 class TickWaiter:
-    """Resolves the waits of one event-loop tick when the tick's last record commits.
+    """Collects the log records of one event-loop tick and appends them as one group.
 
-    The writer commits in append order and resolves a batch's futures before taking the
-    next batch, so once the last record appended in a tick is resolved, the earlier ones
-    are (or are being) resolved too; `committed` checks each request's own futures.
+    `wait(records)` returns a loop future that resolves, with None or the failure, when
+    the group's commit is done. Records are appended in the order `wait` is called,
+    which is LSN order: every caller calls it right after deciding, with no await between.
     """
 
-    def __init__(self) -> None:
-        self._tick: list[tuple[Future[None], asyncio.Future[None]]] | None = None
+    def __init__(self, log: DecisionLog) -> None:
+        self.log = log
+        self._records: list[LogRecord] = []
+        self._waiters: list[asyncio.Future[BaseException | None]] = []
 
-    def wait(self, last: Future[None]) -> asyncio.Future[None]:
+    def wait(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        if self._tick is None:
-            self._tick = []
+        waiter: asyncio.Future[BaseException | None] = loop.create_future()
+        if not self._waiters:
             loop.call_soon(self._ship, loop)
-        self._tick.append((last, waiter))
+        self._records.extend(records)
+        self._waiters.append(waiter)
         return waiter
 
     def _ship(self, loop: asyncio.AbstractEventLoop) -> None:
-        tick, self._tick = self._tick or [], None
-        if not tick:
+        records, waiters = self._records, self._waiters
+        self._records, self._waiters = [], []
+
+        def resolve(error: BaseException | None) -> None:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(error)
+
+        try:
+            group = self.log.append_many(records)
+        except RiskEngineError as exc:
+            resolve(exc)
             return
 
-        def resolve() -> None:
-            for _, waiter in tick:
-                if not waiter.done():
-                    waiter.set_result(None)
+        def committed(future: Future[None]) -> None:
+            error = CancelledError() if future.cancelled() else future.exception()
+            loop.call_soon_threadsafe(resolve, error)
 
-        tick[-1][0].add_done_callback(lambda _: loop.call_soon_threadsafe(resolve))
+        group.add_done_callback(committed)
 
 
 def _record(decision: Decision, event: Mapping[str, Any]) -> LogRecord:

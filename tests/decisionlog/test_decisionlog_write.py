@@ -273,3 +273,23 @@ def test_records_from_engine_decisions_rebuild_the_engine_state(log: DecisionLog
     assert got.features == expected.features
     assert (got.decision, got.score, got.lsn) == (expected.decision, expected.score,
                                                   expected.lsn)
+
+
+def test_append_many_resolves_one_future_after_all_are_committed(log: DecisionLog) -> None:
+    group = log.append_many([record(n) for n in range(1, 51)])
+    group.result(timeout=30)
+    assert log.count() == 50
+    assert [lsn for lsn, _, _ in log.events_after(0)] == list(range(1, 51))
+    assert log.pending() == 0
+
+
+def test_append_many_fails_with_the_first_failure_and_keeps_the_rest(log: DecisionLog) -> None:
+    log.append(record(5)).result(timeout=30)
+    group = log.append_many([record(4), record(5), record(6)])  # 5 is a duplicate
+    with pytest.raises(DecisionLogError, match="already logged"):
+        group.result(timeout=30)
+    assert [lsn for lsn, _, _ in log.events_after(0)] == [4, 5, 6]
+
+
+def test_append_many_of_nothing_is_done_at_once(log: DecisionLog) -> None:
+    assert log.append_many([]).result(timeout=1) is None
