@@ -482,6 +482,10 @@ def serve(
     decision_log: Annotated[str | None, typer.Option(
         show_default=False, help="sqlite:///file.db or postgresql://user@host:port/db "
                                  "(default: SQLite in the state dir).")] = None,
+    state: Annotated[str | None, typer.Option(
+        show_default=False, help="Shared state: redis://host:port/db or "
+                                 "redis+cluster://host:port,host:port (default: in memory, "
+                                 "snapshots in the state dir).")] = None,
     watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
                                              "file changes.")] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -491,26 +495,34 @@ def serve(
     Tokens come from RISKENGINE_ADMIN_TOKEN / RISKENGINE_API_TOKEN or the config's
     `service:` section; without an admin token one is written to STATE_DIR/admin-token.
     """
-    from riskengine.service.server import WorkersNeedSharedState, build_server
+    from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
     from riskengine.service.settings import ServiceSettings
 
-    if config is not None and not config.exists():
-        _fail(f"config file {str(config)!r} does not exist", 2)
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        _fail("--log-level must be debug, info, warning or error", 2)
-    settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
-                               watch_config=watch)
-    try:
-        server, runtime = build_server(settings, host=host, port=port, workers=workers,
-                                       log_level=log_level.lower())
-    except WorkersNeedSharedState as exc:
-        _fail(str(exc), 2)
-    except RiskEngineError as exc:
-        _fail(f"cannot start: {exc}", 2)
-    token_file = runtime.state_dir / "admin-token"
-    if not os.environ.get("RISKENGINE_ADMIN_TOKEN") and token_file.exists():
-        _stderr().print(f"admin token: see {token_file}", markup=False)
-    server.run()
+    with _user_errors():
+        if config is not None and not config.exists():
+            _fail(f"config file {str(config)!r} does not exist", 2)
+        if log_level.lower() not in ("debug", "info", "warning", "error"):
+            _fail("--log-level must be debug, info, warning or error", 2)
+        settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
+                                   state=state, watch_config=watch)
+        if workers > 1:
+            try:
+                run_workers(settings, host=host, port=port, workers=workers,
+                            log_level=log_level.lower())
+            except WorkersNeedSharedState as exc:
+                _fail(str(exc), 2)
+            return
+        try:
+            server, runtime = build_server(settings, host=host, port=port, workers=workers,
+                                           log_level=log_level.lower())
+        except WorkersNeedSharedState as exc:
+            _fail(str(exc), 2)
+        except RiskEngineError as exc:
+            _fail(f"cannot start: {exc}", 2)
+        token_file = runtime.state_dir / "admin-token"
+        if not os.environ.get("RISKENGINE_ADMIN_TOKEN") and token_file.exists():
+            _stderr().print(f"admin token: see {token_file}", markup=False)
+        server.run()
 
 
 def run() -> None:

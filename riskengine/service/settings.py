@@ -8,6 +8,7 @@ one at start and writes it to ``<state-dir>/admin-token`` (mode 0600); it is nev
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ class ServiceSettings:
     config: Path | None = None  # None: the shipped example config
     state_dir: Path = Path("riskengine-state")
     decision_log: str | None = None  # None: SQLite file in state_dir
+    state: str | None = None  # None: in memory; redis://… or redis+cluster://… shared
     admin_token: str | None = None
     api_token: str | None = None
     max_body_bytes: int = 1024 * 1024
@@ -74,6 +76,21 @@ class ServiceSettings:
             if token:
                 values[key] = token
         return replace(self, **values)
+
+    def to_env(self) -> str:
+        """The settings as JSON, for worker processes started by uvicorn (tokens are not
+        included: workers read them from the environment or the config again)."""
+        return json.dumps({
+            "config": None if self.config is None else str(self.config),
+            "state_dir": str(self.state_dir), "decision_log": self.decision_log,
+            "state": self.state, "watch_config": self.watch_config})
+
+    @classmethod
+    def from_env(cls, text: str) -> ServiceSettings:
+        data = json.loads(text)
+        return cls(config=None if data["config"] is None else Path(data["config"]),
+                   state_dir=Path(data["state_dir"]), decision_log=data["decision_log"],
+                   state=data["state"], watch_config=data["watch_config"])
 
     def ensure_admin_token(self) -> ServiceSettings:
         """Without an admin token, make one and write it to ``state_dir/admin-token``."""
