@@ -28,7 +28,10 @@ DEFAULT_MAX_ENTITIES = 5_000_000
 
 _PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
-                         "ruleset_version", "idempotency_max", "max_entities"})
+                         "ruleset_version", "idempotency_max", "max_entities", "fallback"})
+FALLBACKS = ("accept", "review", "reject")
+DEFAULT_FALLBACK = "review"
+"""The decision given when a scene's state cannot be reached (`fallback:` per scene)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class SceneConfig:
     ruleset_version: str | None = None
     idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX
     max_entities: int = DEFAULT_MAX_ENTITIES
+    fallback: str = DEFAULT_FALLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,16 @@ def _scene(name: str, raw: object) -> SceneConfig:
         ruleset_version=None if version is None else str(version),
         idempotency_max=_positive_int(raw, "idempotency_max", DEFAULT_IDEMPOTENCY_MAX, name),
         max_entities=_positive_int(raw, "max_entities", DEFAULT_MAX_ENTITIES, name),
+        fallback=_fallback(raw, name),
     )
+
+
+def _fallback(raw: Mapping[str, Any], scene: str) -> str:
+    value = raw.get("fallback", DEFAULT_FALLBACK)
+    if value not in FALLBACKS:
+        raise ConfigError(f"scene {scene!r}: fallback must be one of {', '.join(FALLBACKS)}, "
+                          f"got {value!r:.40}")
+    return str(value)
 
 
 def _positive_int(raw: Mapping[str, Any], key: str, default: int, scene: str) -> int:

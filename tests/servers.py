@@ -8,6 +8,8 @@ from Debian packages (`scripts/install_services.sh` installs them).
         ...
     with redis_server() as url:      # redis://127.0.0.1:PORT/0
         ...
+    with redis_cluster() as url:     # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+        ...
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["ServerError", "free_port", "postgres_bin", "postgres_server", "redis_server",
-           "run_as", "wait_for_port"]
+__all__ = ["ServerError", "free_port", "free_ports", "postgres_bin", "postgres_server",
+           "redis_cluster", "redis_server", "run_as", "wait_for_port"]
 
 POSTGRES_USER = "riskengine"
 POSTGRES_PASSWORD = "test-pw-9f3K"
@@ -42,6 +44,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def wait_for_port(port: int, *, timeout: float = 30.0, host: str = "127.0.0.1",
@@ -161,3 +174,68 @@ def redis_server() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cluster_state(cli: str, port: int) -> str:
+    done = subprocess.run([cli, "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
+                          capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("cluster_state:"):
+            return line.partition(":")[2].strip()
+    return done.stderr.strip() or "no answer"
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[str]:
+    """Start a private Redis Cluster: `masters` primaries, no replicas, each on a free port
+    with a free cluster bus port, its own folder and `--cluster-config-file`; joined with
+    `redis-cli --cluster create`. Yields `redis+cluster://127.0.0.1:P1,…` once every node
+    reports `cluster_state:ok`; every node is stopped and the folders removed on exit."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise ServerError(f"redis-server and redis-cli not found: {_INSTALL_HINT}")
+    if masters < 3:
+        raise ServerError("a Redis Cluster needs at least 3 primaries")
+    with _private_dir("riskengine-redis-cluster-", None) as root:
+        ports = free_ports(2 * masters)
+        nodes = list(zip(ports[:masters], ports[masters:], strict=True))
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            for port, bus in nodes:
+                node_dir = root / str(port)
+                node_dir.mkdir()
+                processes.append(subprocess.Popen(
+                    [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
+                     "--save", "", "--appendonly", "no", "--daemonize", "no",
+                     "--cluster-enabled", "yes", "--cluster-port", str(bus),
+                     "--cluster-config-file", str(node_dir / "nodes.conf"),
+                     "--cluster-node-timeout", "5000"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for (port, _), process in zip(nodes, processes, strict=True):
+                wait_for_port(port, process=process)
+            addresses = [f"127.0.0.1:{port}" for port, _ in nodes]
+            _run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
+                  "--cluster-yes"], "redis-cli --cluster create")
+            deadline = time.monotonic() + 30
+            while True:
+                states = {port: _cluster_state(cli, port) for port, _ in nodes}
+                if all(state == "ok" for state in states.values()):
+                    break
+                if time.monotonic() > deadline:
+                    raise ServerError(f"Redis Cluster not ready after 30 s: {states}")
+                time.sleep(0.1)
+            yield "redis+cluster://" + ",".join(addresses)
+        finally:
+            _stop(processes)

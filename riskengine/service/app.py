@@ -169,7 +169,7 @@ def create_app(settings: ServiceSettings | None = None,
         return Response(orjson.dumps(rows), media_type=JSON)
 
     @app.get("/v1/entities/{scene}/{field}/{value}", tags=["entities"],
-             response_model=models.EntityModel, responses=admin_errors,
+             response_model=models.EntityModel, responses=documented(401, 403, 404, 422, 501),
              openapi_extra=security)
     async def get_entity(scene: SceneName, field: Annotated[str, Path(max_length=200)],
                          value: Annotated[str, Path(min_length=1, max_length=1000)],
@@ -180,6 +180,9 @@ def create_app(settings: ServiceSettings | None = None,
         admin(authorization)
         try:
             as_of, features = rt.engine.entity(scene, field, value)
+        except NotImplementedError:
+            raise ApiError(501, "entity reads are not available with shared state yet",
+                           code="not_implemented") from None
         except KeyError:
             keyed = sorted({"+".join(s.by) for s in rt.engine.scene(scene).config.features})
             raise ApiError(404, f"no feature of scene {scene!r} is keyed by {field[:100]!r} "

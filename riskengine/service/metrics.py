@@ -34,6 +34,9 @@ class ServiceMetrics:
         self.duplicates = Counter("riskengine_duplicate_events_total",
                                   "Events whose event_id was already decided", ["scene"],
                                   registry=r)
+        self.degraded = Counter("riskengine_degraded_decisions_total",
+                                "Fallback decisions while the shared state was unavailable",
+                                ["scene"], registry=r)
         self.reloads = Counter("riskengine_ruleset_reloads_total",
                                "Rulesets put live, by scene and source (config, api, rollback)",
                                ["scene", "source"], registry=r)

@@ -50,6 +50,7 @@ class RulesetRegistry:
         self.engine = engine
         self.path = path
         self._on_activate = on_activate
+        self.on_publish: Callable[[str, str], None] | None = None  # shared state: the bus
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, RulesetVersion]] = {}
         self._active: dict[str, str] = {}
@@ -118,6 +119,8 @@ class RulesetRegistry:
             self._save()
         if changed and self._on_activate:
             self._on_activate(scene, source)
+        if changed and self.on_publish:
+            self.on_publish(scene, source)
         return changed
 
     def activate(self, scene: str, version: str) -> Ruleset | None:
@@ -132,6 +135,8 @@ class RulesetRegistry:
             self._save()
         if changed and self._on_activate:
             self._on_activate(scene, "rollback")
+        if changed and self.on_publish:
+            self.on_publish(scene, "rollback")
         return entry.ruleset
 
     def reload_config(self, scenes: Mapping[str, SceneConfig]) -> list[str]:

@@ -54,11 +54,22 @@ class ServiceRuntime:
         self.settings = settings.ensure_admin_token()
         self.state_dir = self.settings.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(self.config)
-        self.metrics = ServiceMetrics(self.engine.scenes)
-        self.lists = ListJournal(self.engine.lists, self.state_dir / LISTS_FILE)
-        self.rulesets = RulesetRegistry(self.engine, self.state_dir / RULESETS_FILE,
-                                        on_activate=self._activated)
+        self.shared = self.settings.state is not None
+        self.bus: Any = None
+        if self.shared:
+            from riskengine.service.shared import SharedLists, connect_bus, shared_engine
+            engine = shared_engine(self.config, str(self.settings.state))
+            self.engine: Engine = engine
+            self.metrics = ServiceMetrics(self.engine.scenes)
+            self.rulesets = RulesetRegistry(self.engine, None, on_activate=self._activated)
+            self.bus, store = connect_bus(engine, self.config, self.rulesets)
+            self.lists: Any = SharedLists(store)
+        else:
+            self.engine = Engine(self.config)
+            self.metrics = ServiceMetrics(self.engine.scenes)
+            self.lists = ListJournal(self.engine.lists, self.state_dir / LISTS_FILE)
+            self.rulesets = RulesetRegistry(self.engine, self.state_dir / RULESETS_FILE,
+                                            on_activate=self._activated)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
@@ -70,6 +81,9 @@ class ServiceRuntime:
 
     def recover(self) -> int:
         """Restore the snapshot, then re-run the logged events after it. Returns how many."""
+        if self.shared:  # the state is in Redis: nothing to rebuild
+            self.ready = True
+            return 0
         snapshot = self.state_dir / SNAPSHOT_FILE
         if snapshot.exists():
             self.engine.restore(snapshot)
@@ -91,7 +105,7 @@ class ServiceRuntime:
 
     def snapshot(self) -> None:
         """Write a snapshot here and now (blocks the caller; used at shutdown)."""
-        if self.engine.lsn == self.last_snapshot_lsn:
+        if self.shared or self.engine.lsn == self.last_snapshot_lsn:
             return
         lsn = self.engine.lsn
         self.engine.snapshot(self.state_dir / SNAPSHOT_FILE)
@@ -106,7 +120,7 @@ class ServiceRuntime:
         Falls back to writing in place where fork is unavailable.
         """
         lsn = self.engine.lsn
-        if lsn == self.last_snapshot_lsn:
+        if self.shared or lsn == self.last_snapshot_lsn:
             return lsn
         if not hasattr(os, "fork"):
             self.snapshot()
@@ -136,6 +150,8 @@ class ServiceRuntime:
     def close(self) -> None:
         """Graceful stop: commit every pending decision, snapshot, close the log."""
         self.ready = False
+        if self.bus is not None:
+            self.bus.stop()
         try:
             self.log.flush(30.0)
         finally:
@@ -156,7 +172,10 @@ class ServiceRuntime:
         event = self.prepare(raw)
         before = self.engine.lsn
         decision = self.engine.evaluate(scene, event)
-        if decision.lsn <= before:  # an event_id already decided: the stored answer
+        if decision.degraded:
+            self.metrics.degraded.labels(scene).inc()
+            return decision, None
+        if not before < decision.lsn <= self.engine.lsn:  # already decided: stored answer
             self.metrics.duplicates.labels(scene).inc()
             return decision, None
         self.metrics.observe(decision)
@@ -168,8 +187,12 @@ class ServiceRuntime:
         before = self.engine.lsn
         decisions = self.engine.evaluate_many(scene, events)
         records = []
+        last = self.engine.lsn
         for decision, event in zip(decisions, events, strict=True):
-            if decision.lsn <= before:
+            if decision.degraded:
+                self.metrics.degraded.labels(scene).inc()
+                continue
+            if not before < decision.lsn <= last:
                 self.metrics.duplicates.labels(scene).inc()
                 continue
             before = decision.lsn

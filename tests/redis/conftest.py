@@ -1,4 +1,6 @@
-"""A private redis-server for the Redis state tests (tests/servers.py), one per session.
+"""Private Redis servers for the Redis state tests (tests/servers.py), one of each kind per
+session: a single redis-server and a 3-primary Redis Cluster. Every test that takes
+`redis_url` or `client` runs against both.
 
 Also makes the shared helpers importable (`tests/oracle.py`, `tests/streams.py`) and
 puts the working tree's `riskengine` first, as tests/features/conftest.py does.
@@ -11,28 +13,55 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 _TESTS = Path(__file__).resolve().parents[1]
 for _path in (str(_TESTS.parent), str(_TESTS)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from servers import redis_server  # noqa: E402
+from servers import redis_cluster, redis_server  # noqa: E402
+
+from riskengine.state.redis import connect  # noqa: E402
+from riskengine.state.redis.functions import Client  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def standalone_url() -> Iterator[str]:
     with redis_server() as url:
         yield url
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    """A client on an empty database (scripts stay cached, as on a live server)."""
-    connection = redis.Redis.from_url(redis_url)
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    with redis_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the Redis under test: `redis://…` or `redis+cluster://…`."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def _fresh(url: str) -> Iterator[Client]:
+    connection = connect(url)
     connection.flushall()
     try:
         yield connection
     finally:
         connection.close()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    """A client on an empty database (function libraries stay loaded, as on a live
+    server)."""
+    yield from _fresh(redis_url)
+
+
+@pytest.fixture
+def standalone_client(standalone_url: str) -> Iterator[Client]:
+    """The same on the single server only, for tests of what runs inside one Lua call
+    (where a cluster adds nothing) or of one server's memory."""
+    yield from _fresh(standalone_url)

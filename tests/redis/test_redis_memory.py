@@ -39,6 +39,12 @@ def transfers(n: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def client(standalone_client: redis.Redis) -> redis.Redis:
+    """Memory is measured on one server (INFO and CONFIG of a single node)."""
+    return standalone_client
+
+
+@pytest.fixture
 def listpack_values(client: redis.Redis) -> Iterator[None]:
     """`hash-max-listpack-value 256`, the setting the package docstring recommends."""
     before = client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]

@@ -8,13 +8,15 @@ null and composite keys, negative and awkward amounts, tiled features, idle keys
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import redis
-from oracle import Oracle, parse_duration
+from oracle import Oracle, OracleResult, parse_duration
 from redis_harness import RedisDecider
 from streams import (
     BASE_TS,
@@ -28,15 +30,27 @@ from streams import (
 )
 
 from riskengine.config import load_config
-from riskengine.state.redis import RedisSceneFeatures
+from riskengine.state.redis import RedisSceneFeatures, connect
 from tests.features.test_oracle_streams import SCENARIOS, scenario_events
 
 
 def compare_stream(decider: RedisDecider, events: list[dict[str, Any]], oracle: Oracle
                    ) -> None:
+    compare_answers(decider, events, [oracle.feed(copy.deepcopy(event)) for event in events])
+
+
+@functools.cache
+def oracle_answers(seed: int, n: int) -> tuple[OracleResult, ...]:
+    """The oracle's answers to `random_stream(seed, n)`, computed once: every backend and
+    layout is held to the same list."""
+    oracle = Oracle(STREAM_FEATURES, STREAM_LATENESS_MS)
+    return tuple(oracle.feed(copy.deepcopy(event)) for event in random_stream(seed, n))
+
+
+def compare_answers(decider: RedisDecider, events: list[dict[str, Any]],
+                    answers: Sequence[OracleResult]) -> None:
     found: list[tuple[str, str]] = []
-    for i, event in enumerate(events):
-        expected = oracle.feed(copy.deepcopy(event))
+    for i, (event, expected) in enumerate(zip(events, answers, strict=True)):
         found += mismatches(i, event, expected, decider.evaluate("s", copy.deepcopy(event)))
     if found:
         per_feature = Counter(name for name, _ in found)
@@ -53,9 +67,8 @@ def test_scenario(client: redis.Redis, name: str) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_stream_matches_oracle(client: redis.Redis, seed: int) -> None:
-    events = random_stream(seed, 1500)
-    compare_stream(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS), events,
-                   Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+    compare_answers(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS),
+                    random_stream(seed, 1500), oracle_answers(seed, 1500))
 
 
 LAYOUTS: dict[str, dict[str, Any]] = {
@@ -72,9 +85,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_layouts_give_the_same_values(client: redis.Redis, layout: str) -> None:
-    events = random_stream(11, 1000)
-    compare_stream(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS, **LAYOUTS[layout]),
-                   events, Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+    compare_answers(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS, **LAYOUTS[layout]),
+                    random_stream(11, 1000), oracle_answers(11, 1000))
 
 
 def test_scripts_flushed_mid_stream_are_reloaded(client: redis.Redis) -> None:
@@ -154,7 +166,7 @@ def test_concurrent_writers_lose_no_update(redis_url: str, client: redis.Redis) 
 
     def work(n: int) -> None:
         try:
-            connection = redis.Redis.from_url(redis_url)
+            connection = connect(redis_url)
             features = RedisSceneFeatures(connection, scene(features_def, "1h"))
             for i in range(per_thread):
                 features.compute({"event_id": f"w{n}-{i}", "timestamp": BASE_TS + i,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,9 +23,11 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, state_dir: Path, config: Path | None = None) -> None:
+    def __init__(self, state_dir: Path, config: Path | None = None,
+                 extra: list[str] | None = None) -> None:
         self.state_dir = state_dir
         self.config = config
+        self.extra = extra or []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -35,10 +38,12 @@ class ServiceProcess:
                "--state-dir", str(self.state_dir), "--log-level", "warning"]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        cmd += self.extra
         env = {**os.environ, "RISKENGINE_ADMIN_TOKEN": ADMIN}
         env.pop("RISKENGINE_API_TOKEN", None)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -54,9 +59,10 @@ class ServiceProcess:
         raise RuntimeError("serve did not become ready")
 
     def kill(self) -> None:
-        """kill -9: no shutdown handler runs."""
+        """kill -9 of the server and its workers: no shutdown handler runs."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> int:

@@ -109,7 +109,8 @@ slot), and wiring into `Engine` and the service.
 """
 
 from riskengine.state.redis.codec import RedisStateError
+from riskengine.state.redis.connect import connect
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.store import RedisSceneFeatures
 
-__all__ = ["RedisDecisionStore", "RedisSceneFeatures", "RedisStateError"]
+__all__ = ["RedisDecisionStore", "RedisSceneFeatures", "RedisStateError", "connect"]

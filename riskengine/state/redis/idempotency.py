@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import redis
 
+from riskengine.state.redis.functions import Client
 from riskengine.state.redis.store import MIN_TTL_MS, Script, load_script
 
 
@@ -19,9 +20,11 @@ class RedisDecisionStore:
 
     `lookup` before deciding, `remember` after: when two workers race on one id, the
     second `remember` returns the first decision, which is the one to answer with.
+    `client` is a `redis.Redis` or a `RedisCluster`: a record is one key, its script is
+    loaded on every primary again when one answers NOSCRIPT.
     """
 
-    def __init__(self, client: redis.Redis, scene: str, horizon_ms: int, *,
+    def __init__(self, client: Client, scene: str, horizon_ms: int, *,
                  prefix: str = "re", ttl_ms: int | None = None) -> None:
         self.client = client
         self.scene = scene

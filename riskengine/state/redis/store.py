@@ -2,8 +2,8 @@
 
 `compute(event, lsn)` gives what `SceneFeatures.compute` gives in memory, `(features,
 late)`, for the same events in the same order. Each entity the event touches is one
-EVALSHA of its plan's script; all of them and the scene clock go in one pipeline. An
-event late on one of its keys but stored on another (the other script could not know)
+FCALL of its plan's function; all of them and the scene clock go in one pipeline. An
+event late on one of its keys but stored on another (the other function could not know)
 costs a second round trip that takes it back there and rescores it as late.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +29,24 @@ from riskengine.state.redis.codec import (
     key_text,
     slot_text,
 )
+from riskengine.state.redis.functions import Call, Client, FunctionCaller, Library
 from riskengine.state.redis.plan import EntityPlan, build_entity_plans
 
 SCRIPTS = Path(__file__).parent / "scripts"
 MIN_TTL_MS = 600_000
 """Entity TTLs are never shorter than this (wall clock), whatever the windows."""
+RUNNING_FROM = 32
+"""Entities holding at least this many entries keep running totals (see the package
+docstring); below half of it they go back to scanning."""
 _EMPTY: dict[str, Any] = {}
 
 Predicate = Callable[..., Any]
 Decoder = Callable[[Any], Any]
-Command = tuple["Script", tuple[str, ...], Sequence[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A Lua script, its SHA1, loaded once; reloaded when the server answers NOSCRIPT."""
+    """A Lua script for EVALSHA and its SHA1 (`RedisDecisionStore`)."""
 
     source: str
     sha: str
@@ -84,7 +87,7 @@ class _Entity:
     """An `EntityPlan` prepared for the per-event path."""
 
     plan: EntityPlan
-    script: Script
+    function: str  # its function's name in the library
     single: str | None  # the key field when B has one field
     key_head: str
     key_tail: str
@@ -97,20 +100,24 @@ class _Entity:
 class RedisSceneFeatures:
     """The features of one scene with their state in Redis (see the package docstring).
 
-    `client` is a `redis.Redis` (bytes replies: no `decode_responses`). `guard_depth` is
-    how many recent events each entity remembers for its idempotency guard (0: none).
-    `ttl_ms` overrides the TTL of entity keys, `max(2 * (L + Wmax(B)), 10 min)` (0: no
-    TTL). `buckets` per key set: about the number of live entities / 50.
-    `bucket_value_max`: the largest entity kept as a bucket field; by default the
-    server's `hash-max-listpack-value` (so buckets stay listpack-encoded).
+    `client` is a `redis.Redis` or a `redis.cluster.RedisCluster` with bytes replies (no
+    `decode_responses`; `connect(url)` makes either). `guard_depth` is how many recent
+    events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
+    the TTL of entity keys, `max(2 * (L + Wmax(B)), 10 min)` (0: no TTL). `buckets` per
+    key set: about the number of live entities / 50. `bucket_value_max`: the largest
+    entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
+    buckets stay listpack-encoded). `running_from`: entities with at least this many
+    entries keep running totals instead of scanning their entries on every event.
     """
 
-    def __init__(self, client: redis.Redis, scene: SceneConfig, *,
+    def __init__(self, client: Client, scene: SceneConfig, *,
                  lists: ListStore | None = None, prefix: str = "re", guard_depth: int = 1,
                  ttl_ms: int | None = None, buckets: int = 4096,
-                 bucket_value_max: int | None = None, sweep: int = 2) -> None:
-        if guard_depth < 0 or buckets < 1 or sweep < 0:
-            raise RedisStateError("guard_depth and sweep must be 0 or more, buckets 1 or more")
+                 bucket_value_max: int | None = None, sweep: int = 2,
+                 running_from: int = RUNNING_FROM) -> None:
+        if guard_depth < 0 or buckets < 1 or sweep < 0 or running_from < 0:
+            raise RedisStateError("guard_depth, sweep and running_from must be 0 or more, "
+                                  "buckets 1 or more")
         self.client = client
         self.scene = scene.name
         self.lists = lists
@@ -119,12 +126,20 @@ class RedisSceneFeatures:
         self.max_window_ms = max((s.window_ms for s in scene.features), default=0)
         self.idempotency_horizon_ms = scene.lateness_ms + self.max_window_ms
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
+        tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from)
+                  for plan in self.plans]
+        self.library, functions = Library.build("riskengine", load_script("entity.lua"), [
+            *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
+              for i, table in enumerate(tables)),
+            ("clock", "lazy(function(lib) return lib.clock end)"),
+            ("inspect", "lazy(function(lib) return lib.inspect end)")])
+        self._clock_function = functions["clock"]
+        self._inspect_function = functions["inspect"]
         where_names = ExprNames(
             features=frozenset(), lists=frozenset(lists.names()) if lists else frozenset(),
             patterns=frozenset(), models=frozenset(), allow_features=False)
-        entity_source = load_script("entity.lua")
         entities = []
-        for plan in self.plans:
+        for i, plan in enumerate(self.plans):
             filters = []
             for group in plan.groups:
                 predicate = None if group.where is None else compile_expression(
@@ -135,9 +150,7 @@ class RedisSceneFeatures:
                 2 * (scene.lateness_ms + plan.max_window_ms), MIN_TTL_MS)
             entities.append(_Entity(
                 plan=plan,
-                script=Script.of(
-                    f"local P = {plan.lua(guard_depth, self.max_window_ms, sweep)}\n"
-                    f"{entity_source}"),
+                function=functions[f"e{i}"],
                 single=plan.by[0] if len(plan.by) == 1 else None,
                 key_head=f"{prefix}:{{{scene.name}|{'+'.join(plan.by)}|",
                 key_tail=f"}}:{plan.signature}",
@@ -150,26 +163,20 @@ class RedisSceneFeatures:
         self.buckets = buckets
         self.bucket_value_max = (self._listpack_value_max() if bucket_value_max is None
                                  else bucket_value_max)
-        self._clock_script = Script.of(load_script("clock.lua"))
         self.clock_key = f"{prefix}:{{{scene.name}}}:G"
         self.key_pattern = f"{prefix}:{{{scene.name}|*"
         self._clock: int | None = None
         self._pending: int | None = None
-        self.load_scripts()
+        self._caller = FunctionCaller(client, self.library, f"scene {scene.name!r}",
+                                      resend=guard_depth > 0)
+        self._run = self._caller.run
 
-    # ------------------------------------------------------------------ scripts
+    # ------------------------------------------------------------------ functions
 
-    @property
-    def scripts(self) -> tuple[Script, ...]:
-        return (*(e.script for e in self._entities), self._clock_script)
-
-    def load_scripts(self) -> None:
-        """SCRIPT LOAD every script (at start, and again after a NOSCRIPT answer)."""
-        for script in self.scripts:
-            sha = self.client.script_load(script.source)
-            if sha != script.sha:
-                raise RedisStateError(f"the server gave SHA {sha} for a script whose SHA1 "
-                                      f"is {script.sha}")
+    def load_library(self) -> None:
+        """FUNCTION LOAD the scene's library (done at start, and again on any node that
+        answers "Function not found")."""
+        self._caller.load()
 
     def _listpack_value_max(self) -> int:
         try:
@@ -180,37 +187,6 @@ class RedisSceneFeatures:
             if name in ("hash-max-listpack-value", b"hash-max-listpack-value") and value:
                 return min(int(value), 1024)
         return 64
-
-    def _run(self, commands: Sequence[Command]) -> list[Any]:
-        """EVALSHA each (script, keys, args) in one pipeline; NOSCRIPT reloads and retries
-        only the commands that failed (the others ran, and must not run twice)."""
-        replies: list[Any] = [None] * len(commands)
-        todo = list(range(len(commands)))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                script, keys, args = commands[i]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            answers = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, redis.exceptions.NoScriptError):
-                    missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise RedisStateError(
-                        f"scene {self.scene!r}: Redis refused a feature-state script on key "
-                        f"{commands[i][1][0]!r}: {answer}") from answer
-                else:
-                    replies[i] = answer
-            if not missing:
-                return replies
-            if attempt == 0:
-                self.load_scripts()
-                for script in {commands[i][0] for i in missing} - set(self.scripts):
-                    self.client.script_load(script.source)
-            todo = missing
-        raise RedisStateError(f"scene {self.scene!r}: scripts keep missing on the server "
-                              f"after SCRIPT LOAD")
 
     # ------------------------------------------------------------------ clock
 
@@ -228,7 +204,7 @@ class RedisSceneFeatures:
     def sync_clock(self) -> int | None:
         """Publish this worker's pending clock and read the shared one (one round trip)."""
         pending = "" if self._pending is None else self._pending
-        (shared,) = self._run([(self._clock_script, (self.clock_key,), (pending,))])
+        (shared,) = self._run([(self._clock_function, (self.clock_key,), (pending,))])
         self._pending = None
         self._merge_clock(shared)
         return self._clock
@@ -267,7 +243,7 @@ class RedisSceneFeatures:
         clock_arg: int | str = "" if clock is None else clock
         horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
         lists = self.lists
-        commands: list[Command] = []
+        commands: list[Call] = []
         touched: list[_Entity] = []
         small = self.bucket_value_max
         for entity in self._entities:
@@ -283,12 +259,12 @@ class RedisSceneFeatures:
                 value = event.get(field)
                 slots.append("" if value is None else slot_text(
                     value, quantized=quantized, distinct=distinct, field=field))
-            commands.append((entity.script, self.entity_keys(entity, text),
+            commands.append((entity.function, self.entity_keys(entity, text),
                              ["a", t, clock_arg, horizon, digest, mask, entity.ttl_ms, text,
                               small, *slots]))
             touched.append(entity)
         pending = "" if self._pending is None else self._pending
-        commands.append((self._clock_script, (self.clock_key,), (pending,)))
+        commands.append((self._clock_function, (self.clock_key,), (pending,)))
         replies = self._run(commands)
         self._pending = None
         self._merge_clock(replies.pop())
@@ -307,17 +283,16 @@ class RedisSceneFeatures:
                 self._pending = t
         return out, late
 
-    def _rescore_as_late(self, commands: list[Command],
-                         replies: list[Any]) -> None:
+    def _rescore_as_late(self, commands: list[Call], replies: list[Any]) -> None:
         """Second round trip: entities that scored the event as on time (and may have
         stored it) take it back and score it as late, as the contract asks."""
         fixes = [i for i, reply in enumerate(replies) if reply[2] == 0]
         if not fixes:
             return
-        again = []
+        again: list[Call] = []
         for i in fixes:
-            script, keys, args = commands[i]
-            again.append((script, keys, ["u" if replies[i][1] == 1 else "l", *args[1:]]))
+            function, keys, args = commands[i]
+            again.append((function, keys, ["u" if replies[i][1] == 1 else "l", *args[1:]]))
         for i, reply in zip(fixes, self._run(again), strict=True):
             replies[i] = reply
 
@@ -329,26 +304,25 @@ class RedisSceneFeatures:
     # ------------------------------------------------------------------ inspection
 
     def state_keys(self) -> Iterator[bytes]:
-        """Every entity key of this scene (SCAN: for tests and operators, not per event)."""
+        """Every entity key of this scene (SCAN of every primary: for tests and operators,
+        not per event)."""
         yield from self.client.scan_iter(match=self.key_pattern, count=1000)
 
     def stats(self) -> dict[str, int]:
-        """Entities, retained entries, tiles and guard records, and their MEMORY USAGE."""
-        inspect = Script.of(load_script("inspect.lua"))
+        """Entities, retained entries, tiles, guard records and running states, and the
+        MEMORY USAGE of their keys."""
         strides = {e.plan.signature: (e.plan.stride, 3 + len(e.plan.outputs))
                    for e in self._entities}
-        totals = {"keys": 0, "entities": 0, "retained_entries": 0, "tiles": 0,
-                  "guard_records": 0, "memory_bytes": 0}
+        names = ("entities", "retained_entries", "tiles", "guard_records", "running_states",
+                 "memory_bytes")
+        totals = dict.fromkeys(("keys", *names), 0)
         for key in self.state_keys():
             signature = key.rsplit(b"}:", 1)[-1].split(b":", 1)[0].decode()
             if signature not in strides:
                 continue
-            (entities, entries, tiles, records, memory), = self._run(
-                [(inspect, (key.decode(),), strides[signature])])
+            (sizes,) = self._run([(self._inspect_function, (key.decode(),),
+                                   strides[signature])])
             totals["keys"] += 1
-            totals["entities"] += entities
-            totals["retained_entries"] += entries
-            totals["tiles"] += tiles
-            totals["guard_records"] += records
-            totals["memory_bytes"] += memory
+            for name, size in zip(names, sizes, strict=True):
+                totals[name] += int(size)
         return totals

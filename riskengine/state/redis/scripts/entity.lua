@@ -1,761 +1,1143 @@
--- One entity (scene, key fields B, key value) of riskengine's Redis feature state.
+-- riskengine's Redis feature state, as one Redis Functions library per scene plan.
 --
--- The plan table P (see riskengine/state/redis/plan.py) is prepended to this file, so
--- every EntityPlan has its own script. One call does, atomically: the idempotency guard,
--- forgetting (scene clock G), the lateness test, trimming, the values of every feature
--- keyed by B, storing the event, and remembering the answer. docs/semantics.md is the
--- contract; riskengine/state/redis/__init__.py documents the blob layout.
+-- store.py puts the library together: a `#!lua name=...` line, this file, then one
+-- `redis.register_function(name, lazy(function(lib) return lib.entity(P) end))` per
+-- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock` and
+-- `lib.inspect`. The load run of a library sees no globals but `redis`, so `library()`
+-- builds the helpers at the first call, and each function builds its plan's closures at
+-- its own first call: once per server, after which a call only executes.
+-- docs/semantics.md is the contract; riskengine/state/redis/__init__.py documents the
+-- key and blob layout.
 --
--- KEYS[1]  the bucket hash of the entity (small entities are fields of it)
--- KEYS[2]  the entity's own key (where it lives once it outgrows a bucket field)
--- ARGV[1]  mode: 'a' apply | 'l' rescore as late | 'u' take the event back, rescore as late
--- ARGV[2]  t, the event time (ms)
--- ARGV[3]  G, the scene clock before this event ('' when no event was accepted yet)
--- ARGV[4]  idempotency horizon G - L - Wmax(scene) ('' for none)
--- ARGV[5]  digest of the event id
--- ARGV[6]  mask of the groups whose `where` filter the event passed
--- ARGV[7]  TTL in ms (0: none)
--- ARGV[8]  the entity's field in the bucket (its key value)
--- ARGV[9]  the largest value kept as a bucket field (bytes)
--- ARGV[10..] slot texts of the event ('' when null or absent)
+-- An entity function, FCALL <name> 2 <bucket> <own key> <args...>:
+-- keys[1]  the bucket hash of the entity (small entities are fields of it)
+-- keys[2]  the entity's own key (where it lives once it outgrows a bucket field)
+-- args[1]  mode: 'a' apply | 'l' rescore as late | 'u' take the event back, rescore as late
+-- args[2]  t, the event time (ms)
+-- args[3]  G, the scene clock before this event ('' when no event was accepted yet)
+-- args[4]  idempotency horizon G - L - Wmax(scene) ('' for none)
+-- args[5]  digest of the event id
+-- args[6]  mask of the groups whose `where` filter the event passed
+-- args[7]  TTL in ms (0: none)
+-- args[8]  the entity's field in the bucket (its key value)
+-- args[9]  the largest value kept as a bucket field (bytes)
+-- args[10..] slot texts of the event ('' when null or absent)
 --
 -- Reply: {late here (0/1), stored (0/1), scored as late (0/1), value 1, ..., value NOUT}
 
-local L, WMAX, STRIDE, MASKED = P.L, P.WMAX, P.STRIDE, P.MASKED
-local NSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.NOUT, P.DEPTH, P.G
-local floor, fmt, concat = math.floor, string.format, table.concat
-local sub, find, byte = string.sub, string.find, string.byte
-local tinsert, tremove, band = table.insert, table.remove, bit.band
-local BASE = 10000
-local SPILL = 2 ^ 52
-local HALF = 2 ^ 26
-local LAST = 2 ^ 53
+local LIB
 
-local bucket, own = KEYS[1], KEYS[2]
-local mode = ARGV[1]
-local t = tonumber(ARGV[2])
-local G = tonumber(ARGV[3])
-local horizon = tonumber(ARGV[4])
-local digest = ARGV[5]
-local pmask = tonumber(ARGV[6])
-local ttl = tonumber(ARGV[7])
-local field = ARGV[8]
-local small = tonumber(ARGV[9])
-local SLOT0 = 9
+local function library()
+  if LIB then return LIB end
+  local floor, fmt, concat = math.floor, string.format, table.concat
+  local sub, find, byte = string.sub, string.find, string.byte
+  local tinsert, tremove, band = table.insert, table.remove, bit.band
+  local tonumber, pairs = tonumber, pairs
+  local BASE = 10000
+  local SPILL = 2 ^ 52
+  local HALF = 2 ^ 26
+  local LAST = 2 ^ 53
 
--- value = msgpack(header) .. msgpack(blob); header = newest time the entity holds (entry
--- or guard record), what the sweep of idle siblings reads; blob = {header - base,
--- entries, tiles, ring}; entries is flat: per entry dt (t - base), [mask], slot texts
--- (false for null); tiles has one list per tiled group; ring is flat: per record digest,
--- dt, flags (1 late here, 2 stored, 4 scored as late), values
-local packed = redis.call('HGET', bucket, field)
-local in_bucket = packed ~= false
-if not in_bucket then packed = redis.call('GET', own) end
-local base, E, TILES, RING
-if packed then
-  local header, blob = cmsgpack.unpack(packed)
-  base, E, TILES, RING = header - blob[1], blob[2], blob[3], blob[4]
-else
-  base, E, TILES, RING = t, {}, {}, {}
-  for g = 1, P.NTILED do TILES[g] = {} end
-end
-local RSTRIDE = 3 + NOUT
+  -- ------------------------------------------------------------------ arithmetic
 
--- ------------------------------------------------------------------ arithmetic
-
-local function fdiv(a, b)
-  local q = floor(a / b)
-  local r = a - q * b
-  if r < 0 then q = q - 1 elseif r >= b then q = q + 1 end
-  return q
-end
-
--- Exact integers beyond 2^53 as arrays of base-10^4 limbs: sum of l[i] * 10^(4(i-1)).
-local function addlimbs(dst, src)
-  for i = 1, #src do dst[i] = (dst[i] or 0) + src[i] end
-end
-
-local function carry(a)
-  local n = #a
-  if n == 0 then return end
-  local c = 0
-  for i = 1, n - 1 do
-    local v = a[i] + c
-    local q = fdiv(v, BASE)
-    a[i] = v - q * BASE
-    c = q
+  local function fdiv(a, b)
+    local q = floor(a / b)
+    local r = a - q * b
+    if r < 0 then q = q - 1 elseif r >= b then q = q + 1 end
+    return q
   end
-  local top = a[n] + c
-  while top >= BASE or top <= -BASE do
-    local q = fdiv(top, BASE)
-    a[n] = top - q * BASE
-    n = n + 1
-    top = q
-  end
-  a[n] = top
-end
 
-local function limbs_of_number(x)
-  local out, n, s = {}, 0, 1
-  if x < 0 then s = -1; x = -x end
-  while x > 0 do
-    local q = fdiv(x, BASE)
-    n = n + 1
-    out[n] = s * (x - q * BASE)
-    x = q
+  -- Exact integers beyond 2^53 as arrays of base-10^4 limbs: sum of l[i] * 10^(4(i-1)).
+  local function addlimbs(dst, src, sign)
+    for i = 1, #src do dst[i] = (dst[i] or 0) + sign * src[i] end
   end
-  return out
-end
 
-local function limbs_of_text(q)
-  local out, n, s, a = {}, 0, 1, 1
-  if byte(q, 1) == 45 then s = -1; a = 2 end
-  local j = #q
-  while j >= a do
-    local i = j - 3
-    if i < a then i = a end
-    n = n + 1
-    out[n] = s * tonumber(sub(q, i, j))
-    j = i - 1
-  end
-  return out
-end
-
-local function squares_of(l)
-  local n, l2 = #l, {}
-  for m = 1, 2 * n - 1 do l2[m] = 0 end
-  for i = 1, n do
-    local li = l[i]
-    if li ~= 0 then
-      for j = 1, n do l2[i + j - 1] = l2[i + j - 1] + li * l[j] end
+  local function carry(a)
+    local n = #a
+    if n == 0 then return end
+    local c = 0
+    for i = 1, n - 1 do
+      local v = a[i] + c
+      local q = fdiv(v, BASE)
+      a[i] = v - q * BASE
+      c = q
     end
+    local top = a[n] + c
+    while top >= BASE or top <= -BASE do
+      local q = fdiv(top, BASE)
+      a[n] = top - q * BASE
+      n = n + 1
+      top = q
+    end
+    a[n] = top
   end
-  return l2
-end
 
--- decimal text of (fast double + limbs)
-local function todec(fast, limbs)
-  local a = limbs_of_number(fast)
-  addlimbs(a, limbs)
-  carry(a)
-  local n = #a
-  if n == 0 then return '0' end
-  local sign = ''
-  if a[n] < 0 then
-    sign = '-'
-    for i = 1, n do a[i] = -a[i] end
+  local function limbs_of_number(x)
+    local out, n, s = {}, 0, 1
+    if x < 0 then s = -1; x = -x end
+    while x > 0 do
+      local q = fdiv(x, BASE)
+      n = n + 1
+      out[n] = s * (x - q * BASE)
+      x = q
+    end
+    return out
+  end
+
+  local function limbs_of_text(q)
+    local out, n, s, a = {}, 0, 1, 1
+    if byte(q, 1) == 45 then s = -1; a = 2 end
+    local j = #q
+    while j >= a do
+      local i = j - 3
+      if i < a then i = a end
+      n = n + 1
+      out[n] = s * tonumber(sub(q, i, j))
+      j = i - 1
+    end
+    return out
+  end
+
+  local function squares_of(l)
+    local n, l2 = #l, {}
+    for m = 1, 2 * n - 1 do l2[m] = 0 end
+    for i = 1, n do
+      local li = l[i]
+      if li ~= 0 then
+        for j = 1, n do l2[i + j - 1] = l2[i + j - 1] + li * l[j] end
+      end
+    end
+    return l2
+  end
+
+  -- decimal text of (fast double + limbs)
+  local function todec(fast, limbs)
+    if #limbs == 0 then
+      if fast == 0 then return '0' end
+      return fmt('%.0f', fast)
+    end
+    local a = limbs_of_number(fast)
+    addlimbs(a, limbs, 1)
     carry(a)
-    n = #a
+    local n = #a
+    if n == 0 then return '0' end
+    local sign = ''
+    if a[n] < 0 then
+      sign = '-'
+      for i = 1, n do a[i] = -a[i] end
+      carry(a)
+      n = #a
+    end
+    local parts = {sign, fmt('%.0f', a[n])}
+    for i = n - 1, 1, -1 do parts[#parts + 1] = fmt('%04d', a[i]) end
+    return concat(parts)
   end
-  local parts = {sign, fmt('%.0f', a[n])}
-  for i = n - 1, 1, -1 do parts[#parts + 1] = fmt('%04d', a[i]) end
-  return concat(parts)
-end
 
--- q(v) = round(v * 1e6), half to even, as Python does it (|v * 1e6| < 2^52 here).
-local function quantize(text)
-  local x = tonumber(text) * 1e6
-  local f = floor(x)
-  local d = x - f
-  if d > 0.5 or (d == 0.5 and f % 2 ~= 0) then f = f + 1 end
-  return f
-end
-
--- A slot text is R [\1 q] [\2 distinct key]; strings (R starts with ') have no extras.
-local function parts(txt)
-  if byte(txt, 1) == 39 then return txt, nil, nil end
-  local i1 = find(txt, '\1', 1, true)
-  local i2 = find(txt, '\2', 1, true)
-  if not i1 and not i2 then return txt, nil, nil end
-  local r = sub(txt, 1, (i1 or i2) - 1)
-  local q, d
-  if i1 then q = sub(txt, i1 + 1, (i2 or 0) - 1) end
-  if i2 then d = sub(txt, i2 + 1) end
-  return r, q, d
-end
-
--- Exact sums of micro-units: state st = {k, s, sl, a, al, b, bl, c, cl, dl} where the
--- numbers are doubles kept below 2^52 (so every addition is exact) and the tables are
--- limbs they spill into. sum = s + sl; sum of squares = (a + al) * 2^52
--- + 2 (b + bl) * 2^26 + (c + cl) + dl, with q = qa * 2^26 + qb, a = qa^2, b = qa qb,
--- c = qb^2; dl holds the squares of the rare |q| >= 2^52 (given as text).
-local function qstate()
-  return {0, 0, {}, 0, {}, 0, {}, 0, {}, {}}
-end
-
-local function fadd(st, at, x)
-  local v = st[at] + x
-  if v >= SPILL or v <= -SPILL then
-    local l = st[at + 1]
-    addlimbs(l, limbs_of_number(v))
-    carry(l)
-    v = 0
+  -- q(v) = round(v * 1e6), half to even, as Python does it (|v * 1e6| < 2^52 here).
+  local function quantize(text)
+    local x = tonumber(text) * 1e6
+    local f = floor(x)
+    local d = x - f
+    if d > 0.5 or (d == 0.5 and f % 2 ~= 0) then f = f + 1 end
+    return f
   end
-  st[at] = v
-end
 
-local function qadd(st, txt, squares)
-  local r, qt = parts(txt)
-  st[1] = st[1] + 1
-  if qt then
-    local l = limbs_of_text(qt)
-    addlimbs(st[3], l); carry(st[3])
-    if squares then addlimbs(st[10], squares_of(l)); carry(st[10]) end
-    return
+  -- A slot text is R [\1 q] [\2 distinct key]; strings (R starts with ') have no extras.
+  local function parts(txt)
+    if byte(txt, 1) == 39 then return txt, nil, nil end
+    local i1 = find(txt, '\1', 1, true)
+    local i2 = find(txt, '\2', 1, true)
+    if not i1 and not i2 then return txt, nil, nil end
+    local r = sub(txt, 1, (i1 or i2) - 1)
+    local q, d
+    if i1 then q = sub(txt, i1 + 1, (i2 or 0) - 1) end
+    if i2 then d = sub(txt, i2 + 1) end
+    return r, q, d
   end
-  local q = quantize(r)
-  fadd(st, 2, q)
-  if squares then
-    local qb = q % HALF
-    local qa = (q - qb) / HALF
-    fadd(st, 4, qa * qa)
-    fadd(st, 6, qa * qb)
-    fadd(st, 8, qb * qb)
+
+  -- the distinct key of a slot text
+  local function dkey(txt)
+    local r, _, d = parts(txt)
+    return d or r
   end
-end
 
-local function qmerge(dst, src)
-  dst[1] = dst[1] + src[1]
-  for at = 2, 8, 2 do
-    fadd(dst, at, src[at])
-    addlimbs(dst[at + 1], src[at + 1])
+  -- Exact sums of micro-units: state st = {k, s, sl, a, al, b, bl, c, cl, dl} where the
+  -- numbers are doubles kept below 2^52 (so every addition is exact) and the tables are
+  -- limbs they spill into. sum = s + sl; sum of squares = (a + al) * 2^52
+  -- + 2 (b + bl) * 2^26 + (c + cl) + dl, with q = qa * 2^26 + qb, a = qa^2, b = qa qb,
+  -- c = qb^2; dl holds the squares of the rare |q| >= 2^52 (given as text). Values are
+  -- added (sign 1) or taken away (sign -1) exactly. Limbs nothing spilled into are the
+  -- shared, never written NOLIMBS.
+  local NOLIMBS = {}
+
+  local function qstate()
+    return {0, 0, NOLIMBS, 0, NOLIMBS, 0, NOLIMBS, 0, NOLIMBS, NOLIMBS}
   end
-  addlimbs(dst[10], src[10])
-end
 
-local function qnormal(st)
-  for at = 3, 9, 2 do carry(st[at]) end
-  carry(st[10])
-end
-
--- ------------------------------------------------------------------ entries
-
--- the event's slot texts (false when null)
-local ETXT = {}
-for s = 1, NSLOT do
-  local txt = ARGV[SLOT0 + s]
-  if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
-end
-local OFF = STRIDE - NSLOT
-
-local function text_of(i, s)
-  if i == 0 then return ETXT[s] end
-  return E[(i - 1) * STRIDE + OFF + s]
-end
-
-local function entry_t(i) return base + E[(i - 1) * STRIDE + 1] end
-
-local function entry_mask(i)
-  if MASKED then return E[(i - 1) * STRIDE + 2] end
-  return 1
-end
-
-local function count_entries() return #E / STRIDE end
-
--- last index whose time is <= x (entries are sorted by time, then arrival)
-local function last_at_or_before(x)
-  local n = count_entries()
-  if n == 0 or entry_t(n) <= x then return n end
-  local lo, hi = 0, n
-  while hi - lo > 1 do
-    local mid = floor((lo + hi) / 2)
-    if entry_t(mid) <= x then lo = mid else hi = mid end
+  -- the limbs at st[at], writable
+  local function limbs_at(st, at)
+    local l = st[at]
+    if l == NOLIMBS then
+      l = {}
+      st[at] = l
+    end
+    return l
   end
-  return lo
-end
 
--- ------------------------------------------------------------------ accumulators
+  local function copy_limbs(l)
+    if #l == 0 then return NOLIMBS end
+    local m = {}
+    for i = 1, #l do m[i] = l[i] end
+    return m
+  end
 
--- acc: n events; per item j: q[j] a q state; set[j], nd[j] distinct keys; holders of
--- min/max/first/last as parallel arrays hv (number), ht (time), ho (order), hr (text).
--- Ties go to the earlier (time, order): order is the entry index, 0 for a tile, 2^53
--- for the event itself (the latest of its time).
-local function newacc(items)
-  local a = {n = 0, q = {}, set = {}, nd = {}, hv = {}, ht = {}, ho = {}, hr = {}}
-  for j = 1, #items do
-    local kind = items[j][1]
-    if kind == 'q' then
-      a.q[j] = qstate()
-    elseif kind == 'd' then
-      a.set[j] = {}; a.nd[j] = 0
+  local function qcopy(st)
+    return {st[1], st[2], copy_limbs(st[3]), st[4], copy_limbs(st[5]), st[6],
+            copy_limbs(st[7]), st[8], copy_limbs(st[9]), copy_limbs(st[10])}
+  end
+
+  local function fadd(st, at, x)
+    local v = st[at] + x
+    if v >= SPILL or v <= -SPILL then
+      local l = limbs_at(st, at + 1)
+      addlimbs(l, limbs_of_number(v), 1)
+      carry(l)
+      v = 0
+    end
+    st[at] = v
+  end
+
+  local function qadd(st, txt, squares, sign)
+    local r, qt = parts(txt)
+    st[1] = st[1] + sign
+    if qt then
+      local l = limbs_of_text(qt)
+      local sl = limbs_at(st, 3)
+      addlimbs(sl, l, sign); carry(sl)
+      if squares then
+        local dl = limbs_at(st, 10)
+        addlimbs(dl, squares_of(l), sign); carry(dl)
+      end
+      return
+    end
+    local q = quantize(r)
+    fadd(st, 2, sign * q)
+    if squares then
+      local qb = q % HALF
+      local qa = (q - qb) / HALF
+      fadd(st, 4, sign * qa * qa)
+      fadd(st, 6, sign * qa * qb)
+      fadd(st, 8, sign * qb * qb)
     end
   end
-  return a
-end
 
-local function offer(a, j, kind, r, v, tx, o)
-  local ht = a.ht[j]
-  local take
-  if ht == nil then
-    take = true
-  elseif kind == 'fi' then
-    take = tx < ht or (tx == ht and o < a.ho[j])
-  elseif kind == 'la' then
-    take = tx > ht or (tx == ht and o > a.ho[j])
-  else
-    local hv = a.hv[j]
-    if v ~= hv then
-      if kind == 'mn' then take = v < hv else take = v > hv end
-    else
-      take = tx < ht or (tx == ht and o < a.ho[j])
+  local function qmerge(dst, src)
+    dst[1] = dst[1] + src[1]
+    for at = 2, 8, 2 do
+      fadd(dst, at, src[at])
+      if #src[at + 1] > 0 then addlimbs(limbs_at(dst, at + 1), src[at + 1], 1) end
     end
+    if #src[10] > 0 then addlimbs(limbs_at(dst, 10), src[10], 1) end
   end
-  if take then
-    a.hv[j], a.ht[j], a.ho[j], a.hr[j] = v, tx, o, r
-  end
-end
 
-local function acc_add(a, items, i, tx, o)
-  a.n = a.n + 1
-  for j = 1, #items do
-    local it = items[j]
-    local txt = text_of(i, it[2])
-    if txt then
-      local kind = it[1]
+  local function qnormal(st)
+    for at = 3, 9, 2 do carry(st[at]) end
+    carry(st[10])
+  end
+
+  -- ------------------------------------------------------------------ accumulators
+
+  -- acc: n events; per item j: q[j] a q state; set[j], nd[j] distinct keys; holders of
+  -- min/max/first/last as parallel arrays hv (number), ht (time), ho (order), hr (text).
+  -- Ties go to the earlier (time, order): order is the entry index, 0 for a tile, 2^53
+  -- for the event itself (the latest of its time).
+  local function newacc(items)
+    local a = {n = 0}
+    for j = 1, #items do
+      local kind = items[j][1]
       if kind == 'q' then
-        qadd(a.q[j], txt, it[3])
+        if not a.q then a.q = {} end
+        a.q[j] = qstate()
       elseif kind == 'd' then
-        local r, _, d = parts(txt)
-        local dk = d or r
-        local set = a.set[j]
-        if not set[dk] then set[dk] = true; a.nd[j] = a.nd[j] + 1 end
-      else
-        local r = parts(txt)
-        local v = 0
-        if kind == 'mn' or kind == 'mx' then v = tonumber(r) end
-        offer(a, j, kind, r, v, tx, o)
+        if not a.set then a.set, a.nd = {}, {} end
+        a.set[j] = {}; a.nd[j] = 0
+      elseif not a.ht then
+        a.hv, a.ht, a.ho, a.hr = {}, {}, {}, {}
       end
     end
+    return a
   end
-end
 
--- a tile: {index, count, item states...}: q a q state, d {key = 1}, mn/mx/fi/la false
--- or {t, text}
-local function acc_merge(a, items, tile)
-  a.n = a.n + tile[2]
-  for j = 1, #items do
-    local kind = items[j][1]
-    local st = tile[2 + j]
-    if kind == 'q' then
-      qmerge(a.q[j], st)
-    elseif kind == 'd' then
-      local set = a.set[j]
-      for dk in pairs(st) do
-        if not set[dk] then set[dk] = true; a.nd[j] = a.nd[j] + 1 end
-      end
-    elseif st then
-      local v = 0
-      if kind == 'mn' or kind == 'mx' then v = tonumber(st[2]) end
-      offer(a, j, kind, st[2], v, st[1], 0)
-    end
-  end
-end
-
-local function emit(a, win, out)
-  local outs = win.outs
-  for x = 1, #outs do
-    local o = outs[x]
-    local func, j = o[2], o[3]
-    local v
-    if func == 'count' then
-      v = a.n
-    elseif func == 'sum' or func == 'avg' or func == 'stddev' then
-      local st = a.q[j]
-      local k = st[1]
-      if k == 0 then
-        v = false
-      elseif func == 'sum' then
-        v = todec(st[2], st[3])
-      elseif func == 'avg' then
-        v = fmt('%d ', k) .. todec(st[2], st[3])
-      else
-        v = concat({fmt('%d', k), todec(st[2], st[3]), todec(st[4], st[5]),
-                    todec(st[6], st[7]), todec(st[8], st[9]), todec(0, st[10])}, ' ')
-      end
-    elseif func == 'count_distinct' then
-      v = a.nd[j]
-      if v == 0 then v = false end
+  local function offer(a, j, kind, r, v, tx, o)
+    local ht = a.ht[j]
+    local take
+    if ht == nil then
+      take = true
+    elseif kind == 'fi' then
+      take = tx < ht or (tx == ht and o < a.ho[j])
+    elseif kind == 'la' then
+      take = tx > ht or (tx == ht and o > a.ho[j])
     else
-      v = a.hr[j] or false
-    end
-    out[o[1]] = v
-  end
-end
-
--- ------------------------------------------------------------------ values
-
--- history group: stored x with lo - W < t(x) <= t, plus the event;
--- lo = t, or max(t, maxts - L) for an event scored as late
-local function history_values(g, out, lo_base, hi)
-  local items, wins = g.items, g.wins
-  local a = newacc(items)
-  if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
-  local nw, j = #wins, 1
-  local lo = lo_base - wins[1].w
-  local bitg = g.bit
-  for i = hi, 1, -1 do
-    local tx = entry_t(i)
-    while tx <= lo do
-      emit(a, wins[j], out)
-      j = j + 1
-      if j > nw then return end
-      lo = lo_base - wins[j].w
-    end
-    if not MASKED or band(E[(i - 1) * STRIDE + 2], bitg) ~= 0 then
-      acc_add(a, items, i, tx, i)
-    end
-  end
-  for w = j, nw do emit(a, wins[w], out) end
-end
-
--- tiled group: whole tiles from floor((lo - W)/H), then the event's own tile: its raw
--- entries up to t, or (scored as late) the whole tile
-local function tiled_values(g, tiles, out, late, lo_base, hi)
-  local items, wins, hop = g.items, g.wins, g.hop
-  local a = newacc(items)
-  if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
-  local own = fdiv(t, hop)
-  local top = own
-  if not late then
-    top = own - 1
-    local start = own * hop
-    for i = hi, 1, -1 do
-      local tx = entry_t(i)
-      if tx < start then break end
-      if band(entry_mask(i), g.bit) ~= 0 then acc_add(a, items, i, tx, i) end
-    end
-  end
-  local nw, j = #wins, 1
-  local lb = fdiv(lo_base - wins[1].w, hop)
-  for p = #tiles, 1, -1 do
-    local tile = tiles[p]
-    local idx = tile[1]
-    if idx <= top then
-      while idx < lb do
-        emit(a, wins[j], out)
-        j = j + 1
-        if j > nw then return end
-        lb = fdiv(lo_base - wins[j].w, hop)
+      local hv = a.hv[j]
+      if v ~= hv then
+        if kind == 'mn' then take = v < hv else take = v > hv end
+      else
+        take = tx < ht or (tx == ht and o < a.ho[j])
       end
-      acc_merge(a, items, tile)
     end
-  end
-  for w = j, nw do emit(a, wins[w], out) end
-end
-
-local function all_values(maxts, late)
-  local out = {}
-  local lo_base = t
-  if late and maxts and maxts - L > t then lo_base = maxts - L end
-  local hi = last_at_or_before(t)
-  for g = 1, #GROUPS do
-    local grp = GROUPS[g]
-    if grp.tiled then
-      tiled_values(grp, TILES[grp.ti], out, late, lo_base, hi)
-    else
-      history_values(grp, out, lo_base, hi)
+    if take then
+      a.hv[j], a.ht[j], a.ho[j], a.hr[j] = v, tx, o, r
     end
+    return take
   end
-  return out
-end
 
--- ------------------------------------------------------------------ storing
-
-local function newtile(items, idx)
-  local tile = {idx, 0}
-  for j = 1, #items do
-    local kind = items[j][1]
-    if kind == 'q' then tile[2 + j] = qstate()
-    elseif kind == 'd' then tile[2 + j] = {}
-    else tile[2 + j] = false end
+  -- offer one value text to an edge item (min/max/first/last)
+  local function offer_text(a, j, kind, txt, tx, o)
+    local r = parts(txt)
+    local v = 0
+    if kind == 'mn' or kind == 'mx' then v = tonumber(r) end
+    return offer(a, j, kind, r, v, tx, o)
   end
-  return tile
-end
 
-local function tile_add(g, tiles, i, tx)
-  local items = g.items
-  local idx = fdiv(tx, g.hop)
-  local p = #tiles
-  while p >= 1 and tiles[p][1] > idx do p = p - 1 end
-  local tile
-  if p >= 1 and tiles[p][1] == idx then
-    tile = tiles[p]
-  else
-    tile = newtile(items, idx)
-    tinsert(tiles, p + 1, tile)
-  end
-  tile[2] = tile[2] + 1
-  for j = 1, #items do
-    local it = items[j]
-    local txt = text_of(i, it[2])
-    if txt then
-      local kind = it[1]
+  local function acc_merge(a, items, tile)
+    a.n = a.n + tile[2]
+    for j = 1, #items do
+      local kind = items[j][1]
       local st = tile[2 + j]
       if kind == 'q' then
-        qadd(st, txt, it[3])
-        qnormal(st)
-      else
-        local r, _, d = parts(txt)
-        if kind == 'd' then
-          st[d or r] = 1
+        qmerge(a.q[j], st)
+      elseif kind == 'd' then
+        local set = a.set[j]
+        for dk in pairs(st) do
+          if not set[dk] then set[dk] = true; a.nd[j] = a.nd[j] + 1 end
+        end
+      elseif st then
+        local v = 0
+        if kind == 'mn' or kind == 'mx' then v = tonumber(st[2]) end
+        offer(a, j, kind, st[2], v, st[1], 0)
+      end
+    end
+  end
+
+  local function emit(a, win, out)
+    local outs = win.outs
+    for x = 1, #outs do
+      local o = outs[x]
+      local func, j = o[2], o[3]
+      local v
+      if func == 'count' then
+        v = a.n
+      elseif func == 'sum' or func == 'avg' or func == 'stddev' then
+        local st = a.q[j]
+        local k = st[1]
+        if k == 0 then
+          v = false
+        elseif func == 'sum' then
+          v = todec(st[2], st[3])
+        elseif func == 'avg' then
+          v = fmt('%d ', k) .. todec(st[2], st[3])
         else
-          local take = not st
-          if not take then
-            if kind == 'mn' or kind == 'mx' then
-              local v, hv = tonumber(r), tonumber(st[2])
-              if v ~= hv then
-                if kind == 'mn' then take = v < hv else take = v > hv end
+          v = concat({fmt('%d', k), todec(st[2], st[3]), todec(st[4], st[5]),
+                      todec(st[6], st[7]), todec(st[8], st[9]), todec(0, st[10])}, ' ')
+        end
+      elseif func == 'count_distinct' then
+        v = a.nd[j]
+        if v == 0 then v = false end
+      else
+        v = a.hr[j] or false
+      end
+      out[o[1]] = v
+    end
+  end
+
+  -- ------------------------------------------------------------------ tiles
+
+  local function newtile(items, idx)
+    local tile = {idx, 0}
+    for j = 1, #items do
+      local kind = items[j][1]
+      if kind == 'q' then tile[2 + j] = qstate()
+      elseif kind == 'd' then tile[2 + j] = {}
+      else tile[2 + j] = false end
+    end
+    return tile
+  end
+
+  -- ------------------------------------------------------------------ the plan
+
+  -- Per window of a history group: `run` the items (sums, distinct counts) a window's
+  -- running state keeps, `edge` the first/last/min/max items it reads from its entries,
+  -- `scan` whether one of those is min/max (read by scanning the whole window).
+  local function prepare(P)
+    local hx = 0
+    for g = 1, #P.G do
+      local grp = P.G[g]
+      if not grp.tiled then
+        hx = hx + 1
+        grp.hx = hx
+        for w = 1, #grp.wins do
+          local win = grp.wins[w]
+          local run, edge, seen, scan = {}, {}, {}, false
+          for x = 1, #win.outs do
+            local j = win.outs[x][3]
+            if j > 0 and not seen[j] then
+              seen[j] = true
+              local kind = grp.items[j][1]
+              if kind == 'q' or kind == 'd' then
+                run[#run + 1] = j
               else
-                take = tx < st[1]
+                edge[#edge + 1] = j
+                if kind == 'mn' or kind == 'mx' then scan = true end
               end
-            elseif kind == 'fi' then
-              take = tx < st[1]
-            else
-              take = tx >= st[1]
             end
           end
-          if take then tile[2 + j] = {tx, r} end
+          win.run, win.edge, win.scan = run, edge, scan
         end
       end
     end
+    P.NHIST = hx
+    return P
   end
-end
 
--- guard records keep their times relative to base too
-local function shift_ring(newbase)
-  for at = 2, #RING, RSTRIDE do RING[at] = RING[at] + base - newbase end
-end
+  -- ------------------------------------------------------------------ one entity plan
 
-local function store(hi)
-  if #E == 0 then
-    shift_ring(t)
-    base = t
-  end
-  local row = {t - base}
-  if MASKED then row[2] = pmask end
-  for s = 1, NSLOT do row[#row + 1] = ETXT[s] end
-  local at = hi * STRIDE
-  if at == #E then
-    for f = 1, STRIDE do E[at + f] = row[f] end
-  else
-    for f = 1, STRIDE do tinsert(E, at + f, row[f]) end
-  end
-  for g = 1, #GROUPS do
-    local grp = GROUPS[g]
-    if grp.tiled and band(pmask, grp.bit) ~= 0 then tile_add(grp, TILES[grp.ti], 0, t) end
-  end
-end
+  local function entity(P)
+    prepare(P)
+    local L, WMAX, STRIDE, MASKED = P.L, P.WMAX, P.STRIDE, P.MASKED
+    local NSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.NOUT, P.DEPTH, P.G
+    local NHIST, RUNMIN, SWEEP, WSCENE = P.NHIST, P.RUNMIN, P.SWEEP, P.WSCENE
+    local OFF = STRIDE - NSLOT
+    local RSTRIDE = 3 + NOUT
+    local SLOT0 = 9
 
--- take back the event's entry (the last one at time t) and rebuild its tiles from the
--- raw entries of those tiles
-local function unstore()
-  local hi = last_at_or_before(t)
-  if hi == 0 or entry_t(hi) ~= t then return end
-  local mask = entry_mask(hi)
-  local at = (hi - 1) * STRIDE
-  for _ = 1, STRIDE do tremove(E, at + 1) end
-  for g = 1, #GROUPS do
-    local grp = GROUPS[g]
-    if grp.tiled and band(mask, grp.bit) ~= 0 then
-      local tiles, hop = TILES[grp.ti], grp.hop
-      local idx = fdiv(t, hop)
-      for p = #tiles, 1, -1 do
-        if tiles[p][1] == idx then tremove(tiles, p) end
-      end
+    -- the call's arguments and the entity as loaded (set at the start of every call)
+    local bucket, own, field, mode, digest
+    local t, G, horizon, pmask, ttl, small
+    local packed, in_bucket
+    -- value = msgpack(header) .. msgpack(blob); header = newest time the entity holds
+    -- (entry or guard record), what the sweep of idle siblings reads; blob = {header -
+    -- base, entries, tiles, ring, running}; entries is flat: per entry dt (t - base),
+    -- [mask], slot texts (false for null); tiles has one list per tiled group; ring is
+    -- flat: per record digest, dt, flags (1 late here, 2 stored, 4 scored as late),
+    -- values; running (busy entities only) holds per history group and window a
+    -- running state {B, count, item states...} of the entries later than B
+    local base, E, TILES, RING, RUN
+    local ETXT = {}
+
+    local function text_of(i, s)
+      if i == 0 then return ETXT[s] end
+      return E[(i - 1) * STRIDE + OFF + s]
+    end
+
+    local function entry_t(i) return base + E[(i - 1) * STRIDE + 1] end
+
+    local function entry_mask(i)
+      if MASKED then return E[(i - 1) * STRIDE + 2] end
+      return 1
+    end
+
+    local function in_group(i, bitg)
+      return not MASKED or band(E[(i - 1) * STRIDE + 2], bitg) ~= 0
+    end
+
+    local function count_entries() return #E / STRIDE end
+
+    -- last index whose time is <= x (entries are sorted by time, then arrival)
+    local function last_at_or_before(x)
       local n = count_entries()
-      for i = 1, n do
-        local tx = entry_t(i)
-        if fdiv(tx, hop) == idx and band(entry_mask(i), grp.bit) ~= 0 then
-          tile_add(grp, tiles, i, tx)
+      if n == 0 or entry_t(n) <= x then return n end
+      if entry_t(1) > x then return 0 end
+      local lo, hi = 1, n
+      while hi - lo > 1 do
+        local mid = floor((lo + hi) / 2)
+        if entry_t(mid) <= x then lo = mid else hi = mid end
+      end
+      return lo
+    end
+
+    local function acc_add(a, items, i, tx, o)
+      a.n = a.n + 1
+      for j = 1, #items do
+        local it = items[j]
+        local txt = text_of(i, it[2])
+        if txt then
+          local kind = it[1]
+          if kind == 'q' then
+            qadd(a.q[j], txt, it[3], 1)
+          elseif kind == 'd' then
+            local dk = dkey(txt)
+            local set = a.set[j]
+            if not set[dk] then set[dk] = true; a.nd[j] = a.nd[j] + 1 end
+          else
+            offer_text(a, j, kind, txt, tx, o)
+          end
         end
       end
     end
-  end
-end
 
--- drop what no event can read any more (maxts - L - W of each group), rebase times
-local function trim(maxts)
-  local n = count_entries()
-  local thr, top = {}, -LAST
-  for g = 1, #GROUPS do
-    local grp = GROUPS[g]
-    local x
-    if grp.tiled then
-      x = fdiv(maxts - L, grp.hop) * grp.hop
-      local tiles = TILES[grp.ti]
-      local keep = fdiv(maxts - L - grp.wmax, grp.hop)
-      while #tiles > 0 and tiles[1][1] < keep do tremove(tiles, 1) end
+    -- ---------------------------------------------------------------- running states
+
+    -- entry i (0: the event) into (sign 1) or out of (sign -1) a window's running state
+    local function run_entry(ws, items, run, i, sign)
+      ws[2] = ws[2] + sign
+      for x = 1, #run do
+        local j = run[x]
+        local it = items[j]
+        local txt = text_of(i, it[2])
+        if txt then
+          local st = ws[2 + j]
+          if it[1] == 'q' then
+            qadd(st, txt, it[3], sign)
+          else
+            local dk = dkey(txt)
+            local map = st[2]
+            local old = map[dk] or 0
+            local new = old + sign
+            if new == 0 then map[dk] = nil else map[dk] = new end
+            if old == 0 then st[1] = st[1] + 1 elseif new == 0 then st[1] = st[1] - 1 end
+          end
+        end
+      end
+    end
+
+    local function run_range(ws, g, win, from, to, sign)
+      local items, run, bitg = g.items, win.run, g.bit
+      for i = from, to do
+        if in_group(i, bitg) then run_entry(ws, items, run, i, sign) end
+      end
+    end
+
+    -- raise a window's bound B to newB, taking out the entries in (B, newB]
+    local function advance(g, win, ws, newB)
+      local B = ws[1]
+      if newB <= B then return end
+      run_range(ws, g, win, last_at_or_before(B) + 1, last_at_or_before(newB), -1)
+      ws[1] = newB
+    end
+
+    local function run_build(maxts)
+      RUN = {}
+      local n = count_entries()
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled then
+          local wins, items = grp.wins, grp.items
+          local states = {}
+          for w = 1, #wins do
+            local win = wins[w]
+            local ws = {maxts - L - win.w, 0}
+            for j = 1, #items do ws[2 + j] = 0 end
+            for x = 1, #win.run do
+              local j = win.run[x]
+              if items[j][1] == 'q' then ws[2 + j] = qstate() else ws[2 + j] = {0, {}} end
+            end
+            run_range(ws, grp, win, last_at_or_before(ws[1]) + 1, n, 1)
+            states[w] = ws
+          end
+          RUN[grp.hx] = states
+        end
+      end
+    end
+
+    -- no event that is not late reads below maxts - L - W: raise every bound to there
+    local function run_floor(maxts)
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled then
+          local states, wins = RUN[grp.hx], grp.wins
+          for w = 1, #wins do advance(grp, wins[w], states[w], maxts - L - wins[w].w) end
+        end
+      end
+    end
+
+    -- entry i (0: the event) at time tx with mask stored (sign 1) or taken back (-1)
+    local function run_touch(i, tx, mask, sign)
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled and band(mask, grp.bit) ~= 0 then
+          local states, wins = RUN[grp.hx], grp.wins
+          for w = 1, #wins do
+            local ws = states[w]
+            if tx > ws[1] then run_entry(ws, grp.items, wins[w].run, i, sign) end
+          end
+        end
+      end
+    end
+
+    -- ---------------------------------------------------------------- values
+
+    -- history group by one backward scan: stored x with lo - W < t(x) <= t, plus the
+    -- event; lo = t, or max(t, maxts - L) for an event scored as late
+    local function history_values(g, out, lo_base, hi)
+      local items, wins = g.items, g.wins
+      local a = newacc(items)
+      if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
+      local nw, j = #wins, 1
+      local lo = lo_base - wins[1].w
+      local bitg = g.bit
+      for i = hi, 1, -1 do
+        local tx = entry_t(i)
+        while tx <= lo do
+          emit(a, wins[j], out)
+          j = j + 1
+          if j > nw then return end
+          lo = lo_base - wins[j].w
+        end
+        if in_group(i, bitg) then acc_add(a, items, i, tx, i) end
+      end
+      for w = j, nw do emit(a, wins[w], out) end
+    end
+
+    -- adjust an accumulator built from a running state by entries from..to (sign +-1);
+    -- distinct keys go to `delta`
+    local function run_adjust(a, delta, g, win, from, to, sign)
+      local items, run, bitg = g.items, win.run, g.bit
+      for i = from, to do
+        if i == 0 or in_group(i, bitg) then
+          a.n = a.n + sign
+          for x = 1, #run do
+            local j = run[x]
+            local it = items[j]
+            local txt = text_of(i, it[2])
+            if txt then
+              if it[1] == 'q' then
+                qadd(a.q[j], txt, it[3], sign)
+              else
+                local dk = dkey(txt)
+                local dj = delta[j]
+                dj[dk] = (dj[dk] or 0) + sign
+              end
+            end
+          end
+        end
+      end
+    end
+
+    -- one window of a history group from its running state: count, sums and distinct
+    -- counts are the state's (entries later than B) plus the entries in (lo, B] minus
+    -- those later than t; first/last come from the window's edges. A window holding
+    -- fewer entries than those corrections, or with min/max, is scanned instead.
+    local function run_window(g, win, ws, out, hi, n)
+      local items, bitg = g.items, g.bit
+      local lo = t - win.w
+      if lo > ws[1] then advance(g, win, ws, lo) end
+      local ilo = last_at_or_before(lo)
+      local iB = last_at_or_before(ws[1])
+      local mine = band(pmask, bitg) ~= 0
+      local a
+      if win.scan or hi - ilo <= (iB - ilo) + (n - hi) then
+        a = newacc(items)
+        if mine then acc_add(a, items, 0, t, LAST) end
+        for i = hi, ilo + 1, -1 do
+          if in_group(i, bitg) then acc_add(a, items, i, entry_t(i), i) end
+        end
+        emit(a, win, out)
+        return
+      end
+      a = {n = ws[2], q = {}, nd = {}, ht = {}, hv = {}, ho = {}, hr = {}}
+      local delta = {}
+      local run = win.run
+      for x = 1, #run do
+        local j = run[x]
+        if items[j][1] == 'q' then a.q[j] = qcopy(ws[2 + j]) else delta[j] = {} end
+      end
+      run_adjust(a, delta, g, win, ilo + 1, iB, 1)
+      run_adjust(a, delta, g, win, hi + 1, n, -1)
+      if mine then run_adjust(a, delta, g, win, 0, 0, 1) end
+      for x = 1, #run do
+        local j = run[x]
+        local dj = delta[j]
+        if dj then
+          local st = ws[2 + j]
+          local map, nd = st[2], st[1]
+          for dk, dv in pairs(dj) do
+            local old = map[dk] or 0
+            local new = old + dv
+            if old == 0 and new > 0 then nd = nd + 1 elseif old > 0 and new == 0 then nd = nd - 1 end
+          end
+          a.nd[j] = nd
+        end
+      end
+      local edge = win.edge
+      for x = 1, #edge do
+        local j = edge[x]
+        local kind, s = items[j][1], items[j][2]
+        if kind == 'fi' then
+          for i = ilo + 1, hi do
+            local txt = in_group(i, bitg) and text_of(i, s)
+            if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
+          end
+          if mine and ETXT[s] then offer_text(a, j, kind, ETXT[s], t, LAST) end
+        else -- 'la': the event is the latest of its window when it has a value
+          if not (mine and ETXT[s] and offer_text(a, j, kind, ETXT[s], t, LAST)) then
+            for i = hi, ilo + 1, -1 do
+              local txt = in_group(i, bitg) and text_of(i, s)
+              if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
+            end
+          end
+        end
+      end
+      emit(a, win, out)
+    end
+
+    -- tiled group: whole tiles from floor((lo - W)/H), then the event's own tile: its raw
+    -- entries up to t, or (scored as late) the whole tile
+    local function tiled_values(g, tiles, out, late, lo_base, hi)
+      local items, wins, hop = g.items, g.wins, g.hop
+      local a = newacc(items)
+      if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
+      local ownt = fdiv(t, hop)
+      local top = ownt
+      if not late then
+        top = ownt - 1
+        local start = ownt * hop
+        for i = hi, 1, -1 do
+          local tx = entry_t(i)
+          if tx < start then break end
+          if band(entry_mask(i), g.bit) ~= 0 then acc_add(a, items, i, tx, i) end
+        end
+      end
+      local nw, j = #wins, 1
+      local lb = fdiv(lo_base - wins[1].w, hop)
+      for p = #tiles, 1, -1 do
+        local tile = tiles[p]
+        local idx = tile[1]
+        if idx <= top then
+          while idx < lb do
+            emit(a, wins[j], out)
+            j = j + 1
+            if j > nw then return end
+            lb = fdiv(lo_base - wins[j].w, hop)
+          end
+          acc_merge(a, items, tile)
+        end
+      end
+      for w = j, nw do emit(a, wins[w], out) end
+    end
+
+    local function all_values(maxts, late)
+      local out = {}
+      local lo_base = t
+      if late and maxts and maxts - L > t then lo_base = maxts - L end
+      local hi = last_at_or_before(t)
+      local n = count_entries()
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if grp.tiled then
+          tiled_values(grp, TILES[grp.ti], out, late, lo_base, hi)
+        elseif RUN and not late then
+          local states, wins = RUN[grp.hx], grp.wins
+          for w = 1, #wins do run_window(grp, wins[w], states[w], out, hi, n) end
+        else
+          history_values(grp, out, lo_base, hi)
+        end
+      end
+      return out
+    end
+
+    -- ---------------------------------------------------------------- storing
+
+    local function tile_add(g, tiles, i, tx)
+      local items = g.items
+      local idx = fdiv(tx, g.hop)
+      local p = #tiles
+      while p >= 1 and tiles[p][1] > idx do p = p - 1 end
+      local tile
+      if p >= 1 and tiles[p][1] == idx then
+        tile = tiles[p]
+      else
+        tile = newtile(items, idx)
+        tinsert(tiles, p + 1, tile)
+      end
+      tile[2] = tile[2] + 1
+      for j = 1, #items do
+        local it = items[j]
+        local txt = text_of(i, it[2])
+        if txt then
+          local kind = it[1]
+          local st = tile[2 + j]
+          if kind == 'q' then
+            qadd(st, txt, it[3], 1)
+            qnormal(st)
+          else
+            local r, _, d = parts(txt)
+            if kind == 'd' then
+              st[d or r] = 1
+            else
+              local take = not st
+              if not take then
+                if kind == 'mn' or kind == 'mx' then
+                  local v, hv = tonumber(r), tonumber(st[2])
+                  if v ~= hv then
+                    if kind == 'mn' then take = v < hv else take = v > hv end
+                  else
+                    take = tx < st[1]
+                  end
+                elseif kind == 'fi' then
+                  take = tx < st[1]
+                else
+                  take = tx >= st[1]
+                end
+              end
+              if take then tile[2 + j] = {tx, r} end
+            end
+          end
+        end
+      end
+    end
+
+    -- guard records keep their times relative to base too
+    local function shift_ring(newbase)
+      for at = 2, #RING, RSTRIDE do RING[at] = RING[at] + base - newbase end
+    end
+
+    local function store(hi)
+      if #E == 0 then
+        shift_ring(t)
+        base = t
+      end
+      local row = {t - base}
+      if MASKED then row[2] = pmask end
+      for s = 1, NSLOT do row[#row + 1] = ETXT[s] end
+      local at = hi * STRIDE
+      if at == #E then
+        for f = 1, STRIDE do E[at + f] = row[f] end
+      else
+        for f = 1, STRIDE do tinsert(E, at + f, row[f]) end
+      end
+      if RUN then run_touch(0, t, pmask, 1) end
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if grp.tiled and band(pmask, grp.bit) ~= 0 then tile_add(grp, TILES[grp.ti], 0, t) end
+      end
+    end
+
+    -- take back the event's entry (the last one at time t) and rebuild its tiles from the
+    -- raw entries of those tiles
+    local function unstore()
+      local hi = last_at_or_before(t)
+      if hi == 0 or entry_t(hi) ~= t then return end
+      local mask = entry_mask(hi)
+      if RUN then run_touch(hi, t, mask, -1) end
+      local at = (hi - 1) * STRIDE
+      for _ = 1, STRIDE do tremove(E, at + 1) end
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if grp.tiled and band(mask, grp.bit) ~= 0 then
+          local tiles, hop = TILES[grp.ti], grp.hop
+          local idx = fdiv(t, hop)
+          for p = #tiles, 1, -1 do
+            if tiles[p][1] == idx then tremove(tiles, p) end
+          end
+          local n = count_entries()
+          for i = 1, n do
+            local tx = entry_t(i)
+            if fdiv(tx, hop) == idx and band(entry_mask(i), grp.bit) ~= 0 then
+              tile_add(grp, tiles, i, tx)
+            end
+          end
+        end
+      end
+    end
+
+    -- drop what no event can read any more (maxts - L - W of each group), rebase times
+    local function trim(maxts)
+      if RUN then run_floor(maxts) end
+      local n = count_entries()
+      local thr, top = {}, -LAST
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        local x
+        if grp.tiled then
+          x = fdiv(maxts - L, grp.hop) * grp.hop
+          local tiles = TILES[grp.ti]
+          local keep = fdiv(maxts - L - grp.wmax, grp.hop)
+          while #tiles > 0 and tiles[1][1] < keep do tremove(tiles, 1) end
+        else
+          x = maxts - L - grp.wmax + 1
+        end
+        thr[g] = x
+        if x > top then top = x end
+      end
+      local i = 1
+      local dropped = false
+      local keep = {}
+      while i <= n do
+        local tx = entry_t(i)
+        if tx >= top then break end
+        local mask = entry_mask(i)
+        local kept = false
+        for g = 1, #GROUPS do
+          if band(mask, GROUPS[g].bit) ~= 0 and tx >= thr[g] then kept = true; break end
+        end
+        keep[i] = kept
+        if not kept then dropped = true end
+        i = i + 1
+      end
+      if not dropped and (n == 0 or entry_t(1) - base < 2147483648) then return end
+      local first = i
+      for x = 1, i - 1 do
+        if keep[x] then first = x; break end
+      end
+      local newbase = base
+      if first <= n then newbase = entry_t(first) end
+      local R = {}
+      local m = 0
+      for x = 1, n do
+        if x >= i or keep[x] then
+          local at = (x - 1) * STRIDE
+          m = m + 1
+          R[m] = base + E[at + 1] - newbase
+          for f = 2, STRIDE do m = m + 1; R[m] = E[at + f] end
+        end
+      end
+      shift_ring(newbase)
+      E, base = R, newbase
+    end
+
+    -- ---------------------------------------------------------------- guard records
+
+    -- a guard record, unpacked: {digest, t, late here, stored, scored as late, values}
+    local function find_record()
+      for r = #RING / RSTRIDE, 1, -1 do
+        local at = (r - 1) * RSTRIDE
+        if RING[at + 1] == digest then
+          local flags = RING[at + 3]
+          local values = {}
+          for x = 1, NOUT do values[x] = RING[at + 3 + x] end
+          return {digest, base + RING[at + 2], band(flags, 1), band(flags, 2) / 2,
+                  band(flags, 4) / 4, values}, r
+        end
+      end
+      return nil, nil
+    end
+
+    -- the ring keeps the last DEPTH records, one per digest, oldest first
+    local function remember(rec)
+      local R, m = {}, 0
+      if DEPTH > 1 then
+        local keep = DEPTH - 1
+        for r = #RING / RSTRIDE, 1, -1 do
+          if keep == 0 then break end
+          if RING[(r - 1) * RSTRIDE + 1] ~= digest then
+            keep = keep - 1
+            local at = (r - 1) * RSTRIDE
+            for f = RSTRIDE, 1, -1 do R[m + f] = RING[at + f] end
+            m = m + RSTRIDE
+          end
+        end
+        -- R holds records newest first: put them back in order
+        local n = m / RSTRIDE
+        for r = 1, floor(n / 2) do
+          local a, b = (r - 1) * RSTRIDE, (n - r) * RSTRIDE
+          for f = 1, RSTRIDE do R[a + f], R[b + f] = R[b + f], R[a + f] end
+        end
+      end
+      if DEPTH > 0 then
+        R[m + 1] = rec[1]
+        R[m + 2] = rec[2] - base
+        R[m + 3] = rec[3] + 2 * rec[4] + 4 * rec[5]
+        local values = rec[6]
+        for x = 1, NOUT do R[m + 3 + x] = values[x] end
+      end
+      RING = R
+    end
+
+    local function reply(rec)
+      local res = {rec[3], rec[4], rec[5]}
+      local values = rec[6]
+      for x = 1, NOUT do res[3 + x] = values[x] end
+      return res
+    end
+
+    local function maxts_now()
+      local n = count_entries()
+      if n == 0 then return nil end
+      return entry_t(n)
+    end
+
+    -- ---------------------------------------------------------------- saving
+
+    -- on every write, a few sampled siblings in the bucket holding nothing newer than
+    -- G - L - Wmax(scene) are removed
+    local function sweep()
+      if not G or SWEEP == 0 then return end
+      local idle = G - L - WSCENE
+      local pairs_ = redis.call('HRANDFIELD', bucket, SWEEP, 'WITHVALUES')
+      for x = 1, #pairs_, 2 do
+        if pairs_[x] ~= field then
+          local _, header = cmsgpack.unpack_one(pairs_[x + 1])
+          if header <= idle then redis.call('HDEL', bucket, pairs_[x]) end
+        end
+      end
+    end
+
+    local function save()
+      local header = maxts_now()
+      for r = #RING / RSTRIDE, 1, -1 do
+        local rt = base + RING[(r - 1) * RSTRIDE + 2]
+        if not header or rt > header then header = rt end
+      end
+      local empty = header == nil
+      if empty then
+        for g = 1, #TILES do
+          if #TILES[g] > 0 then empty = false; break end
+        end
+      end
+      if empty then
+        if in_bucket then redis.call('HDEL', bucket, field) else redis.call('DEL', own) end
+        return
+      end
+      header = header or base
+      if RUN and count_entries() < RUNMIN / 2 then RUN = nil end
+      local blob
+      if RUN then
+        blob = {header - base, E, TILES, RING, RUN}
+      else
+        blob = {header - base, E, TILES, RING}
+      end
+      local data = cmsgpack.pack(header, blob)
+      if #data <= small then
+        redis.call('HSET', bucket, field, data)
+        if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
+        if packed and not in_bucket then redis.call('DEL', own) end
+      else
+        if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
+        if in_bucket then redis.call('HDEL', bucket, field) end
+      end
+      sweep()
+    end
+
+    -- ---------------------------------------------------------------- the call
+
+    return function(keys, args)
+      bucket, own = keys[1], keys[2]
+      mode = args[1]
+      t = tonumber(args[2])
+      G = tonumber(args[3])
+      horizon = tonumber(args[4])
+      digest = args[5]
+      pmask = tonumber(args[6])
+      ttl = tonumber(args[7])
+      field = args[8]
+      small = tonumber(args[9])
+      for s = 1, NSLOT do
+        local txt = args[SLOT0 + s]
+        if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
+      end
+
+      packed = redis.call('HGET', bucket, field)
+      in_bucket = packed ~= false
+      if not in_bucket then packed = redis.call('GET', own) end
+      if packed then
+        local header, blob = cmsgpack.unpack(packed)
+        base, E, TILES, RING, RUN = header - blob[1], blob[2], blob[3], blob[4], blob[5]
+      else
+        base, E, TILES, RING, RUN = t, {}, {}, {}, nil
+        for g = 1, P.NTILED do TILES[g] = {} end
+      end
+
+      local rec = find_record()
+      if rec and (mode ~= 'a' or horizon == nil or rec[2] > horizon) then
+        if mode == 'a' or rec[5] == 1 then return reply(rec) end
+        -- rescore an event this entity scored as on time: take it back if stored
+        if rec[4] == 1 then unstore() end
+        local values = all_values(maxts_now(), true)
+        local fixed = {digest, rec[2], rec[3], 0, 1, values}
+        remember(fixed)
+        save()
+        return reply(fixed)
+      end
+
+      if mode ~= 'a' then
+        if mode == 'u' then unstore() end
+        local values = all_values(maxts_now(), true)
+        local fixed = {digest, t, 0, 0, 1, values}
+        remember(fixed)
+        save()
+        return reply(fixed)
+      end
+
+      local maxts = maxts_now()
+      if maxts and G and maxts <= G - L - WMAX then
+        -- forgotten: the key has been idle for L + Wmax(B) of the scene clock
+        E = {}
+        for g = 1, #TILES do TILES[g] = {} end
+        RUN = nil
+        maxts = nil
+      end
+      local late = maxts ~= nil and t < maxts - L
+      if maxts then
+        trim(maxts)
+        if not RUN and NHIST > 0 and count_entries() >= RUNMIN and count_entries() > 0 then
+          run_build(maxts)
+        end
+      end
+      local values = all_values(maxts, late)
+      local stored = 0
+      if not late and pmask ~= 0 then
+        store(last_at_or_before(t))
+        stored = 1
+      end
+      local lh = 0
+      if late then lh = 1 end
+      local record = {digest, t, lh, stored, lh, values}
+      remember(record)
+      if stored == 1 or DEPTH > 0 or packed then save() end
+      return reply(record)
+    end
+  end
+
+  -- ------------------------------------------------------------------ scene clock
+
+  -- The scene clock G shared by the workers of one scene: the largest time of the
+  -- accepted events that were not late. args[1] is a candidate ('' for none); the reply
+  -- is G as it stands after the call (false when no event was accepted yet).
+  local function clock(keys, args)
+    local current = redis.call('GET', keys[1])
+    local candidate = tonumber(args[1])
+    if candidate and (not current or candidate > tonumber(current)) then
+      current = args[1]
+      redis.call('SET', keys[1], current)
+    end
+    return current
+  end
+
+  -- ------------------------------------------------------------------ inspection
+
+  -- Sizes of one key of entity state, for stats:
+  -- {entities, entries, tiles, guard records, running states, MEMORY USAGE}.
+  -- args[1] the entry stride, args[2] the guard record stride of the entity's plan.
+  local function inspect(keys, args)
+    local values
+    if redis.call('TYPE', keys[1]).ok == 'hash' then
+      values = redis.call('HVALS', keys[1])
     else
-      x = maxts - L - grp.wmax + 1
+      local one = redis.call('GET', keys[1])
+      values = {}
+      if one then values[1] = one end
     end
-    thr[g] = x
-    if x > top then top = x end
-  end
-  local i = 1
-  local dropped = false
-  local keep = {}
-  while i <= n do
-    local tx = entry_t(i)
-    if tx >= top then break end
-    local mask = entry_mask(i)
-    local kept = false
-    for g = 1, #GROUPS do
-      if band(mask, GROUPS[g].bit) ~= 0 and tx >= thr[g] then kept = true; break end
+    local entries, tiles, records, running = 0, 0, 0, 0
+    for _, value in ipairs(values) do
+      local _, blob = cmsgpack.unpack(value)
+      entries = entries + #blob[2] / tonumber(args[1])
+      for _, group in ipairs(blob[3]) do tiles = tiles + #group end
+      records = records + #blob[4] / tonumber(args[2])
+      if blob[5] then running = running + 1 end
     end
-    keep[i] = kept
-    if not kept then dropped = true end
-    i = i + 1
+    local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
+    return {#values, entries, tiles, records, running, memory}
   end
-  if not dropped and (n == 0 or entry_t(1) - base < 2147483648) then return end
-  local first = i
-  for x = 1, i - 1 do
-    if keep[x] then first = x; break end
-  end
-  local newbase = base
-  if first <= n then newbase = entry_t(first) end
-  local R = {}
-  local m = 0
-  for x = 1, n do
-    if x >= i or keep[x] then
-      local at = (x - 1) * STRIDE
-      m = m + 1
-      R[m] = base + E[at + 1] - newbase
-      for f = 2, STRIDE do m = m + 1; R[m] = E[at + f] end
-    end
-  end
-  shift_ring(newbase)
-  E, base = R, newbase
+
+  LIB = {entity = entity, clock = clock, inspect = inspect}
+  return LIB
 end
 
--- ------------------------------------------------------------------ the call
-
--- a guard record, unpacked: {digest, t, late here, stored, scored as late, values}
-local function find_record()
-  for r = #RING / RSTRIDE, 1, -1 do
-    local at = (r - 1) * RSTRIDE
-    if RING[at + 1] == digest then
-      local flags = RING[at + 3]
-      local values = {}
-      for x = 1, NOUT do values[x] = RING[at + 3 + x] end
-      return {digest, base + RING[at + 2], band(flags, 1), band(flags, 2) / 2,
-              band(flags, 4) / 4, values}, r
-    end
-  end
-  return nil, nil
-end
-
-local function remember(rec)
-  local _, r = find_record()
-  if r then
-    local at = (r - 1) * RSTRIDE
-    for _ = 1, RSTRIDE do tremove(RING, at + 1) end
-  end
-  if DEPTH == 0 then return end
-  local n = #RING
-  RING[n + 1] = rec[1]
-  RING[n + 2] = rec[2] - base
-  RING[n + 3] = rec[3] + 2 * rec[4] + 4 * rec[5]
-  for x = 1, NOUT do RING[n + 3 + x] = rec[6][x] end
-  while #RING > DEPTH * RSTRIDE do
-    for _ = 1, RSTRIDE do tremove(RING, 1) end
+-- a registered callback: builds its function (make(library())) at its first call
+local function lazy(make)
+  local call
+  return function(keys, args)
+    if not call then call = make(library()) end
+    return call(keys, args)
   end
 end
-
-local function reply(rec)
-  local res = {rec[3], rec[4], rec[5]}
-  local values = rec[6]
-  for x = 1, NOUT do res[3 + x] = values[x] end
-  return res
-end
-
-local function maxts_now()
-  local n = count_entries()
-  if n == 0 then return nil end
-  return entry_t(n)
-end
-
--- on every write, a few sampled siblings in the bucket holding nothing newer than
--- G - L - Wmax(scene) are removed
-local function sweep()
-  if not G then return end
-  local idle = G - L - P.WSCENE
-  local pairs_ = redis.call('HRANDFIELD', bucket, P.SWEEP, 'WITHVALUES')
-  for x = 1, #pairs_, 2 do
-    if pairs_[x] ~= field then
-      local _, header = cmsgpack.unpack_one(pairs_[x + 1])
-      if header <= idle then redis.call('HDEL', bucket, pairs_[x]) end
-    end
-  end
-end
-
-local function save()
-  local header = maxts_now()
-  for r = #RING / RSTRIDE, 1, -1 do
-    local rt = base + RING[(r - 1) * RSTRIDE + 2]
-    if not header or rt > header then header = rt end
-  end
-  local empty = header == nil
-  if empty then
-    for g = 1, #TILES do
-      if #TILES[g] > 0 then empty = false; break end
-    end
-  end
-  if empty then
-    if in_bucket then redis.call('HDEL', bucket, field) else redis.call('DEL', own) end
-    return
-  end
-  header = header or base
-  local data = cmsgpack.pack(header, {header - base, E, TILES, RING})
-  if #data <= small then
-    redis.call('HSET', bucket, field, data)
-    if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
-    if packed and not in_bucket then redis.call('DEL', own) end
-  else
-    if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
-    if in_bucket then redis.call('HDEL', bucket, field) end
-  end
-  sweep()
-end
-
-local rec = find_record()
-if rec and (mode ~= 'a' or horizon == nil or rec[2] > horizon) then
-  if mode == 'a' or rec[5] == 1 then return reply(rec) end
-  -- rescore an event this entity scored as on time: take it back if stored
-  if rec[4] == 1 then unstore() end
-  local values = all_values(maxts_now(), true)
-  local fixed = {digest, rec[2], rec[3], 0, 1, values}
-  remember(fixed)
-  save()
-  return reply(fixed)
-end
-
-if mode ~= 'a' then
-  if mode == 'u' then unstore() end
-  local values = all_values(maxts_now(), true)
-  local fixed = {digest, t, 0, 0, 1, values}
-  remember(fixed)
-  save()
-  return reply(fixed)
-end
-
-local maxts = maxts_now()
-if maxts and G and maxts <= G - L - WMAX then
-  -- forgotten: the key has been idle for L + Wmax(B) of the scene clock
-  E = {}
-  for g = 1, #TILES do TILES[g] = {} end
-  maxts = nil
-end
-local late = maxts ~= nil and t < maxts - L
-if maxts then trim(maxts) end
-local values = all_values(maxts, late)
-local stored = 0
-if not late and pmask ~= 0 then
-  store(last_at_or_before(t))
-  stored = 1
-end
-local lh = 0
-if late then lh = 1 end
-local record = {digest, t, lh, stored, lh, values}
-remember(record)
-if stored == 1 or DEPTH > 0 or packed then save() end
-return reply(record)

@@ -1,0 +1,78 @@
+"""The service on shared state (`--state redis://…`): engine, lists and rulesets in Redis.
+
+- The engine is a `SharedEngine`: features and idempotency in Redis, a time budget and a
+  circuit breaker; while Redis is unavailable, decisions are the scene's `fallback` with
+  `degraded: true` (counted in `riskengine_degraded_decisions_total`, not written to the
+  decision log: they change no state and carry no LSN).
+- Ruleset activations go through a `RulesetBus`: a version put or rolled back on one
+  worker is stored in Redis and published; every worker's subscriber puts it live.
+- Lists live in Redis behind local Bloom filters (`RedisListStore`); API changes are
+  written there and published to every worker. Feature `where` filters keep reading the
+  lists as loaded at start; rules and list checks see every change.
+- No snapshots and no log replay: Redis is the durable copy (run it with AOF).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from riskengine.config import ProjectConfig
+from riskengine.lists import ListEntry, parse_expiry
+from riskengine.service.rulesets import RulesetRegistry
+from riskengine.state.redis.bus import RulesetBus
+from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.lists import RedisListStore
+
+log = logging.getLogger("riskengine.service")
+
+
+class SharedLists:
+    """The list API over a `RedisListStore` (what `ListJournal` is for memory state)."""
+
+    def __init__(self, store: RedisListStore) -> None:
+        self.store = store
+
+    def put(self, name: str, value: str, *, expires: object = None,
+            reason: str = "") -> ListEntry:
+        expires_at_ms = None if expires is None else parse_expiry(expires, what="expires")
+        self.store.add(name, value, expires_at_ms=expires_at_ms, reason=reason)
+        return ListEntry(value, expires_at_ms, reason)
+
+    def delete(self, name: str, value: str) -> bool:
+        return self.store.remove(name, value)
+
+
+def shared_engine(config: ProjectConfig, url: str) -> SharedEngine:
+    return SharedEngine.from_config(config, url, require_state=False)
+
+
+def connect_bus(engine: SharedEngine, config: ProjectConfig,
+                registry: RulesetRegistry) -> tuple[RulesetBus, RedisListStore]:
+    """Start the bus, move the engine's lists to Redis, and tie the registry to the bus."""
+
+    def on_ruleset(scene: str, version: str, body: Mapping[str, Any]) -> None:
+        try:
+            ruleset = registry.build(scene, dict(body))
+            registry.put(scene, ruleset, source="bus")
+        except Exception as exc:  # a version this worker cannot build: keep the live one
+            log.error("scene %s: ruleset %s from the bus refused: %s", scene, version, exc)
+
+    bus = RulesetBus(engine.client, engine.scenes, on_ruleset=on_ruleset)
+    lists = RedisListStore.from_config(config.lists, config.base_dir, engine.client, bus=bus)
+    engine.lists = lists  # type: ignore[assignment]  # the same API as ListStore
+
+    def publish(scene: str, source: str) -> None:
+        if source == "bus":
+            return
+        ruleset = engine.ruleset(scene)
+        bus.activate(scene, ruleset.version, {"rules": [r.to_dict() for r in ruleset.rules],
+                                              "policy": ruleset.policy.to_dict()})
+
+    registry.on_publish = publish
+    bus.start(10.0)  # delivers the versions live in Redis, if any
+    for scene in engine.scenes:
+        if bus.active(scene) is None:  # the first worker ever: its config's rules
+            publish(scene, "config")
+    return bus, lists

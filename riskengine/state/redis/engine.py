@@ -1,0 +1,363 @@
+"""`SharedEngine`: the decision path of `Engine`, with every scene's state in Redis.
+
+Many worker processes built on one Redis decide as one engine would: for the same
+events in the same order they give the decisions the in-memory `Engine` gives
+(features, late, decision, hits, list hits, ruleset version). Lists, rules and the
+ruleset versions stay in each process, exactly as in `Engine`; only the state is shared.
+
+    engine = SharedEngine.from_config("project.yaml", "redis://10.0.0.5:6379/0")
+    decision = engine.evaluate("transfer", event)
+
+Per scene, `RedisSceneFeatures` computes and stores the features (one pipelined round
+trip, two for a late event) and `RedisDecisionStore` is the idempotency guard: a decision
+is stored as its JSON document (`Decision.to_dict`) under its event id, and a duplicate
+gets an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
+A decision costs three round trips: the id lookup, the features, the remembering.
+
+LSNs come in blocks (`LsnBlocks`, one INCRBY of ``<prefix>:lsn`` per `lsn_block`
+events, 1000 by default): unique across the processes sharing the Redis, increasing
+within each, with gaps.
+
+Time budget, fallback, circuit breaker
+--------------------------------------
+``state_timeout_ms`` (default 50) bounds every Redis round trip (socket connect and read
+timeouts, no client-side retries) and is the request's budget: when the id lookup (or
+taking an LSN block) has used it up, the event does not touch the state and is answered
+like an outage. A failing round trip ends the request at once, so a degraded answer comes
+within about one timeout (two when the features call's reconnect also times out).
+
+When Redis cannot be reached, answers an error, runs out of the budget, or the breaker is
+open, `evaluate` returns the scene's **fallback** decision (scene key ``fallback:``,
+accept / review / reject, default review) with ``degraded: True``, every feature None,
+no hits, no list hits, LSN 0 (a degraded decision never reached the shared state, so it
+has no place in its order), and nothing remembered: a retry of the event is decided
+normally once Redis is back. A failure after the features were stored (the remembering)
+still returns the real decision, only not remembered: the entities' own guard records
+keep a retry of that event from being counted twice while it is their latest event.
+
+The `CircuitBreaker` (riskengine/state/breaker.py; defaults: opens after 5 consecutive
+failures or a failure rate of 50 % over the last 50 calls, at least 20 of them; 1 s
+cooldown; then one probe request) makes an outage cost nothing per request: while it is
+open no request waits for Redis. It closes by itself when a probe succeeds.
+
+`stats()` reports per scene the decisions, duplicates, degraded decisions, unremembered
+decisions and the breaker's state, for the service's metrics.
+
+One engine is driven by one thread (as `Engine`); scale out with processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from time import perf_counter
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from riskengine.config import ProjectConfig, load_config
+from riskengine.decision import Decision
+from riskengine.engine import MAX_BATCH, Engine, SceneRuntime
+from riskengine.exceptions import EventValidationError, SnapshotError
+from riskengine.rules.ruleset import Hit
+from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
+from riskengine.state.redis.codec import RedisStateError
+from riskengine.state.redis.connect import connect
+from riskengine.state.redis.functions import Client
+from riskengine.state.redis.idempotency import RedisDecisionStore
+from riskengine.state.redis.lsn import DEFAULT_BLOCK, LsnBlocks
+from riskengine.state.redis.store import RedisSceneFeatures
+
+log = logging.getLogger("riskengine.state")
+
+DEFAULT_STATE_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_STATE_TIMEOUT_MS = 50
+STATE_ERRORS = (redis.exceptions.RedisError, RedisStateError, OSError)
+"""What a state call raises when Redis is down, slow or refusing: answered degraded."""
+
+
+class StateUnavailableError(RedisStateError):
+    """The shared state cannot be reached (at start) or its URL is not usable."""
+
+
+def redact(url: str) -> str:
+    """`url` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def open_client(url: str, timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Client:
+    """A client for a state URL (`connect`: ``redis://host:port/db``, ``rediss://``,
+    ``unix://``, ``redis+cluster://host:port,host:port``) whose every call gives up after
+    `timeout_ms` (connect and read), without client-side retries."""
+    if type(timeout_ms) is not int or timeout_ms <= 0:
+        raise StateUnavailableError(f"state_timeout_ms must be a positive integer, not "
+                                    f"{timeout_ms!r}")
+    seconds = timeout_ms / 1000.0
+    try:
+        return connect(url, socket_timeout=seconds, socket_connect_timeout=seconds,
+                       retry=Retry(NoBackoff(), 0))
+    except RedisStateError as exc:
+        raise StateUnavailableError(str(exc)) from None
+    except ValueError as exc:
+        raise StateUnavailableError(f"state URL {redact(url)!r}: {exc}") from None
+    except (redis.exceptions.RedisError, OSError) as exc:  # a cluster asks for its slots
+        raise StateUnavailableError(f"cannot reach the state at {redact(url)}: {exc}; "
+                                    f"start Redis or fix the state URL") from None
+
+
+def encode_decision(decision: Decision) -> bytes:
+    """The decision's JSON document (what `decode_decision` rebuilds it from)."""
+    document = decision.to_dict()
+    try:
+        return orjson.dumps(document)
+    except TypeError:  # integers beyond 64 bits, lone surrogates
+        return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_decision(raw: bytes | str) -> Decision:
+    """A `Decision` equal to the one `encode_decision` was given."""
+    d = json.loads(raw)  # exact for big integers, unlike orjson.loads
+    return Decision(
+        d["event_id"], d["scene"], d["decision"], d["score"],
+        tuple(Hit(**h) for h in d["hits"]), tuple(Hit(**h) for h in d["shadow_hits"]),
+        d["features"], tuple(d["list_hits"]), d["ruleset_version"], d["late"],
+        d["degraded"], d["latency_ms"], d["lsn"], d["timestamp"], tuple(d["rule_errors"]))
+
+
+class SharedScene:
+    """One scene's shared state: its `RedisSceneFeatures` (built once Redis answers), its
+    decision store, its fallback, and its counters."""
+
+    def __init__(self, runtime: SceneRuntime, store: RedisDecisionStore) -> None:
+        self.runtime = runtime
+        self.name = runtime.name
+        self.store = store
+        self.fallback = runtime.config.fallback
+        self.nulls: dict[str, Any] = dict.fromkeys(s.name for s in runtime.config.features)
+        self.features: RedisSceneFeatures | None = None
+        self.decisions = 0
+        self.duplicates = 0
+        self.degraded = 0
+        self.unremembered = 0
+
+
+class SharedEngine(Engine):
+    """`Engine` with the state of every scene in Redis (see the module docstring).
+
+    `client` should give up quickly (`open_client`). `require_state`: raise
+    `StateUnavailableError` at construction when Redis cannot be reached; with False the
+    engine starts anyway and answers degraded until Redis answers. `feature_options` go
+    to every `RedisSceneFeatures` (guard_depth, buckets, ttl_ms, ...).
+    """
+
+    def __init__(self, config: ProjectConfig, client: Client, *,
+                 state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
+                 breaker: CircuitBreaker | None = None, lsn_block: int = DEFAULT_BLOCK,
+                 prefix: str = "re", require_state: bool = True, state_url: str = "",
+                 **feature_options: Any) -> None:
+        super().__init__(config)
+        self.client = client
+        self.state_url = redact(state_url) if state_url else repr(client)
+        self.prefix = prefix
+        self.budget_s = state_timeout_ms / 1000.0
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self._feature_options = feature_options
+        self._lsns = LsnBlocks(client, key=f"{prefix}:lsn", block=lsn_block)
+        self._shared = {
+            name: SharedScene(self.scene(name), RedisDecisionStore(
+                cast(redis.Redis, client),  # a RedisCluster serves its GET / EVALSHA too
+                name, self.scene(name).idempotency_horizon_ms, prefix=prefix))
+            for name in self.scenes}
+        try:
+            for shared in self._shared.values():
+                self._attach(shared)
+        except STATE_ERRORS as exc:
+            if require_state:
+                raise StateUnavailableError(
+                    f"cannot use the state at {self.state_url}: {exc}; start Redis (7.0 or "
+                    f"later) or fix the state URL") from None
+            log.warning("state at %s unavailable at start (%s): deciding with each "
+                        "scene's fallback until it answers", self.state_url, exc)
+
+    @classmethod
+    def from_config(cls, source: str | os.PathLike[str] | Mapping[str, Any] | ProjectConfig
+                    | None = None, state_url: str = DEFAULT_STATE_URL, *,
+                    state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
+                    **options: Any) -> SharedEngine:
+        """Build from a config (as `Engine.from_config`) and a ``redis://host:port/db`` URL;
+        `options` as in `SharedEngine`."""
+        client = open_client(state_url, state_timeout_ms)
+        return cls(load_config(source), client, state_timeout_ms=state_timeout_ms,
+                   state_url=state_url, **options)
+
+    def _attach(self, shared: SharedScene) -> RedisSceneFeatures:
+        features = RedisSceneFeatures(self.client, shared.runtime.config, lists=self.lists,
+                                      prefix=self.prefix, **self._feature_options)
+        shared.features = features
+        return features
+
+    def _shared_scene(self, name: str) -> SharedScene:
+        shared = self._shared.get(name)
+        if shared is None:
+            self.scene(name)  # raises UnknownSceneError
+            raise KeyError(name)
+        return shared
+
+    @property
+    def lsn(self) -> int:
+        """The LSN this process handed out last (0: none yet)."""
+        return self._lsns.last
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def evaluate(self, scene: str, event: Mapping[str, Any]) -> Decision:
+        """Decide one event. Raises `EventValidationError` / `UnknownSceneError`; never a
+        Redis error (those give the degraded fallback decision)."""
+        started = perf_counter()
+        shared = self._shared_scene(scene)
+        return self._decide(shared, shared.runtime.parse(event), started)
+
+    def evaluate_many(self, scene: str, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
+        """Decide events in order; all are validated first, as in `Engine.evaluate_many`."""
+        shared = self._shared_scene(scene)
+        parse = shared.runtime.parse
+        parsed = []
+        for index, event in enumerate(events):
+            if index >= MAX_BATCH:
+                raise EventValidationError(f"a batch holds at most {MAX_BATCH} events")
+            try:
+                parsed.append(parse(event))
+            except EventValidationError as exc:
+                raise EventValidationError(f"event {index}: {exc}", field=exc.field) from None
+        return [self._decide(shared, event, perf_counter()) for event in parsed]
+
+    def _decide(self, shared: SharedScene, event: dict[str, Any], started: float) -> Decision:
+        breaker = self.breaker
+        if not breaker.allow():
+            return self._degraded(shared, event, started)
+        event_id = event["event_id"]
+        t = event["timestamp"]
+        try:
+            state = shared.features
+            if state is None:
+                state = self._attach(shared)
+            previous = shared.store.lookup(event_id, state.clock)
+            if previous is None:
+                lsn = self._lsns.take()
+                if perf_counter() - started > self.budget_s:
+                    raise redis.exceptions.TimeoutError("the state time budget ran out "
+                                                        "before the features were computed")
+                features, late = state.compute(event, lsn)
+        except STATE_ERRORS as exc:
+            self._failed(exc)
+            return self._degraded(shared, event, started)
+        if previous is not None:
+            self._succeeded()
+            shared.duplicates += 1
+            return decode_decision(previous)
+        runtime = shared.runtime
+        lists = self.lists
+        list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
+        ruleset = runtime.ruleset
+        action, score, hits, shadow_hits, errors = ruleset.outcome(event, features, lists)
+        decision = Decision(
+            event_id, shared.name, action, score, hits, shadow_hits, features, list_hits,
+            ruleset.version, late, False, (perf_counter() - started) * 1000.0, lsn, t, errors)
+        try:
+            first = shared.store.remember(event_id, t, encode_decision(decision), state.clock)
+        except STATE_ERRORS as exc:
+            self._failed(exc)
+            shared.unremembered += 1
+            first = None
+        else:
+            self._succeeded()
+        if first is not None:  # another worker decided this id first: its answer stands
+            shared.duplicates += 1
+            return decode_decision(first)
+        shared.decisions += 1
+        decision.latency_ms = (perf_counter() - started) * 1000.0
+        return decision
+
+    def _degraded(self, shared: SharedScene, event: dict[str, Any], started: float
+                  ) -> Decision:
+        shared.degraded += 1
+        return Decision(event["event_id"], shared.name, shared.fallback, 0.0, (), (),
+                        dict(shared.nulls), (), shared.runtime.ruleset.version, False, True,
+                        (perf_counter() - started) * 1000.0, 0, event["timestamp"])
+
+    def _failed(self, exc: BaseException) -> None:
+        breaker = self.breaker
+        was = breaker.state
+        breaker.failure()
+        if breaker.state == OPEN and was != OPEN:
+            log.warning("state at %s failing (%s): circuit open, deciding with each scene's "
+                        "fallback for %.0f ms", self.state_url, exc, breaker.cooldown_s * 1000)
+        else:
+            log.debug("state call failed: %s", exc)
+
+    def _succeeded(self) -> None:
+        breaker = self.breaker
+        if breaker.state == CLOSED:
+            breaker.success()
+            return
+        breaker.success()
+        if breaker.state == CLOSED:
+            log.warning("state at %s answers again: circuit closed", self.state_url)
+
+    # -- operations ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per scene: decisions made on the shared state, duplicates answered from it,
+        degraded (fallback) decisions, decisions not remembered, the breaker's state and
+        how often it opened. Reads no Redis."""
+        breaker = self.breaker
+        return {name: {"decisions": s.decisions, "duplicates": s.duplicates,
+                       "degraded_decisions": s.degraded, "unremembered": s.unremembered,
+                       "breaker_state": breaker.state, "breaker_opened": breaker.opened}
+                for name, s in self._shared.items()}
+
+    def state_health(self) -> dict[str, Any]:
+        """The breaker's counters, the LSN blocks taken, and the (redacted) state URL."""
+        return {"state": self.state_url, "breaker": self.breaker.stats(),
+                "lsn_blocks": self._lsns.blocks}
+
+    def close(self) -> None:
+        """Publish every scene's pending clock (best effort) and close the client."""
+        for shared in self._shared.values():
+            if shared.features is not None:
+                try:
+                    shared.features.flush()
+                except STATE_ERRORS as exc:
+                    log.warning("state at %s: clock of scene %s not published: %s",
+                                self.state_url, shared.name, exc)
+        self.client.close()
+
+    def __enter__(self) -> SharedEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
+        raise NotImplementedError("entity lookups are not available yet when the state is "
+                                  "in Redis")
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        raise SnapshotError(f"the state is in Redis ({self.state_url}): there is nothing to "
+                            f"snapshot in the process; use Redis persistence (AOF or RDB)")
+
+    def restore(self, path: str | os.PathLike[str]) -> Engine:
+        raise SnapshotError(f"the state is in Redis ({self.state_url}): a snapshot cannot be "
+                            f"restored into it; Redis persistence (AOF or RDB) restores it")

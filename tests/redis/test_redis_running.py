@@ -1,0 +1,102 @@
+"""Running totals (busy entities) give exactly what scanning gives: the oracle decides.
+
+`running_from` moves the point where an entity switches from scanning its entries to
+running totals: 0 and 1 put every entity on running totals from its first entry, a huge
+value keeps every entity scanning, the default is in between. All of it happens inside
+one function call, so these run on the single server only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from oracle import Oracle
+from redis_harness import RedisDecider
+from streams import (
+    BASE_TS,
+    STREAM_FEATURES,
+    STREAM_LATENESS,
+    STREAM_LATENESS_MS,
+    random_stream,
+    run_against_oracle,
+)
+
+from tests.features.test_oracle_hypothesis import (
+    HISTORY_FEATURES,
+    LATENESS,
+    LATENESS_MS,
+    event_streams,
+)
+
+
+@pytest.fixture
+def client(standalone_client: redis.Redis) -> redis.Redis:
+    return standalone_client
+
+
+# no min/max: every window of the running entities is computed from its running state
+RUNNING_FEATURES: list[Any] = [
+    "count(acct.history,1s)",
+    "count(acct.history,1m)",
+    "sum(amount#acct.history,1m)",
+    "avg(amount#acct.history,1h)",
+    "stddev(amount#acct.history,1m)",
+    "stddev(amount#acct.history,1h)",
+    "count_distinct(merchant#acct.history,1h)",
+    "count_distinct(amount#acct.history,1m)",
+    "first(amount#acct.history,1m)",
+    "last(amount#acct.history,1h)",
+    "first(merchant#acct.history,1h)",
+    "last(merchant#acct.history,1m)",
+    {"name": "web_sum_1h", "func": "sum", "target": "amount", "by": ["acct"],
+     "window": "1h", "where": "channel == 'web'"},
+    {"name": "web_distinct_1m", "func": "count_distinct", "target": "merchant",
+     "by": ["acct"], "window": "1m", "where": "channel == 'web'"},
+    "count_distinct(acct#dev.history,1h)",
+    "stddev(amount#dev.history,1m)",
+    {"name": "m_sum_2d", "func": "sum", "target": "amount", "by": ["merchant"],
+     "window": "2d", "kind": "window", "hop": "1h"},
+    "sum(amount#merchant.history,10m)",
+]
+
+
+@pytest.mark.parametrize("running_from", [0, 5, 10**9])
+def test_running_totals_match_oracle(client: redis.Redis, running_from: int) -> None:
+    events = random_stream(31, 700)
+    decider = RedisDecider(client, RUNNING_FEATURES, STREAM_LATENESS,
+                           running_from=running_from)
+    run_against_oracle(decider, "s", events, Oracle(RUNNING_FEATURES, STREAM_LATENESS_MS))
+    running = decider.features.stats()["running_states"]
+    assert (running > 0) == (running_from < 10**9)
+
+
+def test_running_totals_with_min_max(client: redis.Redis) -> None:
+    """Windows with min/max scan while their siblings run on totals."""
+    events = random_stream(32, 500)
+    run_against_oracle(RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS, running_from=1),
+                       "s", events, Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+
+
+def test_running_totals_follow_a_busy_key(client: redis.Redis) -> None:
+    """One key, thousands of events with disorder: the window slides over running totals."""
+    features = ["count(a.history,1m)", "sum(v#a.history,1m)", "count_distinct(w#a.history,1m)",
+                "stddev(v#a.history,10s)", "first(w#a.history,1m)", "last(v#a.history,1m)"]
+    events = [{"event_id": f"b{i}", "timestamp": BASE_TS + 200 * i - (i * 7919) % 3000,
+               "a": "hot", "v": (i * 37) % 1000 / 100, "w": f"w{i % 23}"}
+              for i in range(800)]
+    decider = RedisDecider(client, features, "5s")
+    run_against_oracle(decider, "s", events, Oracle(features, 5_000))
+    assert decider.features.stats()["running_states"] == 1
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event_streams())
+def test_running_history_features_match_oracle(client: redis.Redis,
+                                               events: list[dict[str, Any]]) -> None:
+    client.flushall()
+    run_against_oracle(RedisDecider(client, HISTORY_FEATURES, LATENESS, running_from=0), "s",
+                       events, Oracle(HISTORY_FEATURES, LATENESS_MS))

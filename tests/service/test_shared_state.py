@@ -1,0 +1,122 @@
+"""The service on shared state in a real redis-server: two workers give the decisions of
+one in-memory worker, see each other's ruleset and list changes, and degrade gracefully
+when Redis goes away."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from riskengine.engine import Engine
+from tests.servers import redis_server
+from tests.service.helpers import ADMIN_HEADERS, T0
+from tests.service.process import ServiceProcess
+from tests.service.test_restart import traffic
+
+KEEP = ("features", "decision", "late", "score", "ruleset_version", "list_hits")
+
+
+def view(decision: dict[str, Any]) -> dict[str, Any]:
+    return {k: decision[k] for k in KEEP} | {"hits": [h["rule_id"] for h in decision["hits"]]}
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+def test_two_workers_decide_as_one_in_memory_worker(
+        make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
+    events = traffic(160, seed=21)
+    a = make_client(state=redis_url, state_dir=tmp_path / "a")
+    b = make_client(state=redis_url, state_dir=tmp_path / "b")
+    got = [view((a if i % 2 else b).post("/v1/transfer/evaluate", json=e).json())
+           for i, e in enumerate(events)]
+    engine = Engine.from_config(None)
+    expected = [view(engine.evaluate("transfer", e).to_dict()) for e in events]
+    assert got == expected
+    again = b.post("/v1/transfer/evaluate", json=events[1]).json()  # decided by a
+    assert view(again) == got[1]
+
+
+def test_ruleset_and_list_changes_reach_the_other_worker(
+        make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
+    a = make_client(state=redis_url, state_dir=tmp_path / "a")
+    b = make_client(state=redis_url, state_dir=tmp_path / "b")
+    put = a.put("/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS, json={
+        "rules": [{"id": "everything", "when": "amount >= 0", "action": "review"}]})
+    version = put.json()["version"]
+
+    def b_has_it() -> bool:
+        live = b.get("/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS).json()
+        return bool(live["version"] == version)
+
+    assert wait_for(b_has_it)
+    event = {"event_id": "x1", "timestamp": T0, "pay_account": "P", "rcv_account": "R",
+             "amount": 1.0, "device_id": "dev-shared"}
+    assert b.post("/v1/transfer/evaluate", json=event).json()["decision"] == "review"
+
+    assert a.put("/v1/lists/blocked_devices/dev-shared",
+                 headers=ADMIN_HEADERS).status_code == 200
+
+    def b_blocks() -> bool:
+        event["event_id"] = f"x{time.monotonic_ns()}"
+        body = b.post("/v1/transfer/evaluate", json=event).json()
+        return "blocked_devices" in body["list_hits"]
+
+    assert wait_for(b_blocks)
+
+
+def test_redis_down_gives_degraded_fallback_decisions_and_recovers(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    with redis_server() as url:
+        client = make_client(state=url, state_dir=tmp_path / "s")
+        ok = client.post("/v1/transfer/evaluate", json=traffic(1)[0]).json()
+        assert ok["degraded"] is False
+    # the server is gone: answers still come, degraded, with the scene's fallback
+    for event in traffic(5, seed=4):
+        response = client.post("/v1/transfer/evaluate", json=event)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["degraded"] is True and body["decision"] == "review"
+        assert all(v is None for v in body["features"].values())
+    assert "riskengine_degraded_decisions_total" in client.get("/metrics").text
+
+
+def test_serve_with_two_worker_processes_loses_no_update(tmp_path: Path,
+                                                          redis_url: str) -> None:
+    service = ServiceProcess(tmp_path / "state", extra=["--workers", "2", "--state",
+                                                        redis_url]).start()
+    try:
+        events = [{"event_id": f"h{i}", "timestamp": T0 + i, "pay_account": "HOT",
+                   "rcv_account": f"R{i % 3}", "amount": 1.0} for i in range(120)]
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            import concurrent.futures
+
+            def send(event: dict[str, Any]) -> int:
+                return client.post("/v1/transfer/evaluate", json=event).status_code
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(send, events)) == {200}
+            last = client.post("/v1/transfer/evaluate", json={
+                "event_id": "h-final", "timestamp": T0 + 500, "pay_account": "HOT",
+                "rcv_account": "R0", "amount": 1.0}).json()
+        assert last["features"]["count(pay_account.history,1h)"] == 121
+    finally:
+        service.kill()
