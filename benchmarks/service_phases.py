@@ -264,11 +264,15 @@ def stall_runs(bench: Bench) -> dict[str, Any]:
               "settle_ms": None if e.get("settle_s") is None else round(1000 * e["settle_s"], 1)}
              for e in events if e["kind"] == "snapshot" and e["at"] <= load_end]
     lags = [e["seconds"] for e in events if e["kind"] == "lag" and e["at"] <= load_end]
+    gen1 = [e["seconds"] for e in events if e["kind"] == "gc1" and e["at"] <= load_end]
     return {"runs": runs, "snapshot_interval_s": a.stall_snapshot_interval,
             "gen2_collections": len(gcs), "gen2_total_s": round(sum(gcs), 2),
             "gen2_max_ms": round(1000 * max(gcs, default=0.0)),
             "gen2_over_15ms": sum(1 for g in gcs if g > 0.015),
             "gen2_ms": [round(1000 * g) for g in gcs], "snapshots": snaps,
+            "gen1_collections": len(gen1), "gen1_total_s": round(sum(gen1), 2),
+            "gen1_max_ms": round(1000 * max(gen1, default=0.0)),
+            "gen1_over_15ms": sum(1 for g in gen1 if g > 0.015),
             "loop_lags_over_15ms": len(lags), "loop_lag_total_s": round(sum(lags), 2),
             "loop_lag_max_ms": round(1000 * max(lags, default=0.0)),
             "loop_lags_over_100ms": sum(1 for g in lags if g > 0.1),

@@ -144,6 +144,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{st['gen2_collections']}, {st['gen2_total_s']:.1f} s in all, longest "
                   f"{st['gen2_max_ms']:,} ms, {st['gen2_over_15ms']} longer than 15 ms. "
                   f"Snapshots: {snaps}."]
+        if "gen1_collections" in st:
+            lines.append(f"Generation 1 collections: {st['gen1_collections']}, "
+                         f"{st['gen1_total_s']:.2f} s in all, longest {st['gen1_max_ms']:,} ms, "
+                         f"{st['gen1_over_15ms']} longer than 15 ms.")
         if "loop_lags_over_15ms" in st:
             lines.append(f"Event-loop lags over 15 ms (a 5 ms timer woken late): "
                          f"{st['loop_lags_over_15ms']}, {st['loop_lag_total_s']:.2f} s in all, "

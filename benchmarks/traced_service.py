@@ -3,8 +3,8 @@
 Runs the same server as ``riskengine serve`` (``build_server``) and records, for the
 benchmark's stall phase:
 
-- every full (generation 2) garbage collection with its duration (it runs on the event
-  loop's thread, so every request in flight waits for it);
+- every generation 1 and full (generation 2) garbage collection with its duration (it
+  runs on the event loop's thread, so every request in flight waits for it);
 - every periodic snapshot: the whole time until the snapshot is written (the forked child
   pickles the state while the loop keeps serving), and the parts of it that stop the loop
   (the ``fork`` call itself, and ``settle_memory`` after it: a young collection and
@@ -55,8 +55,8 @@ def main() -> None:
             return
         if phase == "start":
             started["gc"] = time.perf_counter()
-        elif info["generation"] == 2:
-            events.append({"kind": "gc2", "at": time.time(),
+        elif info["generation"] >= 1:
+            events.append({"kind": f"gc{info['generation']}", "at": time.time(),
                            "seconds": time.perf_counter() - started["gc"]})
 
     gc.callbacks.append(on_gc)

@@ -53,6 +53,7 @@ _COLUMNS = ("lsn, event_id, scene, decision, score, event_time, logged_at, rules
 _INSERT = (f"INSERT INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
            "ON CONFLICT (lsn) DO NOTHING")
 _PURGE_CHUNK = 5000
+_LOOKUP_CHUNK = 500
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -131,14 +132,19 @@ class SQLiteLog(DecisionLog):
         self._start()
 
     def _insert(self, rows: Sequence[Row]) -> set[int]:
-        inserted: set[int] = set()
         with _Transaction(self._wconn) as conn:
-            cursor = conn.cursor()
-            for row in rows:
-                cursor.execute(_INSERT, row)
-                if cursor.rowcount == 1:
-                    inserted.add(row[0])
-        return inserted
+            # LSNs already logged (a retried batch, or another process's block): looked up
+            # inside the write transaction, then one executemany for the rest.
+            lsns = [row[0] for row in rows]
+            present: set[int] = set()
+            for start in range(0, len(lsns), _LOOKUP_CHUNK):
+                chunk = lsns[start:start + _LOOKUP_CHUNK]
+                present.update(lsn for (lsn,) in conn.execute(
+                    f"SELECT lsn FROM decisions WHERE lsn IN ({','.join('?' * len(chunk))})",
+                    chunk))
+            fresh = [row for row in rows if row[0] not in present]
+            conn.executemany(_INSERT, fresh)
+        return {row[0] for row in fresh}
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._rlock:
