@@ -1,0 +1,78 @@
+"""Stream addresses, errors and counters shared by the stream runtimes.
+
+A Kafka topic is named by a URL: ``kafka://host:port[,host:port…]/topic``.
+
+>>> parse_kafka_url("kafka://127.0.0.1:9092/transfers", "--source")
+KafkaTopic(bootstrap='127.0.0.1:9092', topic='transfers')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from riskengine.exceptions import RiskEngineError
+
+__all__ = ["KafkaTopic", "PoisonMessage", "StreamError", "WorkerStats", "parse_kafka_url"]
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
+
+
+class StreamError(RiskEngineError):
+    """A stream worker cannot start or cannot go on (bad address, broker refused a write)."""
+
+
+class PoisonMessage(RiskEngineError):
+    """An input message that cannot be decided; it goes to the dead-letter topic."""
+
+    def __init__(self, kind: str, message: str, *, field: str | None = None) -> None:
+        self.kind = kind
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class KafkaTopic:
+    """One topic on one Kafka cluster."""
+
+    bootstrap: str
+    topic: str
+
+    def __str__(self) -> str:
+        return f"kafka://{self.bootstrap}/{self.topic}"
+
+
+def parse_kafka_url(url: str, option: str) -> KafkaTopic:
+    """``kafka://host:port[,host:port]/topic`` → `KafkaTopic`; `StreamError` naming
+    `option` when the URL is not one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "kafka":
+        raise StreamError(f"{option}: expected kafka://host:port/topic, got {url[:200]!r}")
+    hosts, slash, topic = rest.partition("/")
+    topic = unquote(topic)
+    if not slash or not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+        raise StreamError(f"{option}: {url[:200]!r} needs a topic name after the address "
+                          "(letters, digits, '.', '_', '-'; at most 249)")
+    servers = [h for h in hosts.split(",") if h]
+    if not servers or not all(_HOST_PORT.fullmatch(h) for h in servers):
+        raise StreamError(f"{option}: {url[:200]!r} needs host:port (comma-separated for "
+                          "several brokers) before the topic")
+    return KafkaTopic(",".join(servers), topic)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker run did; `decided + dead_lettered` messages were consumed."""
+
+    decided: int = 0
+    dead_lettered: int = 0
+    redelivered: int = 0
+    commits: int = 0
+    snapshot: str | None = None
+    by_decision: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def consumed(self) -> int:
+        return self.decided + self.dead_lettered

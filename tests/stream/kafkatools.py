@@ -1,0 +1,84 @@
+"""Produce and read test topics with plain confluent-kafka clients."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from servers import create_topics
+
+# Tansu answers a JoinGroup after about half the session timeout: keep it short.
+FAST_GROUP = ["-X", "consumer:session.timeout.ms=6000",
+              "-X", "consumer:heartbeat.interval.ms=1000"]
+
+
+def new_topics(bootstrap: str, **partitions: int) -> dict[str, str]:
+    """Fresh topics (role → unique name) with the given partition counts."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {role: f"{role}-{suffix}" for role in partitions}
+    create_topics(bootstrap, {names[role]: n for role, n in partitions.items()})
+    return names
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes | None]]
+            ) -> int:
+    """Produce (key, value) pairs in order; returns how many; raises if any failed."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    failures: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    count = 0
+    for key, value in values:
+        producer.produce(topic, value, key, on_delivery=delivered)
+        count += 1
+        if count % 5000 == 0:
+            producer.flush(30)
+    left = producer.flush(30)
+    if left or failures:
+        raise RuntimeError(f"produce to {topic}: {left} left, failures {failures[:3]}")
+    return count
+
+
+def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any]],
+                   key_field: str | None = "pay_account") -> int:
+    return produce(bootstrap, topic, (
+        (str(e[key_field]).encode() if key_field else None, orjson.dumps(e)) for e in events))
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expected: int,
+             timeout: float = 30.0) -> list[Message]:
+    """Read `topic` from the start (no group) until `expected` messages or `timeout`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if msg.error() is None:
+                    out.append(msg)
+        # anything beyond `expected` (duplicates) shows up within a short grace period
+        grace = time.monotonic() + 0.5
+        while time.monotonic() < grace:
+            out.extend(m for m in consumer.consume(1000, timeout=0.1) if m.error() is None)
+    finally:
+        consumer.close()
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                   timeout=10)
+    finally:
+        consumer.close()
+    return [tp.offset for tp in found]
