@@ -44,8 +44,14 @@ class SharedLists:
         return self.store.remove(name, value)
 
 
+GUARD_DEPTH = 2
+"""Events each entity's guard remembers (see README, Durability): two workers in flight on
+one hot entity when Redis crashes are both recognised on retry."""
+
+
 def shared_engine(config: ProjectConfig, url: str) -> SharedEngine:
-    return SharedEngine.from_config(config, url, require_state=False)
+    return SharedEngine.from_config(config, url, require_state=False,
+                                    guard_depth=GUARD_DEPTH)
 
 
 def connect_bus(engine: SharedEngine, config: ProjectConfig,
