@@ -9,14 +9,15 @@ paying account, `benchmarks/peers/seed_style_app.py`).
 
 Reported: events/s (wall time of the loop, best of `--reps`), the client's CPU share,
 `INFO commandstats` (calls and usec_per_call of every command the run used), and the
-state's memory: bytes that deleting it frees (`used_memory`, Lua VM reset on both
-sides) per retained entry and per event inside the retention horizon `t > G - L - 1h`.
+state's memory: bytes that deleting it frees (`used_memory`, which leaves out the Lua
+VMs) per retained entry and per event inside the retention horizon `t > G - L - 1h`.
 Then a busy pair of keys (`--hot`): one payer paying one receiver every 1.5 s, so each
 holds 2,400 events in its hour; reported is the Redis time per call once the window is
 full, which is where rescanning or re-serialising a key's entries shows.
 
     .venv/bin/python -m benchmarks.bench_redis_state                  # 50,000 events
     .venv/bin/python -m benchmarks.bench_redis_state --events 20000 --reps 1
+    .venv/bin/python -m benchmarks.bench_redis_state --cluster         # also a 3-primary cluster
     py-spy record -o profile.svg -- .venv/bin/python -m benchmarks.bench_redis_state
 
 Results go to `benchmarks/results/redis_state.json`. The server is pinned to the last
@@ -100,14 +101,15 @@ def fresh(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(e) for e in events]
 
 
-def run_ours(client: redis.Redis, events: Sequence[dict[str, Any]], buckets: int
-             ) -> dict[str, Any]:
+def run_ours(client: Any, events: Sequence[dict[str, Any]], buckets: int, *,
+             stats: bool = True) -> dict[str, Any]:
     client.flushall()
     scene = load_config({"scenes": {SCENE: {"lateness": "5m",
                                             "features": list(SEED_FEATURES)}}}).scenes[SCENE]
     features = RedisSceneFeatures(client, scene, buckets=buckets)
     batch = fresh(events)
-    client.config_resetstat()
+    if stats:
+        client.config_resetstat()
     cpu, wall = time.process_time(), time.perf_counter()
     compute = features.compute
     late = 0
@@ -116,10 +118,31 @@ def run_ours(client: redis.Redis, events: Sequence[dict[str, Any]], buckets: int
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
     features.flush()
-    stats = commandstats(client)
     return {"events": len(batch), "wall_s": wall, "client_cpu_s": cpu,
-            "events_per_s": len(batch) / wall, "late": late, "commandstats": stats,
-            "features": features}
+            "events_per_s": len(batch) / wall, "late": late,
+            "commandstats": commandstats(client) if stats else {}, "features": features}
+
+
+def run_cluster(events: Sequence[dict[str, Any]], buckets: int) -> dict[str, Any]:
+    """The same on a private 3-primary Redis Cluster (tests/servers.py); the nodes are
+    not pinned, the client stays where it is."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from servers import redis_cluster
+
+    from riskengine.state.redis import connect
+
+    mine = os.sched_getaffinity(0)
+    with contextlib.ExitStack() as stack:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # the nodes inherit it
+        try:
+            url = stack.enter_context(redis_cluster())
+        finally:
+            os.sched_setaffinity(0, mine)
+        client = connect(url)
+        stack.callback(client.close)
+        result = run_ours(client, events, buckets, stats=False)
+    result.pop("features")
+    return result
 
 
 def memory(client: redis.Redis, features: RedisSceneFeatures,
@@ -128,7 +151,6 @@ def memory(client: redis.Redis, features: RedisSceneFeatures,
     stats = features.stats()
 
     def used() -> int:
-        client.script_flush()
         return int(client.info("memory")["used_memory"])
 
     with_state = used()
@@ -196,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--hot", type=int, default=4000,
                         help="events of the busy-keys run (0: skip it)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also run on a 3-primary Redis Cluster")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -225,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"peer  rep {rep + 1}: {peer['events_per_s']:,.0f} events/s")
         if args.hot:
             result["hot"] = run_hot(client, args.hot)
+    if args.cluster:
+        result["cluster"] = run_cluster(events, args.buckets)
     best = max(result["ours"], key=lambda r: r["events_per_s"])
     print(f"\nbest: {best['events_per_s']:,.0f} events/s over {len(events):,} events; "
           f"{best['wall_s'] / len(events) * 1e6:.1f} µs per event "
@@ -243,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"entries ({mem['bytes_per_retained_entry']} B each), "
           f"{mem['events_in_horizon']:,} events in the horizon "
           f"({mem['bytes_per_event_in_horizon']} B each)")
+    if "cluster" in result:
+        print(f"Redis Cluster (3 primaries): {result['cluster']['events_per_s']:,.0f} "
+              f"events/s")
     if "hot" in result:
         hot = result["hot"]
         print(f"busy keys ({hot['retained_per_key']:,} retained entries each): "

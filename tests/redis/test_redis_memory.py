@@ -23,10 +23,11 @@ SEED_FEATURES = ["count(pay_account.history,1h)", "sum(amount#rcv_account.histor
 HORIZON_MS = 5 * 60_000 + 3_600_000
 
 BYTES_PER_ENTRY = 25
-"""Measured 15.4 (Redis 7.0, jemalloc, guard records on; MEMORY USAGE of the keys says
-19.1): bytes the state frees / retained entries (one event stored on one key)."""
+"""Measured 13.3 (Redis 7.0, jemalloc, guard records on, busy receivers paged with
+running totals; MEMORY USAGE of the keys says 20.9): bytes the state frees / retained
+entries (one event stored on one key)."""
 BYTES_PER_EVENT = 50
-"""Measured 35.7: the same bytes / events inside the horizon (each is stored on its
+"""Measured 31.0: the same bytes / events inside the horizon (each is stored on its
 paying and its receiving account)."""
 
 
@@ -54,16 +55,15 @@ def listpack_values(client: redis.Redis) -> Iterator[None]:
 
 
 def used_memory(client: redis.Redis) -> int:
-    """used_memory without the Lua VM's garbage (SCRIPT FLUSH resets the VM; the scripts
-    come back by themselves on the next NOSCRIPT)."""
-    client.script_flush()
+    """INFO used_memory: the data set, without the Lua VMs (their heaps, garbage
+    included, are reported apart as used_memory_vm_*)."""
     return int(client.info("memory")["used_memory"])
 
 
 def test_bytes_per_retained_event(client: redis.Redis, listpack_values: None) -> None:
-    """Memory = what deleting the scene's state frees (used_memory, Lua VM reset on both
-    sides; INFO deltas across the run would also count per-command latency histograms
-    and client buffers), cross-checked against MEMORY USAGE of the keys."""
+    """Memory = what deleting the scene's state frees (used_memory; INFO deltas across
+    the run would also count per-command latency histograms and client buffers),
+    cross-checked against MEMORY USAGE of the keys."""
     scene = load_config(scene_config(SEED_FEATURES, "5m")).scenes["s"]
     features = RedisSceneFeatures(client, scene, buckets=8)
     events = transfers(4800)

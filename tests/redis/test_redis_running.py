@@ -1,9 +1,11 @@
-"""Running totals (busy entities) give exactly what scanning gives: the oracle decides.
+"""Busy entities give exactly what small ones give: the oracle decides.
 
 `running_from` moves the point where an entity switches from scanning its entries to
 running totals: 0 and 1 put every entity on running totals from its first entry, a huge
-value keeps every entity scanning, the default is in between. All of it happens inside
-one function call, so these run on the single server only.
+value keeps every entity scanning, the default is in between. A tiny `bucket_value_max`
+pages every entity into its own hash, and a tiny `page_entries` makes its chunks split,
+open and go all the time. All of it happens inside one function call, so these run on
+the single server only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.features.test_oracle_hypothesis import (
     HISTORY_FEATURES,
     LATENESS,
     LATENESS_MS,
+    TILED_FEATURES,
     event_streams,
 )
 
@@ -65,12 +68,29 @@ RUNNING_FEATURES: list[Any] = [
 
 @pytest.mark.parametrize("running_from", [0, 5, 10**9])
 def test_running_totals_match_oracle(client: redis.Redis, running_from: int) -> None:
-    events = random_stream(31, 700)
+    events = random_stream(31, 500)
     decider = RedisDecider(client, RUNNING_FEATURES, STREAM_LATENESS,
                            running_from=running_from)
     run_against_oracle(decider, "s", events, Oracle(RUNNING_FEATURES, STREAM_LATENESS_MS))
     running = decider.features.stats()["running_states"]
     assert (running > 0) == (running_from < 10**9)
+
+
+PAGED: dict[str, dict[str, Any]] = {
+    "chunks-of-2": {"bucket_value_max": 40, "page_entries": 2},
+    "chunks-of-3-running": {"bucket_value_max": 40, "page_entries": 3, "running_from": 0},
+    "chunks-of-5-scanning": {"bucket_value_max": 100, "page_entries": 5,
+                             "running_from": 10**9},
+}
+
+
+@pytest.mark.parametrize("layout", list(PAGED))
+def test_paged_entities_match_oracle(client: redis.Redis, layout: str) -> None:
+    """Every function, tiled windows, late events and duplicates, on paged entities."""
+    events = random_stream(33, 500)
+    decider = RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS, **PAGED[layout])
+    run_against_oracle(decider, "s", events, Oracle(STREAM_FEATURES, STREAM_LATENESS_MS))
+    assert decider.features.stats()["keys"] > 0
 
 
 def test_running_totals_with_min_max(client: redis.Redis) -> None:
@@ -87,12 +107,15 @@ def test_running_totals_follow_a_busy_key(client: redis.Redis) -> None:
     events = [{"event_id": f"b{i}", "timestamp": BASE_TS + 200 * i - (i * 7919) % 3000,
                "a": "hot", "v": (i * 37) % 1000 / 100, "w": f"w{i % 23}"}
               for i in range(800)]
-    decider = RedisDecider(client, features, "5s")
+    decider = RedisDecider(client, features, "5s", page_entries=16)
     run_against_oracle(decider, "s", events, Oracle(features, 5_000))
-    assert decider.features.stats()["running_states"] == 1
+    stats = decider.features.stats()
+    assert stats["running_states"] == 1
+    # trimming keeps the window (1 min of 200 ms events) and at most a chunk more
+    assert stats["retained_entries"] <= 60_000 / 200 + 5_000 / 200 + 3_000 / 200 + 16
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(event_streams())
 def test_running_history_features_match_oracle(client: redis.Redis,
@@ -100,3 +123,15 @@ def test_running_history_features_match_oracle(client: redis.Redis,
     client.flushall()
     run_against_oracle(RedisDecider(client, HISTORY_FEATURES, LATENESS, running_from=0), "s",
                        events, Oracle(HISTORY_FEATURES, LATENESS_MS))
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event_streams())
+def test_paged_tiled_and_history_features_match_oracle(
+        client: redis.Redis, events: list[dict[str, Any]]) -> None:
+    client.flushall()
+    features = HISTORY_FEATURES + TILED_FEATURES[1:]
+    run_against_oracle(RedisDecider(client, features, LATENESS, bucket_value_max=40,
+                                    page_entries=2, running_from=1), "s",
+                       events, Oracle(features, LATENESS_MS))

@@ -2,8 +2,22 @@
 
 `RedisSceneFeatures(client, scene_config).compute(event, lsn)` returns what the in-memory
 `SceneFeatures.compute` returns, `(features, late)`, for the same events in the same
-order; tests/redis/ checks it event by event against tests/oracle.py. `RedisDecisionStore`
-remembers whole decisions by event id.
+order; tests/redis/ checks it event by event against tests/oracle.py, on one server and
+on a 3-primary Redis Cluster. `RedisDecisionStore` remembers whole decisions by event id.
+Needs Redis 7.0 or later (Redis Functions).
+
+Connecting
+----------
+`connect(url)` makes the client a state URL names (`riskengine.state.redis.connect`):
+
+``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS), ``unix:///path?db=N``
+    one server (`redis.Redis.from_url`);
+``redis+cluster://[[user]:password@]host:port[,host:port…]``, ``rediss+cluster://…``
+    a Redis Cluster, found through any of the listed nodes (`redis.cluster.RedisCluster`
+    learns the others and the slot map from them); database 0 only.
+
+Replies stay bytes (`decode_responses` is refused). Client options (timeouts, pool
+size) are keyword arguments of `connect`, not URL parameters, for clusters.
 
 Key layout
 ----------
@@ -21,9 +35,15 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     server; 64 by default, 256 is a good setting) and buckets should hold fewer than
     ``hash-max-listpack-entries`` (128 by default) entities: ``buckets`` ≈ live
     entities / 50.
-``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (string)
-    the entity's *own key*, where it lives once its blob outgrows a bucket field (a busy
-    key); it moves back when it shrinks.
+``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (string, or hash when paged)
+    the entity's *own key*, where it lives once its blob outgrows a bucket field: whole,
+    as a string, while it holds fewer than ``2·page_entries`` (128) entries; *paged*
+    from there on (a busy key), as a hash: field ``h`` its header (the blob below without
+    the entries, plus a chunk directory), fields ``c<n>`` its entries in chunks of about
+    `page_entries` (64), fields ``d<group>.<window>.<item>|<distinct key>`` the counts
+    of its running distinct sets. A call on a paged entity reads the header and only the
+    chunks it needs, and writes back only what changed. It goes back to a string below
+    `page_entries` entries, and to its bucket when it fits there again.
 ``re:{<scene>}:G``
     the scene clock G (string), shared by the workers.
 ``re:id:{<scene>|<event id>}``
@@ -34,42 +54,70 @@ strings are prefixed with ``'``), JSON for composite keys, a digest beyond 120 c
 
 The entity blob
 ---------------
-``msgpack(header) + msgpack([header − base, entries, tiles, guard])``: ``header`` is the
-newest time the entity holds (what the sweep reads); ``entries`` is one flat array, per
-stored event ``t − base``, its group mask (only when B has several groups of features,
-i.e. different `where` filters, kinds or hops), and one value text per target field
-(`codec`: the value as it came in, plus the exact micro-units or the distinct key only
-when the script could not derive them); ``tiles`` holds per tiled group one partial
-aggregate per tile ``floor(t/H)``; ``guard`` holds the last `guard_depth` events
-(6-byte id digest, time, flags, their values). Entries are sorted by (time, arrival),
-which is LSN order for one writer.
+``msgpack(header) + msgpack([header − base, entries, tiles, guard, running])``:
+``header`` is the newest time the entity holds (what the sweep reads); ``entries`` is
+one flat array, per stored event ``t − base``, its group mask (only when B has several
+groups of features, i.e. different `where` filters, kinds or hops), and one value text
+per target field (`codec`: the value as it came in, plus the exact micro-units or the
+distinct key only when the script could not derive them); ``tiles`` holds per tiled
+group one partial aggregate per tile ``floor(t/H)``; ``guard`` holds the last
+`guard_depth` events (6-byte id digest, time, flags, their values); ``running`` (busy
+entities only) holds per history window a running state, below. Entries are sorted by
+(time, arrival), which is LSN order for one writer. A paged entity's header is the same
+array with ``false`` for entries, then the chunk directory (per chunk: id, entry count,
+first and last time) and the next chunk id; a chunk is the flat entries of its part,
+times relative to its first.
 
 Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its values (a
 type byte and the text: ``'acct-42``, ``1234.5``), 10–20 bytes; an entity in a bucket
 adds its field name, the blob header and its guard record (about 45 bytes with the
-seed's three features); a busy entity in its own key adds a Redis key (~100 bytes).
-Measured with the seed's three features, `hash-max-listpack-value 256` (bytes freed by
-deleting the state, Lua VM reset on both sides; MEMORY USAGE of the keys agrees within
-25 %): a steady stream of 440 active accounts holds 15 bytes per retained entry, 36 per
-event inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day of
-transfers (50,000 events, mostly cold keys, 256 buckets) 49 bytes per retained entry
-(39 without guard records). INFO `used_memory` deltas across a run also count the Lua
-VM's uncollected garbage and Redis's per-command latency histograms, so they are not a
-measure of the state.
+seed's three features); an entity in its own key adds a Redis key (~100 bytes), a
+paged one a hash (~100 bytes more), a few bytes per chunk, and per distinct value its
+running count field. Measured with the
+seed's three features, `hash-max-listpack-value 256` (bytes freed by deleting the
+state, INFO used_memory, which leaves out the Lua VMs; MEMORY USAGE of the keys agrees
+within 40 %): a
+steady stream of 440 active accounts holds 13 bytes per retained entry, 31 per event
+inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day of transfers
+(50,000 events, mostly cold keys, 256 buckets, `benchmarks/bench_redis_state.py`)
+about 55 bytes per retained entry. INFO `used_memory` deltas across a run also count
+Redis's per-command latency histograms and client buffers, so they are not a measure of
+the state.
 
 One call per entity
 -------------------
-One Lua script per `EntityPlan` (the plan is prepended as a Lua table, so the per-event
-arguments are values only) does atomically: the idempotency guard (this event id already
-applied within the horizon → the stored answer, nothing changes); forgetting (the stored
-events go when ``maxts ≤ G − L − Wmax(B)``); the lateness test ``t < maxts − L``;
-trimming what no event can read (history entries ``≤ maxts − L − W`` of their group,
-tiles before ``floor((maxts − L − W)/H)``, raw entries of tiles before
-``floor((maxts − L)/H)``); every feature value of the entity (history windows by one
-backward scan over the entries; tiled windows by whole tiles plus the raw entries of the
-event's own tile, or whole tiles only when the event is late); storing the event (unless
-late or filtered out); and the guard record. Every entity of an event is one EVALSHA in
-one pipeline, with the scene clock script.
+The scene's plans and riskengine/state/redis/scripts/entity.lua make one Redis Functions
+library, named after the digest of its code (``riskengine_<digest>``: a changed config
+loads a new one beside the old; `FUNCTION DELETE` the libraries of configs no longer
+deployed). `FUNCTION LOAD` puts it on the server (every primary of a cluster) when
+`RedisSceneFeatures` starts; each function builds its plan's tables and closures at its
+first call, once per server, so a call only executes. Functions survive SCRIPT FLUSH and
+restarts with persistence, and replicate; a node that answers "Function not found"
+(flushed, or new in the cluster) gets the library again and only the calls it refused
+are sent again.
+
+One function per `EntityPlan` does atomically: the idempotency guard (this event id
+already applied within the horizon → the stored answer, nothing changes); forgetting
+(the stored events go when ``maxts ≤ G − L − Wmax(B)``); the lateness test
+``t < maxts − L``; trimming what no event can read (history entries
+``≤ maxts − L − W`` of their group, tiles before ``floor((maxts − L − W)/H)``, raw
+entries of tiles before ``floor((maxts − L)/H)``); every feature value of the entity;
+storing the event (unless late or filtered out); and the guard record. Every entity of
+an event is one FCALL, all in one pipeline with the scene clock function.
+
+Values: tiled windows by whole tiles plus the raw entries of the event's own tile (whole
+tiles only when the event is late). History windows of small entities by one backward
+scan over the entries. Entities holding `running_from` (32) entries or more keep, per
+history window, a *running state* of the entries later than a bound B: their count,
+exact sums (micro-units and squares) and distinct counts (a count per distinct key).
+The value for an event at t over ``(t − W, t]`` is that state, plus the entries in
+``(t − W, B]``, minus the entries later than t, plus the event; B then rises to
+``t − W`` (and, when trimming, to ``maxts − L − W``), taking out the entries it passes.
+Each entry goes in and out of a state once, so a busy key costs about the same as a
+quiet one instead of a pass over its window. ``first``/``last`` read the window's edges;
+``min``/``max`` still scan their window, and so do late events (rare). A window holding
+fewer entries than the corrections is scanned instead. All of it is exact: the oracle
+tests run with running states from the first entry, from the default size, and never.
 
 An event late on one key but on time on another is found late only when the replies
 come back: a second round trip then takes it back where it was stored (the entry, and
@@ -79,11 +127,21 @@ cost two round trips; the others one.
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers. The script derives ``q``
 from the value text itself (the same IEEE product and half-to-even rounding as Python)
 when ``|v·1e6| < 2^52``; larger ones come as decimal text. Sums are kept in doubles below
-2^52, where every addition is exact, and spill into base-10^4 limbs beyond; squares are
-summed as ``qa², qa·qb, qb²`` with ``q = qa·2^26 + qb``. Python rebuilds the integers
-and applies the contract's formulas (``S / 1e6``, ``sqrt(k·S2 − S²) / (k·1e6)``).
-``min``/``max`` compare numbers as doubles (integers beyond ±2^53 compare as their
-nearest double).
+2^52, where every addition and subtraction is exact, and spill into base-10^4 limbs
+beyond; squares are summed as ``qa², qa·qb, qb²`` with ``q = qa·2^26 + qb``. Python
+rebuilds the integers and applies the contract's formulas (``S / 1e6``,
+``sqrt(k·S2 − S²) / (k·1e6)``). ``min``/``max`` compare numbers as doubles (integers
+beyond ±2^53 compare as their nearest double).
+
+Redis Cluster
+-------------
+Every call touches the keys of one entity, which share a hash tag, so every call is on
+one slot and needs no cross-slot atomicity; the scene clock is its own call on its own
+slot. In a batch, each call goes to the primary of its first key's slot (routed by the
+client from the key, not by asking the server for an FCALL's keys), the commands for
+every node are written before any reply is read (redis-py's cluster pipeline), so an
+event still costs about one round trip; MOVED/ASK during a resharding are followed by
+the client. `state_keys` and `stats` scan every primary.
 
 Clocks and expiry
 -----------------
@@ -100,12 +158,14 @@ TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Wmax(B)), 10 m
 of wall clock, refreshed on every write: when event time runs like wall time, a key
 untouched for ``L + Wmax(B)`` is forgettable by then anyway, and the factor 2 covers
 clock skew and short pauses (a stream stopped for longer than that loses state the
-contract would keep: set ``ttl_ms=0`` to rely on forgetting alone). Every write into a
-bucket also samples ``sweep`` sibling fields and removes those holding nothing newer
+contract would keep: set ``ttl_ms=0`` to rely on forgetting alone). Every write also
+samples ``sweep`` fields of the entity's bucket and removes those holding nothing newer
 than ``G − L − Wmax(scene)``.
 
-Not here yet: Redis Cluster clients (the layout is ready: every script touches one
-slot), and wiring into `Engine` and the service.
+Connections: on one server a batch is written and read on one pooled connection; when
+that connection fails, the batch is sent once more on a new one (the entity guard
+answers a call that had run from its record; with ``guard_depth=0`` the error is
+raised instead).
 """
 
 from riskengine.state.redis.codec import RedisStateError

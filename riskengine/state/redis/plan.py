@@ -4,9 +4,9 @@ Features keyed by the same fields B share one *entity* per key value (the seed's
 Inside an entity, features that share a filter, kind and hop form a *group* (one bit of
 an entry's mask); a group's features are arranged by window; each function reads a
 *stat item* of the group (exact sums, a distinct set, an extreme or an edge value of a
-target *slot*). The plan is rendered as a Lua table that builds the entity's function
-once, when the library is loaded (scripts/entity.lua), so the per-event path passes only
-values.
+target *slot*). The plan is rendered as a Lua table in the scene's function library;
+the entity's function builds its closures from it once per server, at its first call
+(scripts/entity.lua), so the per-event path passes only values.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class EntityPlan:
     def stride(self) -> int:
         return 1 + int(self.masked) + len(self.slots)
 
-    def lua(self, guard_depth: int, scene_window_ms: int, sweep: int, running_from: int
-            ) -> str:
+    def lua(self, guard_depth: int, scene_window_ms: int, sweep: int, running_from: int,
+            page_entries: int) -> str:
         """The plan as a Lua table constructor."""
         groups = []
         tiled = 0
@@ -103,7 +103,7 @@ class EntityPlan:
                 f"STRIDE = {self.stride}, MASKED = {_lua_bool(self.masked)}, "
                 f"NSLOT = {len(self.slots)}, NOUT = {len(self.outputs)}, "
                 f"DEPTH = {guard_depth}, NTILED = {tiled}, WSCENE = {scene_window_ms}, "
-                f"SWEEP = {sweep}, RUNMIN = {running_from}, "
+                f"SWEEP = {sweep}, RUNMIN = {running_from}, CHUNK = {page_entries}, "
                 f"G = {{{', '.join(groups)}}}}}")
 
 

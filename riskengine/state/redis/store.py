@@ -38,6 +38,8 @@ MIN_TTL_MS = 600_000
 RUNNING_FROM = 32
 """Entities holding at least this many entries keep running totals (see the package
 docstring); below half of it they go back to scanning."""
+PAGE_ENTRIES = 64
+"""Busy entities (twice this many entries) keep them in chunks of about this many."""
 _EMPTY: dict[str, Any] = {}
 
 Predicate = Callable[..., Any]
@@ -108,16 +110,19 @@ class RedisSceneFeatures:
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
     entries keep running totals instead of scanning their entries on every event.
+    `page_entries`: entities holding twice this many entries or more are paged, their
+    entries kept in chunks of about this many, so that a call reads and writes only the
+    chunks it needs.
     """
 
     def __init__(self, client: Client, scene: SceneConfig, *,
                  lists: ListStore | None = None, prefix: str = "re", guard_depth: int = 1,
                  ttl_ms: int | None = None, buckets: int = 4096,
                  bucket_value_max: int | None = None, sweep: int = 2,
-                 running_from: int = RUNNING_FROM) -> None:
-        if guard_depth < 0 or buckets < 1 or sweep < 0 or running_from < 0:
+                 running_from: int = RUNNING_FROM, page_entries: int = PAGE_ENTRIES) -> None:
+        if guard_depth < 0 or buckets < 1 or sweep < 0 or running_from < 0 or page_entries < 1:
             raise RedisStateError("guard_depth, sweep and running_from must be 0 or more, "
-                                  "buckets 1 or more")
+                                  "buckets and page_entries 1 or more")
         self.client = client
         self.scene = scene.name
         self.lists = lists
@@ -126,7 +131,7 @@ class RedisSceneFeatures:
         self.max_window_ms = max((s.window_ms for s in scene.features), default=0)
         self.idempotency_horizon_ms = scene.lateness_ms + self.max_window_ms
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
-        tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from)
+        tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from, page_entries)
                   for plan in self.plans]
         self.library, functions = Library.build("riskengine", load_script("entity.lua"), [
             *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
@@ -313,6 +318,7 @@ class RedisSceneFeatures:
         MEMORY USAGE of their keys."""
         strides = {e.plan.signature: (e.plan.stride, 3 + len(e.plan.outputs))
                    for e in self._entities}
+        bucket_ends = tuple(f"}}:{e.plan.signature}".encode() for e in self._entities)
         names = ("entities", "retained_entries", "tiles", "guard_records", "running_states",
                  "memory_bytes")
         totals = dict.fromkeys(("keys", *names), 0)
@@ -320,8 +326,9 @@ class RedisSceneFeatures:
             signature = key.rsplit(b"}:", 1)[-1].split(b":", 1)[0].decode()
             if signature not in strides:
                 continue
+            kind = "1" if key.endswith(bucket_ends) else "0"
             (sizes,) = self._run([(self._inspect_function, (key.decode(),),
-                                   strides[signature])])
+                                   (*strides[signature], kind))])
             totals["keys"] += 1
             for name, size in zip(names, sizes, strict=True):
                 totals[name] += int(size)

@@ -32,7 +32,8 @@ local function library()
   local floor, fmt, concat = math.floor, string.format, table.concat
   local sub, find, byte = string.sub, string.find, string.byte
   local tinsert, tremove, band = table.insert, table.remove, bit.band
-  local tonumber, pairs = tonumber, pairs
+  local tonumber, pairs, ipairs, type = tonumber, pairs, ipairs, type
+  local unpack, setmetatable, rawget, rawset = unpack, setmetatable, rawget, rawset
   local BASE = 10000
   local SPILL = 2 ^ 52
   local HALF = 2 ^ 26
@@ -367,7 +368,8 @@ local function library()
 
   -- Per window of a history group: `run` the items (sums, distinct counts) a window's
   -- running state keeps, `edge` the first/last/min/max items it reads from its entries,
-  -- `scan` whether one of those is min/max (read by scanning the whole window).
+  -- `scan` whether one of those is min/max (read by scanning the whole window), `tags`
+  -- the prefixes of the hash fields of its distinct counters in a paged entity.
   local function prepare(P)
     local hx = 0
     for g = 1, #P.G do
@@ -377,7 +379,7 @@ local function library()
         grp.hx = hx
         for w = 1, #grp.wins do
           local win = grp.wins[w]
-          local run, edge, seen, scan = {}, {}, {}, false
+          local run, edge, seen, scan, tags = {}, {}, {}, false, {}
           for x = 1, #win.outs do
             local j = win.outs[x][3]
             if j > 0 and not seen[j] then
@@ -385,13 +387,14 @@ local function library()
               local kind = grp.items[j][1]
               if kind == 'q' or kind == 'd' then
                 run[#run + 1] = j
+                tags[j] = 'd' .. hx .. '.' .. w .. '.' .. j .. '|'
               else
                 edge[#edge + 1] = j
                 if kind == 'mn' or kind == 'mx' then scan = true end
               end
             end
           end
-          win.run, win.edge, win.scan = run, edge, scan
+          win.run, win.edge, win.scan, win.tags = run, edge, scan, tags
         end
       end
     end
@@ -406,23 +409,87 @@ local function library()
     local L, WMAX, STRIDE, MASKED = P.L, P.WMAX, P.STRIDE, P.MASKED
     local NSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.NOUT, P.DEPTH, P.G
     local NHIST, RUNMIN, SWEEP, WSCENE = P.NHIST, P.RUNMIN, P.SWEEP, P.WSCENE
+    local CHUNK = P.CHUNK
     local OFF = STRIDE - NSLOT
     local RSTRIDE = 3 + NOUT
     local SLOT0 = 9
+    -- an entity too big for its bucket field lives whole in its own string key while it
+    -- holds fewer than PAGE entries, paged in its own hash from PAGE on, and whole again
+    -- below CHUNK
+    local PAGE = 2 * CHUNK
 
-    -- the call's arguments and the entity as loaded (set at the start of every call)
+    -- the call's arguments (set at the start of every call)
     local bucket, own, field, mode, digest
     local t, G, horizon, pmask, ttl, small
-    local packed, in_bucket
-    -- value = msgpack(header) .. msgpack(blob); header = newest time the entity holds
-    -- (entry or guard record), what the sweep of idle siblings reads; blob = {header -
-    -- base, entries, tiles, ring, running}; entries is flat: per entry dt (t - base),
-    -- [mask], slot texts (false for null); tiles has one list per tiled group; ring is
-    -- flat: per record digest, dt, flags (1 late here, 2 stored, 4 scored as late),
-    -- values; running (busy entities only) holds per history group and window a
-    -- running state {B, count, item states...} of the entries later than B
-    local base, E, TILES, RING, RUN
     local ETXT = {}
+    -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
+    -- msgpack({header - base, entries, tiles, ring, running}); header = newest time the
+    -- entity holds (entry or guard record), what the sweep of idle siblings reads;
+    -- entries is flat: per entry dt (t - base), [mask], slot texts (false for null);
+    -- tiles has one list per tiled group; ring is flat: per record digest, dt, flags (1
+    -- late here, 2 stored, 4 scored as late), values; running (busy entities only)
+    -- holds per history group and window a running state {B, count, item states...} of
+    -- the entries later than B. An entity too big for its bucket field is the same value
+    -- in its own string key; from PAGE entries on it is *paged*, a hash at its own key:
+    -- field 'h' the same blob with `false` for entries, plus the chunk directory (flat:
+    -- per chunk id, count, first and last time - base) and the next chunk id; fields
+    -- 'c<id>' its entries by chunks of about CHUNK (times relative to the chunk's
+    -- first); fields 'd<group>.<window>.<item>|<distinct key>' the counts of its running
+    -- distinct sets. E is then filled chunk by chunk as the call reads it (a metatable
+    -- loads a chunk on its first read), so a call costs what it reads, not the entity's
+    -- size.
+    local packed, in_bucket, paged, was_paged, own_string, thr_low
+    local base, E, TILES, RING, RUN, N
+    local DIR, NEXTID, START, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY
+
+    -- ---------------------------------------------------------------- pages
+
+    local function chunk_starts()
+      START = {}
+      local s = 1
+      for k = 1, #DIR / 4 do
+        START[k] = s
+        s = s + DIR[(k - 1) * 4 + 2]
+      end
+    end
+
+    local function load_chunk(k)
+      local d = (k - 1) * 4
+      if LOADED[DIR[d + 1]] then return end
+      LOADED[DIR[d + 1]] = true
+      local rows = cmsgpack.unpack(redis.call('HGET', own, 'c' .. DIR[d + 1]))
+      local first = DIR[d + 3]
+      local at = (START[k] - 1) * STRIDE
+      -- E's metatable has no __newindex: these are plain stores
+      for x = 1, #rows, STRIDE do
+        E[at + x] = rows[x] + first
+        for f = 1, STRIDE - 1 do E[at + x + f] = rows[x + f] end
+      end
+    end
+
+    -- the chunk holding entry p
+    local function chunk_of(p)
+      local lo, hi = 1, #START
+      while lo < hi do
+        local mid = floor((lo + hi + 1) / 2)
+        if START[mid] <= p then lo = mid else hi = mid - 1 end
+      end
+      return lo
+    end
+
+    local PAGED_E = {__index = function(tbl, pos)
+      if pos < 1 or pos > N * STRIDE then return nil end
+      local k = chunk_of(floor((pos - 1) / STRIDE) + 1)
+      if LOADED[DIR[(k - 1) * 4 + 1]] then return nil end
+      load_chunk(k)
+      return rawget(tbl, pos)
+    end}
+
+    local function load_from(p)
+      for k = chunk_of(p), #START do load_chunk(k) end
+    end
+
+    -- ---------------------------------------------------------------- entries
 
     local function text_of(i, s)
       if i == 0 then return ETXT[s] end
@@ -440,19 +507,50 @@ local function library()
       return not MASKED or band(E[(i - 1) * STRIDE + 2], bitg) ~= 0
     end
 
-    local function count_entries() return #E / STRIDE end
-
     -- last index whose time is <= x (entries are sorted by time, then arrival)
-    local function last_at_or_before(x)
-      local n = count_entries()
-      if n == 0 or entry_t(n) <= x then return n end
-      if entry_t(1) > x then return 0 end
+    local function search(x)
+      local n = N
+      if n == 0 then return 0 end
       local lo, hi = 1, n
+      if paged then
+        -- the last chunk whose first time is <= x holds the answer
+        local k, kn = 0, #START
+        local a, b = 1, kn
+        while a <= b do
+          local mid = floor((a + b) / 2)
+          if base + DIR[(mid - 1) * 4 + 3] <= x then k = mid; a = mid + 1 else b = mid - 1 end
+        end
+        if k == 0 then return 0 end
+        lo = START[k]
+        hi = lo + DIR[(k - 1) * 4 + 2] - 1
+        if base + DIR[(k - 1) * 4 + 4] <= x then return hi end
+      else
+        if entry_t(n) <= x then return n end
+        if entry_t(1) > x then return 0 end
+      end
+      -- entry_t(lo) <= x < entry_t(hi)
       while hi - lo > 1 do
         local mid = floor((lo + hi) / 2)
         if entry_t(mid) <= x then lo = mid else hi = mid end
       end
       return lo
+    end
+
+    -- the same, remembered until the entries change (AT is emptied then)
+    local AT = {}
+    local function last_at_or_before(x)
+      local found = AT[x]
+      if found == nil then
+        found = search(x)
+        AT[x] = found
+      end
+      return found
+    end
+
+    local function maxts_now()
+      if N == 0 then return nil end
+      if paged then return base + DIR[#DIR] end
+      return entry_t(N)
     end
 
     local function acc_add(a, items, i, tx, o)
@@ -477,9 +575,33 @@ local function library()
 
     -- ---------------------------------------------------------------- running states
 
+    -- the count of distinct key dk in a running distinct set (state st of window win,
+    -- item j): a table in the blob, hash fields in a paged entity
+    local function dget(st, win, j, dk)
+      if not paged then return st[2][dk] or 0 end
+      local f = win.tags[j] .. dk
+      local v = DCACHE[f]
+      if v == nil then
+        v = tonumber(redis.call('HGET', own, f)) or 0
+        DCACHE[f] = v
+      end
+      return v
+    end
+
+    local function dset(st, win, j, dk, v)
+      if not paged then
+        if v == 0 then st[2][dk] = nil else st[2][dk] = v end
+        return
+      end
+      local f = win.tags[j] .. dk
+      DCACHE[f] = v
+      DDIRTY[f] = true
+    end
+
     -- entry i (0: the event) into (sign 1) or out of (sign -1) a window's running state
-    local function run_entry(ws, items, run, i, sign)
+    local function run_entry(ws, g, win, i, sign)
       ws[2] = ws[2] + sign
+      local items, run = g.items, win.run
       for x = 1, #run do
         local j = run[x]
         local it = items[j]
@@ -490,10 +612,9 @@ local function library()
             qadd(st, txt, it[3], sign)
           else
             local dk = dkey(txt)
-            local map = st[2]
-            local old = map[dk] or 0
+            local old = dget(st, win, j, dk)
             local new = old + sign
-            if new == 0 then map[dk] = nil else map[dk] = new end
+            dset(st, win, j, dk, new)
             if old == 0 then st[1] = st[1] + 1 elseif new == 0 then st[1] = st[1] - 1 end
           end
         end
@@ -501,9 +622,9 @@ local function library()
     end
 
     local function run_range(ws, g, win, from, to, sign)
-      local items, run, bitg = g.items, win.run, g.bit
+      local bitg = g.bit
       for i = from, to do
-        if in_group(i, bitg) then run_entry(ws, items, run, i, sign) end
+        if in_group(i, bitg) then run_entry(ws, g, win, i, sign) end
       end
     end
 
@@ -517,7 +638,6 @@ local function library()
 
     local function run_build(maxts)
       RUN = {}
-      local n = count_entries()
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if not grp.tiled then
@@ -529,9 +649,15 @@ local function library()
             for j = 1, #items do ws[2 + j] = 0 end
             for x = 1, #win.run do
               local j = win.run[x]
-              if items[j][1] == 'q' then ws[2 + j] = qstate() else ws[2 + j] = {0, {}} end
+              if items[j][1] == 'q' then
+                ws[2 + j] = qstate()
+              elseif paged then
+                ws[2 + j] = {0}
+              else
+                ws[2 + j] = {0, {}}
+              end
             end
-            run_range(ws, grp, win, last_at_or_before(ws[1]) + 1, n, 1)
+            run_range(ws, grp, win, last_at_or_before(ws[1]) + 1, N, 1)
             states[w] = ws
           end
           RUN[grp.hx] = states
@@ -558,7 +684,7 @@ local function library()
           local states, wins = RUN[grp.hx], grp.wins
           for w = 1, #wins do
             local ws = states[w]
-            if tx > ws[1] then run_entry(ws, grp.items, wins[w].run, i, sign) end
+            if tx > ws[1] then run_entry(ws, grp, wins[w], i, sign) end
           end
         end
       end
@@ -649,9 +775,9 @@ local function library()
         local dj = delta[j]
         if dj then
           local st = ws[2 + j]
-          local map, nd = st[2], st[1]
+          local nd = st[1]
           for dk, dv in pairs(dj) do
-            local old = map[dk] or 0
+            local old = dget(st, win, j, dk)
             local new = old + dv
             if old == 0 and new > 0 then nd = nd + 1 elseif old > 0 and new == 0 then nd = nd - 1 end
           end
@@ -720,7 +846,7 @@ local function library()
       local lo_base = t
       if late and maxts and maxts - L > t then lo_base = maxts - L end
       local hi = last_at_or_before(t)
-      local n = count_entries()
+      local n = N
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled then
@@ -791,20 +917,95 @@ local function library()
       for at = 2, #RING, RSTRIDE do RING[at] = RING[at] + base - newbase end
     end
 
+    -- directory bookkeeping of a paged entity after chunk k changed
+    local function chunk_changed(k)
+      local d = (k - 1) * 4
+      local s = START[k]
+      DIR[d + 3] = E[(s - 1) * STRIDE + 1]
+      DIR[d + 4] = E[(s + DIR[d + 2] - 2) * STRIDE + 1]
+      DIRTY[DIR[d + 1]] = true
+    end
+
+    -- a new chunk after chunk k (0: first) holding the next `count` entries (in E)
+    local function new_chunk(k, count)
+      local id = NEXTID
+      NEXTID = NEXTID + 1
+      local d = k * 4
+      for f = 1, 4 do tinsert(DIR, d + f, 0) end
+      DIR[d + 1], DIR[d + 2] = id, count
+      LOADED[id] = true
+      chunk_starts()
+      chunk_changed(k + 1)
+    end
+
+    -- insert entry `row` after entry hi
+    local function insert_row(hi, row)
+      AT = {}
+      local at = hi * STRIDE
+      if paged and hi < N then load_from(hi + 1) end
+      for f = N * STRIDE, at + 1, -1 do E[f + STRIDE] = E[f] end
+      for f = 1, STRIDE do E[at + f] = row[f] end
+      N = N + 1
+      if not paged then return end
+      local nk = #START
+      if nk == 0 then
+        new_chunk(0, 1)
+        return
+      end
+      local k = 1
+      if hi > 0 then k = chunk_of(hi) end
+      local d = (k - 1) * 4
+      if hi == N - 1 and k == nk and DIR[d + 2] >= CHUNK then
+        new_chunk(k, 1)  -- appending to a full last chunk opens a new one
+        return
+      end
+      -- entries after hi were moved (and read) above; those up to hi are read now
+      load_chunk(k)
+      DIR[d + 2] = DIR[d + 2] + 1
+      chunk_starts()
+      if DIR[d + 2] > 2 * CHUNK then
+        local half = floor(DIR[d + 2] / 2)
+        DIR[d + 2] = DIR[d + 2] - half
+        chunk_changed(k)
+        new_chunk(k, half)
+      else
+        chunk_changed(k)
+      end
+    end
+
+    -- take out entry i
+    local function remove_row(i)
+      AT = {}
+      local k
+      if paged then
+        load_from(i)
+        k = chunk_of(i)
+      end
+      for f = i * STRIDE + 1, N * STRIDE do E[f - STRIDE] = E[f] end
+      for f = N * STRIDE - STRIDE + 1, N * STRIDE do E[f] = nil end
+      N = N - 1
+      if not paged then return end
+      local d = (k - 1) * 4
+      DIR[d + 2] = DIR[d + 2] - 1
+      if DIR[d + 2] == 0 then
+        DROPPED[#DROPPED + 1] = DIR[d + 1]
+        for _ = 1, 4 do tremove(DIR, d + 1) end
+        chunk_starts()
+      else
+        chunk_starts()
+        chunk_changed(k)
+      end
+    end
+
     local function store(hi)
-      if #E == 0 then
+      if N == 0 and not paged then
         shift_ring(t)
         base = t
       end
       local row = {t - base}
       if MASKED then row[2] = pmask end
       for s = 1, NSLOT do row[#row + 1] = ETXT[s] end
-      local at = hi * STRIDE
-      if at == #E then
-        for f = 1, STRIDE do E[at + f] = row[f] end
-      else
-        for f = 1, STRIDE do tinsert(E, at + f, row[f]) end
-      end
+      insert_row(hi, row)
       if RUN then run_touch(0, t, pmask, 1) end
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
@@ -819,8 +1020,7 @@ local function library()
       if hi == 0 or entry_t(hi) ~= t then return end
       local mask = entry_mask(hi)
       if RUN then run_touch(hi, t, mask, -1) end
-      local at = (hi - 1) * STRIDE
-      for _ = 1, STRIDE do tremove(E, at + 1) end
+      remove_row(hi)
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled and band(mask, grp.bit) ~= 0 then
@@ -829,12 +1029,10 @@ local function library()
           for p = #tiles, 1, -1 do
             if tiles[p][1] == idx then tremove(tiles, p) end
           end
-          local n = count_entries()
-          for i = 1, n do
+          for i = last_at_or_before(idx * hop - 1) + 1, N do
             local tx = entry_t(i)
-            if fdiv(tx, hop) == idx and band(entry_mask(i), grp.bit) ~= 0 then
-              tile_add(grp, tiles, i, tx)
-            end
+            if fdiv(tx, hop) > idx then break end
+            if band(entry_mask(i), grp.bit) ~= 0 then tile_add(grp, tiles, i, tx) end
           end
         end
       end
@@ -842,8 +1040,6 @@ local function library()
 
     -- drop what no event can read any more (maxts - L - W of each group), rebase times
     local function trim(maxts)
-      if RUN then run_floor(maxts) end
-      local n = count_entries()
       local thr, top = {}, -LAST
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
@@ -859,6 +1055,34 @@ local function library()
         thr[g] = x
         if x > top then top = x end
       end
+      if paged then
+        -- whole chunks go, before anything is read: those whose entries every group
+        -- drops and no running state holds (the rest when saving, see drop_low)
+        local low = LAST
+        for g = 1, #GROUPS do
+          if thr[g] < low then low = thr[g] end
+        end
+        thr_low = low
+        if RUN then
+          for h = 1, #RUN do
+            local states = RUN[h]
+            for w = 1, #states do
+              if states[w][1] + 1 < low then low = states[w][1] + 1 end
+            end
+          end
+        end
+        while #DIR > 4 and base + DIR[4] < low do
+          DROPPED[#DROPPED + 1] = DIR[1]
+          N = N - DIR[2]
+          for _ = 1, 4 do tremove(DIR, 1) end
+        end
+        chunk_starts()
+        AT = {}
+        if RUN then run_floor(maxts) end
+        return
+      end
+      if RUN then run_floor(maxts) end
+      local n = N
       local i = 1
       local dropped = false
       local keep = {}
@@ -892,7 +1116,7 @@ local function library()
         end
       end
       shift_ring(newbase)
-      E, base = R, newbase
+      E, base, N, AT = R, newbase, m / STRIDE, {}
     end
 
     -- ---------------------------------------------------------------- guard records
@@ -950,10 +1174,48 @@ local function library()
       return res
     end
 
-    local function maxts_now()
-      local n = count_entries()
-      if n == 0 then return nil end
-      return entry_t(n)
+    -- ---------------------------------------------------------------- loading
+
+    local function load()
+      packed = redis.call('HGET', bucket, field)
+      in_bucket = packed ~= false
+      paged, was_paged, RUN, DIR, thr_low, AT = false, false, nil, nil, nil, {}
+      own_string = false
+      if not in_bucket then
+        packed = redis.pcall('GET', own)
+        if type(packed) == 'table' then
+          -- not a string: the hash of a paged entity
+          packed = redis.call('HGET', own, 'h')
+          paged = packed ~= false
+        else
+          own_string = packed ~= false
+        end
+      end
+      if not packed then
+        base, E, TILES, RING, N = t, {}, {}, {}, 0
+        for g = 1, P.NTILED do TILES[g] = {} end
+        return
+      end
+      local header, blob = cmsgpack.unpack(packed)
+      base, TILES, RING, RUN = header - blob[1], blob[3], blob[4], blob[5]
+      if not paged then
+        E = blob[2]
+        N = #E / STRIDE
+        return
+      end
+      was_paged = true
+      DIR, NEXTID = blob[6], blob[7]
+      LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, {}, {}, {}, {}
+      N = 0
+      for k = 1, #DIR / 4 do N = N + DIR[(k - 1) * 4 + 2] end
+      chunk_starts()
+      E = setmetatable({}, PAGED_E)
+    end
+
+    -- forget everything but the guard records (and the hash it was in, at save)
+    local function forget()
+      E, N, RUN, DIR, paged, AT = {}, 0, nil, nil, false, {}
+      for g = 1, #TILES do TILES[g] = {} end
     end
 
     -- ---------------------------------------------------------------- saving
@@ -972,6 +1234,98 @@ local function library()
       end
     end
 
+    -- a paged entity as one flat entries array (every chunk read)
+    local function flat_entries()
+      local F = {}
+      for x = 1, N * STRIDE do F[x] = E[x] end
+      return F
+    end
+
+    -- HSET / HDEL `items` (field, value pairs / fields) of the own hash, in batches
+    local function hash_write(command, items)
+      for from = 1, #items, 512 do
+        local to = from + 511
+        if to > #items then to = #items end
+        redis.call(command, own, unpack(items, from, to))
+      end
+    end
+
+    -- below this time, entries of a paged entity go when it is saved: what trim drops
+    -- that no running state holds (nil: nothing goes)
+    local function drop_low()
+      if not thr_low then return nil end
+      local low = thr_low
+      if RUN then
+        for h = 1, #RUN do
+          local states = RUN[h]
+          for w = 1, #states do
+            if states[w][1] + 1 < low then low = states[w][1] + 1 end
+          end
+        end
+      end
+      return low
+    end
+
+    -- a paged entity: its header, the chunks and distinct counts that changed; entries
+    -- below drop_low() go (whole chunks, and the front of the first one when it was read)
+    local function save_paged(header)
+      local sets, dels = {'h', false}, {}
+      local low = drop_low()
+      local H, front = {}, true
+      for k = 1, #DIR / 4 do
+        local d = (k - 1) * 4
+        local id, count = DIR[d + 1], DIR[d + 2]
+        local at = (START[k] - 1) * STRIDE
+        if low and base + DIR[d + 4] < low then
+          DROPPED[#DROPPED + 1] = id
+        else
+          local cut = 0
+          if front and low and LOADED[id] then
+            while base + E[at + cut * STRIDE + 1] < low do cut = cut + 1 end
+            -- the front of a chunk goes with a write that happens anyway, or once it
+            -- is an eighth of a chunk
+            if cut > 0 and (DIRTY[id] or cut * 8 >= CHUNK) then
+              DIRTY[id] = true
+            else
+              cut = 0
+            end
+          end
+          front = false
+          local first, last = DIR[d + 3], DIR[d + 4]
+          if DIRTY[id] then
+            first = E[at + cut * STRIDE + 1]
+            local rows, m = {}, 0
+            for x = at + cut * STRIDE + 1, at + count * STRIDE, STRIDE do
+              rows[m + 1] = E[x] - first
+              for f = 1, STRIDE - 1 do rows[m + 1 + f] = E[x + f] end
+              m = m + STRIDE
+            end
+            sets[#sets + 1] = 'c' .. id
+            sets[#sets + 1] = cmsgpack.pack(rows)
+          end
+          local h = #H
+          H[h + 1], H[h + 2] = id, count - cut
+          H[h + 3], H[h + 4] = base + first - header, base + last - header
+        end
+      end
+      shift_ring(header)
+      base = header
+      sets[2] = cmsgpack.pack(header, {0, false, TILES, RING, RUN, H, NEXTID})
+      for f in pairs(DDIRTY) do
+        local v = DCACHE[f]
+        if v == 0 then
+          dels[#dels + 1] = f
+        else
+          sets[#sets + 1] = f
+          sets[#sets + 1] = v
+        end
+      end
+      for _, id in ipairs(DROPPED) do dels[#dels + 1] = 'c' .. id end
+      hash_write('HDEL', dels)
+      hash_write('HSET', sets)
+      if ttl > 0 then redis.call('PEXPIRE', own, ttl) end
+    end
+
     local function save()
       local header = maxts_now()
       for r = #RING / RSTRIDE, 1, -1 do
@@ -985,26 +1339,58 @@ local function library()
         end
       end
       if empty then
-        if in_bucket then redis.call('HDEL', bucket, field) else redis.call('DEL', own) end
+        if in_bucket then redis.call('HDEL', bucket, field) end
+        if was_paged or own_string then redis.call('DEL', own) end
         return
       end
       header = header or base
-      if RUN and count_entries() < RUNMIN / 2 then RUN = nil end
-      local blob
-      if RUN then
-        blob = {header - base, E, TILES, RING, RUN}
-      else
-        blob = {header - base, E, TILES, RING}
+      if paged and N < CHUNK then
+        -- small again: whole, in its bucket or its own string key (its hash goes)
+        paged, RUN, E = false, nil, flat_entries()
       end
-      local data = cmsgpack.pack(header, blob)
-      if #data <= small then
-        redis.call('HSET', bucket, field, data)
-        if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
-        if packed and not in_bucket then redis.call('DEL', own) end
-      else
-        if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
+      if not paged then
+        if RUN and N < RUNMIN / 2 then RUN = nil end
+        local blob
+        if RUN then
+          blob = {header - base, E, TILES, RING, RUN}
+        else
+          blob = {header - base, E, TILES, RING}
+        end
+        local data = cmsgpack.pack(header, blob)
+        if #data <= small then
+          redis.call('HSET', bucket, field, data)
+          if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
+          if was_paged or own_string then redis.call('DEL', own) end
+          sweep()
+          return
+        end
+        if N < PAGE then
+          -- SET replaces the hash of a paged entity, distinct counts included
+          if in_bucket then redis.call('HDEL', bucket, field) end
+          if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
+          sweep()
+          return
+        end
+        -- PAGE entries or more: paged in its own hash, in chunks of CHUNK entries
         if in_bucket then redis.call('HDEL', bucket, field) end
+        if was_paged or own_string then redis.call('DEL', own) end
+        paged, RUN = true, nil
+        DIR, NEXTID, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, 1, {}, {}, {}, {}, {}
+        local from = 1
+        while from <= N do
+          local count = N - from + 1
+          if count > CHUNK then count = CHUNK end
+          local d = #DIR
+          DIR[d + 1], DIR[d + 2] = NEXTID, count
+          DIR[d + 3] = E[(from - 1) * STRIDE + 1]
+          DIR[d + 4] = E[(from + count - 2) * STRIDE + 1]
+          DIRTY[NEXTID] = true
+          NEXTID = NEXTID + 1
+          from = from + count
+        end
+        chunk_starts()
       end
+      save_paged(header)
       sweep()
     end
 
@@ -1025,17 +1411,7 @@ local function library()
         local txt = args[SLOT0 + s]
         if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
       end
-
-      packed = redis.call('HGET', bucket, field)
-      in_bucket = packed ~= false
-      if not in_bucket then packed = redis.call('GET', own) end
-      if packed then
-        local header, blob = cmsgpack.unpack(packed)
-        base, E, TILES, RING, RUN = header - blob[1], blob[2], blob[3], blob[4], blob[5]
-      else
-        base, E, TILES, RING, RUN = t, {}, {}, {}, nil
-        for g = 1, P.NTILED do TILES[g] = {} end
-      end
+      load()
 
       local rec = find_record()
       if rec and (mode ~= 'a' or horizon == nil or rec[2] > horizon) then
@@ -1061,17 +1437,13 @@ local function library()
       local maxts = maxts_now()
       if maxts and G and maxts <= G - L - WMAX then
         -- forgotten: the key has been idle for L + Wmax(B) of the scene clock
-        E = {}
-        for g = 1, #TILES do TILES[g] = {} end
-        RUN = nil
+        forget()
         maxts = nil
       end
       local late = maxts ~= nil and t < maxts - L
       if maxts then
         trim(maxts)
-        if not RUN and NHIST > 0 and count_entries() >= RUNMIN and count_entries() > 0 then
-          run_build(maxts)
-        end
+        if not RUN and NHIST > 0 and N >= RUNMIN and N > 0 then run_build(maxts) end
       end
       local values = all_values(maxts, late)
       local stored = 0
@@ -1105,22 +1477,27 @@ local function library()
 
   -- ------------------------------------------------------------------ inspection
 
-  -- Sizes of one key of entity state, for stats:
-  -- {entities, entries, tiles, guard records, running states, MEMORY USAGE}.
-  -- args[1] the entry stride, args[2] the guard record stride of the entity's plan.
+  -- Sizes of one key of entity state, for stats: {entities, entries, tiles, guard
+  -- records, running states, MEMORY USAGE}. args[1] the entry stride, args[2] the guard
+  -- record stride of the entity's plan, args[3] '1' for a bucket, '0' for an own key.
   local function inspect(keys, args)
-    local values
-    if redis.call('TYPE', keys[1]).ok == 'hash' then
+    local values = {}
+    if args[3] == '1' then
       values = redis.call('HVALS', keys[1])
     else
-      local one = redis.call('GET', keys[1])
-      values = {}
-      if one then values[1] = one end
+      local h = redis.pcall('HGET', keys[1], 'h')
+      if type(h) == 'table' then h = redis.call('GET', keys[1]) end
+      if h then values[1] = h end
     end
     local entries, tiles, records, running = 0, 0, 0, 0
     for _, value in ipairs(values) do
       local _, blob = cmsgpack.unpack(value)
-      entries = entries + #blob[2] / tonumber(args[1])
+      if blob[2] then
+        entries = entries + #blob[2] / tonumber(args[1])
+      else
+        local dir = blob[6]
+        for at = 2, #dir, 4 do entries = entries + dir[at] end
+      end
       for _, group in ipairs(blob[3]) do tiles = tiles + #group end
       records = records + #blob[4] / tonumber(args[2])
       if blob[5] then running = running + 1 end
