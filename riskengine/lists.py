@@ -24,12 +24,12 @@ from typing import Any
 
 from riskengine.exceptions import ConfigError, ListError
 
-__all__ = ["ListEntry", "ListStore", "parse_expiry"]
+__all__ = ["ListEntry", "ListStore", "check_value", "parse_expiry", "value_key"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+\Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_MAX_VALUE_LEN = 1000
+MAX_VALUE_LEN = 1000
 _LIST_KEYS = frozenset({"reason", "values", "file"})
 _ENTRY_KEYS = frozenset({"value", "expires", "reason"})
 _CSV_COLUMNS = ("value", "expires", "reason")
@@ -47,8 +47,12 @@ class ListEntry:
         return {"value": self.value, "expires_at_ms": self.expires_at_ms, "reason": self.reason}
 
 
-def _key(value: Any) -> str | None:
-    """The lookup key of a value, or None when the value can never match."""
+def value_key(value: Any) -> str | None:
+    """The string form a value matches by, or None when it can never match.
+
+    >>> value_key("a"), value_key(123), value_key(123.0), value_key(1.5), value_key(True)
+    ('a', '123', '123', None, None)
+    """
     kind = type(value)
     if kind is str:
         return str(value)
@@ -96,13 +100,14 @@ def parse_expiry(value: object, *, what: str = "expires") -> int:
                     "ISO-8601 time with an offset")
 
 
-def _check_value(value: object, where: str) -> str | int:
+def check_value(value: object, where: str) -> str | int:
+    """A list value as given, or a `ListError` saying why it cannot be one."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ListError(f"{where}: value {value!r} must be a string or an integer")
     if isinstance(value, str) and not value:
         raise ListError(f"{where}: empty value; remove the entry or give a value")
-    if isinstance(value, str) and len(value) > _MAX_VALUE_LEN:
-        raise ListError(f"{where}: value is longer than {_MAX_VALUE_LEN} characters")
+    if isinstance(value, str) and len(value) > MAX_VALUE_LEN:
+        raise ListError(f"{where}: value is longer than {MAX_VALUE_LEN} characters")
     return value
 
 
@@ -128,7 +133,7 @@ class ListStore:
         if type(value) is str:
             entry = entries.get(value)
         else:
-            key = _key(value)
+            key = value_key(value)
             if key is None:
                 return False
             entry = entries.get(key)
@@ -140,7 +145,7 @@ class ListStore:
     def lookup(self, name: str, value: object, at_ms: int | None = None) -> ListEntry | None:
         """The live entry matching `value` (for reporting list hits), or None."""
         entries = self._get(name)
-        key = _key(value)
+        key = value_key(value)
         entry = entries.get(key) if key is not None else None
         if entry is None:
             return None
@@ -163,7 +168,7 @@ class ListStore:
         """Add or replace an entry (the same value added twice keeps the later one)."""
         entries = self._get(name)
         where = f"list {name!r}"
-        checked = _check_value(value, where)
+        checked = check_value(value, where)
         if expires_at_ms is not None and (isinstance(expires_at_ms, bool)
                                           or not isinstance(expires_at_ms, int)):
             raise ListError(f"{where}: expires_at_ms must be epoch milliseconds (an integer)")
@@ -174,7 +179,7 @@ class ListStore:
     def remove(self, name: str, value: object) -> bool:
         """Remove an entry; False if it was not there."""
         entries = self._get(name)
-        key = _key(value)
+        key = value_key(value)
         return key is not None and entries.pop(key, None) is not None
 
     def entries(self, name: str) -> list[ListEntry]:
@@ -258,7 +263,7 @@ class ListStore:
             row_where = f"{where}, row {number}"
             expires = cells.get("expires") or None
             parsed.append(ListEntry(
-                _check_value(cells["value"], row_where),
+                check_value(cells["value"], row_where),
                 None if expires is None else parse_expiry(expires, what=row_where),
                 cells.get("reason", "")))
         for entry in parsed:
@@ -328,7 +333,7 @@ class ListStore:
                                 "value, expires, reason")
             if "value" not in item:
                 raise ListError(f"{where}: missing `value`")
-            value = _check_value(item["value"], where)
+            value = check_value(item["value"], where)
             expires = item.get("expires")
             expires_ms = None if expires is None else parse_expiry(expires, what=where)
             reason = item.get("reason", "")
@@ -336,4 +341,4 @@ class ListStore:
                 raise ListError(f"{where}: reason must be a string")
             self.add(name, value, expires_at_ms=expires_ms, reason=reason)
         else:
-            self.add(name, _check_value(item, where))
+            self.add(name, check_value(item, where))

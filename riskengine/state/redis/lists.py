@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -66,7 +65,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from riskengine.exceptions import ListError
-from riskengine.lists import ListEntry, ListStore
+from riskengine.lists import ListEntry, ListStore, check_value, value_key
 from riskengine.state.redis.bloom import BloomFilter
 from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.codec import RedisStateError
@@ -74,7 +73,6 @@ from riskengine.state.redis.functions import Client
 
 __all__ = ["ListAPI", "RedisListStore", "value_key"]
 
-MAX_VALUE_LEN = 1000
 SCAN_BATCH = 1000
 WRITE_BATCH = 500
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+\Z")
@@ -109,21 +107,6 @@ class ListAPI(Protocol):
     def replace_with(self, other: ListStore) -> None: ...
 
 
-def value_key(value: object) -> str | None:
-    """The string form a value matches by, or None when it can never match.
-
-    >>> value_key("a"), value_key(123), value_key(123.0), value_key(1.5), value_key(True)
-    ('a', '123', '123', None, None)
-    """
-    kind = type(value)
-    if kind is str or kind is int:
-        return str(value)
-    if kind is float and isinstance(value, float) and math.isfinite(value) \
-            and value.is_integer():
-        return str(int(value))
-    return None
-
-
 def _field(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
@@ -150,16 +133,6 @@ def _entry(key: str, raw: bytes | str) -> ListEntry:
     if isinstance(expires, bool) or not isinstance(expires, int | None):
         expires = None
     return ListEntry(value, expires, reason if isinstance(reason, str) else "")
-
-
-def _check_value(value: object, where: str) -> str | int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ListError(f"{where}: value {value!r} must be a string or an integer")
-    if isinstance(value, str) and not value:
-        raise ListError(f"{where}: empty value; remove the entry or give a value")
-    if isinstance(value, str) and len(value) > MAX_VALUE_LEN:
-        raise ListError(f"{where}: value is longer than {MAX_VALUE_LEN} characters")
-    return value
 
 
 class RedisListStore:
@@ -293,7 +266,7 @@ class RedisListStore:
         """Add or replace an entry (the same value added twice keeps the later one)."""
         self._check(name)
         where = f"list {name!r}"
-        checked = _check_value(value, where)
+        checked = check_value(value, where)
         if expires_at_ms is not None and (isinstance(expires_at_ms, bool)
                                           or not isinstance(expires_at_ms, int)):
             raise ListError(f"{where}: expires_at_ms must be epoch milliseconds (an integer)")
