@@ -382,3 +382,21 @@ class DecisionLog(ABC):
 
     @abstractmethod
     def _close_connections(self) -> None: ...
+
+
+def query_sql(placeholder: str, document: str, scene: str | None, decision: str | None,
+              since: int | None, until: int | None, limit: int) -> tuple[str, list[Any]]:
+    """The `query` statement of both backends: their placeholder (`?` or `%s`) and their
+    expression for the document as text."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("scene =", scene), ("decision =", decision),
+                          ("event_time >=", since), ("event_time <", until)):
+        if value is not None:
+            where.append(f"{column} {placeholder}")
+            params.append(value)
+    sql = f"SELECT {document}, logged_at FROM decisions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY event_time DESC, lsn DESC LIMIT {placeholder}"
+    return sql, [*params, limit]

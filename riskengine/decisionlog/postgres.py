@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from riskengine.decisionlog.base import DecisionLog
+from riskengine.decisionlog.base import DecisionLog, query_sql
 from riskengine.decisionlog.record import DecisionLogError, Row
 from riskengine.decisionlog.urls import mask_url, scrub, secrets_of
 
@@ -162,18 +162,8 @@ class PostgresLog(DecisionLog):
 
     def _select(self, scene: str | None, decision: str | None, since: int | None,
                 until: int | None, limit: int) -> list[tuple[str, int]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("scene = %s", scene), ("decision = %s", decision),
-                              ("event_time >= %s", since), ("event_time < %s", until)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT document::text, logged_at FROM decisions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY event_time DESC, lsn DESC LIMIT %s"
-        return [(r[0], r[1]) for r in self._rows(sql, [*params, limit])]
+        sql, params = query_sql("%s", "document::text", scene, decision, since, until, limit)
+        return [(r[0], r[1]) for r in self._rows(sql, params)]
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         rows = self._rows("SELECT lsn, scene, event::text FROM decisions WHERE lsn > %s "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from riskengine.decisionlog.base import DecisionLog
+from riskengine.decisionlog.base import DecisionLog, query_sql
 from riskengine.decisionlog.record import DecisionLogError, Row
 
 __all__ = ["SQLiteLog"]
@@ -157,18 +157,8 @@ class SQLiteLog(DecisionLog):
 
     def _select(self, scene: str | None, decision: str | None, since: int | None,
                 until: int | None, limit: int) -> list[tuple[str, int]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (("scene = ?", scene), ("decision = ?", decision),
-                              ("event_time >= ?", since), ("event_time < ?", until)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = "SELECT document, logged_at FROM decisions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY event_time DESC, lsn DESC LIMIT ?"
-        return [(r[0], r[1]) for r in self._fetch(sql, [*params, limit])]
+        sql, params = query_sql("?", "document", scene, decision, since, until, limit)
+        return [(r[0], r[1]) for r in self._fetch(sql, params)]
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         rows = self._fetch("SELECT lsn, scene, event FROM decisions WHERE lsn > ? "
