@@ -231,7 +231,10 @@ class ServiceRuntime:
         try:
             config = load_config(self.settings.config)
             changed = self.rulesets.reload_config(config.scenes)
-            if dict(config.lists) != dict(self.config.lists):
+            if dict(config.lists) != dict(self.config.lists) and self.shared:
+                self.lists.store.reload_config(config.lists, config.base_dir)  # API changes stay
+                changed.append("lists")
+            elif dict(config.lists) != dict(self.config.lists):
                 fresh = ListStore.from_config(config.lists, config.base_dir)
                 ListJournal(fresh, self.lists.path)  # API changes on top of the new file
                 self.engine.lists.replace_with(fresh)

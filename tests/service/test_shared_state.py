@@ -120,3 +120,28 @@ def test_serve_with_two_worker_processes_loses_no_update(tmp_path: Path,
         assert last["features"]["count(pay_account.history,1h)"] == 121
     finally:
         service.kill()
+
+
+def test_config_file_list_changes_reach_redis_lists(
+        make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
+    import yaml
+
+    from riskengine.config import EXAMPLE_CONFIG_PATH
+
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    config.write_text(yaml.safe_dump(raw))
+    client = make_client(state=redis_url, state_dir=tmp_path / "s", config=config,
+                         watch_config=True)
+    time.sleep(0.3)
+    raw["lists"]["blocked_devices"]["values"].append("dev-from-file")
+    config.write_text(yaml.safe_dump(raw))
+    event = {"event_id": "f1", "timestamp": T0, "pay_account": "P", "rcv_account": "R",
+             "amount": 1.0, "device_id": "dev-from-file"}
+
+    def blocked() -> bool:
+        event["event_id"] = f"f{time.monotonic_ns()}"
+        body = client.post("/v1/transfer/evaluate", json=event).json()
+        return "blocked_devices" in body["list_hits"]
+
+    assert wait_for(blocked)
