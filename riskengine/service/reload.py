@@ -27,6 +27,10 @@ async def watch_config(runtime: ServiceRuntime, stop: asyncio.Event) -> None:
                                 recursive=False):
         if not any(Path(p).resolve() == target for _, p in changes):
             continue
-        changed = await asyncio.to_thread(runtime.reload_config)
+        try:
+            changed = await asyncio.to_thread(runtime.reload_config)
+        except Exception:  # a bug must not stop the watching: the live rules stay
+            log.exception("config reload failed; the live rules stay")
+            continue
         if changed:
             log.info("config reloaded: %s", ", ".join(changed))
