@@ -19,6 +19,13 @@ file watcher), a py-spy profile of riskengine under the same load, and the event
 stalls (full garbage collections, snapshots) of a fresh service as its state grows. Writes
 ``benchmarks/results/service.json`` (or ``--output``; the profile files beside it) and
 prints Markdown tables.
+
+``--state-redis`` adds to the single-event runs riskengine with its state in Redis
+(``--state redis://...``), once per ``--workers`` count, each with its own private
+redis-server (``hash-max-listpack-value 256``, pinned with the servers; a service with more
+than one worker is not pinned, so its workers share both cores with wrk), and reports the
+Redis memory its state took per event (``used_memory`` after the runs minus after start,
+over the events evaluated; every event stays within the 1 h windows during the runs).
 """
 
 from __future__ import annotations
@@ -51,10 +58,20 @@ from benchmarks.service_phases import (
     single_runs,
     stall_runs,
 )
-from benchmarks.service_runner import METRICS, RESULTS, ROOT, Bench, console
+from benchmarks.service_runner import METRICS, RESULTS, ROOT, Bench, console, state_lsn
 
 TARGETS = {"requests_per_s": 5000, "p99_ms": 15.0, "ratio_to_seed_style": 2.5,
            "batch_events_per_s": 50_000, "reload_s": 1.0}
+
+def redis_used_memory(port: int) -> int:
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
 
 # -- setup and report -----------------------------------------------------------------
 
@@ -126,12 +143,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--install-tools", action="store_true",
                    help="apt-get install wrk / redis-server when missing")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    p.add_argument("--output", type=Path, default=RESULTS / "service.json")
+    p.add_argument("--state-redis", action="store_true",
+                   help="also measure riskengine with its state in a private redis-server")
+    p.add_argument("--workers", type=int, nargs="*", default=[1],
+                   help="with --state-redis: the worker counts to measure")
+    p.add_argument("--output", type=Path, default=None,
+                   help="default: results/service.json (service_redis.json with --state-redis)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.output is None:
+        args.output = RESULTS / ("service_redis.json" if args.state_redis else "service.json")
     check_tools(args.install_tools)
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
@@ -162,10 +186,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets["seed_style"] = [bench.peer(
                 "seed_style", "seed_style_app",
                 {"RISKBENCH_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}), redis]
+        shared: dict[str, Any] = {}
+        if args.state_redis:
+            for workers in args.workers:
+                name = f"riskengine_redis_w{workers}"
+                store = bench.redis(f"redis-{name}", "--hash-max-listpack-value", "256")
+                url = f"redis://127.0.0.1:{store.port}/0"
+                targets[name] = [bench.riskengine(name, "--state", url, "--workers",
+                                                  str(workers), pin=workers == 1), store]
+                shared[name] = {"workers": workers, "pinned": workers == 1,
+                                "used_memory_at_start": redis_used_memory(store.port),
+                                "lsn_at_start": state_lsn(targets[name][0])}
         engine = targets["riskengine"][0]
         console.print(f"single-event evaluate: {args.connections} connections, "
                       f"{args.reps} x {args.duration:.0f} s")
         report["single"] = single_runs(bench, targets)
+        for name, info in shared.items():
+            info["used_memory_after"] = redis_used_memory(targets[name][1].port)
+            info["lsn_after"] = state_lsn(targets[name][0])
+            events = (info["lsn_after"] or 0) - (info["lsn_at_start"] or 0)
+            info["events"] = events
+            info["bytes_per_event"] = round(
+                (info["used_memory_after"] - info["used_memory_at_start"]) / max(events, 1), 1)
+            console.print(f"  {name}: {events:,} events, {info['bytes_per_event']:.0f} B of "
+                          f"Redis used_memory per event")
+        if shared:
+            report["redis_state"] = shared
         if "batch" not in args.skip:
             console.print("batch evaluate")
             report["batch"] = batch_runs(bench, engine)

@@ -61,12 +61,13 @@ class Bench:
 
     # -- servers
 
-    def riskengine(self, name: str, *extra: str) -> Proc:
+    def riskengine(self, name: str, *extra: str, pin: bool = True) -> Proc:
         port = free_port_for(self)
         state = self.tmp / f"state-{name}"
         cmd = [sys.executable, "-m", "riskengine", "serve", "--port", str(port),
                "--state-dir", str(state), "--log-level", "warning", *extra]
-        proc = start(name, cmd, port=port, cpu=self.server_cpu, log_dir=self.tmp, cwd=ROOT)
+        proc = start(name, cmd, port=port, cpu=self.server_cpu if pin else None,
+                     log_dir=self.tmp, cwd=ROOT)
         self.procs[name] = proc
         wait_ready(proc, timeout_s=120)
         return proc
@@ -83,12 +84,12 @@ class Bench:
         wait_ready(proc)
         return proc
 
-    def redis(self) -> Proc:
+    def redis(self, name: str = "redis", *extra: str) -> Proc:
         port = free_port_for(self)
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(self.tmp)]
-        proc = start("redis", cmd, port=port, cpu=self.server_cpu, log_dir=self.tmp)
-        self.procs["redis"] = proc
+               "--appendonly", "no", "--dir", str(self.tmp), *extra]
+        proc = start(name, cmd, port=port, cpu=self.server_cpu, log_dir=self.tmp)
+        self.procs[name] = proc
         wait_port(proc)
         return proc
 
