@@ -75,7 +75,6 @@ class EvaluateLane:
         rt = self.rt
         settings = rt.settings
         ctype = length = auth = None
-        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value
@@ -83,8 +82,6 @@ class EvaluateLane:
                 length = value
             elif name == b"authorization":
                 auth = value
-            elif name == b"transfer-encoding":
-                chunked = True
         if settings.api_token is not None:
             check_bearer(None if auth is None else auth.decode("latin-1"), settings.api_token,
                          what="evaluate")
@@ -97,7 +94,7 @@ class EvaluateLane:
                 raise ApiError(400, "invalid Content-Length") from None
             if declared > limit:
                 raise ApiError(413, f"the body is over the limit of {limit} bytes")
-        del chunked  # the size check below covers bodies of unknown length
+        # read_body checks the size as it reads, so bodies of unknown length are covered too
         raw = parse_json(await read_body(receive, limit))
         if not batch:
             decision, record = rt.decide(scene, raw)
