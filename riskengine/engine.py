@@ -146,6 +146,22 @@ class SceneRuntime:
             self.seen_order.append(event_id)
 
 
+def parse_batch(runtime: SceneRuntime, events: Iterable[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """Validate a whole batch first: the first invalid event refuses it, naming its index;
+    more than `MAX_BATCH` events are refused."""
+    parse = runtime.parser.parse
+    parsed = []
+    for index, event in enumerate(events):
+        if index >= MAX_BATCH:
+            raise EventValidationError(f"a batch holds at most {MAX_BATCH} events")
+        try:
+            parsed.append(parse(event))
+        except EventValidationError as exc:
+            raise EventValidationError(f"event {index}: {exc}", field=exc.field) from None
+    return parsed
+
+
 class Engine:
     """In-process decision engine over a project config; state in memory.
 
@@ -241,16 +257,7 @@ class Engine:
         batch (the error names its index) and nothing changes. Then one loop decides them
         all; each decision's `latency_ms` is the time spent on that event."""
         runtime = self.scene(scene)
-        parse = runtime.parser.parse
-        parsed = []
-        for index, event in enumerate(events):
-            if index >= MAX_BATCH:
-                raise EventValidationError(f"a batch holds at most {MAX_BATCH} events")
-            try:
-                parsed.append(parse(event))
-            except EventValidationError as exc:
-                raise EventValidationError(f"event {index}: {exc}", field=exc.field) from None
-        return self._decide_many(runtime, parsed)
+        return self._decide_many(runtime, parse_batch(runtime, events))
 
     def _decide_many(self, runtime: SceneRuntime, events: list[dict[str, Any]]
                      ) -> list[Decision]:

@@ -22,7 +22,13 @@ from riskengine.exceptions import EventValidationError, RiskEngineError
 from riskengine.service import models
 from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, documented, install_handlers
-from riskengine.service.lane import MAX_BATCH_BYTES, EvaluateLane, check_content_type, parse_json
+from riskengine.service.lane import (
+    MAX_BATCH_BYTES,
+    EvaluateLane,
+    check_content_type,
+    check_declared_length,
+    parse_json,
+)
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -338,13 +344,7 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
     if optional and (length in (None, "0")) and "transfer-encoding" not in request.headers:
         return None
     check_content_type(request.headers.get("content-type", "").encode("latin-1"))
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length") from None
-        if declared > limit:
-            raise ApiError(413, f"the body is over the limit of {limit} bytes")
+    check_declared_length(length, limit)
     chunks = []
     size = 0
     async for chunk in request.stream():

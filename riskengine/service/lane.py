@@ -87,13 +87,7 @@ class EvaluateLane:
                          what="evaluate")
         check_content_type(ctype)
         limit = MAX_BATCH_BYTES if batch else settings.max_body_bytes
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise ApiError(400, "invalid Content-Length") from None
-            if declared > limit:
-                raise ApiError(413, f"the body is over the limit of {limit} bytes")
+        check_declared_length(length, limit)
         # read_body checks the size as it reads, so bodies of unknown length are covered too
         raw = parse_json(await read_body(receive, limit))
         if not batch:
@@ -121,6 +115,18 @@ def check_content_type(ctype: bytes | None) -> None:
                                              and media.endswith(b"+json")):
         shown = media.decode("latin-1")[:100] or "no content type"
         raise ApiError(415, f"send the body as application/json, not {shown!r}")
+
+
+def check_declared_length(length: bytes | str | None, limit: int) -> None:
+    """400 for a Content-Length that is not a number, 413 for one over `limit`."""
+    if length is None:
+        return
+    try:
+        declared = int(length)
+    except ValueError:
+        raise ApiError(400, "invalid Content-Length") from None
+    if declared > limit:
+        raise ApiError(413, f"the body is over the limit of {limit} bytes")
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

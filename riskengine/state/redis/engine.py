@@ -64,8 +64,8 @@ from redis.retry import Retry
 
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
-from riskengine.engine import MAX_BATCH, Engine, SceneRuntime
-from riskengine.exceptions import EventValidationError, SnapshotError
+from riskengine.engine import Engine, SceneRuntime, parse_batch
+from riskengine.exceptions import SnapshotError
 from riskengine.rules.ruleset import Hit
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.codec import RedisStateError
@@ -232,16 +232,8 @@ class SharedEngine(Engine):
     def evaluate_many(self, scene: str, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
         """Decide events in order; all are validated first, as in `Engine.evaluate_many`."""
         shared = self._shared_scene(scene)
-        parse = shared.runtime.parse
-        parsed = []
-        for index, event in enumerate(events):
-            if index >= MAX_BATCH:
-                raise EventValidationError(f"a batch holds at most {MAX_BATCH} events")
-            try:
-                parsed.append(parse(event))
-            except EventValidationError as exc:
-                raise EventValidationError(f"event {index}: {exc}", field=exc.field) from None
-        return [self._decide(shared, event, perf_counter()) for event in parsed]
+        return [self._decide(shared, event, perf_counter())
+                for event in parse_batch(shared.runtime, events)]
 
     def _decide(self, shared: SharedScene, event: dict[str, Any], started: float) -> Decision:
         breaker = self.breaker
