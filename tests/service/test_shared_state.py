@@ -1,5 +1,5 @@
-"""The service on shared state in a real redis-server: two workers give the decisions of
-one in-memory worker, see each other's ruleset and list changes, and degrade gracefully
+"""The service on shared state in a real redis-server: several workers give the decisions
+of one in-memory worker, see each other's ruleset and list changes, and degrade gracefully
 when Redis goes away."""
 
 from __future__ import annotations
@@ -99,14 +99,25 @@ def test_redis_down_gives_degraded_fallback_decisions_and_recovers(
     assert "riskengine_degraded_decisions_total" in client.get("/metrics").text
 
 
-def test_serve_with_two_worker_processes_loses_no_update(tmp_path: Path,
-                                                          redis_url: str) -> None:
-    service = ServiceProcess(tmp_path / "state", extra=["--workers", "2", "--state",
+def test_serve_with_four_worker_processes_decides_as_one_and_loses_no_update(
+        tmp_path: Path, redis_url: str) -> None:
+    service = ServiceProcess(tmp_path / "state", extra=["--workers", "4", "--state",
                                                         redis_url]).start()
     try:
-        events = [{"event_id": f"h{i}", "timestamp": T0 + i, "pay_account": "HOT",
-                   "rcv_account": f"R{i % 3}", "amount": 1.0} for i in range(120)]
+        sequential = traffic(120, seed=33)
         with httpx.Client(base_url=service.url, timeout=30) as client:
+            # one event after the other, each on a new connection: the kernel spreads
+            # the connections over the workers
+            got = [view(client.post("/v1/transfer/evaluate", json=e,
+                                    headers={"Connection": "close"}).json())
+                   for e in sequential]
+            engine = Engine.from_config(None)
+            assert got == [view(engine.evaluate("transfer", e).to_dict())
+                           for e in sequential]
+
+            t0 = max(e["timestamp"] for e in sequential) + 1
+            events = [{"event_id": f"h{i}", "timestamp": t0 + i, "pay_account": "HOT",
+                       "rcv_account": f"R{i % 3}", "amount": 1.0} for i in range(120)]
             import concurrent.futures
 
             def send(event: dict[str, Any]) -> int:
@@ -115,7 +126,7 @@ def test_serve_with_two_worker_processes_loses_no_update(tmp_path: Path,
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 assert set(pool.map(send, events)) == {200}
             last = client.post("/v1/transfer/evaluate", json={
-                "event_id": "h-final", "timestamp": T0 + 500, "pay_account": "HOT",
+                "event_id": "h-final", "timestamp": t0 + 500, "pay_account": "HOT",
                 "rcv_account": "R0", "amount": 1.0}).json()
         assert last["features"]["count(pay_account.history,1h)"] == 121
     finally:
