@@ -209,6 +209,18 @@ def _load_engine(config: Path | None, code: int) -> Engine:
         _fail(f"invalid config: {exc}", code)
 
 
+def _shared_engine(config: Path | None, url: str) -> Engine:
+    """An engine on shared Redis state (`--state`); exits 2 when it cannot be used."""
+    from riskengine.service.shared import shared_engine
+    from riskengine.state.redis.engine import StateUnavailableError
+
+    engine = _load_engine(config, 2)
+    try:
+        return shared_engine(engine.config, url, require_state=True)
+    except StateUnavailableError as exc:
+        _fail(str(exc), 2)
+
+
 def _errors_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.jsonl")
 
@@ -543,7 +555,14 @@ def worker(
                                  "logged and skipped).")] = None,
     state_dir: Annotated[Path | None, typer.Option(
         show_default=False, file_okay=False,
-        help="Checkpoint folder: restored at start, written on exit.")] = None,
+        help="Checkpoint folder of the in-memory state: restored at start, written on "
+             "exit and every --checkpoint-interval seconds.")] = None,
+    state: Annotated[str | None, typer.Option(
+        show_default=False, help="Shared state: redis://host:port/db or "
+                                 "redis+cluster://host:port,host:port (default: in "
+                                 "memory).")] = None,
+    checkpoint_interval: Annotated[float, typer.Option(
+        min=1.0, help="Seconds between checkpoints of the in-memory state.")] = 300.0,
     max_events: Annotated[int | None, typer.Option(
         min=0, show_default=False, help="Stop after this many messages.")] = None,
     idle_exit: Annotated[float | None, typer.Option(
@@ -567,19 +586,29 @@ def worker(
 
     with _user_errors():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        engine = _load_engine(config, 2)
+        if state is not None and state_dir is not None:
+            _fail("--state-dir checkpoints the in-memory state; with --state the state is in "
+                  "Redis (use its persistence): give one of them", 2)
+        engine = _load_engine(config, 2) if state is None else _shared_engine(config, state)
         try:
             settings = build_settings(
                 source=source, sink=sink, dead_letter=dead_letter, group=group, scene=scene,
                 state_dir=state_dir, max_events=max_events, idle_exit_s=idle_exit,
-                batch_size=batch_size, kafka_options=kafka_option or [])
+                batch_size=batch_size, kafka_options=kafka_option or [],
+                checkpoint_interval_s=checkpoint_interval)
             stats = run_foreground(engine, settings)
         except RiskEngineError as exc:
             _fail(str(exc), 1)
+        finally:
+            close = getattr(engine, "close", None)  # a SharedEngine publishes its clock
+            if close is not None:
+                close()
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_decision.items()))
         _stdout().print(f"decided {stats.decided:,} events ({counts or 'none'}), "
                         f"{stats.dead_lettered:,} dead-lettered, "
-                        f"{stats.redelivered:,} redeliveries", markup=False)
+                        f"{stats.redelivered:,} redeliveries"
+                        + (f", {stats.rebuilt:,} re-read to rebuild the state after an "
+                           f"unclean stop" if stats.rebuilt else ""), markup=False)
 
 
 def run() -> None:

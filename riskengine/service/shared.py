@@ -49,8 +49,9 @@ GUARD_DEPTH = 2
 one hot entity when Redis crashes are both recognised on retry."""
 
 
-def shared_engine(config: ProjectConfig, url: str) -> SharedEngine:
-    return SharedEngine.from_config(config, url, require_state=False,
+def shared_engine(config: ProjectConfig, url: str, *, require_state: bool = False
+                  ) -> SharedEngine:
+    return SharedEngine.from_config(config, url, require_state=require_state,
                                     guard_depth=GUARD_DEPTH)
 
 

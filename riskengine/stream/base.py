@@ -64,15 +64,19 @@ def parse_kafka_url(url: str, option: str) -> KafkaTopic:
 
 @dataclass
 class WorkerStats:
-    """What a worker run did; `decided + dead_lettered` messages were consumed."""
+    """What a worker run did; `decided + dead_lettered + rebuilt` messages were consumed."""
 
     decided: int = 0
     dead_lettered: int = 0
     redelivered: int = 0
+    rebuilt: int = 0
+    """Events decided again after an unclean stop only to rebuild the state (their
+    decisions had been produced and acknowledged): not produced again."""
+    state_waits: int = 0
     commits: int = 0
     snapshot: str | None = None
     by_decision: dict[str, int] = field(default_factory=dict)
 
     @property
     def consumed(self) -> int:
-        return self.decided + self.dead_lettered
+        return self.decided + self.dead_lettered + self.rebuilt

@@ -6,6 +6,13 @@ offsets, each atomically: a crash between the two leaves offsets older than the 
 and the events re-read from there are answered from the idempotency guard (their ids are
 in the snapshot) without touching the state again. Newer offsets over an older state
 would lose events, so the order matters.
+
+``STATE_DIR/run.json`` says whether the last run ended cleanly (SIGTERM, `--max-events`,
+idle) and its batch size. A run that did not (kill -9, OOM, power loss) had committed
+offsets past the snapshot and possibly a batch in flight: the next run rebuilds the state
+from the snapshot's offsets up to the committed ones without producing those decisions
+again, and marks the decisions of the batch that may have been in flight as redeliveries
+(see `riskengine.stream.kafka`).
 """
 
 from __future__ import annotations
@@ -14,17 +21,40 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from riskengine.engine import Engine
 from riskengine.stream.base import StreamError
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "PreviousRun"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "snapshot.pkl"
 OFFSETS = "offsets.json"
+RUN = "run.json"
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """How the last run on this state folder ended."""
+
+    clean: bool
+    batch_size: int
+
+
+def _write_atomically(path: Path, body: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class Checkpoint:
@@ -34,6 +64,32 @@ class Checkpoint:
         self.folder = folder
         self.snapshot_path = folder / SNAPSHOT
         self.offsets_path = folder / OFFSETS
+        self.run_path = folder / RUN
+        self._batch_size = 0
+
+    def begin(self, batch_size: int) -> PreviousRun | None:
+        """Mark a run as started (not clean until `end_cleanly`); return how the previous
+        one ended (None: no previous run, or one from before this file existed)."""
+        previous = None
+        try:
+            raw = json.loads(self.run_path.read_text(encoding="utf-8"))
+            previous = PreviousRun(bool(raw["clean"]), int(raw["batch_size"]))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StreamError(f"cannot read {self.run_path}: {exc}; remove the state folder "
+                              "to start from the committed offsets") from None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # the in-flight batch of an earlier unclean run still bounds what may be repeated
+        self._batch_size = max(batch_size, previous.batch_size if previous else 0)
+        _write_atomically(self.run_path, json.dumps({"clean": False,
+                                                     "batch_size": self._batch_size}))
+        return previous
+
+    def end_cleanly(self) -> None:
+        """Record that the run stopped cleanly after its last checkpoint."""
+        _write_atomically(self.run_path, json.dumps({"clean": True,
+                                                     "batch_size": self._batch_size}))
 
     def restore(self, engine: Engine) -> dict[tuple[str, int], int]:
         """Load the snapshot into `engine` if there is one; return the saved offsets."""
@@ -58,14 +114,5 @@ class Checkpoint:
         engine.snapshot(self.snapshot_path)
         body = json.dumps({f"{topic}:{partition}": offset
                            for (topic, partition), offset in sorted(offsets.items())})
-        fd, tmp = tempfile.mkstemp(prefix=f".{OFFSETS}.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.offsets_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomically(self.offsets_path, body)
         return self.snapshot_path

@@ -40,6 +40,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.exceptions import EventValidationError
 from riskengine.stream.base import KafkaTopic, PoisonMessage, StreamError, WorkerStats
@@ -68,6 +69,7 @@ class WorkerSettings:
     idle_exit_s: float | None = None
     batch_size: int = 1000
     checkpoint_interval_s: float = 300.0
+    degraded_retry_s: float = 0.5
     consumer_options: Mapping[str, str] = field(default_factory=dict)
     producer_options: Mapping[str, str] = field(default_factory=dict)
 
@@ -101,6 +103,12 @@ class KafkaWorker:
         self._failures: list[str] = []
         self._assigned_at: float | None = None
         self._by_decision: Counter[str] = Counter()
+        self._quiet: dict[tuple[str, int], int] = {}
+        """Per partition: offsets below this were decided and acknowledged before a crash;
+        they are decided again to rebuild the state, and not produced again."""
+        self._unsure: dict[tuple[str, int], int] = {}
+        """Per partition: offsets below this may have been produced by the run that
+        crashed; their decisions are marked as redeliveries."""
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and return (any thread, signals)."""
@@ -125,11 +133,23 @@ class KafkaWorker:
         return Producer(conf)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        """Start each partition at the checkpoint's offset the first time it is seen."""
+        """Start each partition at the checkpoint's offset the first time it is seen. A
+        partition the checkpoint does not cover yet is checkpointed at once, at the offset
+        it starts from, so that a crash before the next checkpoint can be rebuilt from it."""
+        fresh = []
         for tp in partitions:
             saved = self._resume.pop((tp.topic, tp.partition), None)
             if saved is not None:
                 tp.offset = saved
+            elif self._checkpoint is not None and (tp.topic, tp.partition) not in self._acked:
+                fresh.append(tp)
+        if fresh:
+            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in fresh],
+                                       timeout=30)
+            for tp in found:
+                self._acked[(tp.topic, tp.partition)] = max(tp.offset, 0)
+            assert self._checkpoint is not None
+            self._checkpoint.save(self.engine, self._acked)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
         if self._assigned_at is None:
             self._assigned_at = time.monotonic()
@@ -145,18 +165,19 @@ class KafkaWorker:
         """Process until stopped; return what was done. `StreamError` when the broker
         refuses to take the decisions (nothing after the last commit is committed)."""
         settings = self.settings
+        consumer = self._consumer()
         if self._checkpoint is not None:
             self._resume = self._checkpoint.restore(self.engine)
             self._acked = dict(self._resume)
             if self._resume:
                 log.info("restored %s; resuming at %s", self._checkpoint.snapshot_path,
                          self._resume)
+            self._plan_recovery(consumer, self._checkpoint.begin(settings.batch_size))
         sink = self._producer(settings.sink.bootstrap)
         dead = None
         if settings.dead_letter is not None:
             dead = (sink if settings.dead_letter.bootstrap == settings.sink.bootstrap
                     else self._producer(settings.dead_letter.bootstrap))
-        consumer = self._consumer()
         consumer.subscribe([settings.source.topic], on_assign=self._on_assign)
         last_message = time.monotonic()
         last_checkpoint = time.monotonic()
@@ -185,10 +206,32 @@ class KafkaWorker:
             try:
                 if self._checkpoint is not None:
                     self.stats.snapshot = str(self._checkpoint.save(self.engine, self._acked))
+                    self._checkpoint.end_cleanly()
             finally:
                 consumer.close()
         self.stats.by_decision = dict(self._by_decision)
         return self.stats
+
+    def _plan_recovery(self, consumer: Consumer, previous: Any) -> None:
+        """After a run that did not end cleanly (kill -9, OOM, power): events between the
+        checkpoint and the group's committed offsets were decided and acknowledged, so
+        they only rebuild the state; the batch that was in flight may have been produced,
+        so its decisions are marked as redeliveries."""
+        if previous is None or previous.clean or not self._resume:
+            return
+        wanted = [TopicPartition(t, p) for t, p in self._resume]
+        try:
+            found = consumer.committed(wanted, timeout=30)
+        except KafkaException as exc:
+            raise StreamError(f"cannot read the committed offsets of group "
+                              f"{self.settings.group!r}: {exc}") from None
+        for tp in found:
+            key = (tp.topic, tp.partition)
+            done = tp.offset if tp.offset >= 0 else self._resume[key]
+            self._quiet[key] = done
+            self._unsure[key] = done + previous.batch_size
+        log.warning("the last run did not end cleanly: rebuilding the state from %s up to "
+                    "the committed offsets %s without producing", self._resume, self._quiet)
 
     def _idle_for(self, last_message: float) -> bool:
         limit = self.settings.idle_exit_s
@@ -213,24 +256,37 @@ class KafkaWorker:
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset()
             offset = offset if offset is not None else -1
-            pending[(topic, partition)] = offset + 1
+            place = (topic, partition)
+            quiet = offset < self._quiet.get(place, -1)
             try:
                 event = decode_event(msg.value())
                 before = engine.lsn
                 decision = engine.evaluate(scene, event)
+                if decision.degraded:
+                    answered = self._wait_for_state(scene, event)
+                    if answered is None:  # stopping: this event stays uncommitted
+                        break
+                    decision = answered
             except PoisonMessage as exc:
-                self._dead_letter(dead, msg, exc, topic, partition, offset)
+                pending[place] = offset + 1
+                self._dead_letter(dead, msg, exc, topic, partition, offset, quiet)
                 continue
             except EventValidationError as exc:
+                pending[place] = offset + 1
                 poison = PoisonMessage("invalid-event", str(exc), field=exc.field)
-                self._dead_letter(dead, msg, poison, topic, partition, offset)
+                self._dead_letter(dead, msg, poison, topic, partition, offset, quiet)
                 continue
             except Exception as exc:  # one event must not stop the stream
+                pending[place] = offset + 1
                 log.exception("engine failed on %s[%s]@%s", topic, partition, offset)
                 poison = PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
-                self._dead_letter(dead, msg, poison, topic, partition, offset)
+                self._dead_letter(dead, msg, poison, topic, partition, offset, quiet)
                 continue
-            redelivery = engine.lsn == before
+            pending[place] = offset + 1
+            if quiet:
+                self.stats.rebuilt += 1
+                continue
+            redelivery = engine.lsn == before or offset < self._unsure.get(place, -1)
             value = decision_message(decision, topic, partition, offset, redelivery)
             _produce(sink, sink_topic, value, decision.event_id, None, delivered)
             self.stats.decided += 1
@@ -238,8 +294,24 @@ class KafkaWorker:
             self._by_decision[decision.decision] += 1
         return pending
 
+    def _wait_for_state(self, scene: str, event: dict[str, Any]) -> Decision | None:
+        """The shared state did not answer (the engine gave its degraded fallback): a
+        stream can wait, so the event is decided again until the state answers, or None
+        when the worker is asked to stop meanwhile."""
+        self.stats.state_waits += 1
+        log.warning("the state is unavailable: holding the stream until it answers")
+        while not self._stop.wait(self.settings.degraded_retry_s):
+            decision = self.engine.evaluate(scene, event)
+            if not decision.degraded:
+                log.warning("the state answers again: the stream goes on")
+                return decision
+        return None
+
     def _dead_letter(self, dead: Producer | None, msg: Message, error: PoisonMessage,
-                     topic: str, partition: int, offset: int) -> None:
+                     topic: str, partition: int, offset: int, quiet: bool = False) -> None:
+        if quiet:  # dead-lettered before the unclean stop
+            self.stats.rebuilt += 1
+            return
         self.stats.dead_lettered += 1
         if dead is None or self.settings.dead_letter is None:
             log.warning("skipped %s[%s]@%s (%s): %s", topic, partition, offset, error.kind,

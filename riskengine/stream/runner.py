@@ -43,7 +43,8 @@ def split_options(options: Sequence[str]) -> tuple[dict[str, str], dict[str, str
 def build_settings(*, source: str, sink: str, dead_letter: str | None, group: str,
                    scene: str, state_dir: Path | None, max_events: int | None,
                    idle_exit_s: float | None, batch_size: int,
-                   kafka_options: Sequence[str]) -> WorkerSettings:
+                   kafka_options: Sequence[str], checkpoint_interval_s: float = 300.0
+                   ) -> WorkerSettings:
     """The CLI's options as `WorkerSettings`; `StreamError` names the bad option."""
     consumer, producer = split_options(kafka_options)
     return WorkerSettings(
@@ -52,7 +53,7 @@ def build_settings(*, source: str, sink: str, dead_letter: str | None, group: st
                      if dead_letter is not None else None),
         group=group, scene=scene, state_dir=state_dir, max_events=max_events,
         idle_exit_s=idle_exit_s, batch_size=batch_size, consumer_options=consumer,
-        producer_options=producer)
+        producer_options=producer, checkpoint_interval_s=checkpoint_interval_s)
 
 
 @contextmanager

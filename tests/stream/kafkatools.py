@@ -24,9 +24,10 @@ def new_topics(bootstrap: str, **partitions: int) -> dict[str, str]:
     return names
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes | None]]
-            ) -> int:
-    """Produce (key, value) pairs in order; returns how many; raises if any failed."""
+def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes | None]],
+            partition: int | None = None) -> int:
+    """Produce (key, value) pairs in order (to `partition`, or by key); returns how many;
+    raises if any failed."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     failures: list[str] = []
 
@@ -36,7 +37,10 @@ def produce(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, byt
 
     count = 0
     for key, value in values:
-        producer.produce(topic, value, key, on_delivery=delivered)
+        if partition is None:
+            producer.produce(topic, value, key, on_delivery=delivered)
+        else:
+            producer.produce(topic, value, key, partition=partition, on_delivery=delivered)
         count += 1
         if count % 5000 == 0:
             producer.flush(30)
@@ -72,6 +76,24 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: int,
     finally:
         consumer.close()
     return out
+
+
+def wait_for_messages(bootstrap: str, topic: str, partitions: int, at_least: int,
+                      timeout: float = 60.0) -> int:
+    """Block until `topic` holds `at_least` messages (counted from the start); returns
+    the count seen; AssertionError after `timeout`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-counter",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < at_least:
+            assert time.monotonic() < deadline, f"{topic}: {seen} of {at_least} messages"
+            seen += sum(m.error() is None for m in consumer.consume(1000, timeout=0.1))
+    finally:
+        consumer.close()
+    return seen
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:

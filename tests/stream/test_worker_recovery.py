@@ -1,0 +1,135 @@
+"""`riskengine worker` killed with SIGKILL mid-stream and started again, on in-memory
+state (checkpoint folder) and on Redis state: every event ends with exactly one effect on
+the state, and the decisions equal those of an uninterrupted run; a decision that appears
+twice on the output is marked as a redelivery and is identical. Two workers in one group
+over a 4-partition topic on Redis state decide as one worker does."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafkatools import (
+    committed,
+    new_topics,
+    produce,
+    produce_events,
+    read_all,
+    wait_for_messages,
+)
+from servers import redis_server
+from test_kafka_worker import _essence, _events, _expected, _finish, _worker
+
+VOLATILE = ("latency_ms", "redelivery")
+"""What may differ between two copies of one decision: the time it took, and the mark."""
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+def _first_copies(messages: list[Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One decision per event, in event order, after checking every repeat: a later copy
+    of an event's decision is marked as a redelivery and equal to the first but for
+    `VOLATILE`."""
+    seen: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        decision = orjson.loads(message.value() or b"")
+        first = seen.setdefault(decision["event_id"], decision)
+        if first is not decision:
+            assert decision["redelivery"] is True, decision["event_id"]
+            assert {k: v for k, v in decision.items() if k not in VOLATILE} == \
+                {k: v for k, v in first.items() if k not in VOLATILE}
+    assert sorted(seen) == sorted(e["event_id"] for e in events)  # none lost
+    return [seen[e["event_id"]] for e in events]
+
+
+def _kill_mid_stream(bootstrap: str, topics: dict[str, str], group: str, total: int,
+                     *extra: str) -> None:
+    worker = _worker(bootstrap, topics, group, "--batch-size", "100", *extra)
+    try:
+        wait_for_messages(bootstrap, topics["decisions"], 1, total // 3)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate()
+    assert worker.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
+        bootstrap: str, tmp_path: Path, state: str, request: pytest.FixtureRequest) -> None:
+    events = _events(6000, seed=41)
+    topics = new_topics(bootstrap, events=1, decisions=1)
+    produce_events(bootstrap, topics["events"], events)
+    if state == "memory":
+        where = ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", "1"]
+    else:
+        where = ["--state", request.getfixturevalue("redis_url")]
+    group = f"crash-{state}"
+    _kill_mid_stream(bootstrap, topics, group, len(events), *where)
+    done = committed(bootstrap, group, topics["events"], 1)[0]
+    assert 0 < done < len(events)  # the kill came mid-stream
+
+    out = _finish(_worker(bootstrap, topics, group, "--idle-exit", "5", *where))
+    assert "decided" in out
+    messages = read_all(bootstrap, topics["decisions"], 1, len(events))
+    decisions = _first_copies(messages, events)
+    # the same decisions (and so the same state behind them) as an uninterrupted run
+    assert [_essence(d) for d in decisions] == _expected(events)
+    assert committed(bootstrap, group, topics["events"], 1) == [len(events)]
+
+    # one more event on a busy account counts each earlier event of it exactly once
+    account = events[-1]["pay_account"]
+    probe = {**events[-1], "event_id": "probe", "timestamp": events[-1]["timestamp"] + 1}
+    produce_events(bootstrap, topics["events"], [probe])
+    _finish(_worker(bootstrap, topics, group, "--idle-exit", "5", *where))
+    last = orjson.loads(read_all(bootstrap, topics["decisions"], 1,
+                                 len(messages) + 1)[-1].value() or b"")
+    assert last["event_id"] == "probe"
+    hour = [e for e in events if e["pay_account"] == account
+            and e["timestamp"] > probe["timestamp"] - 3_600_000]
+    assert last["features"]["count(pay_account.history,1h)"] == len(hour) + 1
+
+
+def _population(index: int, n: int) -> list[dict[str, Any]]:
+    """Events whose accounts and devices belong to population `index` alone."""
+    out = []
+    for e in _events(n, seed=100 + index):
+        e = dict(e)
+        e["event_id"] = f"p{index}-{e['event_id']}"
+        for field in ("pay_account", "rcv_account", "device_id"):
+            if e.get(field) is not None:
+                e[field] = f"p{index}-{e[field]}"
+        out.append(e)
+    return out
+
+
+def test_two_workers_over_four_partitions_decide_as_one(bootstrap: str) -> None:
+    populations = [_population(i, 700) for i in range(4)]
+    everything = [e for p in populations for e in p]
+    results = []
+    for workers in (1, 2):
+        topics = new_topics(bootstrap, events=4, decisions=2)
+        for partition, events in enumerate(populations):
+            produce(bootstrap, topics["events"],
+                    ((e["pay_account"].encode(), orjson.dumps(e)) for e in events),
+                    partition=partition)
+        with redis_server() as url:
+            group = f"pair-{workers}"
+            started = [_worker(bootstrap, topics, group, "--state", url, "--batch-size",
+                               "50", "--idle-exit", "8") for _ in range(workers)]
+            for process in started:
+                _finish(process, timeout=120)
+        assert committed(bootstrap, group, topics["events"], 4) == [700] * 4
+        messages = read_all(bootstrap, topics["decisions"], 2, len(everything))
+        results.append(_first_copies(messages, everything))
+    one, two = ([_essence(d) for d in r] for r in results)
+    assert two == one
+    # and as the in-process engine, population by population (they share no entity)
+    assert one == [x for p in populations for x in _expected(p)]
