@@ -543,7 +543,9 @@ def serve(
 @app.command()
 def worker(
     source: Annotated[str, typer.Option(help="Input: kafka://host:port/topic (JSON events).")],
-    sink: Annotated[str, typer.Option(help="Decisions: kafka://host:port/topic.")],
+    sink: Annotated[str | None, typer.Option(
+        show_default=False, help="Decisions: kafka://host:port/topic (not with --dry-run).")]
+    = None,
     group: Annotated[str, typer.Option(help="Consumer group.")] = "riskengine",
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", show_default=False, dir_okay=False,
@@ -574,15 +576,33 @@ def worker(
         "--kafka-option", "-X", show_default=False,
         help="librdkafka KEY=VALUE; prefix consumer: or producer: for one client only.")]
     = None,
+    from_offset: Annotated[int | None, typer.Option(
+        min=0, show_default=False,
+        help="Replay every partition from this offset, to the end (no group offsets).")]
+    = None,
+    from_timestamp: Annotated[str | None, typer.Option(
+        show_default=False, help="Replay every partition from the first message stamped at "
+                                 "or after this time (epoch ms or ISO-8601), to the end.")]
+    = None,
+    dry_run: Annotated[bool, typer.Option(
+        help="Decide and count, produce nothing (no --sink needed).")] = False,
+    ruleset: Annotated[Path | None, typer.Option(
+        show_default=False, dir_okay=False,
+        help="The scene's rules from this JSON/YAML file ({\"rules\": [...], "
+             "\"policy\": {...}}, as GET /v1/scenes/S/ruleset gives).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, show_default=False,
+        help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")] = None,
 ) -> None:
     """Decide a Kafka topic of events into a topic of decisions (at least once).
 
     Offsets are committed after the decisions are acknowledged; SIGTERM finishes the batch
-    in flight, commits and checkpoints. See riskengine.stream.kafka for partitioning.
+    in flight, commits and checkpoints. With --from-offset / --from-timestamp it replays
+    past traffic instead. See riskengine.stream.kafka for partitioning.
     """
     import logging
 
-    from riskengine.stream.runner import build_settings, run_foreground
+    from riskengine.stream.runner import build_settings, run_foreground, use_ruleset_file
 
     with _user_errors():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -595,7 +615,12 @@ def worker(
                 source=source, sink=sink, dead_letter=dead_letter, group=group, scene=scene,
                 state_dir=state_dir, max_events=max_events, idle_exit_s=idle_exit,
                 batch_size=batch_size, kafka_options=kafka_option or [],
-                checkpoint_interval_s=checkpoint_interval)
+                checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
+                from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port)
+            if ruleset is not None:
+                version = use_ruleset_file(engine, scene, ruleset)
+                logging.getLogger("riskengine").info("scene %s: ruleset %s from %s", scene,
+                                                     version, ruleset)
             stats = run_foreground(engine, settings)
         except RiskEngineError as exc:
             _fail(str(exc), 1)

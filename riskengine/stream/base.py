@@ -73,10 +73,12 @@ class WorkerStats:
     """Events decided again after an unclean stop only to rebuild the state (their
     decisions had been produced and acknowledged): not produced again."""
     state_waits: int = 0
+    skipped: int = 0
+    """Messages a replay passed over (stamped before its start time)."""
     commits: int = 0
     snapshot: str | None = None
     by_decision: dict[str, int] = field(default_factory=dict)
 
     @property
     def consumed(self) -> int:
-        return self.decided + self.dead_lettered + self.rebuilt
+        return self.decided + self.dead_lettered + self.rebuilt + self.skipped

@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from riskengine.decision import Decision
 from riskengine.engine import Engine
@@ -46,6 +54,7 @@ from riskengine.exceptions import EventValidationError
 from riskengine.stream.base import KafkaTopic, PoisonMessage, StreamError, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint
 from riskengine.stream.codec import dead_letter_headers, decision_message, decode_event
+from riskengine.stream.metrics import StreamMetrics
 
 __all__ = ["KafkaWorker", "WorkerSettings"]
 
@@ -60,7 +69,8 @@ class WorkerSettings:
     """What a worker reads, writes and how; validated when built."""
 
     source: KafkaTopic
-    sink: KafkaTopic
+    sink: KafkaTopic | None
+    """Where decisions go; None only for a dry run."""
     dead_letter: KafkaTopic | None = None
     group: str = "riskengine"
     scene: str = "transfer"
@@ -70,10 +80,32 @@ class WorkerSettings:
     batch_size: int = 1000
     checkpoint_interval_s: float = 300.0
     degraded_retry_s: float = 0.5
+    from_offset: int | None = None
+    """Replay: read every partition from this offset (no group offsets used or moved)."""
+    from_timestamp_ms: int | None = None
+    """Replay: read every partition from its first message stamped at or after this."""
+    dry_run: bool = False
+    """Decide without producing anything (a replay that only counts)."""
+    stop_at_end: bool = False
+    """Stop once every partition has been read to its end (the default of a replay)."""
+    metrics_port: int | None = None
+    progress_interval_s: float | None = None
+    """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     consumer_options: Mapping[str, str] = field(default_factory=dict)
     producer_options: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def replay(self) -> bool:
+        return self.from_offset is not None or self.from_timestamp_ms is not None
+
     def __post_init__(self) -> None:
+        if self.from_offset is not None and self.from_timestamp_ms is not None:
+            raise StreamError("give --from-offset or --from-timestamp, not both")
+        if self.from_offset is not None and self.from_offset < 0:
+            raise StreamError("--from-offset must not be negative")
+        if self.replay and self.state_dir is not None:
+            raise StreamError("a replay starts from fresh state and commits nothing: it "
+                              "takes no --state-dir")
         if not self.group:
             raise StreamError("the consumer group must not be empty")
         if self.batch_size < 1:
@@ -82,10 +114,13 @@ class WorkerSettings:
             raise StreamError("max_events must not be negative")
         if self.idle_exit_s is not None and self.idle_exit_s <= 0:
             raise StreamError("idle_exit_s must be positive")
-        if self.source.topic in (self.sink.topic, getattr(self.dead_letter, "topic", None)) \
-                and self.source.bootstrap == self.sink.bootstrap:
-            raise StreamError(f"the source topic {self.source.topic!r} cannot also be the "
-                              "sink or the dead-letter topic")
+        if self.sink is None and not self.dry_run:
+            raise StreamError("--sink is needed unless it is a --dry-run")
+        for out in (self.sink, self.dead_letter):
+            if out is not None and (out.bootstrap, out.topic) == (self.source.bootstrap,
+                                                                  self.source.topic):
+                raise StreamError(f"the source topic {self.source.topic!r} cannot also be "
+                                  "the sink or the dead-letter topic")
 
 
 class KafkaWorker:
@@ -109,6 +144,16 @@ class KafkaWorker:
         self._unsure: dict[tuple[str, int], int] = {}
         """Per partition: offsets below this may have been produced by the run that
         crashed; their decisions are marked as redeliveries."""
+        self._position: dict[tuple[str, int], int] = {}
+        """Per partition: the next offset to read (for the lag)."""
+        self._lagged: set[tuple[str, int]] = set()
+        self._reading: set[tuple[str, int]] | None = None
+        """A replay's partitions not yet read to their end (None: not a replay)."""
+        self._skip_before: dict[tuple[str, int], int] = {}
+        self._replay_partitions = 0
+        self._reported_at = 0.0
+        self._progress_at = 0.0
+        self.metrics = StreamMetrics()
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and return (any thread, signals)."""
@@ -122,7 +167,7 @@ class KafkaWorker:
             "group.id": self.settings.group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
+            "enable.partition.eof": self.settings.stop_at_end,
         }
         conf.update(self.settings.consumer_options)
         return Consumer(conf)
@@ -173,31 +218,49 @@ class KafkaWorker:
                 log.info("restored %s; resuming at %s", self._checkpoint.snapshot_path,
                          self._resume)
             self._plan_recovery(consumer, self._checkpoint.begin(settings.batch_size))
-        sink = self._producer(settings.sink.bootstrap)
+        sink = None
+        if settings.sink is not None and not settings.dry_run:
+            sink = self._producer(settings.sink.bootstrap)
         dead = None
-        if settings.dead_letter is not None:
-            dead = (sink if settings.dead_letter.bootstrap == settings.sink.bootstrap
+        if settings.dead_letter is not None and not settings.dry_run:
+            dead = (sink if settings.sink is not None
+                    and settings.dead_letter.bootstrap == settings.sink.bootstrap
                     else self._producer(settings.dead_letter.bootstrap))
-        consumer.subscribe([settings.source.topic], on_assign=self._on_assign)
+        if settings.metrics_port is not None:
+            port = self.metrics.serve(settings.metrics_port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", port)
+        if settings.replay:
+            self._assign_replay(consumer)
+        else:
+            consumer.subscribe([settings.source.topic], on_assign=self._on_assign,
+                               on_revoke=self._on_revoke)
         last_message = time.monotonic()
         last_checkpoint = time.monotonic()
         try:
             while not self._stop.is_set():
+                if settings.stop_at_end and self._reading is not None and not self._reading:
+                    log.info("every partition read to its end: stopping")
+                    break
                 limit = settings.batch_size
                 if settings.max_events is not None:
                     limit = min(limit, settings.max_events - self.stats.consumed)
                     if limit <= 0:
                         break
                 messages = consumer.consume(limit, timeout=0.1)
+                self._report(consumer)
                 if not messages:
                     if self._idle_for(last_message) and settings.idle_exit_s is not None:
                         log.info("no message for %.1f s: stopping", settings.idle_exit_s)
                         break
                     continue
                 last_message = time.monotonic()
+                started = time.perf_counter()
                 pending = self._process(messages, sink, dead)
                 self._flush(sink, dead)
-                self._commit(consumer, pending)
+                if not settings.replay:
+                    self._commit(consumer, pending)
+                self._position.update(pending)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 if (self._checkpoint is not None and time.monotonic() - last_checkpoint
                         >= settings.checkpoint_interval_s):
                     self._checkpoint.save(self.engine, self._acked)
@@ -208,9 +271,86 @@ class KafkaWorker:
                     self.stats.snapshot = str(self._checkpoint.save(self.engine, self._acked))
                     self._checkpoint.end_cleanly()
             finally:
+                self._report(consumer, force=True)
                 consumer.close()
+                self.metrics.close()
         self.stats.by_decision = dict(self._by_decision)
         return self.stats
+
+    def _assign_replay(self, consumer: Consumer) -> None:
+        """Assign every partition of the source at the replay's start (no group)."""
+        settings = self.settings
+        topic = settings.source.topic
+        try:
+            found = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        except KafkaException as exc:
+            raise StreamError(f"cannot read the partitions of {topic!r}: {exc}") from None
+        if found is None or found.error is not None or not found.partitions:
+            raise StreamError(f"the source topic {topic!r} does not exist")
+        partitions = sorted(found.partitions)
+        if settings.from_offset is not None:
+            start = [TopicPartition(topic, p, settings.from_offset) for p in partitions]
+        else:
+            assert settings.from_timestamp_ms is not None
+            wanted = [TopicPartition(topic, p, settings.from_timestamp_ms) for p in partitions]
+            try:
+                start = consumer.offsets_for_times(wanted, timeout=30)
+            except KafkaException as exc:
+                raise StreamError(f"cannot look up offsets by time: {exc}") from None
+            for tp in start:
+                if tp.offset < 0:  # nothing stamped that late: start at the end
+                    tp.offset = OFFSET_END
+                # brokers may answer an earlier offset: messages stamped before the start
+                # are skipped until the first one at or after it
+                self._skip_before[(topic, tp.partition)] = settings.from_timestamp_ms
+        self._reading = {(topic, p) for p in partitions}
+        self._replay_partitions = len(partitions)
+        log.info("replaying %s from %s", topic, ", ".join(
+            f"[{tp.partition}]@{tp.offset}" for tp in start))
+        consumer.assign(start)
+        self._assigned_at = time.monotonic()
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            place = (tp.topic, tp.partition)
+            self._position.pop(place, None)
+            if place in self._lagged:  # another worker reports it now
+                self._lagged.discard(place)
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+        log.info("revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+
+    def _report(self, consumer: Consumer, force: bool = False) -> None:
+        """Refresh the metrics (and log progress) at most once a second."""
+        now = time.monotonic()
+        if not force and now - self._reported_at < 1.0:
+            return
+        self._reported_at = now
+        stats = self.stats
+        counts = {"decided": stats.decided, "redelivered": stats.redelivered,
+                  "dead_lettered": stats.dead_lettered, "rebuilt": stats.rebuilt,
+                  "skipped": stats.skipped}
+        self.metrics.record(counts, self._by_decision, stats.state_waits)
+        behind = 0
+        for (topic, partition), position in self._position.items():
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                         cached=True)
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            lag = max(high - position, 0)
+            behind += lag
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+            self._lagged.add((topic, partition))
+        interval = self.settings.progress_interval_s
+        if interval is not None and (force or now - self._progress_at >= interval):
+            self._progress_at = now
+            done = "" if self._reading is None else (
+                f", {self._replay_partitions - len(self._reading)} of "
+                f"{self._replay_partitions} partitions read to their end")
+            log.info("progress: %s decided, %s dead-lettered, %s behind%s",
+                     f"{stats.decided:,}", f"{stats.dead_lettered:,}", f"{behind:,}", done)
 
     def _plan_recovery(self, consumer: Consumer, previous: Any) -> None:
         """After a run that did not end cleanly (kill -9, OOM, power): events between the
@@ -239,11 +379,11 @@ class KafkaWorker:
             return False
         return time.monotonic() - max(last_message, self._assigned_at) >= limit
 
-    def _process(self, messages: list[Message], sink: Producer, dead: Producer | None
+    def _process(self, messages: list[Message], sink: Producer | None, dead: Producer | None
                  ) -> dict[tuple[str, int], int]:
         """Decide and produce one batch; returns the next offset per partition."""
         engine, scene = self.engine, self.settings.scene
-        sink_topic = self.settings.sink.topic
+        sink_topic = self.settings.sink.topic if self.settings.sink is not None else ""
         delivered = self._delivered
         pending: dict[tuple[str, int], int] = {}
         for msg in messages:
@@ -251,12 +391,23 @@ class KafkaWorker:
             if err is not None:
                 if err.fatal():
                     raise StreamError(f"consumer failed: {err.str()}")
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if self._reading is not None:
+                        self._reading.discard((msg.topic() or "", msg.partition() or 0))
+                else:
                     log.warning("consumer error: %s", err.str())
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset()
             offset = offset if offset is not None else -1
             place = (topic, partition)
+            if self._skip_before:
+                start = self._skip_before.get(place)
+                if start is not None:
+                    if msg.timestamp()[1] < start:
+                        pending[place] = offset + 1
+                        self.stats.skipped += 1
+                        continue
+                    del self._skip_before[place]
             quiet = offset < self._quiet.get(place, -1)
             try:
                 event = decode_event(msg.value())
@@ -287,8 +438,9 @@ class KafkaWorker:
                 self.stats.rebuilt += 1
                 continue
             redelivery = engine.lsn == before or offset < self._unsure.get(place, -1)
-            value = decision_message(decision, topic, partition, offset, redelivery)
-            _produce(sink, sink_topic, value, decision.event_id, None, delivered)
+            if sink is not None:
+                value = decision_message(decision, topic, partition, offset, redelivery)
+                _produce(sink, sink_topic, value, decision.event_id, None, delivered)
             self.stats.decided += 1
             self.stats.redelivered += redelivery
             self._by_decision[decision.decision] += 1
@@ -320,9 +472,9 @@ class KafkaWorker:
         _produce(dead, self.settings.dead_letter.topic, msg.value(), msg.key(),
                  dead_letter_headers(error, topic, partition, offset), self._delivered)
 
-    def _flush(self, sink: Producer, dead: Producer | None) -> None:
+    def _flush(self, sink: Producer | None, dead: Producer | None) -> None:
         """Wait for the broker to acknowledge everything produced so far."""
-        left = sink.flush(FLUSH_TIMEOUT_S)
+        left = 0 if sink is None else sink.flush(FLUSH_TIMEOUT_S)
         if dead is not None and dead is not sink:
             left += dead.flush(FLUSH_TIMEOUT_S)
         if left or self._failures:

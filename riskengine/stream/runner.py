@@ -9,11 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+import yaml
+
 from riskengine.engine import Engine
+from riskengine.exceptions import ListError, RiskEngineError
+from riskengine.lists import parse_expiry
 from riskengine.stream.base import StreamError, WorkerStats, parse_kafka_url
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings
 
-__all__ = ["build_settings", "run_foreground", "split_options"]
+__all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
 
 
 def split_options(options: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -40,15 +44,28 @@ def split_options(options: Sequence[str]) -> tuple[dict[str, str], dict[str, str
     return consumer, producer
 
 
-def build_settings(*, source: str, sink: str, dead_letter: str | None, group: str,
+def build_settings(*, source: str, sink: str | None, dead_letter: str | None, group: str,
                    scene: str, state_dir: Path | None, max_events: int | None,
                    idle_exit_s: float | None, batch_size: int,
-                   kafka_options: Sequence[str], checkpoint_interval_s: float = 300.0
+                   kafka_options: Sequence[str], checkpoint_interval_s: float = 300.0,
+                   from_offset: int | None = None, from_timestamp: str | None = None,
+                   dry_run: bool = False, metrics_port: int | None = None
                    ) -> WorkerSettings:
     """The CLI's options as `WorkerSettings`; `StreamError` names the bad option."""
     consumer, producer = split_options(kafka_options)
+    start_ms = None
+    if from_timestamp is not None:
+        try:
+            start_ms = parse_expiry(from_timestamp, what="--from-timestamp")
+        except ListError as exc:
+            raise StreamError(str(exc)) from None
+    replay = from_offset is not None or start_ms is not None
     return WorkerSettings(
-        source=parse_kafka_url(source, "--source"), sink=parse_kafka_url(sink, "--sink"),
+        source=parse_kafka_url(source, "--source"),
+        sink=parse_kafka_url(sink, "--sink") if sink is not None else None,
+        from_offset=from_offset, from_timestamp_ms=start_ms, dry_run=dry_run,
+        stop_at_end=replay, progress_interval_s=1.0 if replay else None,
+        metrics_port=metrics_port,
         dead_letter=(parse_kafka_url(dead_letter, "--dead-letter")
                      if dead_letter is not None else None),
         group=group, scene=scene, state_dir=state_dir, max_events=max_events,
@@ -75,3 +92,31 @@ def run_foreground(engine: Engine, settings: WorkerSettings) -> WorkerStats:
     worker = KafkaWorker(engine, settings)
     with _stop_on_signals(worker):
         return worker.run()
+
+
+def use_ruleset_file(engine: Engine, scene: str, path: Path) -> str:
+    """Make the ruleset in `path` (JSON or YAML: ``{"rules": [...], "policy": {...}}``,
+    the policy optional) live for `scene`; returns its version. `StreamError` when the
+    file cannot be read or holds no valid ruleset."""
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise StreamError(f"--ruleset {str(path)!r}: cannot read it: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list) or \
+            not set(body) <= {"rules", "policy", "version", "scene", "active"}:
+        raise StreamError(f"--ruleset {str(path)!r}: expected an object with 'rules' (a "
+                          "list) and an optional 'policy'")
+    policy = body.get("policy") or engine.ruleset(scene).policy.to_dict()
+    if not isinstance(policy, dict):
+        raise StreamError(f"--ruleset {str(path)!r}: 'policy' must be an object")
+    if body.get("scene", scene) != scene:
+        raise StreamError(f"--ruleset {str(path)!r} is for scene {body['scene']!r}, not "
+                          f"{scene!r}")
+    try:
+        version = engine.activate_ruleset(scene, body["rules"], policy).version
+    except RiskEngineError as exc:
+        raise StreamError(f"--ruleset {str(path)!r}: {exc}") from None
+    if body.get("version", version) != version:
+        raise StreamError(f"--ruleset {str(path)!r} says version {body['version']!r}, but "
+                          f"its rules and policy are version {version!r}")
+    return version
