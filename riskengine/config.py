@@ -19,6 +19,7 @@ from riskengine.durations import parse_duration
 from riskengine.events import FieldSpec
 from riskengine.exceptions import ConfigError, RiskEngineError
 from riskengine.features.dsl import FeatureSpec, parse_feature
+from riskengine.patterns import PatternSpec, parse_patterns
 
 EXAMPLE_CONFIG_PATH = Path(__file__).parent / "examples" / "config.yaml"
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
@@ -28,7 +29,8 @@ DEFAULT_MAX_ENTITIES = 5_000_000
 
 _PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
-                         "ruleset_version", "idempotency_max", "max_entities", "fallback"})
+                         "ruleset_version", "idempotency_max", "max_entities", "fallback",
+                         "patterns"})
 FALLBACKS = ("accept", "review", "reject")
 DEFAULT_FALLBACK = "review"
 """The decision given when a scene's state cannot be reached (`fallback:` per scene)."""
@@ -55,6 +57,7 @@ class SceneConfig:
     idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX
     max_entities: int = DEFAULT_MAX_ENTITIES
     fallback: str = DEFAULT_FALLBACK
+    patterns: tuple[PatternSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,7 @@ def _scene(name: str, raw: object) -> SceneConfig:
         idempotency_max=_positive_int(raw, "idempotency_max", DEFAULT_IDEMPOTENCY_MAX, name),
         max_entities=_positive_int(raw, "max_entities", DEFAULT_MAX_ENTITIES, name),
         fallback=_fallback(raw, name),
+        patterns=parse_patterns(raw.get("patterns"), name),
     )
 
 

@@ -29,6 +29,7 @@ from riskengine.features.engine import SceneFeatures
 from riskengine.features.history import NEVER
 from riskengine.features.plan import Predicate
 from riskengine.lists import ListStore
+from riskengine.patterns import ScenePatterns
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.rules.ruleset import Ruleset
 
@@ -69,12 +70,13 @@ class SceneRuntime:
         self.names = ExprNames(
             features=frozenset(s.name for s in config.features),
             lists=list_names,
-            patterns=frozenset(),
+            patterns=frozenset(p.name for p in config.patterns),
             models=frozenset(),
             allow_features=True,
         )
         where_names = ExprNames(features=frozenset(), lists=list_names, patterns=frozenset(),
                                 models=frozenset(), allow_features=False)
+        self.patterns = ScenePatterns(config.patterns, config.lateness_ms, where_names)
 
         def compile_where(spec: FeatureSpec) -> Predicate:
             return compile_expression(spec.where or "True", names=where_names,
@@ -82,7 +84,7 @@ class SceneRuntime:
 
         self.features = SceneFeatures(config.features, config.lateness_ms, config.max_entities,
                                       compile_where, lists)
-        self.feature_names = tuple(self.features.template)
+        self.feature_names = (*self.features.template, *self.patterns.keys)
         self.fast = self.features.fast
         self.parse = self.parser.parse
         self.ruleset = Ruleset.build(config.name, list(config.rules), dict(config.policy),
@@ -231,6 +233,9 @@ class Engine:
             features, late = runtime.features.compute_general(parsed, lsn)
         else:
             late = False
+        if runtime.patterns:
+            runtime.patterns.observe(parsed, lsn, late, self.lists,
+                                     runtime.features.global_max, features)
         list_hits = runtime.list_hits(self.lists, parsed, t) if runtime.list_checks else ()
         ruleset = runtime.ruleset
         version = ruleset.version
@@ -274,6 +279,7 @@ class Engine:
         lists = self.lists
         name = runtime.name
         keep = runtime.recent.append
+        patterns = runtime.patterns
         started = perf_counter()
         for event in events:
             event_id = event["event_id"]
@@ -288,6 +294,8 @@ class Engine:
                 features, late = general(event, lsn)
             else:
                 late = False
+            if patterns:
+                patterns.observe(event, lsn, late, lists, clock.global_max, features)
             list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
             ruleset = runtime.ruleset
             version = ruleset.version
@@ -329,8 +337,10 @@ class Engine:
     # -- state -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Entities, retained entries and remembered event ids per scene."""
-        return {name: {**rt.features.stats(), "remembered_ids": len(rt.seen)}
+        """Entities, retained entries and remembered event ids per scene (and the keys
+        and entries of its sequence patterns, if it has any)."""
+        return {name: {**rt.features.stats(), "remembered_ids": len(rt.seen),
+                       **(rt.patterns.stats() if rt.patterns else {})}
                 for name, rt in self._scenes.items()}
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
@@ -343,6 +353,7 @@ class Engine:
                 name: {
                     "features": rt.features.dump(),
                     "seen": rt.dump_ids(),
+                    "patterns": rt.patterns.dump(),
                 }
                 for name, rt in self._scenes.items()
             },
@@ -380,4 +391,5 @@ class Engine:
                 continue
             runtime.features.load(data["features"])
             runtime.load_ids(data["seen"])
+            runtime.patterns.load(data.get("patterns", {}))
         return self

@@ -152,3 +152,18 @@ def test_metrics_show_throughput_counters_and_lag(bootstrap: str) -> None:
     assert seen["accept"] and 0 < seen["accept"] <= len(events)
     assert "riskengine_stream_batch_seconds_count" in text
     _finish(worker)
+
+
+def test_sequence_patterns_in_the_worker_equal_the_engine(bootstrap: str) -> None:
+    from tests.features.test_patterns import EXAMPLE, _traffic, _view
+
+    events = _traffic(300, seed=8)
+    topics = new_topics(bootstrap, events=1, decisions=1)
+    produce_events(bootstrap, topics["events"], events, key_field="account")
+    _finish(_worker(bootstrap, topics, "patterns", "--config", str(EXAMPLE), "--scene",
+                    "account", "--idle-exit", "4"))
+    got = [_view(orjson.loads(m.value() or b""))
+           for m in read_all(bootstrap, topics["decisions"], 1, len(events))]
+    engine = Engine.from_config(EXAMPLE)
+    expected = [_view(engine.evaluate("account", e).to_dict()) for e in events]
+    assert got == expected and any(v[2] for v in expected) and any(v[3] for v in expected)

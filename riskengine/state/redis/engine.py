@@ -65,7 +65,7 @@ from redis.retry import Retry
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
 from riskengine.engine import Engine, SceneRuntime, parse_batch
-from riskengine.exceptions import SnapshotError
+from riskengine.exceptions import ConfigError, SnapshotError
 from riskengine.rules.ruleset import Hit
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.codec import RedisStateError
@@ -167,6 +167,12 @@ class SharedEngine(Engine):
                  breaker: CircuitBreaker | None = None, lsn_block: int = DEFAULT_BLOCK,
                  prefix: str = "re", require_state: bool = True, state_url: str = "",
                  **feature_options: Any) -> None:
+        with_patterns = [name for name, scene in config.scenes.items() if scene.patterns]
+        if with_patterns:
+            raise ConfigError(f"scene {with_patterns[0]!r} has sequence patterns, which keep "
+                              "their state in the process: they are not available with "
+                              "shared (Redis) state yet; run one in-memory engine per "
+                              "partition of the pattern keys")
         super().__init__(config)
         self.client = client
         self.state_url = redact(state_url) if state_url else repr(client)
