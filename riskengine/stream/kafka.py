@@ -1,12 +1,23 @@
-"""The Kafka stream worker: events in, decisions out, at least once.
+"""The Kafka stream worker: events in, decisions out, at least once; and replay.
 
 Per batch of up to `batch_size` messages: decode each value (one JSON object), decide it
 with `Engine.evaluate`, produce the decision to the sink keyed by `event_id`; then wait
 until the broker acknowledged every produced message (`flush`), and only then commit the
 batch's offsets. A crash at any point re-reads from the last commit: nothing is lost, and
-the engine's idempotency guard answers a re-read event from memory (marked
-``"redelivery": true``) without counting it again — once the state holds it (see
-`riskengine.stream.checkpoint` for the in-memory state across restarts).
+the engine's idempotency guard answers a re-read event (marked ``"redelivery": true``)
+without counting it again — once the state holds it.
+
+In-memory state across crashes (`riskengine.stream.checkpoint`): a checkpoint is the
+state and the offsets it covers. After an unclean stop the worker restores it, re-reads
+from its offsets up to the group's committed offsets deciding without producing (those
+decisions were produced and acknowledged: this only rebuilds the state), and marks the
+decisions of the batch that may have been in flight when it died as redeliveries. A
+partition first seen by a run is checkpointed at once at its starting offset.
+
+Shared state (`SharedEngine`): the state and the remembered decisions are in Redis, so a
+crash or a rebalance needs nothing more; while Redis does not answer (the engine gives a
+degraded fallback decision) the worker holds the event and asks again every
+`degraded_retry_s`, producing and committing nothing meanwhile.
 
 Poison messages — a value that is not a JSON object, an event the scene refuses, an
 engine failure on one event — go to the dead-letter topic with the original key and value
@@ -22,6 +33,12 @@ and each worker owns its partitions for good. Features keyed by different fields
 shared state. Kafka's ordering holds per partition only, so the LSN of an event is its
 arrival at this worker; ``source`` in each decision gives the partition and offset.
 A rebalance that moves a partition to another worker does not move its in-memory state.
+
+Replay (`from_offset` / `from_timestamp_ms`): every partition of the source is assigned
+directly (no group: nothing committed, the group's offsets untouched) at the start
+offset, or at the broker's offset for the time with messages stamped earlier skipped
+(some brokers answer an earlier offset), and read to the end as it is when reached.
+`dry_run` produces nothing.
 
 Shutdown (`stop`, wired to SIGTERM/SIGINT by the CLI): the batch in flight is finished,
 flushed and committed, then the state is checkpointed (with `state_dir`).
