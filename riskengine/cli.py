@@ -542,9 +542,12 @@ def serve(
 
 @app.command()
 def worker(
-    source: Annotated[str, typer.Option(help="Input: kafka://host:port/topic (JSON events).")],
+    source: Annotated[str, typer.Option(
+        help="Input (JSON events): kafka://host:port/topic or "
+             "redis-stream://host:port[/db]/stream (the event in field 'event').")],
     sink: Annotated[str | None, typer.Option(
-        show_default=False, help="Decisions: kafka://host:port/topic (not with --dry-run).")]
+        show_default=False, help="Decisions: kafka://host:port/topic or "
+                                 "redis-stream://host:port[/db]/stream (not with --dry-run).")]
     = None,
     group: Annotated[str, typer.Option(help="Consumer group.")] = "riskengine",
     config: Annotated[Path | None, typer.Option(
@@ -593,8 +596,14 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(
         min=0, max=65535, show_default=False,
         help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")] = None,
+    consumer: Annotated[str | None, typer.Option(
+        show_default=False, help="Redis Streams consumer name (default host-pid); keep it "
+                                 "across restarts.")] = None,
+    claim_idle: Annotated[int, typer.Option(
+        min=1, help="Redis Streams: take over entries pending this many ms at another "
+                    "consumer.")] = 30_000,
 ) -> None:
-    """Decide a Kafka topic of events into a topic of decisions (at least once).
+    """Decide a stream of events (Kafka or Redis Streams) into decisions (at least once).
 
     Offsets are committed after the decisions are acknowledged; SIGTERM finishes the batch
     in flight, commits and checkpoints. With --from-offset / --from-timestamp it replays
@@ -616,7 +625,8 @@ def worker(
                 state_dir=state_dir, max_events=max_events, idle_exit_s=idle_exit,
                 batch_size=batch_size, kafka_options=kafka_option or [],
                 checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
-                from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port)
+                from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port,
+                consumer_name=consumer, claim_idle_ms=claim_idle)
             if ruleset is not None:
                 version = use_ruleset_file(engine, scene, ruleset)
                 logging.getLogger("riskengine").info("scene %s: ruleset %s from %s", scene,

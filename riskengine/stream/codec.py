@@ -1,7 +1,7 @@
 """Bytes in, bytes out: input messages to events, decisions and dead letters to messages.
 
-Decisions are the engine's ``Decision.to_dict()`` plus ``source``: the input topic,
-partition and offset the event was read from (the event's place in the stream), and
+Decisions are the engine's ``Decision.to_dict()`` plus ``source``: where the event was
+read (Kafka: topic, partition and offset; Redis Streams: stream and entry id), and
 ``redelivery``: true when the event id had been decided before and the decision is the
 remembered one (a re-read after a restart), so consumers can drop it. Dead
 letters keep the original key and value bytes untouched; the error travels in headers,
@@ -49,12 +49,13 @@ def decode_event(value: bytes | None) -> dict[str, Any]:
     return event
 
 
-def decision_message(decision: Decision, topic: str, partition: int, offset: int,
+def decision_message(decision: Decision, source: dict[str, Any],
                      redelivery: bool = False) -> bytes:
-    """The JSON value produced to the sink for `decision`; `redelivery` marks a decision
-    answered from the idempotency guard (its event id was decided before)."""
+    """The JSON value produced to the sink for `decision`: `source` is where the event
+    was read (Kafka: topic, partition, offset; Redis Streams: stream, id); `redelivery`
+    marks a decision that may repeat one produced before."""
     body = decision.to_dict()
-    body["source"] = {"topic": topic, "partition": partition, "offset": offset}
+    body["source"] = source
     body["redelivery"] = redelivery
     return orjson.dumps(body)
 

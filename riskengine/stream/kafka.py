@@ -47,9 +47,7 @@ flushed and committed, then the state is checkpointed (with `state_dir`).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +63,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from riskengine.decision import Decision
 from riskengine.engine import Engine
-from riskengine.exceptions import EventValidationError
 from riskengine.stream.base import KafkaTopic, PoisonMessage, StreamError, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint
-from riskengine.stream.codec import dead_letter_headers, decision_message, decode_event
-from riskengine.stream.metrics import StreamMetrics
+from riskengine.stream.codec import dead_letter_headers, decision_message
+from riskengine.stream.worker import StreamWorker
 
 __all__ = ["KafkaWorker", "WorkerSettings"]
 
@@ -140,21 +136,17 @@ class WorkerSettings:
                                   "the sink or the dead-letter topic")
 
 
-class KafkaWorker:
+class KafkaWorker(StreamWorker):
     """Consume, decide, produce, commit; `run` until `stop`, `max_events` or idle."""
 
     def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
-        engine.scene(settings.scene)  # UnknownSceneError now, not per event
-        self.engine = engine
+        super().__init__(engine, settings.scene, settings.degraded_retry_s)
         self.settings = settings
-        self.stats = WorkerStats()
-        self._stop = threading.Event()
         self._checkpoint = Checkpoint(settings.state_dir) if settings.state_dir else None
         self._resume: dict[tuple[str, int], int] = {}
         self._acked: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
         self._assigned_at: float | None = None
-        self._by_decision: Counter[str] = Counter()
         self._quiet: dict[tuple[str, int], int] = {}
         """Per partition: offsets below this were decided and acknowledged before a crash;
         they are decided again to rebuild the state, and not produced again."""
@@ -170,11 +162,6 @@ class KafkaWorker:
         self._replay_partitions = 0
         self._reported_at = 0.0
         self._progress_at = 0.0
-        self.metrics = StreamMetrics()
-
-    def stop(self) -> None:
-        """Ask the loop to finish the batch in flight and return (any thread, signals)."""
-        self._stop.set()
 
     # set-up ---------------------------------------------------------------------------
 
@@ -290,9 +277,7 @@ class KafkaWorker:
             finally:
                 self._report(consumer, force=True)
                 consumer.close()
-                self.metrics.close()
-        self.stats.by_decision = dict(self._by_decision)
-        return self.stats
+        return self.finish()
 
     def _assign_replay(self, consumer: Consumer) -> None:
         """Assign every partition of the source at the replay's start (no group)."""
@@ -343,10 +328,7 @@ class KafkaWorker:
             return
         self._reported_at = now
         stats = self.stats
-        counts = {"decided": stats.decided, "redelivered": stats.redelivered,
-                  "dead_lettered": stats.dead_lettered, "rebuilt": stats.rebuilt,
-                  "skipped": stats.skipped}
-        self.metrics.record(counts, self._by_decision, stats.state_waits)
+        self.record_metrics()
         behind = 0
         for (topic, partition), position in self._position.items():
             try:
@@ -399,7 +381,6 @@ class KafkaWorker:
     def _process(self, messages: list[Message], sink: Producer | None, dead: Producer | None
                  ) -> dict[tuple[str, int], int]:
         """Decide and produce one batch; returns the next offset per partition."""
-        engine, scene = self.engine, self.settings.scene
         sink_topic = self.settings.sink.topic if self.settings.sink is not None else ""
         delivered = self._delivered
         pending: dict[tuple[str, int], int] = {}
@@ -426,55 +407,24 @@ class KafkaWorker:
                         continue
                     del self._skip_before[place]
             quiet = offset < self._quiet.get(place, -1)
-            try:
-                event = decode_event(msg.value())
-                before = engine.lsn
-                decision = engine.evaluate(scene, event)
-                if decision.degraded:
-                    answered = self._wait_for_state(scene, event)
-                    if answered is None:  # stopping: this event stays uncommitted
-                        break
-                    decision = answered
-            except PoisonMessage as exc:
-                pending[place] = offset + 1
-                self._dead_letter(dead, msg, exc, topic, partition, offset, quiet)
-                continue
-            except EventValidationError as exc:
-                pending[place] = offset + 1
-                poison = PoisonMessage("invalid-event", str(exc), field=exc.field)
-                self._dead_letter(dead, msg, poison, topic, partition, offset, quiet)
-                continue
-            except Exception as exc:  # one event must not stop the stream
-                pending[place] = offset + 1
-                log.exception("engine failed on %s[%s]@%s", topic, partition, offset)
-                poison = PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
-                self._dead_letter(dead, msg, poison, topic, partition, offset, quiet)
-                continue
+            outcome = self.decide(msg.value(), f"{topic}[{partition}]@{offset}")
+            if outcome is None:  # stopping: this event stays uncommitted
+                break
             pending[place] = offset + 1
+            if isinstance(outcome, PoisonMessage):
+                self._dead_letter(dead, msg, outcome, topic, partition, offset, quiet)
+                continue
             if quiet:
                 self.stats.rebuilt += 1
                 continue
-            redelivery = engine.lsn == before or offset < self._unsure.get(place, -1)
+            decision = outcome.decision
+            redelivery = not outcome.fresh or offset < self._unsure.get(place, -1)
             if sink is not None:
-                value = decision_message(decision, topic, partition, offset, redelivery)
+                value = decision_message(decision, {"topic": topic, "partition": partition,
+                                                    "offset": offset}, redelivery)
                 _produce(sink, sink_topic, value, decision.event_id, None, delivered)
-            self.stats.decided += 1
-            self.stats.redelivered += redelivery
-            self._by_decision[decision.decision] += 1
+            self.counted(decision, redelivery)
         return pending
-
-    def _wait_for_state(self, scene: str, event: dict[str, Any]) -> Decision | None:
-        """The shared state did not answer (the engine gave its degraded fallback): a
-        stream can wait, so the event is decided again until the state answers, or None
-        when the worker is asked to stop meanwhile."""
-        self.stats.state_waits += 1
-        log.warning("the state is unavailable: holding the stream until it answers")
-        while not self._stop.wait(self.settings.degraded_retry_s):
-            decision = self.engine.evaluate(scene, event)
-            if not decision.degraded:
-                log.warning("the state answers again: the stream goes on")
-                return decision
-        return None
 
     def _dead_letter(self, dead: Producer | None, msg: Message, error: PoisonMessage,
                      topic: str, partition: int, offset: int, quiet: bool = False) -> None:

@@ -16,6 +16,16 @@ from riskengine.exceptions import ListError, RiskEngineError
 from riskengine.lists import parse_expiry
 from riskengine.stream.base import StreamError, WorkerStats, parse_kafka_url
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings
+from riskengine.stream.redis_streams import (
+    SCHEME as STREAM_SCHEME,
+)
+from riskengine.stream.redis_streams import (
+    RedisStream,
+    RedisStreamSettings,
+    RedisStreamWorker,
+    parse_stream_url,
+)
+from riskengine.stream.worker import StreamWorker
 
 __all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
 
@@ -49,16 +59,38 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
                    idle_exit_s: float | None, batch_size: int,
                    kafka_options: Sequence[str], checkpoint_interval_s: float = 300.0,
                    from_offset: int | None = None, from_timestamp: str | None = None,
-                   dry_run: bool = False, metrics_port: int | None = None
-                   ) -> WorkerSettings:
-    """The CLI's options as `WorkerSettings`; `StreamError` names the bad option."""
-    consumer, producer = split_options(kafka_options)
+                   dry_run: bool = False, metrics_port: int | None = None,
+                   consumer_name: str | None = None, claim_idle_ms: int = 30_000
+                   ) -> WorkerSettings | RedisStreamSettings:
+    """The CLI's options as the settings of a Kafka (``kafka://``) or Redis Streams
+    (``redis-stream://``) worker; `StreamError` names the bad option."""
     start_ms = None
     if from_timestamp is not None:
         try:
             start_ms = parse_expiry(from_timestamp, what="--from-timestamp")
         except ListError as exc:
             raise StreamError(str(exc)) from None
+    if source.startswith(f"{STREAM_SCHEME}://"):
+        if kafka_options:
+            raise StreamError("--kafka-option is for kafka:// sources")
+        if from_offset is not None:
+            raise StreamError("a Redis stream has no offsets: replay it with "
+                              "--from-timestamp (entry ids are times)")
+
+        def stream(url: str | None, option: str) -> RedisStream | None:
+            return None if url is None else parse_stream_url(url, option)
+
+        return RedisStreamSettings(
+            source=parse_stream_url(source, "--source"), sink=stream(sink, "--sink"),
+            dead_letter=stream(dead_letter, "--dead-letter"), group=group,
+            consumer=consumer_name, scene=scene, state_dir=state_dir,
+            max_events=max_events, idle_exit_s=idle_exit_s, batch_size=batch_size,
+            checkpoint_interval_s=checkpoint_interval_s, claim_idle_ms=claim_idle_ms,
+            from_timestamp_ms=start_ms, dry_run=dry_run, metrics_port=metrics_port)
+    if consumer_name is not None:
+        raise StreamError("--consumer names a Redis Streams consumer; a Kafka worker is "
+                          "named by librdkafka's client.id (-X client.id=…)")
+    consumer, producer = split_options(kafka_options)
     replay = from_offset is not None or start_ms is not None
     return WorkerSettings(
         source=parse_kafka_url(source, "--source"),
@@ -74,7 +106,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
 
 
 @contextmanager
-def _stop_on_signals(worker: KafkaWorker) -> Iterator[None]:
+def _stop_on_signals(worker: StreamWorker) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: finishing the batch in flight", signum)
         worker.stop()
@@ -87,9 +119,15 @@ def _stop_on_signals(worker: KafkaWorker) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_foreground(engine: Engine, settings: WorkerSettings) -> WorkerStats:
-    """Run a `KafkaWorker` until SIGTERM/SIGINT, `max_events` or idle."""
-    worker = KafkaWorker(engine, settings)
+def run_foreground(engine: Engine, settings: WorkerSettings | RedisStreamSettings
+                   ) -> WorkerStats:
+    """Run a `KafkaWorker` or `RedisStreamWorker` until SIGTERM/SIGINT, `max_events` or
+    idle."""
+    worker: KafkaWorker | RedisStreamWorker
+    if isinstance(settings, RedisStreamSettings):
+        worker = RedisStreamWorker(engine, settings)
+    else:
+        worker = KafkaWorker(engine, settings)
     with _stop_on_signals(worker):
         return worker.run()
 
