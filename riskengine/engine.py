@@ -174,6 +174,9 @@ class Engine:
     ('accept', 1)
     """
 
+    shared_state = False
+    """True for engines whose state lives outside the process (`SharedEngine`)."""
+
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
         self.lists = ListStore.from_config(config.lists, config.base_dir)
@@ -263,6 +266,11 @@ class Engine:
         all; each decision's `latency_ms` is the time spent on that event."""
         runtime = self.scene(scene)
         return self._decide_many(runtime, parse_batch(runtime, events))
+
+    def decide_parsed(self, scene: str, events: list[dict[str, Any]]) -> list[Decision]:
+        """Decide events that the scene's parser (`scene(s).parse`) already validated, in
+        order, in one loop (as `evaluate_many` once it validated the batch)."""
+        return self._decide_many(self.scene(scene), events)
 
     def _decide_many(self, runtime: SceneRuntime, events: list[dict[str, Any]]
                      ) -> list[Decision]:

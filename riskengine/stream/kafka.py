@@ -384,6 +384,7 @@ class KafkaWorker(StreamWorker):
         sink_topic = self.settings.sink.topic if self.settings.sink is not None else ""
         delivered = self._delivered
         pending: dict[tuple[str, int], int] = {}
+        batch: list[tuple[Message, str, int, int]] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -397,8 +398,8 @@ class KafkaWorker(StreamWorker):
                 continue
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset()
             offset = offset if offset is not None else -1
-            place = (topic, partition)
             if self._skip_before:
+                place = (topic, partition)
                 start = self._skip_before.get(place)
                 if start is not None:
                     if msg.timestamp()[1] < start:
@@ -406,19 +407,29 @@ class KafkaWorker(StreamWorker):
                         self.stats.skipped += 1
                         continue
                     del self._skip_before[place]
-            quiet = offset < self._quiet.get(place, -1)
-            outcome = self.decide(msg.value(), f"{topic}[{partition}]@{offset}")
-            if outcome is None:  # stopping: this event stays uncommitted
+            batch.append((msg, topic, partition, offset))
+
+        def where(i: int) -> str:
+            _, topic, partition, offset = batch[i]
+            return f"{topic}[{partition}]@{offset}"
+
+        outcomes = self.decide_batch([item[0].value() for item in batch], where)
+        quiet_until, unsure_until = self._quiet, self._unsure
+        for (msg, topic, partition, offset), outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:  # stopping: this event and the rest stay uncommitted
                 break
+            place = (topic, partition)
             pending[place] = offset + 1
+            quiet = quiet_until and offset < quiet_until.get(place, -1)
             if isinstance(outcome, PoisonMessage):
-                self._dead_letter(dead, msg, outcome, topic, partition, offset, quiet)
+                self._dead_letter(dead, msg, outcome, topic, partition, offset, bool(quiet))
                 continue
             if quiet:
                 self.stats.rebuilt += 1
                 continue
             decision = outcome.decision
-            redelivery = not outcome.fresh or offset < self._unsure.get(place, -1)
+            redelivery = not outcome.fresh or (
+                bool(unsure_until) and offset < unsure_until.get(place, -1))
             if sink is not None:
                 value = decision_message(decision, {"topic": topic, "partition": partition,
                                                     "offset": offset}, redelivery)

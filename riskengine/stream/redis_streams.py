@@ -304,9 +304,10 @@ class RedisStreamWorker(StreamWorker):
         stream = settings.source.stream
         out: list[tuple[RedisStream, Fields]] = []
         done: list[bytes] = []
-        for entry_id, fields in entries:
-            outcome = self.decide(fields.get(EVENT_FIELD) if fields else None,
-                                  f"{stream}@{entry_id.decode()}")
+        outcomes = self.decide_batch(
+            [fields.get(EVENT_FIELD) if fields else None for _, fields in entries],
+            lambda i: f"{stream}@{entries[i][0].decode()}")
+        for (entry_id, fields), outcome in zip(entries, outcomes, strict=True):
             if outcome is None:  # stopping: the rest stays pending
                 break
             done.append(entry_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from riskengine.decision import Decision
@@ -71,6 +72,50 @@ class StreamWorker:
             log.exception("engine failed on %s", where)
             return PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
         return Decided(decision, engine.lsn != before)
+
+    def decide_batch(self, values: list[bytes | None], where: Callable[[int], str]
+                     ) -> list[Decided | PoisonMessage | None]:
+        """`decide` for a batch, in order. With in-memory state the valid events are
+        decided in one loop of the engine (`Engine.decide_parsed`); `where(i)` names the
+        i-th message in logs. After a None (stopping) the rest is None too."""
+        engine = self.engine
+        if engine.shared_state:
+            out: list[Decided | PoisonMessage | None] = []
+            for i, value in enumerate(values):
+                outcome = self.decide(value, where(i))
+                out.append(outcome)
+                if outcome is None:
+                    out.extend([None] * (len(values) - i - 1))
+                    break
+            return out
+        parse = engine.scene(self.scene).parse
+        out = [None] * len(values)
+        parsed: list[dict[str, Any]] = []
+        slots: list[int] = []
+        for i, value in enumerate(values):
+            try:
+                parsed.append(parse(decode_event(value)))
+                slots.append(i)
+            except PoisonMessage as exc:
+                out[i] = exc
+            except EventValidationError as exc:
+                out[i] = PoisonMessage("invalid-event", str(exc), field=exc.field)
+        before = engine.lsn
+        try:
+            decisions = engine.decide_parsed(self.scene, parsed)
+        except Exception:  # one event broke the loop: decide one by one to find it
+            log.exception("the batch failed in the engine: deciding it event by event")
+            for i in slots:
+                out[i] = self.decide(values[i], where(i))
+            return out
+        fresh_from = before
+        for i, decision in zip(slots, decisions, strict=True):
+            lsn = decision.lsn
+            fresh = lsn > fresh_from  # a repeat within the batch has an LSN already given
+            if fresh:
+                fresh_from = lsn
+            out[i] = Decided(decision, fresh)
+        return out
 
     def _wait_for_state(self, event: dict[str, Any]) -> Decision | None:
         """The shared state did not answer (the engine gave its degraded fallback): a

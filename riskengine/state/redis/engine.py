@@ -174,6 +174,7 @@ class SharedEngine(Engine):
                               "shared (Redis) state yet; run one in-memory engine per "
                               "partition of the pattern keys")
         super().__init__(config)
+        self.shared_state = True
         self.client = client
         self.state_url = redact(state_url) if state_url else repr(client)
         self.prefix = prefix
