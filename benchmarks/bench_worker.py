@@ -1,9 +1,12 @@
 """The Kafka stream worker end to end, beside a bare decode-and-produce peer.
 
 One private Tansu broker (the one the tests use, `tests/servers.py`) on a free port; the
-events (the synthetic transfer traffic, the example config's `transfer` scene with its
-nine features, lists and rules) are produced to a one-partition topic before anything is
-timed. Then, in this one process, rounds alternate between:
+events are produced to a one-partition topic before anything is timed. Two workloads
+(`--workload`): ``seed``, the seed workload (`benchmarks.workload`) on the seed's three
+features and rule (the config of `benchmarks.bench_engine`); ``example``, the synthetic
+transfer traffic (`riskengine generate`) on the example config's `transfer` scene with
+its nine features (one of them a 30-day tiled window per payer-receiver pair), lists
+and rules. Then, in this one process, rounds alternate between:
 
 - **peer**: a confluent-kafka consumer that reads the topic, decodes each value
   (`orjson.loads`), produces it again (`orjson.dumps`) to an output topic, and per batch
@@ -16,10 +19,10 @@ broker warm. Reported: events/s (events over the wall time from the first poll t
 last commit), best and median over `--reps`, and our speed over the peer's.
 
     .venv/bin/python -m benchmarks.bench_worker                 # 200,000 events, 3 rounds
-    .venv/bin/python -m benchmarks.bench_worker --events 50000 --reps 1
+    .venv/bin/python -m benchmarks.bench_worker --workload example --events 100000
     py-spy record -o worker.svg -- .venv/bin/python -m benchmarks.bench_worker --reps 1
 
-Results go to `benchmarks/results/worker.json`.
+Results go to `benchmarks/results/worker_<workload>.json`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +47,38 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import create_topics, kafka_server  # noqa: E402
 
+from benchmarks.bench_engine import SCENE, engine_config  # noqa: E402
+from benchmarks.workload import WorkloadSpec, generate  # noqa: E402
 from riskengine.engine import Engine  # noqa: E402
 from riskengine.stream.base import KafkaTopic  # noqa: E402
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings  # noqa: E402
 from riskengine.synth import generate_transfers  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "worker.json"
+RESULTS = Path(__file__).parent / "results"
 BATCH = 1000
 GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
 
 
-def load_events(bootstrap: str, topic: str, n: int, seed: int) -> None:
+def workload_events(workload: str, n: int, seed: int) -> Iterator[dict[str, Any]]:
+    if workload == "seed":
+        yield from generate(WorkloadSpec(events=n))
+        return
+    for event in generate_transfers(n, seed):
+        event.pop("label", None)
+        yield event
+
+
+def workload_engine(workload: str) -> Engine:
+    return Engine.from_config(engine_config(schema=True) if workload == "seed" else None)
+
+
+def load_events(bootstrap: str, topic: str, events: Iterator[dict[str, Any]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
                          "batch.num.messages": 10000})
-    for i, event in enumerate(generate_transfers(n, seed)):
-        event.pop("label", None)
+    for i, event in enumerate(events):
         while True:
             try:
-                producer.produce(topic, orjson.dumps(event), event["pay_account"].encode())
+                producer.produce(topic, orjson.dumps(event), str(event["pay_account"]).encode())
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -120,12 +138,13 @@ class TimedWorker(KafkaWorker):
         return super()._process(messages, sink, dead)
 
 
-def run_worker(bootstrap: str, source: str, sink: str, n: int) -> float:
+def run_worker(bootstrap: str, source: str, sink: str, n: int, engine: Engine,
+               scene: str) -> float:
     settings = WorkerSettings(
         source=KafkaTopic(bootstrap, source), sink=KafkaTopic(bootstrap, sink),
-        group=f"bench-{uuid.uuid4()}", max_events=n, batch_size=BATCH,
+        group=f"bench-{uuid.uuid4()}", max_events=n, batch_size=BATCH, scene=scene,
         consumer_options=GROUP_OPTIONS)
-    worker = TimedWorker(Engine.from_config(None), settings)
+    worker = TimedWorker(engine, settings)
     stats = worker.run()
     ended = time.perf_counter()
     if stats.decided != n:
@@ -139,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workload", choices=("seed", "example"), default="seed")
     args = parser.parse_args(argv)
     n = args.events
+    scene = SCENE if args.workload == "seed" else "transfer"
     rows: dict[str, list[float]] = {"peer": [], "riskengine": []}
     with kafka_server() as bootstrap:
         suffix = uuid.uuid4().hex[:6]
@@ -148,25 +169,30 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "decisions"))
         create_topics(bootstrap, {source: 1, out_peer: 1, out_ours: 1})
         print(f"loading {n:,} events…", flush=True)
-        load_events(bootstrap, source, n, args.seed)
+        load_events(bootstrap, source, workload_events(args.workload, n, args.seed))
         for rep in range(args.reps):
-            for name, run in (("peer", run_peer), ("riskengine", run_worker)):
-                seconds = run(bootstrap, source, out_peer if name == "peer" else out_ours, n)
+            for name in ("peer", "riskengine"):
+                if name == "peer":
+                    seconds = run_peer(bootstrap, source, out_peer, n)
+                else:
+                    seconds = run_worker(bootstrap, source, out_ours, n,
+                                         workload_engine(args.workload), scene)
                 rows[name].append(n / seconds)
                 print(f"round {rep + 1} {name:>10}: {n / seconds:10,.0f} events/s",
                       flush=True)
     best = {k: max(v) for k, v in rows.items()}
     median = {k: statistics.median(v) for k, v in rows.items()}
     result = {
-        "events": n, "reps": args.reps, "batch_size": BATCH,
+        "workload": args.workload, "events": n, "reps": args.reps, "batch_size": BATCH,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "events_per_s": rows, "best": best, "median": median,
         "ratio_best": best["riskengine"] / best["peer"],
         "ratio_median": median["riskengine"] / median["peer"],
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"worker_{args.workload}.json").write_text(json.dumps(result, indent=2) + "\n",
+                                                         encoding="utf-8")
     print(f"riskengine {best['riskengine']:,.0f} events/s best ({median['riskengine']:,.0f} "
           f"median); peer {best['peer']:,.0f} ({median['peer']:,.0f}); "
           f"ratio {result['ratio_best']:.2f} best, {result['ratio_median']:.2f} median")
