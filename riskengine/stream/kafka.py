@@ -32,7 +32,14 @@ and each worker owns its partitions for good. Features keyed by different fields
 (``pay_account`` and ``rcv_account``) cannot both be partition-local: run one worker, or
 shared state. Kafka's ordering holds per partition only, so the LSN of an event is its
 arrival at this worker; ``source`` in each decision gives the partition and offset.
-A rebalance that moves a partition to another worker does not move its in-memory state.
+
+Rebalances, in-memory state: a worker that gets a partition whose state it does not hold
+(another worker had it, or this process starts without a checkpoint for it) reads it
+from where its own state of it ends — the start of the log if it never held it — up to
+the group's committed offset, deciding without producing, before it produces again: the
+state is rebuilt from the log (which must retain at least the scene's largest window plus
+its lateness), nothing is counted twice (the idempotency guard), and the first batch past
+the committed offset is marked as redeliveries (the previous owner may have produced it).
 
 Replay (`from_offset` / `from_timestamp_ms`): every partition of the source is assigned
 directly (no group: nothing committed, the group's offsets untouched) at the start
@@ -54,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
     KafkaError,
@@ -182,22 +190,40 @@ class KafkaWorker(StreamWorker):
         return Producer(conf)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        """Start each partition at the checkpoint's offset the first time it is seen. A
-        partition the checkpoint does not cover yet is checkpointed at once, at the offset
-        it starts from, so that a crash before the next checkpoint can be rebuilt from it."""
-        fresh = []
+        """Where each assigned partition starts. Shared state: at the committed offset.
+        In-memory state: where this process's state ends for it — the checkpoint's
+        offset, the offset it had reached before a rebalance took the partition away, or
+        the start of the log when it never held it — and from there up to the committed
+        offset the events only rebuild the state (they were produced before). A partition
+        another worker had (or that had no checkpoint) gets its first batch past the
+        committed offset marked as redeliveries, since that worker may have produced
+        it before it stopped. A partition new to the checkpoint is checkpointed at once."""
+        if self.engine.shared_state:
+            log.info("assigned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in partitions))
+            consumer.assign(partitions)
+            return
+        found = consumer.committed([TopicPartition(tp.topic, tp.partition)
+                                    for tp in partitions], timeout=30)
+        committed = {(c.topic, c.partition): c.offset for c in found}
+        new_here = False
         for tp in partitions:
-            saved = self._resume.pop((tp.topic, tp.partition), None)
-            if saved is not None:
-                tp.offset = saved
-            elif self._checkpoint is not None and (tp.topic, tp.partition) not in self._acked:
-                fresh.append(tp)
-        if fresh:
-            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in fresh],
-                                       timeout=30)
-            for tp in found:
-                self._acked[(tp.topic, tp.partition)] = max(tp.offset, 0)
-            assert self._checkpoint is not None
+            place = (tp.topic, tp.partition)
+            held = self._resume.pop(place, None)
+            if held is None:
+                held = self._acked.get(place)
+            done = committed.get(place, -1)
+            if held is None:  # nothing of this partition is in this process's state
+                held = 0
+                self._acked[place] = 0
+                new_here = True
+            if done > held:
+                self._quiet[place] = done
+                self._unsure[place] = max(self._unsure.get(place, 0),
+                                          done + self.settings.batch_size)
+                log.warning("%s[%s]: rebuilding the state from offset %d up to the committed "
+                            "offset %d without producing", tp.topic, tp.partition, held, done)
+            tp.offset = held if held > 0 else OFFSET_BEGINNING
+        if new_here and self._checkpoint is not None:
             self._checkpoint.save(self.engine, self._acked)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
         if self._assigned_at is None:
@@ -352,10 +378,9 @@ class KafkaWorker(StreamWorker):
                      f"{stats.decided:,}", f"{stats.dead_lettered:,}", f"{behind:,}", done)
 
     def _plan_recovery(self, consumer: Consumer, previous: Any) -> None:
-        """After a run that did not end cleanly (kill -9, OOM, power): events between the
-        checkpoint and the group's committed offsets were decided and acknowledged, so
-        they only rebuild the state; the batch that was in flight may have been produced,
-        so its decisions are marked as redeliveries."""
+        """After a run that did not end cleanly (kill -9, OOM, power) the batch that was in
+        flight past the committed offsets may have been produced: its decisions are
+        marked as redeliveries (the rebuild up to the committed offsets: `_on_assign`)."""
         if previous is None or previous.clean or not self._resume:
             return
         wanted = [TopicPartition(t, p) for t, p in self._resume]
@@ -367,10 +392,9 @@ class KafkaWorker(StreamWorker):
         for tp in found:
             key = (tp.topic, tp.partition)
             done = tp.offset if tp.offset >= 0 else self._resume[key]
-            self._quiet[key] = done
             self._unsure[key] = done + previous.batch_size
-        log.warning("the last run did not end cleanly: rebuilding the state from %s up to "
-                    "the committed offsets %s without producing", self._resume, self._quiet)
+        log.warning("the last run did not end cleanly: the first batch after the committed "
+                    "offsets %s is marked as redeliveries", self._unsure)
 
     def _idle_for(self, last_message: float) -> bool:
         limit = self.settings.idle_exit_s

@@ -7,6 +7,7 @@ over a 4-partition topic on Redis state decide as one worker does."""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,34 @@ def test_two_workers_over_four_partitions_decide_as_one(bootstrap: str) -> None:
     assert two == one
     # and as the in-process engine, population by population (they share no entity)
     assert one == [x for p in populations for x in _expected(p)]
+
+
+def test_a_rebalance_rebuilds_in_memory_state_for_the_partition_taken_over(
+        bootstrap: str) -> None:
+    """In-memory state, two partitions whose entities do not overlap: worker A runs
+    alone, then B joins and takes a partition A had: B rebuilds that partition's state
+    from the log before deciding, so nothing is lost or counted twice."""
+    populations = [_population(i, 600) for i in range(2)]
+    everything = [e for p in populations for e in p]
+    topics = new_topics(bootstrap, events=2, decisions=1)
+
+    def send(part: slice) -> None:
+        for partition, events in enumerate(populations):
+            produce(bootstrap, topics["events"],
+                    ((e["pay_account"].encode(), orjson.dumps(e)) for e in events[part]),
+                    partition=partition)
+
+    send(slice(0, 300))
+    a = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12")
+    wait_for_messages(bootstrap, topics["decisions"], 1, 600)
+    b = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12")
+    time.sleep(8)  # the group rebalances over both workers
+    send(slice(300, 600))
+    out_a, out_b = _finish(a, timeout=120), _finish(b, timeout=120)
+    assert "decided" in out_a and "decided" in out_b
+    assert committed(bootstrap, "rebalance", topics["events"], 2) == [600, 600]
+    messages = read_all(bootstrap, topics["decisions"], 1, len(everything))
+    decisions = _first_copies(messages, everything)
+    assert [_essence(d) for d in decisions] == \
+        [x for p in populations for x in _expected(p)]
+    assert "re-read to rebuild the state" in out_a + out_b  # one of them took one over
