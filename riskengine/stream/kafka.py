@@ -198,6 +198,8 @@ class KafkaWorker(StreamWorker):
         another worker had (or that had no checkpoint) gets its first batch past the
         committed offset marked as redeliveries, since that worker may have produced
         it before it stopped. A partition new to the checkpoint is checkpointed at once."""
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
         if self.engine.shared_state:
             log.info("assigned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in partitions))
             consumer.assign(partitions)
@@ -226,8 +228,6 @@ class KafkaWorker(StreamWorker):
         if new_here and self._checkpoint is not None:
             self._checkpoint.save(self.engine, self._acked)
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
-        if self._assigned_at is None:
-            self._assigned_at = time.monotonic()
         consumer.assign(partitions)
 
     def _delivered(self, err: Any, msg: Any) -> None:

@@ -39,7 +39,7 @@ class RedisDecider:
         event_id, t = event["event_id"], event["timestamp"]
         previous = self.store.lookup(event_id, self.features.clock)
         if previous is not None:
-            record = json.loads(previous)
+            record = json.loads(previous.partition(b"|")[2])  # "<t>|<what remember got>"
             return Decided(record["features"], record["late"], duplicate=True)
         self.lsn += 1
         features, late = self.features.compute(event, self.lsn)

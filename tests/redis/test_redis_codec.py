@@ -55,9 +55,9 @@ def test_decision_store_horizon(client: redis.Redis) -> None:
     store = RedisDecisionStore(client, "s", horizon_ms=1000)
     assert store.lookup("x", None) is None
     assert store.remember("x", 5000, '{"n": 1}', None) is None
-    assert store.lookup("x", 5999) == b'{"n": 1}'
-    assert store.remember("x", 5999, '{"n": 2}', 5999) == b'{"n": 1}'  # first one wins
+    assert store.lookup("x", 5999) == b'5000|{"n": 1}'  # the whole record, time first
+    assert store.remember("x", 5999, '{"n": 2}', 5999) == b'5000|{"n": 1}'  # first wins
     assert store.lookup("x", 6000) is None  # 5000 > 6000 - 1000 fails: forgotten
     assert store.remember("x", 6000, '{"n": 3}', 6000) is None
-    assert store.lookup("x", 6000) == b'{"n": 3}'
+    assert store.lookup("x", 6000) == b'6000|{"n": 3}'
     assert 0 < client.pttl(store.key("x")) <= 600_000

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from riskengine import Engine
@@ -23,14 +24,14 @@ from riskengine.exceptions import (
     UnknownSceneError,
 )
 from riskengine.rules.ruleset import Hit
+from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.engine import (
     SharedEngine,
     StateUnavailableError,
-    decode_decision,
-    encode_decision,
     redact,
 )
 from riskengine.state.redis.functions import Client
+from riskengine.state.redis.records import DecisionRecords
 from riskengine.synth import generate_transfers
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -162,15 +163,35 @@ def test_workers_share_lsns_ids_and_state(make: Any) -> None:
     assert a.stats()["transfer"]["duplicates"] == 1
 
 
-def test_decision_documents_round_trip() -> None:
+def test_decision_records_round_trip() -> None:
     decision = Decision("e-1", "transfer", "review", 40.0,
                         (Hit("r1", "why", 40.0, None),), (Hit("s", "", 1.5, "reject"),),
                         {"a": 2**70, "b": "\ud800x", "c": None, "d": 0.1, "e": True},
                         ("blocked_ips",), "v1", True, False, 1.25, 17, T0, ("bad_rule",))
-    assert decode_decision(encode_decision(decision)) == decision
+    records = DecisionRecords("transfer", ("a", "b", "c", "d", "e"))
+    assert records.decode(f"{T0}|".encode() + records.encode(decision), "e-1") == decision
     plain = Decision("e-2", "login", "accept", 0.0, (), (), {"n": 3}, (), "v", False, False,
                      0.5, 1, T0)
-    assert decode_decision(encode_decision(plain)) == plain
+    login = DecisionRecords("login", ("n",))
+    raw = f"{T0}|".encode() + login.encode(plain)
+    assert login.decode(raw, "e-2") == plain
+    assert len(raw) < len(orjson.dumps(plain.to_dict())) / 2
+
+
+def test_a_record_written_under_other_feature_names_decodes_with_them(make: Any) -> None:
+    engine = make()  # registers the scene's names in Redis
+    old = DecisionRecords("login", ("old_feature",), engine.client)
+    old.register()
+    plain = Decision("e-9", "login", "accept", 0.0, (), (), {"old_feature": 7}, (), "v",
+                     False, False, 0.5, 1, T0)
+    raw = f"{T0}|".encode() + old.encode(plain)
+    now = DecisionRecords("login", engine.scene("login").feature_names, engine.client)
+    assert now.decode(raw, "e-9") == plain  # the names come from Redis by tag
+    stranger = DecisionRecords("login", ("x",))
+    with pytest.raises(RedisStateError, match="does not hold"):
+        stranger.decode(f"{T0}|".encode() + DecisionRecords("login", ("y",)).encode(
+            Decision("e", "login", "accept", 0.0, (), (), {"y": 1}, (), "v", False, False,
+                     0.5, 1, T0)), "e")
 
 
 def test_api_around_the_shared_state(make: Any, tmp_path: Any) -> None:

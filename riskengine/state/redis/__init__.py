@@ -3,7 +3,7 @@
 `RedisSceneFeatures(client, scene_config).compute(event, lsn)` returns what the in-memory
 `SceneFeatures.compute` returns, `(features, late)`, for the same events in the same
 order; tests/redis/ checks it event by event against tests/oracle.py, on one server and
-on a 3-primary Redis Cluster. `RedisDecisionStore` remembers whole decisions by event id.
+on a 3-primary Redis Cluster. `RedisDecisionStore` remembers decisions by event id.
 Needs Redis 7.0 or later (Redis Functions).
 
 Connecting
@@ -47,7 +47,11 @@ in Redis Cluster an entity, and its bucket, live on one slot:
 ``re:{<scene>}:G``
     the scene clock G (string), shared by the workers.
 ``re:id:{<scene>|<event id>}``
-    an idempotency record, ``<t>|<decision JSON>`` (`RedisDecisionStore`).
+    an idempotency record, ``<t>|<decision record>`` (`RedisDecisionStore`; the compact
+    record of `riskengine.state.redis.records`).
+``re:names:{<scene>}``
+    hash: feature-names tag → the JSON list of the scene's feature names (records name
+    their list by tag).
 
 The key value text is Python-equality canonical (``1``, ``1.0`` and ``True`` are one key;
 strings are prefixed with ``'``), JSON for composite keys, a digest beyond 120 characters.

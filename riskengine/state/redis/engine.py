@@ -10,7 +10,7 @@ ruleset versions stay in each process, exactly as in `Engine`; only the state is
 
 Per scene, `RedisSceneFeatures` computes and stores the features (one pipelined round
 trip, two for a late event) and `RedisDecisionStore` is the idempotency guard: a decision
-is stored as its JSON document (`Decision.to_dict`) under its event id, and a duplicate
+is stored as a compact record (`DecisionRecords`) under its event id, and a duplicate
 gets an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
 A decision costs three round trips: the id lookup, the features, the remembering.
 
@@ -48,7 +48,6 @@ One engine is driven by one thread (as `Engine`); scale out with processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -57,7 +56,6 @@ from time import perf_counter
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -66,13 +64,13 @@ from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
 from riskengine.engine import Engine, SceneRuntime, parse_batch
 from riskengine.exceptions import ConfigError, SnapshotError
-from riskengine.rules.ruleset import Hit
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.lsn import DEFAULT_BLOCK, LsnBlocks
+from riskengine.state.redis.records import DecisionRecords
 from riskengine.state.redis.store import RedisSceneFeatures
 
 log = logging.getLogger("riskengine.state")
@@ -117,33 +115,16 @@ def open_client(url: str, timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Client:
                                     f"start Redis or fix the state URL") from None
 
 
-def encode_decision(decision: Decision) -> bytes:
-    """The decision's JSON document (what `decode_decision` rebuilds it from)."""
-    document = decision.to_dict()
-    try:
-        return orjson.dumps(document)
-    except TypeError:  # integers beyond 64 bits, lone surrogates
-        return json.dumps(document, separators=(",", ":")).encode()
-
-
-def decode_decision(raw: bytes | str) -> Decision:
-    """A `Decision` equal to the one `encode_decision` was given."""
-    d = json.loads(raw)  # exact for big integers, unlike orjson.loads
-    return Decision(
-        d["event_id"], d["scene"], d["decision"], d["score"],
-        tuple(Hit(**h) for h in d["hits"]), tuple(Hit(**h) for h in d["shadow_hits"]),
-        d["features"], tuple(d["list_hits"]), d["ruleset_version"], d["late"],
-        d["degraded"], d["latency_ms"], d["lsn"], d["timestamp"], tuple(d["rule_errors"]))
-
-
 class SharedScene:
     """One scene's shared state: its `RedisSceneFeatures` (built once Redis answers), its
     decision store, its fallback, and its counters."""
 
-    def __init__(self, runtime: SceneRuntime, store: RedisDecisionStore) -> None:
+    def __init__(self, runtime: SceneRuntime, store: RedisDecisionStore,
+                 records: DecisionRecords) -> None:
         self.runtime = runtime
         self.name = runtime.name
         self.store = store
+        self.records = records
         self.fallback = runtime.config.fallback
         self.nulls: dict[str, Any] = dict.fromkeys(s.name for s in runtime.config.features)
         self.features: RedisSceneFeatures | None = None
@@ -185,7 +166,8 @@ class SharedEngine(Engine):
         self._shared = {
             name: SharedScene(self.scene(name), RedisDecisionStore(
                 cast(redis.Redis, client),  # a RedisCluster serves its GET / EVALSHA too
-                name, self.scene(name).idempotency_horizon_ms, prefix=prefix))
+                name, self.scene(name).idempotency_horizon_ms, prefix=prefix),
+                DecisionRecords(name, self.scene(name).feature_names, client, prefix))
             for name in self.scenes}
         try:
             for shared in self._shared.values():
@@ -210,6 +192,7 @@ class SharedEngine(Engine):
                    state_url=state_url, **options)
 
     def _attach(self, shared: SharedScene) -> RedisSceneFeatures:
+        shared.records.register()
         features = RedisSceneFeatures(self.client, shared.runtime.config, lists=self.lists,
                                       prefix=self.prefix, **self._feature_options)
         shared.features = features
@@ -265,7 +248,7 @@ class SharedEngine(Engine):
         if previous is not None:
             self._succeeded()
             shared.duplicates += 1
-            return decode_decision(previous)
+            return shared.records.decode(previous, event_id)
         runtime = shared.runtime
         lists = self.lists
         list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
@@ -275,7 +258,8 @@ class SharedEngine(Engine):
             event_id, shared.name, action, score, hits, shadow_hits, features, list_hits,
             ruleset.version, late, False, (perf_counter() - started) * 1000.0, lsn, t, errors)
         try:
-            first = shared.store.remember(event_id, t, encode_decision(decision), state.clock)
+            first = shared.store.remember(event_id, t, shared.records.encode(decision),
+                                          state.clock)
         except STATE_ERRORS as exc:
             self._failed(exc)
             shared.unremembered += 1
@@ -284,7 +268,7 @@ class SharedEngine(Engine):
             self._succeeded()
         if first is not None:  # another worker decided this id first: its answer stands
             shared.duplicates += 1
-            return decode_decision(first)
+            return shared.records.decode(first, event_id)
         shared.decisions += 1
         decision.latency_ms = (perf_counter() - started) * 1000.0
         return decision

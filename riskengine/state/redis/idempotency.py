@@ -16,7 +16,7 @@ from riskengine.state.redis.store import MIN_TTL_MS, Script, load_script
 
 
 class RedisDecisionStore:
-    """event id → decision (JSON text) for one scene; the first decision wins.
+    """event id → ``<t>|<decision record>`` for one scene; the first decision wins.
 
     `lookup` before deciding, `remember` after: when two workers race on one id, the
     second `remember` returns the first decision, which is the one to answer with.
@@ -37,18 +37,20 @@ class RedisDecisionStore:
         return f"{self.prefix}:id:{{{self.scene}|{event_id}}}"
 
     def lookup(self, event_id: str, clock: int | None) -> bytes | None:
-        """The remembered decision of `event_id`, or None (never seen, or past the horizon)."""
+        """The remembered record of `event_id` (``<t>|<decision>``), or None (never seen,
+        or past the horizon)."""
         raw = self.client.get(self.key(event_id))
         if raw is None:
             return None
         return self._live(raw, clock)
 
     def _live(self, raw: bytes | str, clock: int | None) -> bytes | None:
+        """The whole record, ``<t>|<decision>``, unless it is past the horizon."""
         data = raw.encode() if isinstance(raw, str) else raw
-        t, _, decision = data.partition(b"|")
+        t, _, _ = data.partition(b"|")
         if clock is not None and int(t) <= clock - self.horizon_ms:
             return None
-        return decision
+        return data
 
     def remember(self, event_id: str, t: int, decision: str | bytes, clock: int | None
                  ) -> bytes | None:
