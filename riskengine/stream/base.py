@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import unquote
 
 from riskengine.exceptions import RiskEngineError
 
-__all__ = ["KafkaTopic", "PoisonMessage", "StreamError", "WorkerStats", "parse_kafka_url"]
+__all__ = ["CommonSettings", "KafkaTopic", "PoisonMessage", "StreamError", "WorkerStats",
+           "parse_kafka_url"]
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
@@ -60,6 +62,37 @@ def parse_kafka_url(url: str, option: str) -> KafkaTopic:
         raise StreamError(f"{option}: {url[:200]!r} needs host:port (comma-separated for "
                           "several brokers) before the topic")
     return KafkaTopic(",".join(servers), topic)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    """What every stream worker is told, whatever the transport."""
+
+    group: str = "riskengine"
+    scene: str = "transfer"
+    state_dir: Path | None = None
+    """Checkpoint folder of the in-memory state."""
+    max_events: int | None = None
+    idle_exit_s: float | None = None
+    batch_size: int = 1000
+    checkpoint_interval_s: float = 300.0
+    degraded_retry_s: float = 0.5
+    """While the shared state does not answer, ask it again this often."""
+    from_timestamp_ms: int | None = None
+    """Replay from the first message stamped at or after this (epoch ms)."""
+    dry_run: bool = False
+    """Decide without producing anything (a replay that only counts)."""
+    metrics_port: int | None = None
+
+    def check_common(self) -> None:
+        if not self.group:
+            raise StreamError("the consumer group must not be empty")
+        if self.batch_size < 1:
+            raise StreamError("batch_size must be at least 1")
+        if self.max_events is not None and self.max_events < 0:
+            raise StreamError("max_events must not be negative")
+        if self.idle_exit_s is not None and self.idle_exit_s <= 0:
+            raise StreamError("idle_exit_s must be positive")
 
 
 @dataclass

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from riskengine.engine import Engine
+from riskengine.service.files import write_json_atomic
 from riskengine.stream.base import StreamError
 
 __all__ = ["Checkpoint", "PreviousRun"]
@@ -42,19 +41,6 @@ class PreviousRun:
 
     clean: bool
     batch_size: int
-
-
-def _write_atomically(path: Path, body: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Checkpoint:
@@ -82,14 +68,12 @@ class Checkpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         # the in-flight batch of an earlier unclean run still bounds what may be repeated
         self._batch_size = max(batch_size, previous.batch_size if previous else 0)
-        _write_atomically(self.run_path, json.dumps({"clean": False,
-                                                     "batch_size": self._batch_size}))
+        write_json_atomic(self.run_path, {"clean": False, "batch_size": self._batch_size})
         return previous
 
     def end_cleanly(self) -> None:
         """Record that the run stopped cleanly after its last checkpoint."""
-        _write_atomically(self.run_path, json.dumps({"clean": True,
-                                                     "batch_size": self._batch_size}))
+        write_json_atomic(self.run_path, {"clean": True, "batch_size": self._batch_size})
 
     def restore(self, engine: Engine) -> dict[tuple[str, int], int]:
         """Load the snapshot into `engine` if there is one; return the saved offsets."""
@@ -112,7 +96,7 @@ class Checkpoint:
     def save(self, engine: Engine, offsets: dict[tuple[str, int], int]) -> Path:
         """Snapshot `engine`, then record `offsets` (next offset to read per partition)."""
         engine.snapshot(self.snapshot_path)
-        body = json.dumps({f"{topic}:{partition}": offset
-                           for (topic, partition), offset in sorted(offsets.items())})
-        _write_atomically(self.offsets_path, body)
+        write_json_atomic(self.offsets_path, {f"{topic}:{partition}": offset
+                                              for (topic, partition), offset
+                                              in sorted(offsets.items())})
         return self.snapshot_path

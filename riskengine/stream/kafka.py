@@ -57,7 +57,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -72,7 +71,13 @@ from confluent_kafka import (
 )
 
 from riskengine.engine import Engine
-from riskengine.stream.base import KafkaTopic, PoisonMessage, StreamError, WorkerStats
+from riskengine.stream.base import (
+    CommonSettings,
+    KafkaTopic,
+    PoisonMessage,
+    StreamError,
+    WorkerStats,
+)
 from riskengine.stream.checkpoint import Checkpoint
 from riskengine.stream.codec import dead_letter_headers, decision_message
 from riskengine.stream.worker import StreamWorker
@@ -85,31 +90,18 @@ FLUSH_TIMEOUT_S = 60.0
 """How long a batch may wait for the broker to acknowledge its decisions."""
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What a worker reads, writes and how; validated when built."""
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings(CommonSettings):
+    """What a Kafka worker reads, writes and how; validated when built."""
 
     source: KafkaTopic
     sink: KafkaTopic | None
     """Where decisions go; None only for a dry run."""
     dead_letter: KafkaTopic | None = None
-    group: str = "riskengine"
-    scene: str = "transfer"
-    state_dir: Path | None = None
-    max_events: int | None = None
-    idle_exit_s: float | None = None
-    batch_size: int = 1000
-    checkpoint_interval_s: float = 300.0
-    degraded_retry_s: float = 0.5
     from_offset: int | None = None
     """Replay: read every partition from this offset (no group offsets used or moved)."""
-    from_timestamp_ms: int | None = None
-    """Replay: read every partition from its first message stamped at or after this."""
-    dry_run: bool = False
-    """Decide without producing anything (a replay that only counts)."""
     stop_at_end: bool = False
     """Stop once every partition has been read to its end (the default of a replay)."""
-    metrics_port: int | None = None
     progress_interval_s: float | None = None
     """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     consumer_options: Mapping[str, str] = field(default_factory=dict)
@@ -127,14 +119,7 @@ class WorkerSettings:
         if self.replay and self.state_dir is not None:
             raise StreamError("a replay starts from fresh state and commits nothing: it "
                               "takes no --state-dir")
-        if not self.group:
-            raise StreamError("the consumer group must not be empty")
-        if self.batch_size < 1:
-            raise StreamError("batch_size must be at least 1")
-        if self.max_events is not None and self.max_events < 0:
-            raise StreamError("max_events must not be negative")
-        if self.idle_exit_s is not None and self.idle_exit_s <= 0:
-            raise StreamError("idle_exit_s must be positive")
+        self.check_common()
         if self.sink is None and not self.dry_run:
             raise StreamError("--sink is needed unless it is a --dry-run")
         for out in (self.sink, self.dead_letter):

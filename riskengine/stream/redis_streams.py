@@ -35,14 +35,13 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 
 from riskengine.engine import Engine
-from riskengine.stream.base import PoisonMessage, StreamError, WorkerStats
+from riskengine.stream.base import CommonSettings, PoisonMessage, StreamError, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint
 from riskengine.stream.codec import decision_message
 from riskengine.stream.worker import StreamWorker
@@ -94,35 +93,23 @@ def parse_stream_url(url: str, option: str) -> RedisStream:
     return RedisStream(urlunsplit(("redis", parts.netloc, f"/{db}", "", "")), segments[0])
 
 
-@dataclass(frozen=True)
-class RedisStreamSettings:
+@dataclass(frozen=True, kw_only=True)
+class RedisStreamSettings(CommonSettings):
     source: RedisStream
     sink: RedisStream | None
     dead_letter: RedisStream | None = None
-    group: str = "riskengine"
     consumer: str | None = None
     """This worker's consumer name; default host-pid. Keep it across restarts to read
     its own pending entries first."""
-    scene: str = "transfer"
-    state_dir: Path | None = None
-    max_events: int | None = None
-    idle_exit_s: float | None = None
-    batch_size: int = 1000
-    checkpoint_interval_s: float = 300.0
     claim_idle_ms: int = 30_000
     block_ms: int = 100
-    degraded_retry_s: float = 0.5
-    from_timestamp_ms: int | None = None
-    dry_run: bool = False
-    metrics_port: int | None = None
     sink_maxlen: int | None = None
     """Trim the sink (and dead-letter) stream to about this many entries (MAXLEN ~)."""
 
     def __post_init__(self) -> None:
-        if not self.group:
-            raise StreamError("the consumer group must not be empty")
-        if self.batch_size < 1 or self.claim_idle_ms < 1:
-            raise StreamError("batch_size and claim_idle_ms must be at least 1")
+        self.check_common()
+        if self.claim_idle_ms < 1:
+            raise StreamError("claim_idle_ms must be at least 1")
         if self.sink is None and not self.dry_run:
             raise StreamError("--sink is needed unless it is a --dry-run")
         if self.from_timestamp_ms is not None and self.state_dir is not None:
@@ -392,11 +379,22 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+_SEQ_BITS = 22
+
+
 def _id_number(entry_id: bytes) -> int:
-    """An entry id as one integer, for the checkpoint's offsets file."""
+    """An entry id as one integer below 2^63, for the checkpoint's offsets file (entry
+    sequence numbers within one millisecond stay far below 2^22 in practice).
+
+    >>> _id_text(_id_number(b"1767225600000-5"))
+    b'1767225600000-5'
+    """
     ms, seq = _id_key(entry_id)
-    return (ms << 64) | seq
+    if seq >= 1 << _SEQ_BITS:
+        raise StreamError(f"entry id {entry_id!r}: a sequence number this large cannot be "
+                          "checkpointed")
+    return (ms << _SEQ_BITS) | seq
 
 
 def _id_text(number: int) -> bytes:
-    return f"{number >> 64}-{number & ((1 << 64) - 1)}".encode()
+    return f"{number >> _SEQ_BITS}-{number & ((1 << _SEQ_BITS) - 1)}".encode()

@@ -1,7 +1,8 @@
-"""Produce and read test topics with plain confluent-kafka clients."""
+"""Produce and read test topics with plain confluent-kafka clients; wait for workers."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Iterable
@@ -104,3 +105,18 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[i
     finally:
         consumer.close()
     return [tp.offset for tp in found]
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """Wait for a worker process to exit on its own; fail the test unless it exits 0.
+    Returns (stdout, stderr)."""
+    import pytest
+
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"worker did not stop: {err[-3000:]}")
+    assert process.returncode == 0, err[-3000:]
+    return out, err

@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-from kafkatools import FAST_GROUP, committed, new_topics, produce, produce_events, read_all
+from kafkatools import (
+    FAST_GROUP,
+    committed,
+    finish,
+    new_topics,
+    produce,
+    produce_events,
+    read_all,
+)
 
 from riskengine.engine import Engine
 from riskengine.stream.codec import ERROR_HEADERS
@@ -37,14 +44,7 @@ def _worker(bootstrap: str, topics: dict[str, str], group: str, *extra: str
 
 
 def _finish(process: subprocess.Popen[str], timeout: float = 60) -> str:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"worker did not stop: {err[-3000:]}")
-    assert process.returncode == 0, err[-3000:]
-    return out
+    return finish(process, timeout)[0]
 
 
 def _essence(d: dict[str, Any]) -> tuple[Any, ...]:

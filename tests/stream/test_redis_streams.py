@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from kafkatools import finish
 from servers import redis_server
 from test_kafka_worker import ROOT, _essence, _events, _expected
 
@@ -45,14 +46,7 @@ def _worker(url: str, *extra: str, sink: bool = True) -> subprocess.Popen[str]:
 
 
 def _finish(process: subprocess.Popen[str], timeout: float = 90) -> str:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"worker did not stop: {err[-3000:]}")
-    assert process.returncode == 0, err[-3000:]
-    return out
+    return finish(process, timeout)[0]
 
 
 def _add(client: redis.Redis, events: list[dict[str, Any]], stream: str = "events") -> None:

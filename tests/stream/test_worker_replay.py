@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from confluent_kafka import Producer
-from kafkatools import FAST_GROUP, committed, new_topics, produce_events, read_all
+from kafkatools import FAST_GROUP, committed, finish, new_topics, produce_events, read_all
 from servers import free_port
 from test_kafka_worker import ROOT, _essence, _events, _finish, _worker
 
@@ -30,17 +29,6 @@ def _replay(bootstrap: str, topics: dict[str, str], *extra: str) -> subprocess.P
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish_both(process: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"worker did not stop: {err[-3000:]}")
-    assert process.returncode == 0, err[-3000:]
-    return out, err
-
-
 def test_replay_from_an_offset_into_another_sink_with_another_ruleset(
         bootstrap: str, tmp_path: Path) -> None:
     events = _events(1500, seed=61)
@@ -53,7 +41,7 @@ def test_replay_from_an_offset_into_another_sink_with_another_ruleset(
     rules = tmp_path / "strict.yaml"
     rules.write_text("rules:\n  - id: big\n    when: amount >= 100\n    action: reject\n"
                      "    score: 90\n", encoding="utf-8")
-    out, err = _finish_both(_replay(
+    out, err = finish(_replay(
         bootstrap, topics, "--group", "live", "--from-offset", "1000", "--ruleset",
         str(rules), "--sink", f"kafka://{bootstrap}/{topics['replayed']}"))
     assert "decided 500 events" in out
@@ -87,7 +75,7 @@ def test_replay_from_a_timestamp_as_a_dry_run(bootstrap: str) -> None:
     start = events[500]["timestamp"]
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start // 1000)) + \
         f".{start % 1000:03d}Z"
-    out, err = _finish_both(_replay(bootstrap, topics, "--from-timestamp", iso,
+    out, err = finish(_replay(bootstrap, topics, "--from-timestamp", iso,
                                     "--dry-run"))
     later = [e for e in events if e["timestamp"] >= start]
     assert f"decided {len(later):,} events" in out
