@@ -7,7 +7,8 @@
 - ``riskengine_stream_decisions_total{decision}``: accept / review / reject.
 - ``riskengine_stream_consumer_lag{topic,partition}``: messages between the next offset
   the worker will read and the partition's high watermark (as last fetched; refreshed
-  at most once a second).
+  at most once a second); for a Redis stream, the group's lag (XINFO GROUPS), as
+  partition "0".
 - ``riskengine_stream_batch_seconds``: time to decide, produce, flush and commit a batch.
 - ``riskengine_stream_state_waits_total``: times the stream was held because the shared
   state did not answer.

@@ -186,8 +186,12 @@ class RedisStreamWorker(StreamWorker):
         own_pending = True  # this consumer's pending entries first (a restart)
         last_entry = time.monotonic()
         last_claim = 0.0
+        last_lag = 0.0
         last_checkpoint = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - last_lag >= 1.0:
+                last_lag = time.monotonic()
+                self._report_lag(source)
             limit = self._limit()
             if limit <= 0:
                 break
@@ -220,6 +224,14 @@ class RedisStreamWorker(StreamWorker):
                 self._checkpoint.save(self.engine,
                                       {(stream, 0): _id_number(self._newest)})
                 last_checkpoint = time.monotonic()
+
+    def _report_lag(self, source: redis.Redis) -> None:
+        """The group's lag (entries not yet delivered to it; Redis 7.0+) as the
+        consumer-lag metric, partition "0"."""
+        stream, group = self.settings.source.stream, self.settings.group
+        for info in source.xinfo_groups(stream):
+            if info["name"] in (group, group.encode()) and info.get("lag") is not None:
+                self.metrics.lag.labels(stream, "0").set(int(info["lag"]))
 
     def _limit(self) -> int:
         limit = self.settings.batch_size

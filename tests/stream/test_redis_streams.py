@@ -170,3 +170,32 @@ def test_replay_from_a_time_as_a_dry_run_and_bad_options(server: str) -> None:
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert bad.returncode != 0 and "stream name" in bad.stderr
+
+
+def test_metrics_count_the_decisions_and_show_the_group_lag(server: str) -> None:
+    import httpx
+    from servers import free_port
+    from test_worker_replay import _metric
+
+    client = redis.Redis.from_url(server)
+    events = _events(500, seed=75)
+    port = free_port()
+    worker = _worker(server, "--idle-exit", "4", "--metrics-port", str(port))
+    _add(client, events)
+    seen: dict[str, float | None] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            continue
+        seen = {"decided": _metric(text, "riskengine_stream_messages_total",
+                                   outcome="decided"),
+                "lag": _metric(text, "riskengine_stream_consumer_lag", topic="events",
+                               partition="0")}
+        if seen["decided"] == len(events) and seen["lag"] == 0:
+            break
+        time.sleep(0.3)
+    assert seen == {"decided": len(events), "lag": 0}
+    _finish(worker)
