@@ -32,6 +32,7 @@ from riskengine.service.lane import (
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
+from riskengine.state.redis.engine import STATE_ERRORS
 
 log = logging.getLogger("riskengine.service")
 
@@ -175,7 +176,7 @@ def create_app(settings: ServiceSettings | None = None,
         return Response(orjson.dumps(rows), media_type=JSON)
 
     @app.get("/v1/entities/{scene}/{field}/{value}", tags=["entities"],
-             response_model=models.EntityModel, responses=documented(401, 403, 404, 422, 501),
+             response_model=models.EntityModel, responses=documented(401, 403, 404, 422, 503),
              openapi_extra=security)
     async def get_entity(scene: SceneName, field: Annotated[str, Path(max_length=200)],
                          value: Annotated[str, Path(min_length=1, max_length=1000)],
@@ -185,10 +186,11 @@ def create_app(settings: ServiceSettings | None = None,
         scene is keyed by `field` alone."""
         admin(authorization)
         try:
+            # on the loop thread, as every engine call (shared state: two quick round trips)
             as_of, features = rt.engine.entity(scene, field, value)
-        except NotImplementedError:
-            raise ApiError(501, "entity reads are not available with shared state yet",
-                           code="not_implemented") from None
+        except STATE_ERRORS as exc:
+            raise ApiError(503, f"the shared state cannot be read: {exc}",
+                           code="state_unavailable") from None
         except KeyError:
             keyed = sorted({"+".join(s.by) for s in rt.engine.scene(scene).config.features})
             raise ApiError(404, f"no feature of scene {scene!r} is keyed by {field[:100]!r} "

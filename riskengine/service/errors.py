@@ -40,7 +40,7 @@ class ErrorResponse(BaseModel):
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "too_large",
-          415: "unsupported_media_type", 422: "invalid", 501: "not_implemented",
+          415: "unsupported_media_type", 422: "invalid",
           503: "unavailable"}
 
 

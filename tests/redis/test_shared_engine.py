@@ -235,3 +235,44 @@ def test_state_urls() -> None:
         SharedEngine.from_config(None, "http://h:1/0")
     with pytest.raises(StateUnavailableError, match="positive"):
         SharedEngine.from_config(None, "redis://h:1/0", state_timeout_ms=0)
+
+
+def test_entity_reads_equal_the_in_memory_engine(make: Any) -> None:
+    """`entity` reads the features keyed by one field at the shared clock, as the
+    in-memory engine does, counting nothing; unknown and forgotten keys read empty."""
+    shared = make(guard_depth=2)
+    memory = Engine.from_config(None)
+    events = [{k: v for k, v in e.items() if k != "label"}
+              for e in generate_transfers(1500, 19)]
+    for event in events:
+        shared.evaluate("transfer", event)
+        memory.evaluate("transfer", event)
+    probes = [("pay_account", e["pay_account"]) for e in events[-40:]] + \
+        [("rcv_account", e["rcv_account"]) for e in events[-40:]] + \
+        [("device_id", e["device_id"]) for e in events[-40:] if e.get("device_id")] + \
+        [("pay_account", "nobody"), ("pay_account", events[0]["pay_account"])]
+    for field, value in probes:
+        assert shared.entity("transfer", field, value) == \
+            memory.entity("transfer", field, value), (field, value)
+    clock, before = shared.entity("transfer", "pay_account", events[-1]["pay_account"])
+    assert shared.entity("transfer", "pay_account", events[-1]["pay_account"]) == \
+        (clock, before)  # reading counted nothing
+    with pytest.raises(KeyError):
+        shared.entity("transfer", "amount", "5")
+    with pytest.raises(UnknownSceneError):
+        shared.entity("nope", "pay_account", "A")
+
+
+def test_an_integer_key_is_found_from_a_string(redis_url: str,
+                                               engines: list[SharedEngine]) -> None:
+    config = {"scenes": {"s": {"schema": {"acct": "int"}, "features": [
+        {"name": "n", "func": "count", "by": ["acct"], "window": "1h"}]}}}
+    shared = SharedEngine.from_config(config, redis_url, state_timeout_ms=5000)
+    engines.append(shared)
+    memory = Engine.from_config(config)
+    for i in range(3):
+        event = {"event_id": f"i{i}", "timestamp": T0 + i, "acct": 12345}
+        shared.evaluate("s", event)
+        memory.evaluate("s", event)
+    assert shared.entity("s", "acct", "12345") == memory.entity("s", "acct", "12345") == \
+        (T0 + 2, {"n": 3})

@@ -156,3 +156,24 @@ def test_config_file_list_changes_reach_redis_lists(
         return "blocked_devices" in body["list_hits"]
 
     assert wait_for(blocked)
+
+
+def test_entity_reads_with_shared_state(make_client: Callable[..., TestClient],
+                                        tmp_path: Path) -> None:
+    events = traffic(60, seed=12)
+    memory = make_client(state_dir=tmp_path / "m")
+    with redis_server() as url:
+        shared = make_client(state=url, state_dir=tmp_path / "s")
+        for event in events:
+            assert shared.post("/v1/transfer/evaluate", json=event).status_code == 200
+            assert memory.post("/v1/transfer/evaluate", json=event).status_code == 200
+        for field in ("pay_account", "rcv_account"):
+            path = f"/v1/entities/transfer/{field}/{events[-1][field]}"
+            got = shared.get(path, headers=ADMIN_HEADERS)
+            assert got.status_code == 200
+            assert got.json() == memory.get(path, headers=ADMIN_HEADERS).json()
+        assert shared.get("/v1/entities/transfer/amount/5",
+                          headers=ADMIN_HEADERS).status_code == 404
+    gone = shared.get(f"/v1/entities/transfer/pay_account/{events[-1]['pay_account']}",
+                      headers=ADMIN_HEADERS)
+    assert gone.status_code == 503 and gone.json()["error"]["code"] == "state_unavailable"

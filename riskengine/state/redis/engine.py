@@ -334,8 +334,15 @@ class SharedEngine(Engine):
         self.close()
 
     def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
-        raise NotImplementedError("entity lookups are not available yet when the state is "
-                                  "in Redis")
+        """As `Engine.entity`, read from Redis at the shared scene clock (two round trips:
+        the clock, the entity). Raises the Redis error when the state cannot be reached."""
+        shared = self._shared_scene(scene)
+        state = shared.features if shared.features is not None else self._attach(shared)
+        clock = state.sync_clock()
+        found = state.peek(field, value, clock)
+        if found is None:
+            raise KeyError(field)
+        return clock, found
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         raise SnapshotError(f"the state is in Redis ({self.state_url}): there is nothing to "

@@ -301,6 +301,32 @@ class RedisSceneFeatures:
         for i, reply in zip(fixes, self._run(again), strict=True):
             replies[i] = reply
 
+    def peek(self, field: str, value: Any, clock: int | None) -> dict[str, Any] | None:
+        """The features keyed by exactly `field` for key `value`, read at the scene clock
+        as an event there that no filter lets in would read them (nothing is counted or
+        stored; one round trip, two when a string of digits finds no key and is tried as
+        an integer). None when no feature is keyed by `field` alone."""
+        for entity in self._entities:
+            if entity.plan.by != (field,):
+                continue
+            at: int | str = 0 if clock is None else clock
+            blank = [""] * len(entity.slots)
+            candidates = [value]
+            digits = value.removeprefix("-") if isinstance(value, str) else ""
+            if digits.isascii() and digits.isdigit() and len(digits) < 19:
+                candidates.append(int(value))  # the path gives strings
+            reply: Any = None
+            for candidate in candidates:
+                text = key_text((candidate,))
+                (reply,) = self._run([(entity.function, self.entity_keys(entity, text),
+                                       ["p", at, "" if clock is None else clock, "", "", 0, 0,
+                                        text, self.bucket_value_max, *blank])])
+                if reply[0] == 1:
+                    break
+            return {name: None if raw is None else decode(raw)
+                    for (name, decode), raw in zip(entity.outputs, reply[3:], strict=True)}
+        return None
+
     def flush(self) -> None:
         """Publish the pending clock now (e.g. before a worker stops)."""
         if self._pending is not None:

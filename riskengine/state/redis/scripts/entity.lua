@@ -13,6 +13,8 @@
 -- keys[1]  the bucket hash of the entity (small entities are fields of it)
 -- keys[2]  the entity's own key (where it lives once it outgrows a bucket field)
 -- args[1]  mode: 'a' apply | 'l' rescore as late | 'u' take the event back, rescore as late
+--          | 'p' peek (read at t, no event, nothing written: the first reply value is 1
+--          when the key holds anything)
 -- args[2]  t, the event time (ms)
 -- args[3]  G, the scene clock before this event ('' when no event was accepted yet)
 -- args[4]  idempotency horizon G - L - Wmax(scene) ('' for none)
@@ -1412,6 +1414,19 @@ local function library()
         if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
       end
       load()
+
+      if mode == 'p' then
+        -- peek: what an event at t (the scene clock) that no filter lets in would read;
+        -- nothing is stored or remembered. The first reply value says whether the key
+        -- holds anything (1) or is unknown or forgotten (0).
+        local maxts = maxts_now()
+        if maxts and G and maxts <= G - L - WMAX then
+          forget()
+          maxts = nil
+        end
+        RUN = nil  -- running totals are kept for the key's newest time, not for G
+        return reply({digest, t, maxts and 1 or 0, 0, 0, all_values(maxts, false)})
+      end
 
       local rec = find_record()
       if rec and (mode ~= 'a' or horizon == nil or rec[2] > horizon) then
