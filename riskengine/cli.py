@@ -544,10 +544,10 @@ def serve(
 def worker(
     source: Annotated[str, typer.Option(
         help="Input (JSON events): kafka://host:port/topic or "
-             "redis-stream://host:port[/db]/stream (the event in field 'event').")],
+             "redis-stream://host:port/db/stream (the event in field 'event').")],
     sink: Annotated[str | None, typer.Option(
         show_default=False, help="Decisions: kafka://host:port/topic or "
-                                 "redis-stream://host:port[/db]/stream (not with --dry-run).")]
+                                 "redis-stream://host:port/db/stream (not with --dry-run).")]
     = None,
     group: Annotated[str, typer.Option(help="Consumer group.")] = "riskengine",
     config: Annotated[Path | None, typer.Option(
