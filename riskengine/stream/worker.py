@@ -100,10 +100,14 @@ class StreamWorker:
                 out[i] = exc
             except EventValidationError as exc:
                 out[i] = PoisonMessage("invalid-event", str(exc), field=exc.field)
+            except Exception as exc:  # one message must not stop the stream
+                log.exception("the scene's parser failed on %s", where(i))
+                out[i] = PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
         before = engine.lsn
         try:
             decisions = engine.decide_parsed(self.scene, parsed)
-        except Exception:  # one event broke the loop: decide one by one to find it
+        except Exception:  # one event broke the loop: decide one by one to find it (those
+            # the loop had decided are answered from the guard, marked as redeliveries)
             log.exception("the batch failed in the engine: deciding it event by event")
             for i in slots:
                 out[i] = self.decide(values[i], where(i))

@@ -165,3 +165,40 @@ def test_a_rebalance_rebuilds_in_memory_state_for_the_partition_taken_over(
     assert [_essence(d) for d in decisions] == \
         [x for p in populations for x in _expected(p)]
     assert "re-read to rebuild the state" in out_a + out_b  # one of them took one over
+
+
+def test_the_stream_is_held_while_the_shared_state_is_away(bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    """Redis (the state) dies mid-stream and comes back with its AOF: the worker produces
+    no fallback decision meanwhile, commits nothing past what it decided, and goes on."""
+    from servers import free_port, redis_server_aof
+
+    events = _events(900, seed=57)
+    topics = new_topics(bootstrap, events=1, decisions=1)
+    port = free_port()
+    state = redis_server_aof(tmp_path, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    worker = _worker(bootstrap, topics, "held", "--state", url, "--batch-size", "50",
+                     "--idle-exit", "15")
+    try:
+        produce_events(bootstrap, topics["events"], events[:300])
+        wait_for_messages(bootstrap, topics["decisions"], 1, 300)
+        state.terminate()  # a clean stop: the AOF keeps every answered write
+        state.wait()
+        produce_events(bootstrap, topics["events"], events[300:])
+        time.sleep(3)
+        held = len(read_all(bootstrap, topics["decisions"], 1, 300, timeout=2))
+        assert held == 300  # nothing decided without the state
+        assert worker.poll() is None  # and the worker waits
+        state = redis_server_aof(tmp_path, port)
+        out = _finish(worker, timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        state.kill()
+        state.wait()
+    assert "decided 900 events" in out
+    messages = read_all(bootstrap, topics["decisions"], 1, len(events))
+    decisions = _first_copies(messages, events)
+    assert not any(d["degraded"] for d in decisions)
+    assert [_essence(d) for d in decisions] == _expected(events)
