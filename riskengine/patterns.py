@@ -190,6 +190,14 @@ class _Pattern:
         # absence; in arrival order; plus the key's newest time, for idle sweeps
         self.state: OrderedDict[Any, tuple[deque[tuple[int, ...]], list[int]]] = OrderedDict()
 
+    def mask_of(self, event: dict[str, Any], lists: Any) -> int:
+        """Bit i set when the event matches predicate i (step i; or first, followed by)."""
+        mask = 0
+        for i, predicate in enumerate(self.predicates):
+            if predicate(event, _NO_FEATURES, lists):
+                mask |= 1 << i
+        return mask
+
     def key_of(self, event: Mapping[str, Any]) -> Any:
         if self.single is not None:
             return event.get(self.single)
@@ -201,10 +209,7 @@ class _Pattern:
         key = self.key_of(event)
         if key is None:
             return False
-        mask = 0
-        for i, predicate in enumerate(self.predicates):
-            if predicate(event, _NO_FEATURES, lists):
-                mask |= 1 << i
+        mask = self.mask_of(event, lists)
         entry = self.state.get(key)
         if entry is not None and entry[1][0] <= clock - self.keep_ms:
             del self.state[key]  # idle for long enough: forgotten

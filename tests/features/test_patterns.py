@@ -279,11 +279,3 @@ def test_engine_replay_and_service_give_the_same_pattern_answers(tmp_path: Path)
     with TestClient(create_app(settings_)) as client:
         served = [_view(client.post("/v1/account/evaluate", json=e).json()) for e in events]
     assert served == expected
-
-
-def test_shared_state_refuses_patterns_clearly() -> None:
-    from riskengine.state.redis.engine import SharedEngine
-    with pytest.raises(ConfigError, match="sequence patterns"):
-        SharedEngine.from_config(EXAMPLE, "redis://127.0.0.1:1/0")
-
-

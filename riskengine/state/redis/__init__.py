@@ -49,6 +49,10 @@ in Redis Cluster an entity, and its bucket, live on one slot:
 ``re:id:{<scene>|<event id>}``
     an idempotency record, ``<t>|<decision record>`` (`RedisDecisionStore`; the compact
     record of `riskengine.state.redis.records`).
+``re:{<scene>|pattern|<name>|<key text>}``
+    one key of one sequence pattern: msgpack of its newest time, arrival counter, held
+    events or open deadlines, and a guard of its last two events
+    (`riskengine.state.redis.patterns`).
 ``re:names:{<scene>}``
     hash: feature-names tag → the JSON list of the scene's feature names (records name
     their list by tag).

@@ -9,7 +9,8 @@ ruleset versions stay in each process, exactly as in `Engine`; only the state is
     decision = engine.evaluate("transfer", event)
 
 Per scene, `RedisSceneFeatures` computes and stores the features (one pipelined round
-trip, two for a late event) and `RedisDecisionStore` is the idempotency guard: a decision
+trip, two for a late event), `RedisScenePatterns` the sequence patterns (one more, for a
+scene that has any), and `RedisDecisionStore` is the idempotency guard: a decision
 is stored as a compact record (`DecisionRecords`) under its event id, and a duplicate
 gets an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
 A decision costs three round trips: the id lookup, the features, the remembering.
@@ -63,13 +64,14 @@ from redis.retry import Retry
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
 from riskengine.engine import Engine, SceneRuntime, parse_batch
-from riskengine.exceptions import ConfigError, SnapshotError
+from riskengine.exceptions import SnapshotError
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.lsn import DEFAULT_BLOCK, LsnBlocks
+from riskengine.state.redis.patterns import RedisScenePatterns
 from riskengine.state.redis.records import DecisionRecords
 from riskengine.state.redis.store import RedisSceneFeatures
 
@@ -120,13 +122,14 @@ class SharedScene:
     decision store, its fallback, and its counters."""
 
     def __init__(self, runtime: SceneRuntime, store: RedisDecisionStore,
-                 records: DecisionRecords) -> None:
+                 records: DecisionRecords, patterns: RedisScenePatterns) -> None:
         self.runtime = runtime
         self.name = runtime.name
         self.store = store
         self.records = records
+        self.patterns = patterns
         self.fallback = runtime.config.fallback
-        self.nulls: dict[str, Any] = dict.fromkeys(s.name for s in runtime.config.features)
+        self.nulls: dict[str, Any] = dict.fromkeys(runtime.feature_names)
         self.features: RedisSceneFeatures | None = None
         self.decisions = 0
         self.duplicates = 0
@@ -148,12 +151,6 @@ class SharedEngine(Engine):
                  breaker: CircuitBreaker | None = None, lsn_block: int = DEFAULT_BLOCK,
                  prefix: str = "re", require_state: bool = True, state_url: str = "",
                  **feature_options: Any) -> None:
-        with_patterns = [name for name, scene in config.scenes.items() if scene.patterns]
-        if with_patterns:
-            raise ConfigError(f"scene {with_patterns[0]!r} has sequence patterns, which keep "
-                              "their state in the process: they are not available with "
-                              "shared (Redis) state yet; run one in-memory engine per "
-                              "partition of the pattern keys")
         super().__init__(config)
         self.shared_state = True
         self.client = client
@@ -167,7 +164,8 @@ class SharedEngine(Engine):
             name: SharedScene(self.scene(name), RedisDecisionStore(
                 cast(redis.Redis, client),  # a RedisCluster serves its GET / EVALSHA too
                 name, self.scene(name).idempotency_horizon_ms, prefix=prefix),
-                DecisionRecords(name, self.scene(name).feature_names, client, prefix))
+                DecisionRecords(name, self.scene(name).feature_names, client, prefix),
+                RedisScenePatterns(self.scene(name).patterns, name, prefix))
             for name in self.scenes}
         try:
             for shared in self._shared.values():
@@ -242,6 +240,9 @@ class SharedEngine(Engine):
                     raise redis.exceptions.TimeoutError("the state time budget ran out "
                                                         "before the features were computed")
                 features, late = state.compute(event, lsn)
+                if shared.patterns:
+                    shared.patterns.observe(state, event, late, state.clock, self.lists,
+                                            features)
         except STATE_ERRORS as exc:
             self._failed(exc)
             return self._degraded(shared, event, started)

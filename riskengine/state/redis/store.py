@@ -137,7 +137,9 @@ class RedisSceneFeatures:
             *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
               for i, table in enumerate(tables)),
             ("clock", "lazy(function(lib) return lib.clock end)"),
-            ("inspect", "lazy(function(lib) return lib.inspect end)")])
+            ("inspect", "lazy(function(lib) return lib.inspect end)"),
+            ("pattern", "lazy(function(lib) return lib.pattern end)")])
+        self.pattern_function = functions["pattern"]
         self._clock_function = functions["clock"]
         self._inspect_function = functions["inspect"]
         where_names = ExprNames(
@@ -326,6 +328,10 @@ class RedisSceneFeatures:
             return {name: None if raw is None else decode(raw)
                     for (name, decode), raw in zip(entity.outputs, reply[3:], strict=True)}
         return None
+
+    def run_calls(self, calls: list[Call]) -> list[Any]:
+        """Send FCALLs of this scene's library in one pipeline (see `FunctionCaller`)."""
+        return self._run(calls)
 
     def flush(self) -> None:
         """Publish the pending clock now (e.g. before a worker stops)."""

@@ -2,8 +2,8 @@
 --
 -- store.py puts the library together: a `#!lua name=...` line, this file, then one
 -- `redis.register_function(name, lazy(function(lib) return lib.entity(P) end))` per
--- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock` and
--- `lib.inspect`. The load run of a library sees no globals but `redis`, so `library()`
+-- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock`,
+-- `lib.inspect` and `lib.pattern` (sequence patterns). The load run of a library sees no globals but `redis`, so `library()`
 -- builds the helpers at the first call, and each function builds its plan's closures at
 -- its own first call: once per server, after which a call only executes.
 -- docs/semantics.md is the contract; riskengine/state/redis/__init__.py documents the
@@ -1521,7 +1521,119 @@ local function library()
     return {#values, entries, tiles, records, running, memory}
   end
 
-  LIB = {entity = entity, clock = clock, inspect = inspect}
+  -- ------------------------------------------------------------------ sequence patterns
+
+  -- One key of one sequence pattern (riskengine/patterns.py is the contract), as
+  -- FCALL <pattern> 1 <key> kind t late G mask within lateness keep max ttl digest times...
+  -- kind 's' (a sequence; times: each step's count) or 'a' (an absence: mask bit 1 the
+  -- first event, bit 2 the one that must follow); late 1 when the features found the
+  -- event late; G the scene clock after the event ('' for none). The key holds
+  -- msgpack {newest, arrivals, held, guard}: held is flat (t, arrival, mask) triples for
+  -- a sequence, (t, arrival) pairs of open deadlines for an absence; guard the last two
+  -- (digest, result) pairs, so a retried event gets its first answer and changes nothing.
+  -- Reply: 1 when the pattern holds at this event, else 0.
+  local function seq_holds(held, mask, t, within, times)
+    local steps = #times
+    if band(mask, 2 ^ (steps - 1)) == 0 then return 0 end
+    local low, cand = t - within, {}
+    for i = 1, #held, 3 do
+      local tx = held[i]
+      if tx > low and tx <= t then cand[#cand + 1] = {tx, held[i + 1], held[i + 2]} end
+    end
+    table.sort(cand, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    local i = 1
+    for step = 1, steps do
+      local bitv = 2 ^ (step - 1)
+      local need = times[step]
+      if step == steps then need = need - 1 end
+      while need > 0 and i <= #cand do
+        if band(cand[i][3], bitv) ~= 0 then need = need - 1 end
+        i = i + 1
+      end
+      if need > 0 then return 0 end
+    end
+    return 1
+  end
+
+  local function keep_pairs(held, keep)
+    local out = {}
+    for i = 1, #held, 2 do
+      if keep(held[i]) then out[#out + 1] = held[i]; out[#out + 1] = held[i + 1] end
+    end
+    return out
+  end
+
+  local function pattern(keys, args)
+    local kind, t, late = args[1], tonumber(args[2]), args[3] == '1'
+    local G, mask = tonumber(args[4]), tonumber(args[5])
+    local within, lateness, keep = tonumber(args[6]), tonumber(args[7]), tonumber(args[8])
+    local most, ttl, digest = tonumber(args[9]), tonumber(args[10]), args[11]
+    local times = {}
+    for x = 12, #args do times[#times + 1] = tonumber(args[x]) end
+    local raw = redis.call('GET', keys[1])
+    local st = raw and cmsgpack.unpack(raw) or nil
+    if st then
+      local guard = st[4]
+      for i = 1, #guard, 2 do
+        if guard[i] == digest then return guard[i + 1] end
+      end
+      if G and st[1] <= G - keep then st = nil end  -- idle long enough: forgotten
+    end
+    if not st then
+      if mask == 0 or late then return 0 end
+      st = {t, 0, {}, {}}
+    end
+    late = late or t < st[1] - lateness
+    local held, result = st[3], 0
+    if kind == 's' then
+      result = seq_holds(held, mask, t, within, times)
+    else
+      if band(mask, 2) ~= 0 and not late then  -- closes the deadlines it falls within
+        held = keep_pairs(held, function(a) return not (a < t and t <= a + within) end)
+      end
+      for i = 1, #held, 2 do
+        if held[i] + within < t then result = 1 end
+      end
+      if result == 1 and not late then  -- each deadline fires once
+        held = keep_pairs(held, function(a) return a + within >= t end)
+      end
+    end
+    if late then return result end
+    if t > st[1] then st[1] = t end
+    local arrival = st[2] + 1
+    st[2] = arrival
+    local width = (kind == 's') and 3 or 2
+    if kind == 's' and mask ~= 0 then
+      held[#held + 1] = t; held[#held + 1] = arrival; held[#held + 1] = mask
+    elseif kind ~= 's' and band(mask, 1) ~= 0 then
+      held[#held + 1] = t; held[#held + 1] = arrival
+    end
+    local floor, first = st[1] - keep, 1
+    while first <= #held and (held[first] <= floor or (#held - first + 1) / width > most) do
+      first = first + width
+    end
+    if first > 1 then
+      local rest = {}
+      for i = first, #held do rest[#rest + 1] = held[i] end
+      held = rest
+    end
+    st[3] = held
+    local guard = st[4]
+    guard[#guard + 1] = digest
+    guard[#guard + 1] = result
+    while #guard > 4 do table.remove(guard, 1); table.remove(guard, 1) end
+    if ttl > 0 then
+      redis.call('SET', keys[1], cmsgpack.pack(st), 'PX', ttl)
+    else
+      redis.call('SET', keys[1], cmsgpack.pack(st))
+    end
+    return result
+  end
+
+  LIB = {entity = entity, clock = clock, inspect = inspect, pattern = pattern}
   return LIB
 end
 
