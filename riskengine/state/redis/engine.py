@@ -13,7 +13,8 @@ trip, two for a late event), `RedisScenePatterns` the sequence patterns (one mor
 scene that has any), and `RedisDecisionStore` is the idempotency guard: a decision
 is stored as a compact record (`DecisionRecords`) under its event id, and a duplicate
 gets an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
-A decision costs three round trips: the id lookup, the features, the remembering.
+A decision costs three round trips: the id lookup, the features, the remembering (four
+with patterns).
 
 LSNs come in blocks (`LsnBlocks`, one INCRBY of ``<prefix>:lsn`` per `lsn_block`
 events, 1000 by default): unique across the processes sharing the Redis, increasing
