@@ -212,8 +212,8 @@ def test_api_around_the_shared_state(make: Any, tmp_path: Any) -> None:
         engine.snapshot(tmp_path / "s.pkl")
     with pytest.raises(SnapshotError, match="Redis"):
         engine.restore(tmp_path / "s.pkl")
-    with pytest.raises(NotImplementedError):
-        engine.entity("transfer", "pay_account", "A")
+    as_of, features = engine.entity("transfer", "pay_account", "A")  # see the entity test
+    assert as_of is not None and "count(pay_account.history,1h)" in features
     health = engine.state_health()
     assert health["breaker"]["state"] == "closed" and health["lsn_blocks"] == 1
 
