@@ -7,8 +7,8 @@
 - Ruleset activations go through a `RulesetBus`: a version put or rolled back on one
   worker is stored in Redis and published; every worker's subscriber puts it live.
 - Lists live in Redis behind local Bloom filters (`RedisListStore`); API changes are
-  written there and published to every worker. Feature `where` filters keep reading the
-  lists as loaded at start; rules and list checks see every change.
+  written there and published to every worker; rules, list checks, patterns and feature
+  `where` filters all read them.
 - No snapshots and no log replay: Redis is the durable copy (run it with AOF).
 """
 
@@ -68,7 +68,7 @@ def connect_bus(engine: SharedEngine, config: ProjectConfig,
 
     bus = RulesetBus(engine.client, engine.scenes, on_ruleset=on_ruleset)
     lists = RedisListStore.from_config(config.lists, config.base_dir, engine.client, bus=bus)
-    engine.lists = lists  # type: ignore[assignment]  # the same API as ListStore
+    engine.use_lists(lists)
 
     def publish(scene: str, source: str) -> None:
         if source == "bus":

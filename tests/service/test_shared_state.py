@@ -177,3 +177,45 @@ def test_entity_reads_with_shared_state(make_client: Callable[..., TestClient],
     gone = shared.get(f"/v1/entities/transfer/pay_account/{events[-1]['pay_account']}",
                       headers=ADMIN_HEADERS)
     assert gone.status_code == 503 and gone.json()["error"]["code"] == "state_unavailable"
+
+
+def test_feature_filters_see_list_changes_with_shared_state(
+        make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
+    """A feature whose `where` reads a list counts by the list as it is now, as with
+    in-memory state: a list entry put through the API on one worker counts on another."""
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "lists": {"watched": {"values": []}},
+        "scenes": {"transfer": {
+            "schema": {"pay_account": "str", "rcv_account": "str", "amount": "float"},
+            "features": [{"name": "watched_payments_1h", "func": "count",
+                          "by": ["rcv_account"], "window": "1h",
+                          "where": 'in_list("watched", pay_account)'}]}}}))
+    results = {}
+    for name, state in (("memory", None), ("redis", redis_url)):
+        extra = {} if state is None else {"state": state}
+        a = make_client(state_dir=tmp_path / f"{name}-a", config=config, **extra)
+        b = a if state is None else make_client(state_dir=tmp_path / f"{name}-b",
+                                                config=config, **extra)
+        counts = []
+        for i in range(4):
+            if i == 2:
+                assert a.put("/v1/lists/watched/W", headers=ADMIN_HEADERS).status_code == 200
+
+                def b_sees_it(b: TestClient = b) -> bool:  # over pub/sub, to other receivers
+                    n = time.monotonic_ns()
+                    probe = b.post("/v1/transfer/evaluate", json={
+                        "event_id": f"probe{n}", "timestamp": T0 + 1, "pay_account": "W",
+                        "rcv_account": f"probe{n}", "amount": 1.0}).json()
+                    return bool(probe["features"]["watched_payments_1h"] == 1)
+
+                assert wait_for(b_sees_it)
+            body = b.post("/v1/transfer/evaluate", json={
+                "event_id": f"{name}{i}", "timestamp": T0 + i, "pay_account": "W",
+                "rcv_account": "R", "amount": 1.0}).json()
+            counts.append(body["features"]["watched_payments_1h"])
+        results[name] = counts
+    assert results["memory"] == [0, 0, 1, 2]
+    assert results["redis"] == results["memory"]

@@ -190,6 +190,14 @@ class SharedEngine(Engine):
         return cls(load_config(source), client, state_timeout_ms=state_timeout_ms,
                    state_url=state_url, **options)
 
+    def use_lists(self, lists: Any) -> None:
+        """Read lists from `lists` from now on (a `RedisListStore`, the same API as
+        `ListStore`): in rules, list checks, patterns and feature `where` filters."""
+        self.lists = lists
+        for shared in self._shared.values():
+            if shared.features is not None:
+                shared.features.lists = lists
+
     def _attach(self, shared: SharedScene) -> RedisSceneFeatures:
         shared.records.register()
         features = RedisSceneFeatures(self.client, shared.runtime.config, lists=self.lists,
