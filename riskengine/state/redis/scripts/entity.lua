@@ -1041,6 +1041,19 @@ local function library()
     end
 
     -- drop what no event can read any more (maxts - L - W of each group), rebase times
+    -- `low`, lowered to just past the oldest entry a running state still holds
+    local function below_running(low)
+      if RUN then
+        for h = 1, #RUN do
+          local states = RUN[h]
+          for w = 1, #states do
+            if states[w][1] + 1 < low then low = states[w][1] + 1 end
+          end
+        end
+      end
+      return low
+    end
+
     local function trim(maxts)
       local thr, top = {}, -LAST
       for g = 1, #GROUPS do
@@ -1065,14 +1078,7 @@ local function library()
           if thr[g] < low then low = thr[g] end
         end
         thr_low = low
-        if RUN then
-          for h = 1, #RUN do
-            local states = RUN[h]
-            for w = 1, #states do
-              if states[w][1] + 1 < low then low = states[w][1] + 1 end
-            end
-          end
-        end
+        low = below_running(low)
         while #DIR > 4 and base + DIR[4] < low do
           DROPPED[#DROPPED + 1] = DIR[1]
           N = N - DIR[2]
@@ -1256,16 +1262,7 @@ local function library()
     -- that no running state holds (nil: nothing goes)
     local function drop_low()
       if not thr_low then return nil end
-      local low = thr_low
-      if RUN then
-        for h = 1, #RUN do
-          local states = RUN[h]
-          for w = 1, #states do
-            if states[w][1] + 1 < low then low = states[w][1] + 1 end
-          end
-        end
-      end
-      return low
+      return below_running(thr_low)
     end
 
     -- a paged entity: its header, the chunks and distinct counts that changed; entries
