@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["ServerError", "create_topics", "free_port", "free_ports", "kafka_server",
@@ -77,6 +77,20 @@ def wait_for_port(port: int, *, timeout: float = 30.0, host: str = "127.0.0.1",
             if time.monotonic() > deadline:
                 raise ServerError(f"nothing listens on {host}:{port} after {timeout} s") from None
             time.sleep(0.05)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, ready: Callable[[], bool], *,
+                timeout: float, interval: float, exited: Callable[[], str], late: str) -> None:
+    """Wait for `port` to accept connections, then for `ready()`; ServerError with
+    `exited()` if the process dies first, with `late` after `timeout` s."""
+    wait_for_port(port, timeout=timeout, process=process)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise ServerError(exited())
+        if time.monotonic() > deadline:
+            raise ServerError(late)
+        time.sleep(interval)
 
 
 def run_as(user: str | None, args: Sequence[str | Path]) -> list[str]:
@@ -210,16 +224,10 @@ def redis_server_aof(directory: str | os.PathLike[str], port: int, *,
          *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, timeout=timeout, process=process)
-        deadline = time.monotonic() + timeout
-        while not _answers_ping(port):
-            if process.poll() is not None:
-                raise ServerError(f"redis-server on port {port} exited with "
-                                  f"{process.returncode} while loading {directory}")
-            if time.monotonic() > deadline:
-                raise ServerError(f"redis-server on port {port} still loading after "
-                                  f"{timeout} s")
-            time.sleep(0.02)
+        _wait_ready(process, port, lambda: _answers_ping(port), timeout=timeout, interval=0.02,
+                    exited=lambda: f"redis-server on port {port} exited with "
+                                   f"{process.returncode} while loading {directory}",
+                    late=f"redis-server on port {port} still loading after {timeout} s")
     except BaseException:
         process.kill()
         process.wait()
@@ -360,16 +368,12 @@ def kafka_server(topics: dict[str, int] | None = None, *,
              "--storage-engine", "memory://tansu/", "--cluster-id", f"riskengine-{port}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=root)
         try:
-            wait_for_port(port, timeout=timeout, process=process)
-            deadline = time.monotonic() + timeout
-            while not _broker_answers(address):
-                if process.poll() is not None:
-                    raise ServerError(f"tansu exited with {process.returncode}: "
-                                      f"{(root / 'broker.log').read_text()[-2000:]}")
-                if time.monotonic() > deadline:
-                    raise ServerError(f"tansu on {address} answers no metadata request "
-                                      f"after {timeout} s")
-                time.sleep(0.05)
+            _wait_ready(process, port, lambda: _broker_answers(address), timeout=timeout,
+                        interval=0.05,
+                        exited=lambda: f"tansu exited with {process.returncode}: "
+                                       f"{(root / 'broker.log').read_text()[-2000:]}",
+                        late=f"tansu on {address} answers no metadata request after "
+                             f"{timeout} s")
             if topics:
                 create_topics(address, topics, timeout=timeout)
             yield address
