@@ -20,6 +20,7 @@ from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.lists import RedisListStore
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = {"rules": [{"id": "big", "when": "amount > 1000", "score": 50}], "policy": {}}
@@ -115,7 +116,7 @@ def test_activations_missed_while_disconnected_arrive_on_reconnect(
     sender.activate("transfer", "v2", V2)
     kill_subscribers(client)
     assert seen.wait_for(lambda calls: calls[-1] == ("transfer", "v2", V2))
-    assert _eventually(lambda: worker.resyncs > resyncs)
+    assert eventually(lambda: worker.resyncs > resyncs)
     sender.activate("transfer", "v1")
     assert seen.wait_for(lambda calls: calls[-1] == ("transfer", "v1", V1))
 
@@ -157,15 +158,6 @@ def kill_subscribers(client: Client) -> None:
         client.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.ALL_NODES)
     else:
         client.client_kill_filter(_type="pubsub")
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 # -- across processes
@@ -217,11 +209,11 @@ def test_three_processes_switch_on_one_activation(
         def all_have(key: str, value: Any) -> bool:
             return all(any(r.get(key) == value for r in _reports(o)) for o in outputs)
 
-        assert _eventually(lambda: all_have("ready", True), timeout=20), _stderr(workers)
+        assert eventually(lambda: all_have("ready", True), timeout=20), _stderr(workers)
         assert all_have("ruleset", "v1")  # loaded from Redis at start
         activated = time.time()
         assert publisher.activate("transfer", "v2", V2)
-        assert _eventually(lambda: all_have("ruleset", "v2"), timeout=10), _stderr(workers)
+        assert eventually(lambda: all_have("ruleset", "v2"), timeout=10), _stderr(workers)
         lags = [next(r["at"] for r in _reports(o) if r.get("ruleset") == "v2") - activated
                 for o in outputs]
         print(f"switch lag per process: {', '.join(f'{lag * 1000:.1f} ms' for lag in lags)}")
@@ -229,7 +221,7 @@ def test_three_processes_switch_on_one_activation(
         lists = RedisListStore.from_config({"block": {"values": ["seed"]}}, None, client,
                                            bus=publisher)
         lists.add("block", "mule-7")
-        assert _eventually(lambda: all_have("list", "mule-7"), timeout=10), _stderr(workers)
+        assert eventually(lambda: all_have("list", "mule-7"), timeout=10), _stderr(workers)
     finally:
         for worker in workers:
             if worker.stdin is not None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import random
 import string
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.lists import RedisListStore, value_key
+from tests.waiting import eventually
 
 # -- the filter
 
@@ -274,15 +274,6 @@ def two_workers(redis_url: str, client: Client
             c.close()
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    return check()
-
-
 def test_workers_see_each_others_adds_through_the_bus(
         two_workers: tuple[RedisListStore, RedisListStore, RulesetBus]) -> None:
     a, b, _ = two_workers
@@ -290,7 +281,8 @@ def test_workers_see_each_others_adds_through_the_bus(
     values = [f"mule-{i}" for i in range(100)]  # enough to make b rebuild its filter
     for value in values:
         a.add("block", value, reason="mule")
-    assert _eventually(lambda: all(v in b.bloom("block") for v in values))
+    assert eventually(lambda: all(v in b.bloom("block") for v in values),
+                      interval=0.005)
     assert all(b.contains("block", v) for v in values)
     assert b.lookup("block", "mule-3") == ListEntry("mule-3", None, "mule")
     assert b.remove("block", "mule-3")

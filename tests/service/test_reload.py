@@ -11,15 +11,7 @@ from fastapi.testclient import TestClient
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from tests.service.helpers import transfer
-
-
-def wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
+from tests.waiting import eventually
 
 
 def test_edited_config_goes_live_and_bad_edits_are_refused(
@@ -41,7 +33,7 @@ def test_edited_config_goes_live_and_bad_edits_are_refused(
         d = client.post("/v1/transfer/evaluate", json=transfer(int(time.monotonic() * 1e6)))
         return d.json()["ruleset_version"] != old
 
-    assert wait_for(new_version_live, 5.0)
+    assert eventually(new_version_live, 5.0, 0.02)
     live = client.post("/v1/transfer/evaluate", json=transfer(10**9)).json()
     assert live["decision"] == "review"
 

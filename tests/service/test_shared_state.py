@@ -18,21 +18,13 @@ from tests.servers import redis_server
 from tests.service.helpers import ADMIN_HEADERS, T0
 from tests.service.process import ServiceProcess
 from tests.service.test_restart import traffic
+from tests.waiting import eventually
 
 KEEP = ("features", "decision", "late", "score", "ruleset_version", "list_hits")
 
 
 def view(decision: dict[str, Any]) -> dict[str, Any]:
     return {k: decision[k] for k in KEEP} | {"hits": [h["rule_id"] for h in decision["hits"]]}
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture
@@ -67,7 +59,7 @@ def test_ruleset_and_list_changes_reach_the_other_worker(
         live = b.get("/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS).json()
         return bool(live["version"] == version)
 
-    assert wait_for(b_has_it)
+    assert eventually(b_has_it, 10.0, 0.05)
     event = {"event_id": "x1", "timestamp": T0, "pay_account": "P", "rcv_account": "R",
              "amount": 1.0, "device_id": "dev-shared"}
     assert b.post("/v1/transfer/evaluate", json=event).json()["decision"] == "review"
@@ -80,7 +72,7 @@ def test_ruleset_and_list_changes_reach_the_other_worker(
         body = b.post("/v1/transfer/evaluate", json=event).json()
         return "blocked_devices" in body["list_hits"]
 
-    assert wait_for(b_blocks)
+    assert eventually(b_blocks, 10.0, 0.05)
 
 
 def test_redis_down_gives_degraded_fallback_decisions_and_recovers(
@@ -155,7 +147,7 @@ def test_config_file_list_changes_reach_redis_lists(
         body = client.post("/v1/transfer/evaluate", json=event).json()
         return "blocked_devices" in body["list_hits"]
 
-    assert wait_for(blocked)
+    assert eventually(blocked, 10.0, 0.05)
 
 
 def test_entity_reads_with_shared_state(make_client: Callable[..., TestClient],
@@ -211,7 +203,7 @@ def test_feature_filters_see_list_changes_with_shared_state(
                         "rcv_account": f"probe{n}", "amount": 1.0}).json()
                     return bool(probe["features"]["watched_payments_1h"] == 1)
 
-                assert wait_for(b_sees_it)
+                assert eventually(b_sees_it, 10.0, 0.05)
             body = b.post("/v1/transfer/evaluate", json={
                 "event_id": f"{name}{i}", "timestamp": T0 + i, "pay_account": "W",
                 "rcv_account": "R", "amount": 1.0}).json()
