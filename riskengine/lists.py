@@ -24,7 +24,7 @@ from typing import Any
 
 from riskengine.exceptions import ConfigError, ListError
 
-__all__ = ["ListEntry", "ListStore", "check_value", "parse_expiry", "value_key"]
+__all__ = ["ListEntry", "ListStore", "check_list", "check_value", "parse_expiry", "value_key"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+\Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,6 +61,14 @@ def value_key(value: Any) -> str | None:
     if kind is float and math.isfinite(value) and value.is_integer():
         return str(int(value))
     return None
+
+
+def check_list(name: object, reason: object) -> None:
+    """`ListError` unless `name` is a valid list name and `reason` a string."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ListError(f"list name {name!r} is invalid; use letters, digits and _ . : -")
+    if not isinstance(reason, str):
+        raise ListError(f"list {name!r}: reason must be a string")
 
 
 def parse_expiry(value: object, *, what: str = "expires") -> int:
@@ -154,10 +162,7 @@ class ListStore:
 
     def create(self, name: str, reason: str = "") -> None:
         """Add an empty list; refuses a name that already exists."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ListError(f"list name {name!r} is invalid; use letters, digits and _ . : -")
-        if not isinstance(reason, str):
-            raise ListError(f"list {name!r}: reason must be a string")
+        check_list(name, reason)
         if name in self._entries:
             raise ListError(f"list {name!r} already exists")
         self._entries[name] = {}

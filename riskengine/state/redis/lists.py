@@ -58,14 +58,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from riskengine.exceptions import ListError
-from riskengine.lists import ListEntry, ListStore, check_value, value_key
+from riskengine.lists import ListEntry, ListStore, check_list, check_value, value_key
 from riskengine.state.redis.bloom import BloomFilter
 from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.codec import RedisStateError
@@ -75,7 +74,6 @@ __all__ = ["ListAPI", "RedisListStore", "value_key"]
 
 SCAN_BATCH = 1000
 WRITE_BATCH = 500
-_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+\Z")
 _DELETE_IF = """
 local deleted = 0
 for i = 1, #ARGV, 2 do
@@ -251,10 +249,7 @@ class RedisListStore:
 
     def create(self, name: str, reason: str = "") -> None:
         """Declare a list in this process and build its filter from what Redis holds."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ListError(f"list name {name!r} is invalid; use letters, digits and _ . : -")
-        if not isinstance(reason, str):
-            raise ListError(f"list {name!r}: reason must be a string")
+        check_list(name, reason)
         if name in self._filters:
             raise ListError(f"list {name!r} already exists")
         self._reasons[name] = reason
