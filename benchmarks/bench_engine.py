@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchmarks.procs import cpu_model
 from benchmarks.reference import COUNT, DISTINCT, SUM, exact_features
 from benchmarks.seed_transcription import SEED_FEATURES, SeedPipeline, truncated_events
 from benchmarks.workload import HOUR_MS, WorkloadSpec, describe, generate
@@ -82,14 +83,7 @@ def load_engine() -> Any | None:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {
         "cpu": model,

@@ -144,15 +144,19 @@ def tool_version(cmd: Sequence[str]) -> str | None:
     return text[0] if text else None
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    model = cpu_model()
     mem_gb = None
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
