@@ -1,7 +1,8 @@
 """The FastAPI application: routes, error handling, lifespan (recover, watch, snapshot).
 
-Hot paths (`/v1/{scene}/evaluate`, `/batch`) read the body themselves (size limit, content
-type, orjson) and answer with `Decision.to_dict()`; the Pydantic models only document them.
+The hot paths (`/v1/{scene}/evaluate`, `/batch`) are answered by `EvaluateLane`
+(lane.py) in front of this app; their routes here document them (the Pydantic models
+only describe the JSON) and answer the unknown scenes the lane passes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from riskengine.service import models
 from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, documented, install_handlers
 from riskengine.service.lane import (
-    MAX_BATCH_BYTES,
     EvaluateLane,
     check_content_type,
     check_declared_length,
@@ -93,25 +93,23 @@ def create_app(settings: ServiceSettings | None = None,
 
     # -- evaluate -------------------------------------------------------------------------
 
+    # `EvaluateLane` (lane.py) answers these two for every known scene before routing;
+    # the routes document them and answer what the lane passes on: unknown scenes.
+    def _unknown_scene(authorization: str | None, scene: str) -> Response:
+        api(authorization)
+        rt.engine.scene(scene)  # raises UnknownSceneError: 404
+        raise RuntimeError(f"scene {scene!r} reached the router: the evaluate lane must be "
+                           "in front of this app")
+
     @app.post("/v1/{scene}/evaluate", tags=["evaluate"], response_model=models.DecisionModel,
               dependencies=[], openapi_extra={"requestBody": {
                   "required": True, "content": {JSON: {"schema": models.EVENT_SCHEMA}}},
                   "security": [{"HTTPBearer": []}]},
               responses=documented(400, 401, 403, 404, 413, 415, 422, 503))
-    async def evaluate(request: Request, scene: SceneName,
+    async def evaluate(scene: SceneName,
                        authorization: Auth = None) -> Response:
         """Decide one event of `scene`."""
-        api(authorization)
-        started = time.perf_counter()
-        rt.engine.scene(scene)
-        raw = await read_json(request, s.max_body_bytes)
-        decision, record = rt.decide(scene, raw)
-        if record is not None:
-            await rt.committed((record,))
-        body = orjson.dumps(decision.to_dict())
-        rt.metrics.request_latency.labels(scene, "evaluate").observe(
-            time.perf_counter() - started)
-        return Response(body, media_type=JSON)
+        return _unknown_scene(authorization, scene)
 
     @app.post("/v1/{scene}/evaluate/batch", tags=["evaluate"],
               response_model=list[models.DecisionModel],
@@ -119,24 +117,11 @@ def create_app(settings: ServiceSettings | None = None,
                   "required": True, "content": {JSON: {"schema": models.BATCH_SCHEMA}}},
                   "security": [{"HTTPBearer": []}]},
               responses=documented(400, 401, 403, 404, 413, 415, 422, 503))
-    async def evaluate_batch(request: Request, scene: SceneName,
+    async def evaluate_batch(scene: SceneName,
                              authorization: Auth = None) -> Response:
         """Decide a list of events of `scene`, in order. All are validated first: one
         invalid event refuses the batch (422 naming its index) and nothing changes."""
-        api(authorization)
-        started = time.perf_counter()
-        rt.engine.scene(scene)
-        raw = await read_json(request, MAX_BATCH_BYTES)
-        if not isinstance(raw, list):
-            raise ApiError(422, "a batch is a JSON list of events")
-        if len(raw) > s.max_batch:
-            raise ApiError(413, f"a batch holds at most {s.max_batch} events, got {len(raw)}")
-        decisions, records = rt.decide_many(scene, raw)
-        await rt.committed(records)
-        body = orjson.dumps([d.to_dict() for d in decisions])
-        rt.metrics.request_latency.labels(scene, "batch").observe(
-            time.perf_counter() - started)
-        return Response(body, media_type=JSON)
+        return _unknown_scene(authorization, scene)
 
     # -- decisions and entities (admin) ---------------------------------------------------
 
