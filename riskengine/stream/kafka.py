@@ -78,7 +78,7 @@ from riskengine.stream.base import (
     StreamError,
     WorkerStats,
 )
-from riskengine.stream.checkpoint import Checkpoint
+from riskengine.stream.checkpoint import Checkpoint, PreviousRun
 from riskengine.stream.codec import dead_letter_headers, decision_message
 from riskengine.stream.worker import StreamWorker
 
@@ -140,6 +140,8 @@ class KafkaWorker(StreamWorker):
         self._acked: dict[tuple[str, int], int] = {}
         self._failures: list[str] = []
         self._assigned_at: float | None = None
+        self._previous: PreviousRun | None = None
+        """How the last run on the checkpoint folder ended (None: no checkpoint)."""
         self._quiet: dict[tuple[str, int], int] = {}
         """Per partition: offsets below this were decided and acknowledged before a crash;
         they are decided again to rebuild the state, and not produced again."""
@@ -182,7 +184,8 @@ class KafkaWorker(StreamWorker):
         offset the events only rebuild the state (they were produced before). A partition
         another worker had (or that had no checkpoint) gets its first batch past the
         committed offset marked as redeliveries, since that worker may have produced
-        it before it stopped. A partition new to the checkpoint is checkpointed at once."""
+        it before it stopped; so does a partition of the checkpoint after a run that did
+        not end cleanly. A partition new to the checkpoint is checkpointed at once."""
         if self._assigned_at is None:
             self._assigned_at = time.monotonic()
         if self.engine.shared_state:
@@ -196,9 +199,15 @@ class KafkaWorker(StreamWorker):
         for tp in partitions:
             place = (tp.topic, tp.partition)
             held = self._resume.pop(place, None)
+            done = committed.get(place, -1)
+            previous = self._previous
+            if held is not None and previous is not None and not previous.clean:
+                # the batch the last run had in flight past its commit may have been
+                # produced: its decisions are marked as redeliveries
+                self._unsure[place] = max(self._unsure.get(place, 0), max(done, held)
+                                          + previous.batch_size)
             if held is None:
                 held = self._acked.get(place)
-            done = committed.get(place, -1)
             if held is None:  # nothing of this partition is in this process's state
                 held = 0
                 self._acked[place] = 0
@@ -232,7 +241,7 @@ class KafkaWorker(StreamWorker):
             if self._resume:
                 log.info("restored %s; resuming at %s", self._checkpoint.snapshot_path,
                          self._resume)
-            self._plan_recovery(consumer, self._checkpoint.begin(settings.batch_size))
+            self._previous = self._checkpoint.begin(settings.batch_size)
         sink = None
         if settings.sink is not None and not settings.dry_run:
             sink = self._producer(settings.sink.bootstrap)
@@ -361,25 +370,6 @@ class KafkaWorker(StreamWorker):
                 f"{self._replay_partitions} partitions read to their end")
             log.info("progress: %s decided, %s dead-lettered, %s behind%s",
                      f"{stats.decided:,}", f"{stats.dead_lettered:,}", f"{behind:,}", done)
-
-    def _plan_recovery(self, consumer: Consumer, previous: Any) -> None:
-        """After a run that did not end cleanly (kill -9, OOM, power) the batch that was in
-        flight past the committed offsets may have been produced: its decisions are
-        marked as redeliveries (the rebuild up to the committed offsets: `_on_assign`)."""
-        if previous is None or previous.clean or not self._resume:
-            return
-        wanted = [TopicPartition(t, p) for t, p in self._resume]
-        try:
-            found = consumer.committed(wanted, timeout=30)
-        except KafkaException as exc:
-            raise StreamError(f"cannot read the committed offsets of group "
-                              f"{self.settings.group!r}: {exc}") from None
-        for tp in found:
-            key = (tp.topic, tp.partition)
-            done = tp.offset if tp.offset >= 0 else self._resume[key]
-            self._unsure[key] = done + previous.batch_size
-        log.warning("the last run did not end cleanly: the first batch after the committed "
-                    "offsets %s is marked as redeliveries", self._unsure)
 
     def _idle_for(self, last_message: float) -> bool:
         limit = self.settings.idle_exit_s

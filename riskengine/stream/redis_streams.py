@@ -215,7 +215,7 @@ class RedisStreamWorker(StreamWorker):
                 continue
             last_entry = time.monotonic()
             started = time.perf_counter()
-            done = self._process(entries, quiet_until=None)
+            done = self._process(entries, rebuilding=False)
             if done:
                 source.xack(stream, group, *done)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -273,7 +273,7 @@ class RedisStreamWorker(StreamWorker):
             page = _entries(source.xrange(stream, min=start, max=delivered, count=1000))
             if not page:
                 break
-            self._process(page, quiet_until=delivered)
+            self._process(page, rebuilding=True)
             start = b"(" + page[-1][0]
 
     def _replay(self, source: redis.Redis, start_ms: int) -> None:
@@ -288,7 +288,7 @@ class RedisStreamWorker(StreamWorker):
             page = _entries(source.xrange(stream, min=start, max=last, count=self._limit()))
             if not page:
                 break
-            self._process(page, quiet_until=None)
+            self._process(page, rebuilding=False)
             start = b"(" + page[-1][0]
             self.record_metrics()
             log.info("progress: %s decided, %s dead-lettered, at %s", f"{self.stats.decided:,}",
@@ -296,9 +296,9 @@ class RedisStreamWorker(StreamWorker):
 
     # one batch ------------------------------------------------------------------------
 
-    def _process(self, entries: list[Entry], quiet_until: bytes | None) -> list[bytes]:
+    def _process(self, entries: list[Entry], rebuilding: bool) -> list[bytes]:
         """Decide `entries`, XADD what they give in one pipeline; return the ids done
-        (to acknowledge). `quiet_until`: rebuilding, produce nothing."""
+        (to acknowledge). `rebuilding`: decide only, produce nothing."""
         settings = self.settings
         stream = settings.source.stream
         out: list[tuple[RedisStream, Fields]] = []
@@ -312,7 +312,7 @@ class RedisStreamWorker(StreamWorker):
             done.append(entry_id)
             if _id_key(entry_id) > _id_key(self._newest):
                 self._newest = entry_id
-            if quiet_until is not None:
+            if rebuilding:
                 self.stats.rebuilt += 1
                 continue
             if isinstance(outcome, PoisonMessage):
