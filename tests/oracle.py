@@ -257,11 +257,11 @@ class Oracle:
     features: list[FeatureSpec] = field(init=False)
     records: list[Record] = field(init=False, default_factory=list)
     # (B, key) -> the events stored on that key: accepted, not late, passed the `where`
-    # of at least one feature keyed by B, not forgotten.  Kept sorted by (time, LSN) so
-    # that a window is a slice; emptied when the key is forgotten.
+    # of at least one feature keyed by B.  Kept sorted by (time, LSN) so that a window is
+    # a slice.  Nothing is ever forgotten here: the contract's values do not depend on it.
     by_key: dict[tuple[tuple[str, ...], tuple[Any, ...]], list[Record]] = field(
         init=False, default_factory=dict)
-    forgets: int = field(init=False, default=0)
+    idle_touches: int = field(init=False, default=0)
     remembered: OrderedDict[str, _Remembered] = field(init=False, default_factory=OrderedDict)
     G: int | None = field(init=False, default=None)
     next_lsn: int = field(init=False, default=0)
@@ -273,7 +273,8 @@ class Oracle:
             raise ValueError(f"duplicate feature names: {names}")
         self.key_sets: list[tuple[str, ...]] = list(dict.fromkeys(f.by for f in self.features))
         self.features_by = {b: [f for f in self.features if f.by == b] for b in self.key_sets}
-        self.wmax_by = {b: max(f.window for f in fs) for b, fs in self.features_by.items()}
+        self.rmax_by = {b: max(f.window + (f.hop or 0) for f in fs)
+                        for b, fs in self.features_by.items()}
         self.wmax_scene = max(f.window for f in self.features)
 
     @classmethod
@@ -287,11 +288,6 @@ class Oracle:
     def key_of(fields: Mapping[str, Any], by: tuple[str, ...]) -> tuple[Any, ...] | None:
         values = tuple(fields.get(b) for b in by)
         return None if any(v is None for v in values) else values
-
-    def maxts(self, by: tuple[str, ...], key: tuple[Any, ...]) -> int | None:
-        """Largest time among the stored events of key, over every feature keyed by B."""
-        stored = self.by_key.get((by, key), [])
-        return max((x.t for x in stored), default=None)
 
     def window_candidates(self, by: tuple[str, ...], key: tuple[Any, ...], t: int
                           ) -> list[Record]:
@@ -331,20 +327,17 @@ class Oracle:
         self.next_lsn += 1
         keys = {b: self.key_of(fields, b) for b in self.key_sets}
 
-        # Forgetting idle keys, before e is processed, with G taken before e.
-        # READING: done for every key e touches, also when e turns out to be late.
-        if self.G is not None:
-            for b, key in keys.items():
-                if key is None:
-                    continue
-                mt = self.maxts(b, key)
-                if mt is not None and mt <= self.G - self.lateness_ms - self.wmax_by[b]:
-                    self.by_key[(b, key)] = []
-                    self.forgets += 1
+        # Lateness: t < G - L, G taken before e (the scene clock of docs/semantics.md).
+        G = self.G
+        late = G is not None and t < G - self.lateness_ms
 
-        # Lateness: t < maxts(k) - L on any key e touches.
-        maxts = {b: (None if key is None else self.maxts(b, key)) for b, key in keys.items()}
-        late = any(mt is not None and t < mt - self.lateness_ms for mt in maxts.values())
+        # Coverage only (no value depends on it): e touches a key that a runtime may have
+        # dropped, its newest stored event at or before G - L - Rmax(B).
+        for b, key in keys.items():
+            stored = self.by_key.get((b, key)) if key is not None else None
+            if G is not None and stored and \
+                    stored[-1].t <= G - self.lateness_ms - self.rmax_by[b]:
+                self.idle_touches += 1
 
         passes = {f.name: f.where(fields) for f in self.features}
         values: dict[str, Any] = {}
@@ -354,14 +347,13 @@ class Oracle:
                     values[f.name] = None
                 continue
             candidates = self.window_candidates(b, key, t)
-            mt = maxts[b]
             for f in self.features_by[b]:
                 members = []
                 for x in candidates:
                     inside = self._in_window(f, x.t, t, late)
                     if not (x.passes[f.name] and x.lsn < n and inside):
                         continue
-                    if late and mt is not None and not self._retained(f, x.t, mt):
+                    if late and G is not None and not self._above_floor(f, x.t, G):
                         continue
                     members.append((x.t, x.lsn, self._target(f, x.fields)))
                 if passes[f.name]:
@@ -379,7 +371,7 @@ class Oracle:
                                   key=lambda x: (x.t, x.lsn))
             # READING: G counts every accepted event that is not late, also one stored on
             # no key (all key fields null, or every filter failed).
-            self.G = t if self.G is None else max(self.G, t)
+            self.G = t if G is None else max(G, t)
 
         result = OracleResult(values, late, duplicate=False, lsn=n)
         self.remembered[event_id] = _Remembered(t, result)
@@ -413,9 +405,10 @@ class Oracle:
             return (t - f.window) // f.hop <= tx // f.hop <= t // f.hop
         return ((t - f.window) // f.hop) * f.hop <= tx <= t
 
-    def _retained(self, f: FeatureSpec, tx: int, mt: int) -> bool:
-        """What the engine retains, applied to late events."""
+    def _above_floor(self, f: FeatureSpec, tx: int, G: int) -> bool:
+        """The late event's floor: t(x) > G − L − W (tiled: whole tiles from
+        floor((G − L − W)/H))."""
         if f.kind == "history":
-            return tx > mt - self.lateness_ms - f.window
+            return tx > G - self.lateness_ms - f.window
         assert f.hop is not None
-        return tx // f.hop >= (mt - self.lateness_ms - f.window) // f.hop
+        return tx // f.hop >= (G - self.lateness_ms - f.window) // f.hop

@@ -227,6 +227,6 @@ def oracle_coverage(oracle: Oracle, results: Sequence[OracleResult]) -> dict[str
         "events": len(results),
         "late": sum(r.late and not r.duplicate for r in results),
         "duplicates": sum(r.duplicate for r in results),
-        "forgotten_keys": oracle.forgets,
+        "idle_key_touches": oracle.idle_touches,
         "re_accepted_ids": len(oracle.records) - len({x.event_id for x in oracle.records}),
     }

@@ -174,29 +174,39 @@ class TestOracleByHand:
                  ("2", 800, {"a": "k", "ch": "web"}))  # late by the unfiltered feature's event
         assert r[1].late and r[1].features["web_n"] == 1
 
-    def test_forgetting_idle_keys(self) -> None:
-        o = Oracle(["count(a.history,1s)"], lateness_ms=0)
-        r = feed(o, ("1", 5000, {"a": "k"}),
-                 ("2", 10_000, {"a": "other"}),
-                 # G = 10000, maxts(k) = 5000 <= 10000 - 0 - 1000: k is forgotten first,
-                 # so #3 is neither late nor counts #1 (which its window would cover).
-                 ("3", 4500, {"a": "k"}),
-                 ("4", 4600, {"a": "k"}))
-        assert [x.late for x in r] == [False, False, False, False]
-        # #4: maxts(k) = 4500 <= 9000 again, so k is forgotten once more.
-        assert [x.features["count(a.history,1s)"] for x in r] == [1, 1, 1, 1]
-        o = Oracle(["count(a.history,1s)"], lateness_ms=0)
-        r = feed(o, ("1", 5000, {"a": "k"}),
-                 ("2", 5999, {"a": "other"}),
-                 ("3", 5500, {"a": "k"}))     # 5000 > 5999 - 1000: kept
-        assert r[2].features["count(a.history,1s)"] == 2
+    def test_an_event_behind_the_scene_clock_is_late_even_on_an_idle_key(self) -> None:
+        # The lagging-source shape: key K's last event at 12:00, other keys move the scene
+        # clock G to 13:10, then K's event stamped 12:58 arrives. 12:58 < G - L = 13:05:
+        # late, scored above the floor G - L - W = 12:05 (the 12:00 event is out) and
+        # stored nowhere; the decision says so instead of an on-time partial window.
+        o = Oracle(["count(a.history,1h)"], lateness_ms=5 * MIN)
+        noon = 12 * HOUR
+        r = feed(o, ("1", noon, {"a": "K"}),
+                 ("2", noon + 70 * MIN, {"a": "other"}),
+                 ("3", noon + 58 * MIN, {"a": "K"}),
+                 ("4", noon + 66 * MIN, {"a": "K"}))   # on time: (12:06, 13:06]
+        assert [x.late for x in r] == [False, False, True, False]
+        assert [x.features["count(a.history,1h)"] for x in r] == [1, 1, 1, 1]
+        # Within L of the clock the same key is on time and exact.
+        o = Oracle(["count(a.history,1h)"], lateness_ms=5 * MIN)
+        r = feed(o, ("1", noon, {"a": "K"}),
+                 ("2", noon + 63 * MIN, {"a": "other"}),
+                 ("3", noon + 58 * MIN, {"a": "K"}))
+        assert not r[2].late and r[2].features["count(a.history,1h)"] == 2
 
-    def test_forgetting_boundary_is_inclusive(self) -> None:
+    def test_lateness_and_floor_boundaries(self) -> None:
+        o = Oracle(["count(a.history,1s)"], lateness_ms=10)
+        r = feed(o, ("1", 5001, {"a": "k"}),
+                 ("2", 6010, {"a": "other"}),
+                 ("3", 6000, {"a": "k"}),      # t = G - L: on time; (5000, 6000]
+                 ("4", 5999, {"a": "k"}))      # t < G - L: late; floor t(x) > 5000
+        assert [x.late for x in r] == [False, False, False, True]
+        assert [x.features["count(a.history,1s)"] for x in r] == [1, 1, 2, 2]
         o = Oracle(["count(a.history,1s)"], lateness_ms=10)
         r = feed(o, ("1", 5000, {"a": "k"}),
-                 ("2", 6010, {"a": "other"}),  # maxts(k) = 5000 <= 6010 - 10 - 1000
-                 ("3", 4000, {"a": "k"}))      # not late: k was forgotten
-        assert not r[2].late and r[2].features["count(a.history,1s)"] == 1
+                 ("2", 6010, {"a": "other"}),
+                 ("3", 5999, {"a": "k"}))      # floor 5000 is exclusive: #1 is out
+        assert r[2].late and r[2].features["count(a.history,1s)"] == 1
 
     def test_idempotency(self) -> None:
         o = Oracle(["sum(v#a.history,1s)"], lateness_ms=0)
@@ -265,12 +275,12 @@ SCENARIOS: dict[str, tuple[list[Any], str, list[tuple[int, dict[str, Any], dict[
         (899, {"a": "k"}, {CA: 1}, True),             # late, still scored (with itself)
         (950, {"a": "k"}, {CA: 2}, False),            # the late one was stored nowhere
     ]),
-    "forgetting-and-lateness-boundaries": ([CA], "100ms", [
+    "lateness-and-floor-boundaries": ([CA], "100ms", [
         (1000, {"a": "k"}, {CA: 1}, False),
         (2099, {"a": "z"}, {CA: 1}, False),
-        (1000, {"a": "k"}, {CA: 2}, False),           # maxts 1000 > 2099 - 100 - 1000
+        (1000, {"a": "k"}, {CA: 2}, True),            # < 2099 - 100; floor 999: #0 in
         (2100, {"a": "z"}, {CA: 2}, False),
-        (999, {"a": "k"}, {CA: 1}, False),            # 1000 <= 2100 - 1100: forgotten
+        (999, {"a": "k"}, {CA: 1}, True),             # floor 1000 (exclusive): #0 out
         (2000, {"a": "z"}, {CA: 1}, False),           # 2000 == 2100 - 100: not late
         (1999, {"a": "z"}, {CA: 1}, True),
     ]),
@@ -315,28 +325,31 @@ SCENARIOS: dict[str, tuple[list[Any], str, list[tuple[int, dict[str, Any], dict[
             (2, {"a": "k", "v": 1e-9}, {"min(v#a.history,1s)": 1e-9,
                                         "last(v#a.history,1s)": 1e-9}, False),
         ]),
-    # READING: maxts(k) is over the events stored for some feature of B; one that fails
-    # every filter of B is not stored and cannot make a later event late.
-    "filtered-out-events-set-no-maxts": ([W_CX], "100ms", [
+    # An event that fails every filter is stored nowhere but still moves the clock G.
+    "a-filtered-out-event-moves-the-clock": ([W_CX], "100ms", [
         (1000, {"a": "k", "c": "y"}, {"w": 0}, False),
-        (800, {"a": "k", "c": "x"}, {"w": 1}, False),
+        (900, {"a": "k", "c": "x"}, {"w": 1}, False),
+        (800, {"a": "k", "c": "x"}, {"w": 1}, True),    # 800 < 1000 - 100
     ]),
     # READING: G counts every accepted event that is not late, stored on a key or not.
     "G-counts-an-event-with-no-key": ([CA], "1ms", [
         (0, {"a": "k"}, {CA: 1}, False),
         (5000, {}, {CA: None}, False),
-        (500, {"a": "k"}, {CA: 1}, False),            # k was forgotten: G = 5000
+        (500, {"a": "k"}, {CA: 1}, True),             # G = 5000; floor 3999
     ]),
     "G-counts-an-event-failing-every-filter": ([W_CX], "1ms", [
         (0, {"a": "k", "c": "x"}, {"w": 1}, False),
         (5000, {"a": "z", "c": "y"}, {"w": 0}, False),
-        (500, {"a": "k", "c": "x"}, {"w": 1}, False),
+        (500, {"a": "k", "c": "x"}, {"w": 1}, True),
     ]),
-    # READING: a late event still forgets the idle keys it touches.
-    "a-late-event-forgets-its-idle-keys": ([CA, CB], "1ms", [
-        (0, {"a": "p", "b": "q"}, {CA: 1, CB: 1}, False),
-        (5000, {"a": "r"}, {CA: 1, CB: None}, False),
-        (500, {"a": "r", "b": "q"}, {CA: 1, CB: 1}, True),   # q forgotten, else 2
+    # A late event reads each key above the floor G - L - W, whatever that key's own
+    # newest event.
+    "a-late-event-reads-above-the-clock-floor": ([CA, CB], "100ms", [
+        (500, {"a": "p", "b": "q"}, {CA: 1, CB: 1}, False),
+        (0, {"a": "p", "b": "s"}, {CA: 1, CB: 1}, True),      # 0 < 500 - 100
+        (1500, {"a": "r"}, {CA: 1, CB: None}, False),
+        (1300, {"a": "p", "b": "q"}, {CA: 2, CB: 2}, True),   # floor 400: 500 is in
+        (1450, {"a": "p", "b": "s"}, {CA: 2, CB: 1}, False),  # (450, 1450]: on time
     ]),
     "late-retention-history-and-tiled": ([CA, TILED_400], "100ms", [
         (700, {"a": "k"}, {CA: 1, "tiled": 1}, False),
@@ -413,7 +426,7 @@ def test_stream_matches_oracle(seed: int) -> None:
 def test_streams_exercise_the_contract(seed: int) -> None:
     """The generator keeps producing what the comparison is meant to cover."""
     events, results, cov = oracle_run(seed)
-    assert cov["late"] >= 20 and cov["duplicates"] >= 20 and cov["forgotten_keys"] >= 20
+    assert cov["late"] >= 20 and cov["duplicates"] >= 20 and cov["idle_key_touches"] >= 20
     assert cov["re_accepted_ids"] >= 1   # an id seen again past its idempotency horizon
     for name in results[0].features:
         values = [r.features[name] for r in results]
