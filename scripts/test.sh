@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what it needs, then runs
+# The whole test suite, from a fresh machine: installs what it needs (the Python packages at
+# the versions of requirements/dev.lock, see scripts/bootstrap.sh), then runs
 # lint (ruff), types (mypy --strict), the doctests and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

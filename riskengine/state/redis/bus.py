@@ -215,7 +215,7 @@ class RulesetBus:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub()
             try:
                 pubsub.subscribe(self.channel)
                 while not self._stop.is_set():
