@@ -33,7 +33,7 @@ from riskengine.patterns import ScenePatterns
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.rules.ruleset import Ruleset
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 MAX_BATCH = 100_000
 _FORGET_EVERY = 64
 RECENT_DECISIONS = 16
@@ -41,9 +41,10 @@ RECENT_DECISIONS = 16
 
 Record = tuple[Any, ...]
 """A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
-list_hits, late, ruleset_version, *feature values)``; the outcome and the other tuples are
-the decision's own (mostly shared constants), so a record is one tuple of its own."""
-_T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _LATE, _VERSION, _VALUES = range(8)
+list_hits, late + 2·degraded, ruleset_version, *feature values)``; the outcome and the
+other tuples are the decision's own (mostly shared constants), so a record is one tuple
+of its own."""
+_T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
 
 
 class SceneRuntime:
@@ -110,7 +111,8 @@ class SceneRuntime:
         action, score, hits, shadow_hits, errors = record[_OUTCOME]
         return Decision(event_id, self.name, action, score, hits, shadow_hits,
                         dict(zip(self.feature_names, record[_VALUES:], strict=True)),
-                        record[_LIST_HITS], record[_VERSION], record[_LATE], False,
+                        record[_LIST_HITS], record[_VERSION], bool(record[_FLAGS] & 1),
+                        bool(record[_FLAGS] & 2),
                         record[_LATENCY], lsn, record[_T], errors)
 
     def forget_old_ids(self) -> None:
@@ -233,9 +235,9 @@ class Engine:
         t = parsed["timestamp"]
         features = runtime.fast(parsed, lsn)
         if features is None:
-            features, late = runtime.features.compute_general(parsed, lsn)
+            features, late, degraded = runtime.features.compute_general(parsed, lsn)
         else:
-            late = False
+            late = degraded = False
         if runtime.patterns:
             runtime.patterns.observe(parsed, lsn, late, self.lists,
                                      runtime.features.global_max, features)
@@ -247,8 +249,8 @@ class Engine:
         latency = (perf_counter() - started) * 1000.0
         decision = Decision(  # positional: this is the per-event path
             event_id, runtime.name, action, score, hits, shadow_hits, features, list_hits,
-            version, late, False, latency, lsn, t, errors)
-        seen[event_id] = (t, lsn, latency, outcome, list_hits, late, version,
+            version, late, degraded, latency, lsn, t, errors)
+        seen[event_id] = (t, lsn, latency, outcome, list_hits, late + 2 * degraded, version,
                           *features.values())
         runtime.recent.append(decision)
         if previous is None:
@@ -299,9 +301,9 @@ class Engine:
             t = event["timestamp"]
             features = features_of(event, lsn)
             if features is None:
-                features, late = general(event, lsn)
+                features, late, degraded = general(event, lsn)
             else:
-                late = False
+                late = degraded = False
             if patterns:
                 patterns.observe(event, lsn, late, lists, clock.global_max, features)
             list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
@@ -314,9 +316,9 @@ class Engine:
             started = now
             decision = Decision(
                 event_id, name, action, score, hits, shadow_hits, features, list_hits,
-                version, late, False, latency, lsn, t, errors)
-            seen[event_id] = (t, lsn, latency, outcome, list_hits, late, version,
-                              *features.values())
+                version, late, degraded, latency, lsn, t, errors)
+            seen[event_id] = (t, lsn, latency, outcome, list_hits, late + 2 * degraded,
+                              version, *features.values())
             keep(decision)
             if previous is None:
                 order.append(event_id)

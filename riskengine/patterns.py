@@ -31,13 +31,15 @@ the pattern False and stores nothing):
   ``t(A) < t ≤ t(A) + within`` closes it. The pattern is True at the first event of the
   key whose time is past an open deadline (``t > t(A) + within``); that deadline is then
   spent (it fires once). Data-driven only: nothing fires without a later event of the key.
-- Late events read the patterns but change nothing: late by the features (`late: true`),
-  or older than the pattern key's newest event by more than the scene's lateness.
-  Duplicates (the idempotency guard) never reach the patterns. Order is arrival order, as for
+- Late events (`late: true`: older than the scene clock G by more than the lateness)
+  read the patterns but change nothing; an event that is not late is never more than
+  the lateness behind its key's newest (which is at most G). Duplicates (the idempotency
+  guard) never reach the patterns. Order is arrival order, as for
   features: an event that arrives after a later-timestamped one of its key does not
   precede it.
-- Forgetting: a key whose newest event is older than the scene clock (the features'
-  largest on-time event time) by ``within + lateness`` (a sequence) or
+- Forgetting: a key whose newest event is at or before the scene clock after the event
+  (G, or the event's time when it is on time and later) minus ``within + lateness`` (a
+  sequence: value-neutral, no event that is not late can need it) or
   ``2 × within + lateness`` (an absence) starts afresh. So an absence fires only at an
   event of the key that comes within ``within + lateness`` after the deadline passed.
 - Memory: per key, the events matching some step (or the open deadlines) within that
@@ -222,7 +224,6 @@ class _Pattern:
         else:
             self.state.move_to_end(key)
         held, newest = entry
-        late = late or t < newest[0] - self.lateness
         result = (self._sequence(held, mask, t, lsn) if self.times
                   else self._absence(held, mask, t, late))
         if late:

@@ -1,7 +1,7 @@
 """Per-scene feature computation: the fork by key, lateness, storage, and the join.
 
-`SceneFeatures.compute(event, lsn)` returns `(features, late)`; the semantics are
-docs/semantics.md, checked event by event against tests/oracle.py.
+`SceneFeatures.compute(event, lsn)` returns `(features, late, degraded)`; the semantics
+are docs/semantics.md, checked event by event against tests/oracle.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SceneFeatures:
         self.sweep_at = NEVER  # the clock G at which some table has a bucket of keys due
         self._layout = tuple(
             (table, plan.by[0] if len(plan.by) == 1 else None, plan.by,
-             plan.max_window_ms + lateness_ms,
+             table.idle_ms,
              tuple((ops, ops.plan.predicate) for ops in table.ops))
             for table, plan in zip(self.tables, self.plans, strict=True)
         )
@@ -47,12 +47,13 @@ class SceneFeatures:
         values = tuple(event.get(f) for f in plan.by)
         return None if None in values else values
 
-    def compute(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool]:
-        """Feature values for `event` and whether it is late; stores it unless late."""
+    def compute(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool, bool]:
+        """Feature values for `event`, whether it is late, and whether a key it starts
+        afresh may miss events evicted for size (degraded); stores it unless late."""
         out = self.fast(event, lsn)
         if out is None:
             return self.compute_general(event, lsn)
-        return out, False
+        return out, False, False
 
     def sweep(self) -> None:
         """Evict the idle keys of every bucket the clock has made due (see KeyTable)."""
@@ -62,14 +63,19 @@ class SceneFeatures:
                 table.sweep(global_max)
         self.sweep_at = min((t.sweep_at for t in self.tables), default=-NEVER)
 
-    def compute_general(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool]:
-        """The general path: any order, late events, every kind (see fastpath.py)."""
+    def compute_general(self, event: dict[str, Any], lsn: int
+                        ) -> tuple[dict[str, Any], bool, bool]:
+        """The general path: any order, late events, every kind (see fastpath.py).
+
+        Late iff `t < G − L` (G: the scene clock before the event). A late event is read
+        above the floor `G − L − W` and stored nowhere; any other event is stored on each
+        of its keys, in (time, LSN) order."""
         out = self.template.copy()
         t = event["timestamp"]
         lateness = self.lateness_ms
         global_max = self.global_max
-        touched: list[tuple[Any, Hashable, Entity | None, dict[Hashable, Entity]]] = []
-        late = False
+        late = global_max != NEVER and t < global_max - lateness
+        degraded = False
         for layout in self._layout:
             table, single, by, idle_ms, buffers = layout
             if single is not None:
@@ -83,21 +89,16 @@ class SceneFeatures:
                 key = values
             entities = table.entities
             state = entities.get(key)
-            if state is not None:
-                if state[MAXTS] <= global_max - idle_ms:
-                    del entities[key]
-                    state[KEY] = None  # no longer its key's: its bucket will drop it
-                    state = None
-                elif t < state[MAXTS] - lateness:
-                    late = True
-            touched.append((layout, key, state, entities))
-        clock = global_max if late or t <= global_max else t
-        for layout, key, state, entities in touched:
-            table, _, _, idle_ms, buffers = layout
+            if state is not None and state[MAXTS] <= global_max - idle_ms:
+                del entities[key]  # idle: no event from now on can read it
+                state[KEY] = None  # no longer its key's: its bucket will drop it
+                state = None
+            fresh = state is None
+            if fresh and global_max < table.partial_until:
+                degraded = True  # its key may be one evicted for size in its horizon
             if late:
                 self._score_late(event, lsn, state, table, buffers, out)
                 continue
-            fresh = state is None
             if state is None:
                 state = table.new_entity()
                 state[KEY] = key
@@ -119,6 +120,7 @@ class SceneFeatures:
                 for ops, _ in buffers:
                     ops.trim(state, maxts - idle_ms, maxts, lateness)
                 if fresh:
+                    clock = t if t > global_max else global_max
                     entities[key] = state
                     table.file(state, clock)
                     if len(entities) > table.max_entities:
@@ -127,17 +129,16 @@ class SceneFeatures:
             self.global_max = t
             if t >= self.sweep_at:
                 self.sweep()
-        return out, late
+        return out, late, degraded
 
     def _score_late(self, event: dict[str, Any], lsn: int, state: Entity | None,
                     table: KeyTable, buffers: tuple[tuple[BufferOps, Any], ...],
                     out: dict[str, Any]) -> None:
+        """Values of a late event: stored entries above the floor `G − L − W`, plus it."""
         t = event["timestamp"]
         if state is None:
             state = table.new_entity()
-            floor = None
-        else:
-            floor = state[MAXTS] - self.lateness_ms
+        floor = self.global_max - self.lateness_ms
         for ops, predicate in buffers:
             passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
             entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
@@ -175,12 +176,15 @@ class SceneFeatures:
         return {
             "global_max": self.global_max,
             "tables": {"+".join(t.plan.by): t.dump() for t in self.tables},
+            "partial_until": {"+".join(t.plan.by): t.partial_until for t in self.tables},
         }
 
     def load(self, data: dict[str, Any]) -> None:
         self.global_max = data["global_max"]
         self.sweep_at = NEVER
         for table in self.tables:
-            rows = data["tables"].get("+".join(table.plan.by))
+            name = "+".join(table.plan.by)
+            rows = data["tables"].get(name)
             if rows is not None:
                 table.load(rows)
+            table.partial_until = data["partial_until"].get(name, NEVER)

@@ -1,6 +1,7 @@
 """The in-order fast path of a scene, generated as straight-line Python at load time.
 
-For an event that is not late and not earlier than any buffer it touches (almost every
+For an event that is not late (`t ≥ G − L`), not earlier than any buffer it touches and
+not starting a key while evictions for size may have left a partial window (almost every
 event in production), the generated function slides the windows, updates the running
 aggregates and reads the values with no per-feature dispatch: entity slots are constant
 indexes, sums and distinct counters are inlined, other aggregators are called directly.
@@ -52,36 +53,39 @@ def build_fast_path(scene: Any) -> FastPath:
                            "TiledBuffer": TiledBuffer, "sqrt": math.sqrt}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
-    # Phase 1: keys, forgetting, lateness and order checks. Nothing is changed here except
+    w(f"if t < gmax - {lateness}:")
+    w("    return None  # late: the general path")
+    # Phase 1: keys, forgetting and order checks. Nothing is changed here except
     # forgetting idle keys, which the general path would do identically.
     for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
         env[f"ents{k}"] = table.entities
+        env[f"tab{k}"] = table
         _key_expr(w, k, plan)
         w(f"if k{k} is not None:")
         w.indent()
         w(f"s{k} = ents{k}.get(k{k})")
         w(f"if s{k} is not None:")
         w.indent()
-        w(f"mx = s{k}[{MAXTS}]")
-        w(f"if mx <= gmax - {plan.max_window_ms + lateness}:")
+        w(f"if s{k}[{MAXTS}] <= gmax - {table.idle_ms}:")
         w(f"    del ents{k}[k{k}]")
         w(f"    s{k}[{KEY}] = None  # no longer its key's: its bucket will drop it")
         w(f"    s{k} = None")
-        w(f"elif t < mx - {lateness}:")
-        w("    return None")
+        w(f"    if gmax < tab{k}.partial_until:")
+        w("        return None  # may be a key evicted for size: marked on that path")
         anchors = " or ".join(
             f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
             for b, at in zip(plan.buffers, plan.offsets, strict=True))
         w(f"elif {anchors}:")
         w("    return None")
         w.dedent()
+        w(f"elif gmax < tab{k}.partial_until:")
+        w("    return None  # may be a key evicted for size: marked on that path")
         w.dedent()
     # Phase 2: update and read.
     w("g = t if t > gmax else gmax")
     for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
-        env[f"tab{k}"] = table
         env[f"buckets{k}"] = table.buckets
-        horizon = plan.max_window_ms + lateness
+        horizon = table.idle_ms
         w(f"if k{k} is not None:")
         w.indent()
         w(f"if s{k} is None:")
@@ -180,7 +184,7 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
             w(f"tb{j} = TiledBuffer(bplan{k}_{j})")
             _tiled_step(w, f"tb{j}", bplan, index_of, passes=p, entry=e)
             parts.append(f"tb{j}")
-            after.append(f"tb{j}.trim(t - {plan.max_window_ms + lateness}, t, {lateness})")
+            after.append(f"tb{j}.trim(t - {table.idle_ms}, t, {lateness})")
             continue
         if bplan.predicate is None:
             w(f"{e} = {_entry_expr(bplan)}")
@@ -323,7 +327,7 @@ def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: H
     w("entries.append(entry)")
     if not always:
         w("stored = True")
-    # In the fast path t is the key's new maxts, so the horizon is t − L − Wmax; the entry
+    # In the fast path t is the key's new maxts, so the horizon is t − L − Rmax; the entry
     # just appended (time t) stops the scan.
     w(f"h = {s}[{at + HEAD}]")
     w(f"if entries[h][0] <= t - {horizon}:")

@@ -94,6 +94,9 @@ class KeyPlan:
     buffers: tuple[BufferPlan, ...]
     max_window_ms: int
     output_names: tuple[str, ...]
+    reach_ms: int = 0
+    """Rmax(B): how far back a window of this key can reach, W for the history kind and
+    W + H for the tiled kind (docs/semantics.md); a key idle for L + reach is dropped."""
     offsets: tuple[int, ...] = ()  # entity slot where each buffer starts
     width: int = HEADER  # entity slots before the inline entries (if any)
 
@@ -129,6 +132,7 @@ def build_key_plans(
             buffers=buffers,
             max_window_ms=max(b.max_window_ms for b in buffers),
             output_names=tuple(n for b in buffers for n in b.output_names),
+            reach_ms=max(b.max_window_ms + b.hop_ms for b in buffers),
             offsets=tuple(offsets),
             width=at,
         ))

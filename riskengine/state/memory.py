@@ -8,7 +8,9 @@ Wmax`, see docs/semantics.md), or filed again under the bucket of its `maxts`: O
 key per `idle_ms` of its life, nothing per event. An entity forgotten on a touch (see
 `features.fastpath`) has its key slot cleared and is dropped when its bucket comes up.
 Over `max_entities`, keys go oldest bucket first (by when they were last stored to, to
-a bucket's width).
+a bucket's width). Evicting a key still inside its horizon could change a value, so
+until the clock has moved past that key's horizon (`partial_until`) every event that
+starts a key afresh in the table is marked degraded (docs/semantics.md, Memory).
 """
 
 from __future__ import annotations
@@ -44,14 +46,17 @@ class KeyTable:
     """All entities of one `KeyPlan` in a scene, and their eviction buckets."""
 
     __slots__ = ("bucket_ms", "buckets", "entities", "evicted_for_size", "idle_ms", "low",
-                 "max_entities", "new_entity", "ops", "plan", "sweep_at")
+                 "max_entities", "new_entity", "ops", "partial_until", "plan", "sweep_at")
 
     def __init__(self, plan: KeyPlan, lateness_ms: int, max_entities: int) -> None:
         self.plan = plan
-        self.idle_ms = lateness_ms + plan.max_window_ms
+        self.idle_ms = lateness_ms + plan.reach_ms
         self.max_entities = max_entities
         self.entities: dict[Hashable, Entity] = {}
         self.evicted_for_size = 0
+        self.partial_until = NEVER
+        """While the clock G is below this, a key evicted for size may still be inside its
+        horizon: an event that starts a key afresh may miss its events (it is marked)."""
         self.ops = buffer_ops(plan)
         env: dict[str, Any] = {}
         source = entity_source(plan, env, "b")
@@ -125,6 +130,7 @@ class KeyTable:
                 entity[KEY] = None
                 if entity[MAXTS] > horizon:
                     self.evicted_for_size += 1
+                    self.partial_until = max(self.partial_until, entity[MAXTS] + self.idle_ms)
 
     def retained_entries(self) -> int:
         ops = self.ops

@@ -60,14 +60,17 @@ def test_a_sequence_needs_its_order_its_window_and_its_key() -> None:
     # failures before the login do not count
     assert [f[SEQ] for f in feed(engine, [("auth_fail", 0), ("auth_fail", 1), ("login", 2),
                                           ("auth_fail", 3)], account="B")][-1] is False
-    # the login exactly 5 minutes before the third failure is out of the window
-    got = feed(engine, [("login", 0), ("auth_fail", 100), ("auth_fail", 200),
+    # the login exactly 5 minutes before the third failure is out of the window (each
+    # account on an engine of its own: their times start again, the scene clock would not)
+    got = feed(Engine.from_config(EXAMPLE), [("login", 0), ("auth_fail", 100), ("auth_fail", 200),
                         ("auth_fail", 300)], account="C", prefix="c")
     assert got[-1][SEQ] is False
-    got = feed(engine, [("login", 0.001), ("auth_fail", 100), ("auth_fail", 200),
-                        ("auth_fail", 300)], account="D", prefix="d")
+    got = feed(Engine.from_config(EXAMPLE), [("login", 0.001), ("auth_fail", 100),
+                                             ("auth_fail", 200), ("auth_fail", 300)],
+               account="D", prefix="d")
     assert got[-1][SEQ] is True
     # another account's login does not help
+    engine = Engine.from_config(EXAMPLE)
     feed(engine, [("login", 0)], account="E", prefix="e1-")
     assert feed(engine, [("auth_fail", 1), ("auth_fail", 2), ("auth_fail", 3)],
                 account="F", prefix="f")[-1][SEQ] is False
@@ -85,14 +88,17 @@ def test_an_absence_fires_once_past_the_deadline_unless_confirmed_in_time() -> N
     engine = Engine.from_config(EXAMPLE)
     got = feed(engine, [("withdraw", 0), ("other", 600), ("other", 601), ("other", 700)])
     assert [f[ABS] for f in got] == [False, False, True, False]  # once, past 600 s
-    got = feed(engine, [("withdraw", 0), ("confirm", 600), ("other", 1000)], account="G",
-               prefix="g")  # confirmed exactly at the deadline: in time
+    got = feed(Engine.from_config(EXAMPLE), [("withdraw", 0), ("confirm", 600),
+                                             ("other", 1000)], account="G", prefix="g")
+    # confirmed exactly at the deadline: in time
     assert [f[ABS] for f in got] == [False, False, False]
-    got = feed(engine, [("withdraw", 0), ("confirm", 600.001), ("other", 1000)],
-               account="H", prefix="h")  # the confirmation itself observes the miss
+    got = feed(Engine.from_config(EXAMPLE), [("withdraw", 0), ("confirm", 600.001),
+                                             ("other", 1000)], account="H", prefix="h")
+    # the confirmation itself observes the miss
     assert [f[ABS] for f in got] == [False, True, False]
-    got = feed(engine, [("withdraw", 0), ("withdraw", 300), ("confirm", 500),
-                        ("other", 1200)], account="I", prefix="i")
+    got = feed(Engine.from_config(EXAMPLE), [("withdraw", 0), ("withdraw", 300),
+                                             ("confirm", 500), ("other", 1200)],
+               account="I", prefix="i")
     assert [f[ABS] for f in got] == [False, False, False, False]  # one confirm closes both
 
 
@@ -101,7 +107,7 @@ def test_late_events_and_duplicates_change_no_pattern_state() -> None:
     feed(engine, [("login", 600), ("auth_fail", 610), ("auth_fail", 620)])
     late = engine.evaluate("account", {"event_id": "late", "timestamp": T0 + 500_000,
                                        "account": "A", "kind": "auth_fail"})
-    assert late.features[SEQ] is False  # 2 minutes older than the key's newest: late
+    assert late.late and late.features[SEQ] is False  # 2 minutes behind the clock: late
     again = engine.evaluate("account", {"event_id": "e2", "timestamp": T0 + 620_000,
                                         "account": "A", "kind": "auth_fail"})  # a duplicate
     assert again.features[SEQ] is False
