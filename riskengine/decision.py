@@ -10,7 +10,15 @@ from riskengine.rules.ruleset import Hit
 
 @dataclass(slots=True)
 class Decision:
-    """`decision` is accept, review or reject; `hits` are the active rules that fired."""
+    """`decision` is accept, review or reject; `hits` are the active rules that fired.
+
+    `late`: the event was more than the scene's lateness behind its clock (scored over
+    what is kept, stored nowhere; docs/semantics.md). `degraded`: the decision was not
+    made on the whole state — either the scene's fallback because the shared state did
+    not answer (`fallback`: no features, LSN 0, nothing stored), or an event that started
+    a key afresh while `max_entities` had evicted a key still inside its horizon (its
+    windows may miss that key's events; it is stored and logged as usual).
+    """
 
     event_id: str
     scene: str
@@ -27,6 +35,11 @@ class Decision:
     lsn: int
     timestamp: int
     rule_errors: tuple[str, ...] = ()
+
+    @property
+    def fallback(self) -> bool:
+        """The scene's fallback decision: the shared state was not reached (LSN 0)."""
+        return self.degraded and self.lsn == 0
 
     @property
     def hit_ids(self) -> list[str]:

@@ -10,7 +10,7 @@ import os
 import pickle
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -120,7 +120,7 @@ class SceneRuntime:
         self.forget_countdown = _FORGET_EVERY
         order = self.seen_order
         seen = self.seen
-        horizon = self.features.global_max - self.idempotency_horizon_ms
+        horizon = self.features.safe_clock() - self.idempotency_horizon_ms
         while order:
             event_id = order[0]
             record = seen.get(event_id)
@@ -218,13 +218,20 @@ class Engine:
         runtime.ruleset = ruleset
         return ruleset
 
-    def evaluate(self, scene: str, event: Mapping[str, Any]) -> Decision:
-        """Decide one event. Raises `EventValidationError` / `UnknownSceneError`."""
+    def evaluate(self, scene: str, event: Mapping[str, Any], *, clock: Hashable = None
+                 ) -> Decision:
+        """Decide one event. Raises `EventValidationError` / `UnknownSceneError`.
+
+        `clock` names the event's clock domain: a stream worker reading several
+        partitions passes the partition, so that each keeps its own scene clock G
+        (docs/semantics.md); None is the one clock of everything else."""
         started = perf_counter()
         runtime = self._scenes.get(scene)
         if runtime is None:
             runtime = self.scene(scene)
         parsed = runtime.parse(event)
+        if clock != runtime.features.domain:
+            runtime.features.switch(clock)
         event_id = parsed["event_id"]
         seen = runtime.seen
         previous = seen.get(event_id)
@@ -239,8 +246,8 @@ class Engine:
         else:
             late = degraded = False
         if runtime.patterns:
-            runtime.patterns.observe(parsed, lsn, late, self.lists,
-                                     runtime.features.global_max, features)
+            runtime.patterns.observe(parsed, lsn, late, self.lists, runtime.features,
+                                     features)
         list_hits = runtime.list_hits(self.lists, parsed, t) if runtime.list_checks else ()
         ruleset = runtime.ruleset
         version = ruleset.version
@@ -269,10 +276,20 @@ class Engine:
         runtime = self.scene(scene)
         return self._decide_many(runtime, parse_batch(runtime, events))
 
-    def decide_parsed(self, scene: str, events: list[dict[str, Any]]) -> list[Decision]:
+    def decide_parsed(self, scene: str, events: list[dict[str, Any]], *,
+                      clock: Hashable = None) -> list[Decision]:
         """Decide events that the scene's parser (`scene(s).parse`) already validated, in
-        order, in one loop (as `evaluate_many` once it validated the batch)."""
-        return self._decide_many(self.scene(scene), events)
+        order, in one loop (as `evaluate_many` once it validated the batch), all on the
+        clock domain `clock` (see `evaluate`)."""
+        runtime = self.scene(scene)
+        if clock != runtime.features.domain:
+            runtime.features.switch(clock)
+        return self._decide_many(runtime, events)
+
+    def drop_clock(self, clock: Hashable) -> None:
+        """Forget the scene clocks of domain `clock` (a partition no longer read here)."""
+        for runtime in self._scenes.values():
+            runtime.features.drop_clock(clock)
 
     def _decide_many(self, runtime: SceneRuntime, events: list[dict[str, Any]]
                      ) -> list[Decision]:
@@ -305,7 +322,7 @@ class Engine:
             else:
                 late = degraded = False
             if patterns:
-                patterns.observe(event, lsn, late, lists, clock.global_max, features)
+                patterns.observe(event, lsn, late, lists, clock, features)
             list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
             ruleset = runtime.ruleset
             version = ruleset.version

@@ -32,6 +32,10 @@ class SceneFeatures:
         self.template: dict[str, Any] = dict.fromkeys(spec.name for spec in specs)
         self.max_window_ms = max((s.window_ms for s in specs), default=0)
         self.global_max = NEVER
+        """G, the scene clock of the current clock domain (see `switch`)."""
+        self.domain: Hashable = None
+        self.clocks: dict[Hashable, int] = {}
+        """The clocks of the other domains that have one."""
         self.sweep_at = NEVER  # the clock G at which some table has a bucket of keys due
         self._layout = tuple(
             (table, plan.by[0] if len(plan.by) == 1 else None, plan.by,
@@ -55,9 +59,34 @@ class SceneFeatures:
             return self.compute_general(event, lsn)
         return out, False, False
 
+    def switch(self, domain: Hashable) -> None:
+        """Make `domain`'s clock the current one. A stream worker over several partitions
+        keeps one clock per partition (docs/semantics.md): lateness and key forgetting
+        follow the event's own partition, memory is freed by the slowest clock."""
+        if domain == self.domain:
+            return
+        if self.global_max != NEVER:
+            self.clocks[self.domain] = self.global_max
+        self.global_max = self.clocks.pop(domain, NEVER)
+        self.domain = domain
+
+    def drop_clock(self, domain: Hashable) -> None:
+        """Forget `domain`'s clock (a partition this worker no longer reads): it holds
+        memory back no more; its keys go as the other clocks pass them."""
+        if domain == self.domain:
+            self.global_max = NEVER
+        self.clocks.pop(domain, None)
+
+    def safe_clock(self) -> int:
+        """The slowest clock of every domain: what idle keys and ids are freed by."""
+        if not self.clocks:
+            return self.global_max
+        slowest = min(self.clocks.values())
+        return slowest if self.global_max == NEVER else min(slowest, self.global_max)
+
     def sweep(self) -> None:
         """Evict the idle keys of every bucket the clock has made due (see KeyTable)."""
-        global_max = self.global_max
+        global_max = self.safe_clock()
         for table in self.tables:
             if global_max >= table.sweep_at:
                 table.sweep(global_max)
@@ -94,8 +123,8 @@ class SceneFeatures:
                 state[KEY] = None  # no longer its key's: its bucket will drop it
                 state = None
             fresh = state is None
-            if fresh and global_max < table.partial_until:
-                degraded = True  # its key may be one evicted for size in its horizon
+            if fresh and (global_max if late else t + lateness) < table.partial_until:
+                degraded = True  # its key may be one evicted for size that it could read
             if late:
                 self._score_late(event, lsn, state, table, buffers, out)
                 continue
@@ -175,12 +204,16 @@ class SceneFeatures:
     def dump(self) -> dict[str, Any]:
         return {
             "global_max": self.global_max,
+            "domain": self.domain,
+            "clocks": dict(self.clocks),
             "tables": {"+".join(t.plan.by): t.dump() for t in self.tables},
             "partial_until": {"+".join(t.plan.by): t.partial_until for t in self.tables},
         }
 
     def load(self, data: dict[str, Any]) -> None:
         self.global_max = data["global_max"]
+        self.domain = data["domain"]
+        self.clocks = dict(data["clocks"])
         self.sweep_at = NEVER
         for table in self.tables:
             name = "+".join(table.plan.by)

@@ -70,7 +70,7 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"    del ents{k}[k{k}]")
         w(f"    s{k}[{KEY}] = None  # no longer its key's: its bucket will drop it")
         w(f"    s{k} = None")
-        w(f"    if gmax < tab{k}.partial_until:")
+        w(f"    if t + {lateness} < tab{k}.partial_until:")
         w("        return None  # may be a key evicted for size: marked on that path")
         anchors = " or ".join(
             f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
@@ -78,7 +78,7 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"elif {anchors}:")
         w("    return None")
         w.dedent()
-        w(f"elif gmax < tab{k}.partial_until:")
+        w(f"elif t + {lateness} < tab{k}.partial_until:")
         w("    return None  # may be a key evicted for size: marked on that path")
         w.dedent()
     # Phase 2: update and read.

@@ -175,6 +175,7 @@ class ServiceRuntime:
         decision = self.engine.evaluate(scene, event)
         if decision.degraded:
             self.metrics.degraded.labels(scene).inc()
+        if decision.fallback:
             return decision, None
         if not before < decision.lsn <= self.engine.lsn:  # already decided: stored answer
             self.metrics.duplicates.labels(scene).inc()
@@ -192,6 +193,7 @@ class ServiceRuntime:
         for decision, event in zip(decisions, events, strict=True):
             if decision.degraded:
                 self.metrics.degraded.labels(scene).inc()
+            if decision.fallback:
                 continue
             if not before < decision.lsn <= last:
                 self.metrics.duplicates.labels(scene).inc()

@@ -9,8 +9,8 @@ key per `idle_ms` of its life, nothing per event. An entity forgotten on a touch
 `features.fastpath`) has its key slot cleared and is dropped when its bucket comes up.
 Over `max_entities`, keys go oldest bucket first (by when they were last stored to, to
 a bucket's width). Evicting a key still inside its horizon could change a value, so
-until the clock has moved past that key's horizon (`partial_until`) every event that
-starts a key afresh in the table is marked degraded (docs/semantics.md, Memory).
+an event that starts a key afresh and whose windows could reach such a key
+(`partial_until`) is marked degraded (docs/semantics.md, Memory).
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class KeyTable:
         self.entities: dict[Hashable, Entity] = {}
         self.evicted_for_size = 0
         self.partial_until = NEVER
-        """While the clock G is below this, a key evicted for size may still be inside its
-        horizon: an event that starts a key afresh may miss its events (it is marked)."""
+        """The largest `maxts + L + Rmax(B)` of a key evicted for size: an event that starts
+        a key afresh with `t + L` (a late one: with G) below it may be missing that key's
+        events, so it is marked."""
         self.ops = buffer_ops(plan)
         env: dict[str, Any] = {}
         source = entity_source(plan, env, "b")

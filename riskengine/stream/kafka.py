@@ -192,6 +192,12 @@ class KafkaWorker(StreamWorker):
             log.info("assigned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in partitions))
             consumer.assign(partitions)
             return
+        assigned = {(tp.topic, tp.partition) for tp in partitions}
+        for place in [p for p in self._acked if p not in assigned]:
+            # gone to another worker: its clock goes, and with it what this process held
+            # of it (if it comes back it is rebuilt from the log, like one never held)
+            self.engine.drop_clock(place)
+            del self._acked[place]
         found = consumer.committed([TopicPartition(tp.topic, tp.partition)
                                     for tp in partitions], timeout=30)
         committed = {(c.topic, c.partition): c.offset for c in found}
@@ -336,6 +342,7 @@ class KafkaWorker(StreamWorker):
         for tp in partitions:
             place = (tp.topic, tp.partition)
             self._position.pop(place, None)
+
             if place in self._lagged:  # another worker reports it now
                 self._lagged.discard(place)
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
@@ -412,7 +419,8 @@ class KafkaWorker(StreamWorker):
             _, topic, partition, offset = batch[i]
             return f"{topic}[{partition}]@{offset}"
 
-        outcomes = self.decide_batch([item[0].value() for item in batch], where)
+        outcomes = self.decide_batch([item[0].value() for item in batch], where,
+                                     [(item[1], item[2]) for item in batch])
         quiet_until, unsure_until = self._quiet, self._unsure
         for (msg, topic, partition, offset), outcome in zip(batch, outcomes, strict=True):
             if outcome is None:  # stopping: this event and the rest stay uncommitted

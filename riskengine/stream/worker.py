@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 from riskengine.decision import Decision
@@ -53,14 +53,17 @@ class StreamWorker:
         """Ask the loop to finish the batch in flight and return (any thread, signals)."""
         self._stop.set()
 
-    def decide(self, value: bytes | None, where: str) -> Decided | PoisonMessage | None:
+    def decide(self, value: bytes | None, where: str, clock: Hashable = None
+               ) -> Decided | PoisonMessage | None:
+        """Decide one message; `clock` is its clock domain (its partition, see
+        `Engine.evaluate`)."""
         engine, scene = self.engine, self.scene
         try:
             event = decode_event(value)
             before = engine.lsn
-            decision = engine.evaluate(scene, event)
-            if decision.degraded:
-                answered = self._wait_for_state(event)
+            decision = engine.evaluate(scene, event, clock=clock)
+            if decision.fallback:
+                answered = self._wait_for_state(event, clock)
                 if answered is None:
                     return None
                 decision = answered
@@ -73,16 +76,20 @@ class StreamWorker:
             return PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
         return Decided(decision, engine.lsn != before)
 
-    def decide_batch(self, values: list[bytes | None], where: Callable[[int], str]
+    def decide_batch(self, values: list[bytes | None], where: Callable[[int], str],
+                     clocks: Sequence[Hashable] | None = None
                      ) -> list[Decided | PoisonMessage | None]:
         """`decide` for a batch, in order. With in-memory state the valid events are
-        decided in one loop of the engine (`Engine.decide_parsed`); `where(i)` names the
-        i-th message in logs. After a None (stopping) the rest is None too."""
+        decided in one loop of the engine per run of messages on one clock
+        (`Engine.decide_parsed`); `where(i)` names the i-th message in logs, `clocks[i]`
+        its clock domain (None: one clock). After a None (stopping) the rest is None."""
         engine = self.engine
+        if clocks is None:
+            clocks = [None] * len(values)
         if engine.shared_state:
             out: list[Decided | PoisonMessage | None] = []
             for i, value in enumerate(values):
-                outcome = self.decide(value, where(i))
+                outcome = self.decide(value, where(i), clocks[i])
                 out.append(outcome)
                 if outcome is None:
                     out.extend([None] * (len(values) - i - 1))
@@ -105,12 +112,20 @@ class StreamWorker:
                 out[i] = PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
         before = engine.lsn
         try:
-            decisions = engine.decide_parsed(self.scene, parsed)
+            decisions: list[Decision] = []
+            start = 0
+            while start < len(slots):  # one loop of the engine per run on one clock
+                clock = clocks[slots[start]]
+                end = start + 1
+                while end < len(slots) and clocks[slots[end]] == clock:
+                    end += 1
+                decisions += engine.decide_parsed(self.scene, parsed[start:end], clock=clock)
+                start = end
         except Exception:  # one event broke the loop: decide one by one to find it (those
             # the loop had decided are answered from the guard, marked as redeliveries)
             log.exception("the batch failed in the engine: deciding it event by event")
             for i in slots:
-                out[i] = self.decide(values[i], where(i))
+                out[i] = self.decide(values[i], where(i), clocks[i])
             return out
         fresh_from = before
         for i, decision in zip(slots, decisions, strict=True):
@@ -121,15 +136,15 @@ class StreamWorker:
             out[i] = Decided(decision, fresh)
         return out
 
-    def _wait_for_state(self, event: dict[str, Any]) -> Decision | None:
+    def _wait_for_state(self, event: dict[str, Any], clock: Hashable) -> Decision | None:
         """The shared state did not answer (the engine gave its degraded fallback): a
         stream can wait, so the event is decided again until the state answers, or None
         when the worker is asked to stop meanwhile."""
         self.stats.state_waits += 1
         log.warning("the state is unavailable: holding the stream until it answers")
         while not self._stop.wait(self.degraded_retry_s):
-            decision = self.engine.evaluate(self.scene, event)
-            if not decision.degraded:
+            decision = self.engine.evaluate(self.scene, event, clock=clock)
+            if not decision.fallback:
                 log.warning("the state answers again: the stream goes on")
                 return decision
         return None

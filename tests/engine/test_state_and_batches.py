@@ -130,3 +130,42 @@ def test_max_entities_bounds_every_key_table() -> None:
     recent = engine.evaluate("s", {"timestamp": TS + 1_000_000, "pay_account": "p999",
                                    "rcv_account": "x", "amount": 1.0})
     assert recent.features["count(pay_account.history,1h)"] == 2  # the newest keys stay
+
+
+def test_max_entities_marks_the_events_an_eviction_could_affect() -> None:
+    """An eviction for size inside the horizon never leaves a silent partial window:
+    while an evicted key could still be read, an event that starts a key afresh is
+    marked degraded (and stored, as usual); keys still held, and new keys once the clock
+    has passed the evicted key's horizon, are not."""
+    features = ["count(pay_account.history,1h)"]
+    engine = Engine.from_config({"scenes": {"s": {"lateness": "5m", "features": features,
+                                                  "max_entities": 256}}})
+    name = features[0]
+    for i in range(400):  # 400 keys in 400 s: the oldest are evicted while still live
+        d = engine.evaluate("s", {"timestamp": TS + i * 1000, "pay_account": f"p{i}"})
+        assert d.features[name] == 1
+    assert engine.stats()["s"]["evicted_for_size"] > 0
+    held = engine.evaluate("s", {"timestamp": TS + 400_000, "pay_account": "p399"})
+    assert held.features[name] == 2 and not held.degraded and not held.fallback
+    evicted = engine.evaluate("s", {"timestamp": TS + 401_000, "pay_account": "p0"})
+    assert evicted.features[name] == 1 and evicted.degraded and not evicted.fallback
+    assert not evicted.late
+    fresh = engine.evaluate("s", {"timestamp": TS + 402_000, "pay_account": "new"})
+    assert fresh.degraded  # it cannot be told from an evicted key
+    # Past L + W after the newest eviction, no evicted key can be read any more.
+    later = TS + 400_000 + 5 * MIN + 60 * MIN
+    after = engine.evaluate("s", {"timestamp": later, "pay_account": "p1"})
+    assert after.features[name] == 1 and not after.degraded
+    again = engine.evaluate("s", {"timestamp": later + 1, "pay_account": "p1"})
+    assert again.features[name] == 2 and not again.degraded
+
+
+def test_max_entities_does_not_mark_anything_while_it_evicts_only_idle_keys() -> None:
+    engine = Engine.from_config({"scenes": {"s": {
+        "lateness": "1m", "features": ["count(pay_account.history,1m)"],
+        "max_entities": 256}}})
+    marked = 0
+    for i in range(2000):  # one new key every 10 s: never 256 live at once
+        d = engine.evaluate("s", {"timestamp": TS + i * 10_000, "pay_account": f"p{i}"})
+        marked += d.degraded
+    assert marked == 0 and engine.stats()["s"]["evicted_for_size"] == 0

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from time import perf_counter
 from typing import Any, cast
@@ -219,9 +219,13 @@ class SharedEngine(Engine):
 
     # -- deciding -----------------------------------------------------------------------
 
-    def evaluate(self, scene: str, event: Mapping[str, Any]) -> Decision:
+    def evaluate(self, scene: str, event: Mapping[str, Any], *, clock: Hashable = None
+                 ) -> Decision:
         """Decide one event. Raises `EventValidationError` / `UnknownSceneError`; never a
-        Redis error (those give the degraded fallback decision)."""
+        Redis error (those give the degraded fallback decision). The shared state has one
+        clock per scene, whatever `clock` says: every worker and partition decides as one
+        engine, in the order the state sees the events."""
+        del clock
         started = perf_counter()
         shared = self._shared_scene(scene)
         return self._decide(shared, shared.runtime.parse(event), started)
