@@ -35,6 +35,9 @@ class Decision:
     lsn: int
     timestamp: int
     rule_errors: tuple[str, ...] = ()
+    duplicate: bool = False
+    """The event id was decided before: this is that decision, and nothing changed (no
+    state, no clock, no decision-log row)."""
 
     @property
     def fallback(self) -> bool:
@@ -63,4 +66,5 @@ class Decision:
             "lsn": self.lsn,
             "timestamp": self.timestamp,
             "rule_errors": list(self.rule_errors),
+            "duplicate": self.duplicate,
         }

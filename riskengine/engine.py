@@ -11,6 +11,7 @@ import pickle
 import tempfile
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -28,10 +29,10 @@ from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
 from riskengine.features.engine import SceneFeatures
 from riskengine.features.history import NEVER
 from riskengine.features.plan import Predicate
-from riskengine.lists import ListStore
+from riskengine.lists import Lists, ListStore
 from riskengine.patterns import ScenePatterns
 from riskengine.rules.expr import ExprNames, compile_expression
-from riskengine.rules.ruleset import Ruleset
+from riskengine.rules.ruleset import Outcome, Ruleset
 
 SNAPSHOT_FORMAT = 3
 MAX_BATCH = 100_000
@@ -97,23 +98,56 @@ class SceneRuntime:
         self.recent: deque[Decision] = deque(maxlen=RECENT_DECISIONS)
         self.forget_countdown = _FORGET_EVERY
 
-    def list_hits(self, lists: ListStore, event: dict[str, Any], t: int) -> tuple[str, ...]:
+    def list_hits(self, lists: Lists, event: dict[str, Any], t: int) -> tuple[str, ...]:
         return tuple(name for name, field in self.list_checks
                      if lists.contains(name, event.get(field), t))
 
     def recall(self, event_id: str, record: Record) -> Decision:
-        """The remembered decision of `event_id`: the object itself if it is one of the
-        recent ones, else an equal one rebuilt from its record."""
+        """The remembered decision of `event_id`, marked `duplicate`: a copy of the
+        decision itself if it is one of the recent ones, else rebuilt from its record."""
         lsn = record[_LSN]
         for decision in self.recent:
             if decision.lsn == lsn:
-                return decision
+                return replace(decision, features=dict(decision.features), duplicate=True)
         action, score, hits, shadow_hits, errors = record[_OUTCOME]
         return Decision(event_id, self.name, action, score, hits, shadow_hits,
                         dict(zip(self.feature_names, record[_VALUES:], strict=True)),
                         record[_LIST_HITS], record[_VERSION], bool(record[_FLAGS] & 1),
                         bool(record[_FLAGS] & 2),
-                        record[_LATENCY], lsn, record[_T], errors)
+                        record[_LATENCY], lsn, record[_T], errors, True)
+
+    def decide(self, event: dict[str, Any], lsn: int, features: dict[str, Any], late: bool,
+               degraded: bool, lists: Lists, started: float) -> tuple[Decision, Outcome]:
+        """The decision of an event whose features (and pattern values) are computed:
+        list checks, the live ruleset, the policy; with the rules' outcome (shared by
+        the remembered record). Every runtime's one decision path; `started` is the
+        `perf_counter()` the event's latency counts from."""
+        t = event["timestamp"]
+        list_hits = self.list_hits(lists, event, t) if self.list_checks else ()
+        ruleset = self.ruleset
+        outcome = ruleset.outcome(event, features, lists)
+        action, score, hits, shadow_hits, errors = outcome
+        return Decision(  # positional: this is the per-event path
+            event["event_id"], self.name, action, score, hits, shadow_hits, features,
+            list_hits, ruleset.version, late, degraded, (perf_counter() - started) * 1000.0,
+            lsn, t, errors), outcome
+
+    def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
+        """Keep `decision` for its id (in memory); `known`: the id is held already (an
+        entry past its horizon, decided again)."""
+        event_id = decision.event_id
+        seen = self.seen
+        seen[event_id] = (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
+                          decision.list_hits, decision.late + 2 * decision.degraded,
+                          decision.ruleset_version, *decision.features.values())
+        self.recent.append(decision)
+        if not known:
+            self.seen_order.append(event_id)
+            if len(seen) > self.idempotency_max:
+                self.cap_ids()
+        self.forget_countdown -= 1
+        if not self.forget_countdown:
+            self.forget_old_ids()
 
     def forget_old_ids(self) -> None:
         """Drop ids whose event left the horizon (arrival order), and any over the cap."""
@@ -232,41 +266,28 @@ class Engine:
         parsed = runtime.parse(event)
         if clock != runtime.features.domain:
             runtime.features.switch(clock)
-        event_id = parsed["event_id"]
-        seen = runtime.seen
-        previous = seen.get(event_id)
+        return self._decide_one(runtime, parsed, started)
+
+    def _decide_one(self, runtime: SceneRuntime, event: dict[str, Any], started: float
+                    ) -> Decision:
+        """Idempotency, LSN, features and patterns (in memory), then `SceneRuntime.decide`
+        and the remembering."""
+        event_id = event["event_id"]
+        previous = runtime.seen.get(event_id)
         if previous is not None and previous[_T] > (
                 runtime.features.global_max - runtime.idempotency_horizon_ms):
             return runtime.recall(event_id, previous)
         self._lsn = lsn = self._lsn + 1
-        t = parsed["timestamp"]
-        features = runtime.fast(parsed, lsn)
+        features = runtime.fast(event, lsn)
         if features is None:
-            features, late, degraded = runtime.features.compute_general(parsed, lsn)
+            features, late, degraded = runtime.features.compute_general(event, lsn)
         else:
             late = degraded = False
         if runtime.patterns:
-            runtime.patterns.observe(parsed, lsn, late, self.lists, runtime.features,
-                                     features)
-        list_hits = runtime.list_hits(self.lists, parsed, t) if runtime.list_checks else ()
-        ruleset = runtime.ruleset
-        version = ruleset.version
-        outcome = ruleset.outcome(parsed, features, self.lists)
-        action, score, hits, shadow_hits, errors = outcome
-        latency = (perf_counter() - started) * 1000.0
-        decision = Decision(  # positional: this is the per-event path
-            event_id, runtime.name, action, score, hits, shadow_hits, features, list_hits,
-            version, late, degraded, latency, lsn, t, errors)
-        seen[event_id] = (t, lsn, latency, outcome, list_hits, late + 2 * degraded, version,
-                          *features.values())
-        runtime.recent.append(decision)
-        if previous is None:
-            runtime.seen_order.append(event_id)
-            if len(seen) > runtime.idempotency_max:
-                runtime.cap_ids()
-        runtime.forget_countdown -= 1
-        if not runtime.forget_countdown:
-            runtime.forget_old_ids()
+            runtime.patterns.observe(event, lsn, late, self.lists, runtime.features, features)
+        decision, outcome = runtime.decide(event, lsn, features, late, degraded, self.lists,
+                                           started)
+        runtime.remember(decision, outcome, previous is not None)
         return decision
 
     def evaluate_many(self, scene: str, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
@@ -293,57 +314,15 @@ class Engine:
 
     def _decide_many(self, runtime: SceneRuntime, events: list[dict[str, Any]]
                      ) -> list[Decision]:
-        """`evaluate` over parsed events, inlined: one frame, one clock read per event
-        (each decision's latency is the time since the previous one was made)."""
+        """`_decide_one` for each event in order, one clock read per event (a decision's
+        latency is the time since the previous one was made)."""
         decisions: list[Decision] = []
         append = decisions.append
-        seen = runtime.seen
-        order = runtime.seen_order
-        features_of = runtime.fast
-        general = runtime.features.compute_general
-        horizon_ms = runtime.idempotency_horizon_ms
-        clock = runtime.features
-        lists = self.lists
-        name = runtime.name
-        keep = runtime.recent.append
-        patterns = runtime.patterns
+        decide = self._decide_one
         started = perf_counter()
         for event in events:
-            event_id = event["event_id"]
-            previous = seen.get(event_id)
-            if previous is not None and previous[_T] > clock.global_max - horizon_ms:
-                append(runtime.recall(event_id, previous))
-                continue
-            self._lsn = lsn = self._lsn + 1
-            t = event["timestamp"]
-            features = features_of(event, lsn)
-            if features is None:
-                features, late, degraded = general(event, lsn)
-            else:
-                late = degraded = False
-            if patterns:
-                patterns.observe(event, lsn, late, lists, clock, features)
-            list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
-            ruleset = runtime.ruleset
-            version = ruleset.version
-            outcome = ruleset.outcome(event, features, lists)
-            action, score, hits, shadow_hits, errors = outcome
-            now = perf_counter()
-            latency = (now - started) * 1000.0
-            started = now
-            decision = Decision(
-                event_id, name, action, score, hits, shadow_hits, features, list_hits,
-                version, late, degraded, latency, lsn, t, errors)
-            seen[event_id] = (t, lsn, latency, outcome, list_hits, late + 2 * degraded,
-                              version, *features.values())
-            keep(decision)
-            if previous is None:
-                order.append(event_id)
-                if len(seen) > runtime.idempotency_max:
-                    runtime.cap_ids()
-            runtime.forget_countdown -= 1
-            if not runtime.forget_countdown:
-                runtime.forget_old_ids()
+            decision = decide(runtime, event, started)
+            started = perf_counter()
             append(decision)
         return decisions
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from riskengine.exceptions import ConfigError, ListError
 
@@ -117,6 +117,16 @@ def check_value(value: object, where: str) -> str | int:
     if isinstance(value, str) and len(value) > MAX_VALUE_LEN:
         raise ListError(f"{where}: value is longer than {MAX_VALUE_LEN} characters")
     return value
+
+
+class Lists(Protocol):
+    """What deciding reads of the lists: rules (`in_list`), list checks, pattern steps
+    and feature `where` filters. `ListStore` (in memory) and the Redis list store
+    (`riskengine.state.redis.lists`) both are one."""
+
+    def names(self) -> list[str]: ...
+
+    def contains(self, name: str, value: Any, at_ms: int | None = None) -> bool: ...
 
 
 class ListStore:

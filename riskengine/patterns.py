@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
+from riskengine.lists import Lists
 from riskengine.rules.expr import ExprNames, compile_expression, pattern_key
 
 __all__ = ["MAX_PER_KEY", "PatternSpec", "ScenePatterns", "parse_patterns"]
@@ -200,7 +201,7 @@ class _Pattern:
         # absence; in arrival order; plus the key's newest time, for idle sweeps
         self.state: OrderedDict[Any, tuple[deque[tuple[int, ...]], list[int]]] = OrderedDict()
 
-    def mask_of(self, event: dict[str, Any], lists: Any) -> int:
+    def mask_of(self, event: dict[str, Any], lists: Lists) -> int:
         """Bit i set when the event matches predicate i (step i; or first, followed by)."""
         mask = 0
         for i, predicate in enumerate(self.predicates):
@@ -214,7 +215,7 @@ class _Pattern:
         values = tuple(event.get(f) for f in self.by)
         return None if None in values else values
 
-    def observe(self, event: dict[str, Any], lsn: int, t: int, late: bool, lists: Any,
+    def observe(self, event: dict[str, Any], lsn: int, t: int, late: bool, lists: Lists,
                 clock: int) -> bool:
         key = self.key_of(event)
         if key is None:
@@ -310,7 +311,7 @@ class ScenePatterns:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
-    def observe(self, event: dict[str, Any], lsn: int, late: bool, lists: Any,
+    def observe(self, event: dict[str, Any], lsn: int, late: bool, lists: Lists,
                 clocks: SceneClock, out: dict[str, Any]) -> None:
         """Put ``pattern:name`` → bool into `out` for every pattern; `clocks` is the
         scene's feature state, whose clock G (after the event) the keys are forgotten by."""

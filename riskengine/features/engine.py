@@ -13,6 +13,7 @@ from riskengine.features.dsl import FeatureSpec
 from riskengine.features.fastpath import build_fast_path
 from riskengine.features.history import NEVER
 from riskengine.features.plan import KEY, MAXTS, KeyPlan, Predicate, build_key_plans
+from riskengine.lists import Lists
 from riskengine.state.memory import BufferOps, Entity, KeyTable
 
 _EMPTY: dict[str, Any] = {}
@@ -23,7 +24,7 @@ class SceneFeatures:
     """Prepared features of one scene and their in-memory state."""
 
     def __init__(self, specs: tuple[FeatureSpec, ...], lateness_ms: int, max_entities: int,
-                 compile_where: Callable[[FeatureSpec], Predicate], lists: Any) -> None:
+                 compile_where: Callable[[FeatureSpec], Predicate], lists: Lists) -> None:
         self.specs = specs
         self.lateness_ms = lateness_ms
         self.lists = lists

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from riskengine.exceptions import RuleCompileError
 
 if TYPE_CHECKING:
-    from riskengine.lists import ListStore
+    from riskengine.lists import Lists
 
 __all__ = [
     "MAX_DEPTH",
@@ -89,7 +89,7 @@ class Compiled(Protocol):
     lists_read: frozenset[str]
 
     def __call__(self, event: Mapping[str, Any], features: Mapping[str, Any],
-                 lists: ListStore | None = None, /) -> Any: ...
+                 lists: Lists | None = None, /) -> Any: ...
 
 
 def pattern_key(name: str) -> str:

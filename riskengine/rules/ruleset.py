@@ -21,7 +21,7 @@ from riskengine.exceptions import ConfigError, RuleCompileError
 from riskengine.rules.expr import ExprNames, Translation, make_function, translate_expression
 
 if TYPE_CHECKING:
-    from riskengine.lists import ListStore
+    from riskengine.lists import Lists
 
 __all__ = ["ACTIONS", "MODES", "Hit", "Policy", "Rule", "Ruleset", "Verdict"]
 
@@ -263,7 +263,7 @@ class Ruleset:
         return cls(scene, tuple(built), pol, version, translations)
 
     def evaluate(self, event: Mapping[str, Any], features: Mapping[str, Any],
-                 lists: ListStore | None) -> Verdict:
+                 lists: Lists | None) -> Verdict:
         """Run every rule once; a rule that raises counts as not hit and is reported."""
         return Verdict(*self.outcome(event, features, lists))
 

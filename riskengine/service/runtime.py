@@ -171,34 +171,30 @@ class ServiceRuntime:
         """Evaluate one event; returns the decision and its log record (None for an
         event_id already decided). Await `committed(record)` before answering."""
         event = self.prepare(raw)
-        before = self.engine.lsn
         decision = self.engine.evaluate(scene, event)
-        if decision.degraded:
-            self.metrics.degraded.labels(scene).inc()
-        if decision.fallback:
-            return decision, None
-        if not before < decision.lsn <= self.engine.lsn:  # already decided: stored answer
+        if decision.duplicate:  # already decided: the stored answer
             self.metrics.duplicates.labels(scene).inc()
             return decision, None
+        if decision.degraded:
+            self.metrics.degraded.labels(scene).inc()
+            if decision.fallback:  # the shared state was not reached: nothing to log
+                return decision, None
         self.metrics.observe(decision)
         return decision, _record(decision, event)
 
     def decide_many(self, scene: str, raws: Sequence[object]
                     ) -> tuple[list[Decision], list[LogRecord]]:
         events = [self.prepare(raw) for raw in raws]
-        before = self.engine.lsn
         decisions = self.engine.evaluate_many(scene, events)
         records = []
-        last = self.engine.lsn
         for decision, event in zip(decisions, events, strict=True):
-            if decision.degraded:
-                self.metrics.degraded.labels(scene).inc()
-            if decision.fallback:
-                continue
-            if not before < decision.lsn <= last:
+            if decision.duplicate:
                 self.metrics.duplicates.labels(scene).inc()
                 continue
-            before = decision.lsn
+            if decision.degraded:
+                self.metrics.degraded.labels(scene).inc()
+                if decision.fallback:
+                    continue
             self.metrics.observe(decision)
             records.append(_record(decision, event))
         return decisions, records

@@ -60,7 +60,6 @@ class StreamWorker:
         engine, scene = self.engine, self.scene
         try:
             event = decode_event(value)
-            before = engine.lsn
             decision = engine.evaluate(scene, event, clock=clock)
             if decision.fallback:
                 answered = self._wait_for_state(event, clock)
@@ -74,7 +73,7 @@ class StreamWorker:
         except Exception as exc:  # one event must not stop the stream
             log.exception("engine failed on %s", where)
             return PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
-        return Decided(decision, engine.lsn != before)
+        return Decided(decision, not decision.duplicate)
 
     def decide_batch(self, values: list[bytes | None], where: Callable[[int], str],
                      clocks: Sequence[Hashable] | None = None
@@ -110,7 +109,6 @@ class StreamWorker:
             except Exception as exc:  # one message must not stop the stream
                 log.exception("the scene's parser failed on %s", where(i))
                 out[i] = PoisonMessage("engine-error", f"{type(exc).__name__}: {exc}")
-        before = engine.lsn
         try:
             decisions: list[Decision] = []
             start = 0
@@ -127,13 +125,8 @@ class StreamWorker:
             for i in slots:
                 out[i] = self.decide(values[i], where(i), clocks[i])
             return out
-        fresh_from = before
         for i, decision in zip(slots, decisions, strict=True):
-            lsn = decision.lsn
-            fresh = lsn > fresh_from  # a repeat within the batch has an LSN already given
-            if fresh:
-                fresh_from = lsn
-            out[i] = Decided(decision, fresh)
+            out[i] = Decided(decision, not decision.duplicate)
         return out
 
     def _wait_for_state(self, event: dict[str, Any], clock: Hashable) -> Decision | None:

@@ -61,7 +61,9 @@ def test_duplicate_event_id_returns_the_stored_decision_and_changes_nothing() ->
     engine = Engine.from_config(None)
     first = engine.evaluate("transfer", transfer(1))
     again = engine.evaluate("transfer", transfer(1, amount=999_999.0))
-    assert again is first
+    assert again.duplicate and not first.duplicate
+    assert {**again.to_dict(), "duplicate": False} == first.to_dict()
+    assert again.to_dict()["duplicate"] is True
     nxt = engine.evaluate("transfer", transfer(2))
     assert nxt.features["count(pay_account.history,1h)"] == 2
     assert nxt.lsn == first.lsn + 1

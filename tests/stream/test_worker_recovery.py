@@ -25,7 +25,7 @@ from kafkatools import (
 from servers import redis_server
 from test_kafka_worker import _essence, _events, _expected, _finish, _worker
 
-VOLATILE = ("latency_ms", "redelivery")
+VOLATILE = ("latency_ms", "redelivery", "duplicate")
 """What may differ between two copies of one decision: the time it took, and the mark."""
 
 

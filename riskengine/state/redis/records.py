@@ -81,7 +81,7 @@ class DecisionRecords:
         return Decision(event_id, self.scene, action, score,
                         tuple(Hit(*h) for h in hits), tuple(Hit(*h) for h in shadow),
                         dict(zip(names, values, strict=True)), tuple(list_hits), version,
-                        late, False, latency, lsn, int(t), tuple(errors))
+                        late, False, latency, lsn, int(t), tuple(errors), True)
 
     def _names_of(self, tag: str) -> tuple[str, ...]:
         raw = None if self.client is None else self.client.hget(self.key, tag)
