@@ -39,7 +39,7 @@ def test_missing_timestamp_is_the_arrival_time(client: TestClient) -> None:
 def test_duplicate_event_id_gets_the_stored_decision(client: TestClient) -> None:
     first = client.post("/v1/transfer/evaluate", json=transfer(1)).json()
     again = client.post("/v1/transfer/evaluate", json=transfer(1, amount=99.0)).json()
-    assert again == first
+    assert again == {**first, "duplicate": True} and first["duplicate"] is False
     nxt = client.post("/v1/transfer/evaluate", json=transfer(2)).json()
     assert nxt["features"][COUNT] == 2  # the duplicate was not counted
 

@@ -3,6 +3,8 @@ message gets a decision or a poison verdict naming what is wrong, and the batch 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -39,7 +41,7 @@ def test_a_hostile_batch_gets_one_verdict_per_message() -> None:
                      "invalid-event", "undecodable", "undecodable", "decided", "decided"]
     first, big, repeat, last = (o for o in out if isinstance(o, Decided))
     assert first.fresh and big.fresh and last.fresh and not repeat.fresh
-    assert repeat.decision == first.decision
+    assert repeat.decision == replace(first.decision, duplicate=True)
     assert last.decision.features["count(pay_account.history,1h)"] == 3
     assert out[4].field == "amount"  # type: ignore[union-attr]
 

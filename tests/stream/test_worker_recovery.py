@@ -67,15 +67,17 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
         bootstrap: str, tmp_path: Path, state: str, request: pytest.FixtureRequest) -> None:
     events = _events(6000, seed=41)
     topics = new_topics(bootstrap, events=1, decisions=1)
-    produce_events(bootstrap, topics["events"], events)
+    # Half the stream first: however fast the worker, the kill comes before the end.
+    produce_events(bootstrap, topics["events"], events[:3000])
     if state == "memory":
         where = ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", "1"]
     else:
         where = ["--state", request.getfixturevalue("redis_url")]
     group = f"crash-{state}"
-    _kill_mid_stream(bootstrap, topics, group, len(events), *where)
+    _kill_mid_stream(bootstrap, topics, group, len(events) // 2, *where)
     done = committed(bootstrap, group, topics["events"], 1)[0]
-    assert 0 < done < len(events)  # the kill came mid-stream
+    assert 0 < done <= 3000  # the kill came mid-stream
+    produce_events(bootstrap, topics["events"], events[3000:])
 
     out = _finish(_worker(bootstrap, topics, group, "--idle-exit", "5", *where))
     assert "decided" in out
