@@ -344,6 +344,27 @@ def engine_memory(engine_cls: Any, events: list[Event]) -> dict[str, Any]:
     }
 
 
+def state_over_time(engine_cls: Any, events: list[Event], every_ms: int = 2 * HOUR_MS
+                    ) -> list[dict[str, int]]:
+    """`engine.stats()` of the scene each `every_ms` of event time across the workload (a
+    day): after the first L + W, entities and retained entries should level off, not
+    grow with the stream (idle keys and old entries go as the scene clock moves)."""
+    engine = engine_cls.from_config(engine_config(False))
+    start = events[0]["timestamp"]
+    next_at = start + every_ms
+    out = []
+    for e in events:
+        if e["timestamp"] >= next_at:
+            stats = engine.stats()[SCENE]
+            out.append({"hours": (next_at - start) // HOUR_MS,
+                        "entities": stats["entities"],
+                        "retained_entries": stats["retained_entries"],
+                        "remembered_ids": stats["remembered_ids"]})
+            next_at += every_ms
+        engine.evaluate(SCENE, dict(e))
+    return out
+
+
 def seed_memory(events: list[Event]) -> dict[str, Any]:
     rows = [tuple(e.items()) for e in events]
     gc.collect()
@@ -402,6 +423,14 @@ def print_report(report: dict[str, Any]) -> None:
     out.print({"seed_memory": report["seed_memory"]})
     if report.get("memory"):
         out.print({"memory": report["memory"]})
+    if report.get("state_over_time"):
+        over = Table(title="engine.stats() across the day (event time)")
+        for col in ("hours", "entities", "retained_entries", "remembered_ids"):
+            over.add_column(col, justify="right")
+        for row in report["state_over_time"]:
+            over.add_row(*(f"{row[c]:,}" for c in ("hours", "entities", "retained_entries",
+                                                    "remembered_ids")))
+        out.print(over)
     print()
     print(summary_table(report))
 
@@ -471,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = time.perf_counter()
     report["seed_memory"] = seed_memory(events)
     report["memory"] = engine_memory(engine_cls, events) if engine_cls is not None else None
+    if engine_cls is not None:
+        report["state_over_time"] = state_over_time(engine_cls, events)
     console.print(f"memory: {time.perf_counter() - clock:.0f}s")
     if engine_cls is not None:
         c = report["correctness"]

@@ -12,9 +12,9 @@ from typing import Any
 from riskengine.features.dsl import FeatureSpec
 from riskengine.features.fastpath import build_fast_path
 from riskengine.features.history import NEVER
+from riskengine.features.keytable import BufferOps, Entity, KeyTable
 from riskengine.features.plan import KEY, MAXTS, KeyPlan, Predicate, build_key_plans
 from riskengine.lists import Lists
-from riskengine.state.memory import BufferOps, Entity, KeyTable
 
 _EMPTY: dict[str, Any] = {}
 _PROBE_LSN = 1 << 62  # after every stored event

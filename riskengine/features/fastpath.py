@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from riskengine.features.history import COMPACT_AT, HistoryOps
+from riskengine.features.keytable import KeyTable
 from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, KEY, MAXTS, BufferPlan, KeyPlan
 from riskengine.features.tiles import TiledBuffer
-from riskengine.state.memory import KeyTable
 
 FastPath = Callable[[dict[str, Any], int], "dict[str, Any] | None"]
 

@@ -40,7 +40,7 @@ class OutputPlan:
 MAXTS = 0
 """Entity slot of the newest stored time of the key."""
 KEY = 1
-"""Entity slot of its own key (eviction buckets hold entities, see `state.memory`)."""
+"""Entity slot of its own key (eviction buckets hold entities, see `features.keytable`)."""
 HEADER = 2
 ANCHOR, HEAD, ENTRIES = 0, 1, 2
 """Slots of a `history` buffer, relative to its offset in the entity."""
