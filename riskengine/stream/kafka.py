@@ -151,6 +151,8 @@ class KafkaWorker(StreamWorker):
         self._position: dict[tuple[str, int], int] = {}
         """Per partition: the next offset to read (for the lag)."""
         self._lagged: set[tuple[str, int]] = set()
+        self._reads: set[tuple[str, int]] = set()
+        """The partitions assigned to this worker now."""
         self._reading: set[tuple[str, int]] | None = None
         """A replay's partitions not yet read to their end (None: not a replay)."""
         self._skip_before: dict[tuple[str, int], int] = {}
@@ -188,6 +190,8 @@ class KafkaWorker(StreamWorker):
         not end cleanly. A partition new to the checkpoint is checkpointed at once."""
         if self._assigned_at is None:
             self._assigned_at = time.monotonic()
+        self._reads.update((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.assigned.set(len(self._reads))
         if self.engine.shared_state:
             log.info("assigned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in partitions))
             consumer.assign(partitions)
@@ -331,6 +335,8 @@ class KafkaWorker(StreamWorker):
                 # brokers may answer an earlier offset: messages stamped before the start
                 # are skipped until the first one at or after it
                 self._skip_before[(topic, tp.partition)] = settings.from_timestamp_ms
+        self._reads.update((topic, p) for p in partitions)
+        self.metrics.assigned.set(len(self._reads))
         self._reading = {(topic, p) for p in partitions}
         self._replay_partitions = len(partitions)
         log.info("replaying %s from %s", topic, ", ".join(
@@ -342,10 +348,11 @@ class KafkaWorker(StreamWorker):
         for tp in partitions:
             place = (tp.topic, tp.partition)
             self._position.pop(place, None)
-
+            self._reads.discard(place)
             if place in self._lagged:  # another worker reports it now
                 self._lagged.discard(place)
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
+        self.metrics.assigned.set(len(self._reads))
         log.info("revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
     def _report(self, consumer: Consumer, force: bool = False) -> None:

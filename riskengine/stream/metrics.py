@@ -12,6 +12,8 @@
 - ``riskengine_stream_batch_seconds``: time to decide, produce, flush and commit a batch.
 - ``riskengine_stream_state_waits_total``: times the stream was held because the shared
   state did not answer.
+- ``riskengine_stream_assigned_partitions``: partitions the worker reads now (set at
+  each assignment and revocation; 1 for a Redis stream).
 
 Each worker has its own registry (several workers may live in one process, in tests).
 """
@@ -51,6 +53,8 @@ class StreamMetrics:
         self.state_waits = Counter("riskengine_stream_state_waits_total",
                                    "Times the stream was held for the shared state.",
                                    registry=self.registry)
+        self.assigned = Gauge("riskengine_stream_assigned_partitions",
+                              "Partitions this worker reads now.", registry=self.registry)
         self._seen: dict[str, int] = {}
         self._server: Any = None
 

@@ -156,6 +156,7 @@ class RedisStreamWorker(StreamWorker):
         if settings.metrics_port is not None:
             port = self.metrics.serve(settings.metrics_port)
             log.info("metrics on http://127.0.0.1:%d/metrics", port)
+        self.metrics.assigned.set(1)
         try:
             if settings.from_timestamp_ms is not None:
                 self._replay(source, settings.from_timestamp_ms)

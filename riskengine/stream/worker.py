@@ -134,6 +134,7 @@ class StreamWorker:
         stream can wait, so the event is decided again until the state answers, or None
         when the worker is asked to stop meanwhile."""
         self.stats.state_waits += 1
+        self.record_metrics()  # seen on /metrics while the stream is held, not after
         log.warning("the state is unavailable: holding the stream until it answers")
         while not self._stop.wait(self.degraded_retry_s):
             decision = self.engine.evaluate(self.scene, event, clock=clock)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from servers import create_topics
@@ -120,3 +121,24 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, st
         pytest.fail(f"worker did not stop: {err[-3000:]}")
     assert process.returncode == 0, err[-3000:]
     return out, err
+
+
+
+def metric_in(text: str, name: str, **labels: str) -> float | None:
+    """The value of one series in a Prometheus text page (None: not there)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    head = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(head + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def metric(port: int, name: str, **labels: str) -> float | None:
+    """The value of one series on a worker's ``--metrics-port`` (None: not there, or the
+    worker does not answer yet)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    return metric_in(text, name, **labels)

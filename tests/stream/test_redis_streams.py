@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from kafkatools import finish
+from kafkatools import finish, metric_in
 from servers import redis_server
 from test_kafka_worker import ROOT, _essence, _events, _expected
 
@@ -175,7 +175,6 @@ def test_replay_from_a_time_as_a_dry_run_and_bad_options(server: str) -> None:
 def test_metrics_count_the_decisions_and_show_the_group_lag(server: str) -> None:
     import httpx
     from servers import free_port
-    from test_worker_replay import _metric
 
     client = redis.Redis.from_url(server)
     events = _events(500, seed=75)
@@ -190,9 +189,9 @@ def test_metrics_count_the_decisions_and_show_the_group_lag(server: str) -> None
         except httpx.HTTPError:
             time.sleep(0.2)
             continue
-        seen = {"decided": _metric(text, "riskengine_stream_messages_total",
+        seen = {"decided": metric_in(text, "riskengine_stream_messages_total",
                                    outcome="decided"),
-                "lag": _metric(text, "riskengine_stream_consumer_lag", topic="events",
+                "lag": metric_in(text, "riskengine_stream_consumer_lag", topic="events",
                                partition="0")}
         if seen["decided"] == len(events) and seen["lag"] == 0:
             break

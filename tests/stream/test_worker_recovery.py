@@ -7,7 +7,6 @@ over a 4-partition topic on Redis state decide as one worker does."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,16 @@ import orjson
 import pytest
 from kafkatools import (
     committed,
+    metric,
     new_topics,
     produce,
     produce_events,
     read_all,
     wait_for_messages,
 )
-from servers import redis_server
+from servers import free_port, redis_server
 from test_kafka_worker import _essence, _events, _expected, _finish, _worker
+from waiting import eventually
 
 VOLATILE = ("latency_ms", "redelivery", "duplicate")
 """What may differ between two copies of one decision: the time it took, and the mark."""
@@ -154,10 +155,18 @@ def test_a_rebalance_rebuilds_in_memory_state_for_the_partition_taken_over(
                     partition=partition)
 
     send(slice(0, 300))
-    a = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12")
+    ports = free_port(), free_port()
+    a = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12",
+                "--metrics-port", str(ports[0]))
     wait_for_messages(bootstrap, topics["decisions"], 1, 600)
-    b = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12")
-    time.sleep(8)  # the group rebalances over both workers
+    b = _worker(bootstrap, topics, "rebalance", "--batch-size", "50", "--idle-exit", "12",
+                "--metrics-port", str(ports[1]))
+
+    def one_partition_each() -> bool:  # the group has rebalanced over both workers
+        return all(metric(port, "riskengine_stream_assigned_partitions") == 1
+                   for port in ports)
+
+    assert eventually(one_partition_each, 60.0, 0.2)
     send(slice(300, 600))
     out_a, out_b = _finish(a, timeout=120), _finish(b, timeout=120)
     assert "decided" in out_a and "decided" in out_b
@@ -173,22 +182,24 @@ def test_the_stream_is_held_while_the_shared_state_is_away(bootstrap: str,
                                                           tmp_path: Path) -> None:
     """Redis (the state) dies mid-stream and comes back with its AOF: the worker produces
     no fallback decision meanwhile, commits nothing past what it decided, and goes on."""
-    from servers import free_port, redis_server_aof
+    from servers import redis_server_aof
 
     events = _events(900, seed=57)
     topics = new_topics(bootstrap, events=1, decisions=1)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     state = redis_server_aof(tmp_path, port)
     url = f"redis://127.0.0.1:{port}/0"
     worker = _worker(bootstrap, topics, "held", "--state", url, "--batch-size", "50",
-                     "--idle-exit", "15")
+                     "--idle-exit", "15", "--metrics-port", str(metrics_port))
     try:
         produce_events(bootstrap, topics["events"], events[:300])
         wait_for_messages(bootstrap, topics["decisions"], 1, 300)
         state.terminate()  # a clean stop: the AOF keeps every answered write
         state.wait()
         produce_events(bootstrap, topics["events"], events[300:])
-        time.sleep(3)
+        # the worker says it holds the stream for the state
+        assert eventually(lambda: (metric(metrics_port, "riskengine_stream_state_waits_total")
+                                   or 0) >= 1, 60.0, 0.2)
         held = len(read_all(bootstrap, topics["decisions"], 1, 300, timeout=2))
         assert held == 300  # nothing decided without the state
         assert worker.poll() is None  # and the worker waits

@@ -14,7 +14,15 @@ from typing import Any
 import httpx
 import orjson
 from confluent_kafka import Producer
-from kafkatools import FAST_GROUP, committed, finish, new_topics, produce_events, read_all
+from kafkatools import (
+    FAST_GROUP,
+    committed,
+    finish,
+    metric_in,
+    new_topics,
+    produce_events,
+    read_all,
+)
 from servers import free_port
 from test_kafka_worker import ROOT, _essence, _events, _finish, _worker
 
@@ -102,15 +110,6 @@ def test_replay_refuses_bad_options(bootstrap: str, tmp_path: Path) -> None:
         assert message in out + err, (extra, err[-500:])
 
 
-def _metric(text: str, name: str, **labels: str) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    head = f"{name}{{{want}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(head + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def test_metrics_show_throughput_counters_and_lag(bootstrap: str) -> None:
     events = _events(1200, seed=63)
     topics = new_topics(bootstrap, events=1, decisions=1)
@@ -128,10 +127,10 @@ def test_metrics_show_throughput_counters_and_lag(bootstrap: str) -> None:
             time.sleep(0.2)
             continue
         seen = {
-            "decided": _metric(text, "riskengine_stream_messages_total", outcome="decided"),
-            "lag": _metric(text, "riskengine_stream_consumer_lag",
+            "decided": metric_in(text, "riskengine_stream_messages_total", outcome="decided"),
+            "lag": metric_in(text, "riskengine_stream_consumer_lag",
                            topic=topics["events"], partition="0"),
-            "accept": _metric(text, "riskengine_stream_decisions_total", decision="accept"),
+            "accept": metric_in(text, "riskengine_stream_decisions_total", decision="accept"),
         }
         if seen["decided"] == len(events) and seen["lag"] == 0:
             break
