@@ -9,9 +9,12 @@ partial aggregates (tiles of the `window` kind, Spark partials).
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 SCALE = 1_000_000
 
@@ -27,6 +30,98 @@ def quantize(value: float | int | None) -> int | None:
     if value is None:
         return None
     return round(value * SCALE)
+
+
+# -- the running aggregates, each defined once --------------------------------------------
+#
+# sum, avg, stddev and count_distinct keep a running state of a few plain values (exact
+# integer moments in micro-units; a value → occurrences dict) that an event adds to and an
+# eviction takes from. Each is written here once, as source text over its state names and
+# a non-null value `v`: every form the engine runs is derived from it — the aggregator
+# classes below (tiles, out-of-order reads), the entity-slot operations of exact windows
+# (`features.history`), the generated in-order fast path (`features.fastpath`) and the
+# Redis decoders (`FINISH`, on the moments a Redis function returns).
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """One running aggregate: state names with their fresh values, the statements that add
+    and evict a non-null value `v`, and the expression of its result."""
+
+    func: str
+    state: tuple[str, ...]
+    fresh: tuple[str, ...]
+    add: str
+    evict: str
+    result: str
+
+    def source(self, text: str, names: Mapping[str, str]) -> str:
+        """`text` (add, evict or result) with the state names replaced by `names`."""
+        return re.sub(r"\b(" + "|".join(self.state) + r")\b",
+                      lambda m: names[m.group(1)], text)
+
+
+_MOMENTS_ADD, _MOMENTS_EVICT = "k += 1\ns += v", "k -= 1\ns -= v"
+RUNNING: dict[str, Running] = {r.func: r for r in (
+    Running("sum", ("k", "s"), ("0", "0"), _MOMENTS_ADD, _MOMENTS_EVICT,
+            "s / 1000000 if k else None"),
+    Running("avg", ("k", "s"), ("0", "0"), _MOMENTS_ADD, _MOMENTS_EVICT,
+            "s / (k * 1000000) if k else None"),
+    Running("stddev", ("k", "s", "q"), ("0", "0", "0"),
+            _MOMENTS_ADD + "\nq += v * v", _MOMENTS_EVICT + "\nq -= v * v",
+            "sqrt(k * q - s * s) / (k * 1000000) if k else None"),
+    Running("count_distinct", ("d",), ("{}",), "d[v] = d.get(v, 0) + 1",
+            "left = d[v] - 1\nif left:\n    d[v] = left\nelse:\n    del d[v]",
+            "len(d) or None"),
+)}
+"""The running aggregates by function name (count needs no state: it is the window's
+length)."""
+
+_ENV: dict[str, Any] = {"sqrt": math.sqrt}
+
+
+def _compile(source: str, name: str) -> Any:
+    namespace = dict(_ENV)
+    exec(compile(source, f"<aggregate {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+FINISH: dict[str, Callable[..., Any]] = {
+    func: _compile(f"def finish({', '.join(r.state)}):\n    return {r.result}\n", "finish")
+    for func, r in RUNNING.items()}
+"""The result of a running aggregate from its state values (`FINISH["avg"](k, s)`)."""
+
+
+def slot_operations(func: str) -> tuple[Callable[[list[Any], int, Any], None],
+                                        Callable[[list[Any], int, Any], None]]:
+    """(add, evict) of `func` on a state kept in a list from index `at` (an entity):
+    ``add(entity, at, v)`` for a non-null value."""
+    r = RUNNING[func]
+    names = {n: f"e[at + {i}]" for i, n in enumerate(r.state)}
+    ops = []
+    for kind, text in (("add", r.add), ("evict", r.evict)):
+        body = textwrap.indent(r.source(text, names), "    ")
+        ops.append(_compile(f"def {kind}(e, at, v):\n{body}\n", kind))
+    return ops[0], ops[1]
+
+
+def _running_class(name: str, func: str, base: type[Aggregator]) -> type[Aggregator]:
+    """The aggregator class of a running aggregate: state as attributes, add / evict /
+    result derived from its `Running` definition; merge / unmerge combine states."""
+    r = RUNNING[func]
+    names = {n: f"self.{n}" for n in r.state}
+    lines = ["def __init__(self, slot):", "    self.slot = slot",
+             *(f"    {names[n]} = {fresh}" for n, fresh in zip(r.state, r.fresh, strict=True))]
+    for kind, text in (("add", r.add), ("evict", r.evict)):
+        lines += [f"def {kind}(self, entry):", "    v = entry[self.slot]",
+                  "    if v is not None:",
+                  textwrap.indent(r.source(text, names), "        ")]
+    lines += ["def result(self):", f"    return {r.source(r.result, names)}"]
+    namespace = dict(_ENV)
+    exec(compile("\n".join(lines) + "\n", f"<aggregate {func}>", "exec"), namespace)
+    members = {k: namespace[k] for k in ("__init__", "add", "evict", "result")}
+    members.update(__slots__=(), func=func, __doc__=base.__doc__)
+    return cast("type[Aggregator]", type(name, (base,), members))
 
 
 class Aggregator:
@@ -92,138 +187,54 @@ class CountAgg(Aggregator):
         self.n -= other.n
 
 
-class SumAgg(Aggregator):
-    """Exact sum of non-null values, in micro-units."""
+class _MomentsAgg(Aggregator):
+    """Exact integer moments of the non-null values, in micro-units: count `k`, sum `s`
+    (and sum of squares `q` for stddev)."""
 
-    __slots__ = ("k", "s")
-    func = "sum"
+    __slots__ = ("k", "q", "s")
     quantized = True
-
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-        self.k = 0
-        self.s = 0
-
-    def add(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            self.k += 1
-            self.s += v
-
-    def evict(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            self.k -= 1
-            self.s -= v
-
-    def result(self) -> float | None:
-        return self.s / SCALE if self.k else None
+    k: int
+    s: int
+    q: int
 
     def merge(self, other: Any) -> None:
         self.k += other.k
         self.s += other.s
+        if self.func == "stddev":
+            self.q += other.q
 
     def unmerge(self, other: Any) -> None:
         self.k -= other.k
         self.s -= other.s
+        if self.func == "stddev":
+            self.q -= other.q
 
 
-class AvgAgg(SumAgg):
-    """Exact mean: one correctly rounded division of integers."""
+class _DistinctAgg(Aggregator):
+    """Exact count of distinct non-null values: a value → occurrences dict `d`."""
 
-    __slots__ = ()
-    func = "avg"
-
-    def result(self) -> float | None:
-        return self.s / (self.k * SCALE) if self.k else None
-
-
-class StddevAgg(Aggregator):
-    """Population standard deviation from exact integer moments."""
-
-    __slots__ = ("k", "s", "s2")
-    func = "stddev"
-    quantized = True
-
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-        self.k = 0
-        self.s = 0
-        self.s2 = 0
-
-    def add(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            self.k += 1
-            self.s += v
-            self.s2 += v * v
-
-    def evict(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            self.k -= 1
-            self.s -= v
-            self.s2 -= v * v
-
-    def result(self) -> float | None:
-        k = self.k
-        if not k:
-            return None
-        return math.sqrt(k * self.s2 - self.s * self.s) / (k * SCALE)
+    __slots__ = ("d",)
+    d: dict[Any, int]
 
     def merge(self, other: Any) -> None:
-        self.k += other.k
-        self.s += other.s
-        self.s2 += other.s2
+        d = self.d
+        for v, n in other.d.items():
+            d[v] = d.get(v, 0) + n
 
     def unmerge(self, other: Any) -> None:
-        self.k -= other.k
-        self.s -= other.s
-        self.s2 -= other.s2
-
-
-class DistinctAgg(Aggregator):
-    """Exact count of distinct non-null values: a value → occurrences counter."""
-
-    __slots__ = ("counts",)
-    func = "count_distinct"
-
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-        self.counts: dict[Any, int] = {}
-
-    def add(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            counts = self.counts
-            counts[v] = counts.get(v, 0) + 1
-
-    def evict(self, entry: Entry) -> None:
-        v = entry[self.slot]
-        if v is not None:
-            counts = self.counts
-            left = counts[v] - 1
+        d = self.d
+        for v, n in other.d.items():
+            left = d[v] - n
             if left:
-                counts[v] = left
+                d[v] = left
             else:
-                del counts[v]
+                del d[v]
 
-    def result(self) -> int | None:
-        return len(self.counts) or None
 
-    def merge(self, other: Any) -> None:
-        counts = self.counts
-        for v, n in other.counts.items():
-            counts[v] = counts.get(v, 0) + n
-
-    def unmerge(self, other: Any) -> None:
-        counts = self.counts
-        for v, n in other.counts.items():
-            left = counts[v] - n
-            if left:
-                counts[v] = left
-            else:
-                del counts[v]
+SumAgg = _running_class("SumAgg", "sum", _MomentsAgg)
+AvgAgg = _running_class("AvgAgg", "avg", _MomentsAgg)
+StddevAgg = _running_class("StddevAgg", "stddev", _MomentsAgg)
+DistinctAgg = _running_class("DistinctAgg", "count_distinct", _DistinctAgg)
 
 
 class _ExtremeAgg(Aggregator):

@@ -19,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, cast
 
+from riskengine.features.aggregators import RUNNING
 from riskengine.features.history import COMPACT_AT, HistoryOps
 from riskengine.features.keytable import KeyTable
 from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, KEY, MAXTS, BufferPlan, KeyPlan
@@ -208,36 +209,35 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
         else:
             parts.append(f"t, 0, [{e}]" if bplan.predicate is None else
                          f"t, 0, [{e}] if {p} else []")
-        for window in bplan.windows:
+        for w_index, window in enumerate(bplan.windows):
             parts.append(str(origin))
-            for (cls, slot), rel in zip(window.agg_types, window.agg_at, strict=True):
-                v = values[slot]
-                if cls.func in ("sum", "avg"):
-                    parts.append(f"0 if {v} is None else 1, {v} or 0")
-                elif cls.func == "stddev":
-                    parts.append(f"0 if {v} is None else 1, {v} or 0, 0 if {v} is None else "
-                                 f"{v} * {v}")
-                elif cls.func == "count_distinct":
-                    parts.append(f"{{{v}: 1}} if {v} is not None else {{}}")
-                else:
+            for m, ((cls, slot), rel) in enumerate(zip(window.agg_types, window.agg_at,
+                                                       strict=True)):
+                running = RUNNING.get(cls.func)
+                if running is None:
                     env[f"agg_{cls.__name__}"] = cls
                     parts.append(f"agg_{cls.__name__}({slot})")
                     after.append(f"if {p}: s{k}[{at + rel}].add({e})")
+                    continue
+                # the state of a one-event window: fresh, then the value added
+                a = f"n{j}_{w_index}_{m}"
+                names = _names(a, cls.func)
+                for name, fresh in zip(running.state, running.fresh, strict=True):
+                    w(f"{names[name]} = {fresh}")
+                w(f"v = {values[slot]}")
+                w("if v is not None:")
+                for line in running.source(running.add, names).splitlines():
+                    w("    " + line)
+                parts.append(", ".join(names[n] for n in running.state))
             for output in window.outputs:
                 target = f"f{index_of[output.name]}"
                 if output.agg_index < 0:
                     w(f"{target} = 1" if bplan.predicate is None else
                       f"{target} = 1 if {p} else 0")
-                    continue
-                v = values[output.slot]
-                if output.func in ("sum", "avg"):
-                    w(f"{target} = None if {v} is None else {v} / 1000000")
-                elif output.func == "stddev":
-                    w(f"{target} = None if {v} is None else 0.0")
-                elif output.func == "count_distinct":
-                    w(f"{target} = None if {v} is None else 1")
+                elif output.func in RUNNING:
+                    w(f"{target} = {_result(f'n{j}_{w_index}_{output.agg_index}', output.func)}")
                 else:  # min, max, first, last of one value: the value as it came in
-                    w(f"{target} = {v}")
+                    w(f"{target} = {values[output.slot]}")
     always = any(b.predicate is None for b in plan.buffers)
     if not always:
         w(f"if {' or '.join(any_passes)}:")
@@ -274,16 +274,14 @@ def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: H
                                                    strict=True)):
             a = f"a{m}"
             aggs.append((a, cls.func, slot))
-            if cls.func in ("sum", "avg"):
-                loads.append(f"{a}k, {a}s = {s}[{at + rel}], {s}[{at + rel + 1}]")
-                stores.append(f"{s}[{at + rel}] = {a}k; {s}[{at + rel + 1}] = {a}s")
-            elif cls.func == "stddev":
-                loads.append(f"{a}k, {a}s, {a}q = {s}[{at + rel}], {s}[{at + rel + 1}], "
-                             f"{s}[{at + rel + 2}]")
-                stores.append(f"{s}[{at + rel}] = {a}k; {s}[{at + rel + 1}] = {a}s; "
-                              f"{s}[{at + rel + 2}] = {a}q")
-            else:  # a dict or an aggregator object: mutated in place
-                loads.append(f"{a} = {s}[{at + rel}]")
+            running = RUNNING.get(cls.func)
+            if running is None or cls.func == "count_distinct":
+                loads.append(f"{a} = {s}[{at + rel}]")  # an object or a dict: in place
+                continue
+            local = [f"{a}{n}" for n in running.state]
+            held = [f"{s}[{at + rel + i}]" for i in range(len(local))]
+            loads.append(f"{', '.join(local)} = {', '.join(held)}")
+            stores.append(f"{', '.join(held)} = {', '.join(local)}")
         for line in loads:
             w(line)
         w(f"p = {s}[{at + window.ptr_at}]")
@@ -346,52 +344,38 @@ def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: H
         w.dedent()
 
 
+def _names(a: str, func: str) -> dict[str, str]:
+    """The generated code's locals for the running state of aggregate `a`: its dict
+    itself (count_distinct), or one local per value (`a0k`, `a0s`, …)."""
+    state = RUNNING[func].state
+    return {state[0]: a} if func == "count_distinct" else {n: f"{a}{n}" for n in state}
+
+
+def _running_step(w: _Writer, a: str, func: str, slot: int, entry: str, kind: str) -> None:
+    running = RUNNING.get(func)
+    if running is None:
+        w(f"{a}.{kind}({entry})")
+        return
+    w(f"v = {entry}[{slot}]")
+    w("if v is not None:")
+    text = running.add if kind == "add" else running.evict
+    for line in running.source(text, _names(a, func)).splitlines():
+        w("    " + line)
+
+
 def _evict(w: _Writer, a: str, func: str, slot: int) -> None:
-    if func in ("sum", "avg", "stddev"):
-        w(f"v = old[{slot}]")
-        w("if v is not None:")
-        w(f"    {a}k -= 1")
-        w(f"    {a}s -= v")
-        if func == "stddev":
-            w(f"    {a}q -= v * v")
-    elif func == "count_distinct":
-        w(f"v = old[{slot}]")
-        w("if v is not None:")
-        w(f"    left = {a}[v] - 1")
-        w("    if left:")
-        w(f"        {a}[v] = left")
-        w("    else:")
-        w(f"        del {a}[v]")
-    else:
-        w(f"{a}.evict(old)")
+    _running_step(w, a, func, slot, "old", "evict")
 
 
 def _add(w: _Writer, a: str, func: str, slot: int) -> None:
-    if func in ("sum", "avg", "stddev"):
-        w(f"v = entry[{slot}]")
-        w("if v is not None:")
-        w(f"    {a}k += 1")
-        w(f"    {a}s += v")
-        if func == "stddev":
-            w(f"    {a}q += v * v")
-    elif func == "count_distinct":
-        w(f"v = entry[{slot}]")
-        w("if v is not None:")
-        w(f"    {a}[v] = {a}.get(v, 0) + 1")
-    else:
-        w(f"{a}.add(entry)")
+    _running_step(w, a, func, slot, "entry", "add")
 
 
 def _result(a: str, func: str) -> str:
-    if func == "sum":
-        return f"({a}s / 1000000 if {a}k else None)"
-    if func == "avg":
-        return f"({a}s / ({a}k * 1000000) if {a}k else None)"
-    if func == "stddev":
-        return f"(sqrt({a}k * {a}q - {a}s * {a}s) / ({a}k * 1000000) if {a}k else None)"
-    if func == "count_distinct":
-        return f"(len({a}) or None)"
-    return f"{a}.result()"
+    running = RUNNING.get(func)
+    if running is None:
+        return f"{a}.result()"
+    return f"({running.source(running.result, _names(a, func))})"
 
 
 def _tiled_step(w: _Writer, buffer: str, bplan: BufferPlan, index_of: dict[str, int],

@@ -13,11 +13,10 @@ the same in-order step.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from typing import Any
 
-from riskengine.features.aggregators import SCALE, Entry, aggregate
+from riskengine.features.aggregators import FINISH, RUNNING, Entry, aggregate, slot_operations
 from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, BufferPlan
 
 NEVER = -1 << 62
@@ -30,107 +29,71 @@ Entity = list[Any]
 _Agg = tuple[str, int, int]  # (func, entry slot, absolute entity slot of its state)
 
 
+_SLOT_OPS = {func: slot_operations(func) for func in RUNNING}
+
+
 def initial_state(func: str) -> str:
     """Source of the fresh running state of an inlined aggregator ('' for objects)."""
-    if func in ("sum", "avg"):
-        return "0, 0"
-    if func == "stddev":
-        return "0, 0, 0"
-    if func == "count_distinct":
-        return "{}"
-    return ""
+    running = RUNNING.get(func)
+    return ", ".join(running.fresh) if running is not None else ""
 
 
 def agg_add(e: Entity, agg: _Agg, entry: Entry) -> None:
     func, slot, at = agg
-    if func in ("sum", "avg", "stddev"):
-        v = entry[slot]
-        if v is not None:
-            e[at] += 1
-            e[at + 1] += v
-            if func == "stddev":
-                e[at + 2] += v * v
-    elif func == "count_distinct":
-        v = entry[slot]
-        if v is not None:
-            counts = e[at]
-            counts[v] = counts.get(v, 0) + 1
-    else:
+    ops = _SLOT_OPS.get(func)
+    if ops is None:
         e[at].add(entry)
+        return
+    v = entry[slot]
+    if v is not None:
+        ops[0](e, at, v)
 
 
 def agg_evict(e: Entity, agg: _Agg, entry: Entry) -> None:
     func, slot, at = agg
-    if func in ("sum", "avg", "stddev"):
-        v = entry[slot]
-        if v is not None:
-            e[at] -= 1
-            e[at + 1] -= v
-            if func == "stddev":
-                e[at + 2] -= v * v
-    elif func == "count_distinct":
-        v = entry[slot]
-        if v is not None:
-            counts = e[at]
-            left = counts[v] - 1
-            if left:
-                counts[v] = left
-            else:
-                del counts[v]
-    else:
+    ops = _SLOT_OPS.get(func)
+    if ops is None:
         e[at].evict(entry)
+        return
+    v = entry[slot]
+    if v is not None:
+        ops[1](e, at, v)
 
 
 def agg_result(e: Entity, func: str, at: int) -> Any:
-    if func == "sum":
-        return e[at + 1] / SCALE if e[at] else None
-    if func == "avg":
-        return e[at + 1] / (e[at] * SCALE) if e[at] else None
-    if func == "stddev":
-        k = e[at]
-        if not k:
-            return None
-        s = e[at + 1]
-        return math.sqrt(k * e[at + 2] - s * s) / (k * SCALE)
-    if func == "count_distinct":
-        return len(e[at]) or None
-    return e[at].result()
+    running = RUNNING.get(func)
+    if running is None:
+        return e[at].result()
+    return FINISH[func](*e[at:at + len(running.state)])
 
 
 def agg_clear(e: Entity, func: str, at: int) -> None:
-    if func in ("sum", "avg"):
-        e[at] = e[at + 1] = 0
-    elif func == "stddev":
-        e[at] = e[at + 1] = e[at + 2] = 0
-    elif func == "count_distinct":
-        e[at] = {}
-    else:
+    running = RUNNING.get(func)
+    if running is None:
         e[at] = e[at].fresh()
+        return
+    for i, fresh in enumerate(running.fresh):
+        e[at + i] = {} if fresh == "{}" else int(fresh)
 
 
 def window_value(func: str, slot: int, members: list[Entry]) -> Any:
-    """`aggregate(func, slot, members)` with the common functions as C-speed loops."""
+    """`aggregate(func, slot, members)` with the running functions' state gathered by
+    C-speed loops, then finished by their one definition (`FINISH`)."""
     if func == "count":
         return len(members)
     if func in ("sum", "avg", "stddev"):
         values = [x[slot] for x in members if x[slot] is not None]
-        if not values:
-            return None
-        total = sum(values)
-        if func == "sum":
-            return total / SCALE
-        k = len(values)
-        if func == "avg":
-            return total / (k * SCALE)
-        return math.sqrt(k * sum(v * v for v in values) - total * total) / (k * SCALE)
+        if func == "stddev":
+            return FINISH[func](len(values), sum(values), sum(v * v for v in values))
+        return FINISH[func](len(values), sum(values))
     if func == "count_distinct":
         distinct = {x[slot] for x in members}
         distinct.discard(None)
-        return len(distinct) or None
+        return FINISH[func](distinct)
     return aggregate(func, slot, members)
 
 
-_DELTA = frozenset({"sum", "avg", "stddev", "count_distinct"})
+_DELTA = frozenset(RUNNING)
 
 
 def _delta_value(e: Entity, func: str, slot: int, at: int, removed: list[Entry],
@@ -155,15 +118,11 @@ def _delta_value(e: Entity, func: str, slot: int, at: int, removed: list[Entry],
     gone = [x[slot] for x in removed if x[slot] is not None]
     new = [x[slot] for x in added if x[slot] is not None]
     k = e[at] - len(gone) + len(new)
-    if not k:
-        return None
     total = e[at + 1] - sum(gone) + sum(new)
-    if func == "sum":
-        return total / SCALE
-    if func == "avg":
-        return total / (k * SCALE)
+    if func != "stddev":
+        return FINISH[func](k, total)
     squares = e[at + 2] - sum(v * v for v in gone) + sum(v * v for v in new)
-    return math.sqrt(k * squares - total * total) / (k * SCALE)
+    return FINISH[func](k, total, squares)
 
 
 class HistoryOps:
