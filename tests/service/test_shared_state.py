@@ -5,7 +5,10 @@ when Redis goes away."""
 from __future__ import annotations
 
 import copy
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,8 +24,8 @@ from riskengine.engine import Engine
 from riskengine.state.redis import connect
 from tests.oracle import Oracle
 from tests.servers import redis_cluster, redis_server
-from tests.service.helpers import ADMIN_HEADERS, T0
-from tests.service.process import ServiceProcess
+from tests.service.helpers import ADMIN, ADMIN_HEADERS, T0
+from tests.service.process import ServiceProcess, free_port
 from tests.service.test_restart import traffic
 from tests.waiting import eventually
 
@@ -203,6 +206,26 @@ def test_two_workers_on_a_redis_cluster_decide_as_one_run_after_run(tmp_path: Pa
             ({**a.features}, a.late) for a in answers]
     assert runs[0] == [{**d, "latency_ms": runs[0][i]["latency_ms"]}
                        for i, d in enumerate(runs[1])]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_redis_state_of_the_per_key_layout(tmp_path: Path, redis_url: str,
+                                                         workers: str) -> None:
+    """State written before the scene clock (its LSN counter ``re:lsn``) is refused at
+    start, with what to delete, by one worker and by several (checked once, before any
+    worker starts)."""
+    old = connect(redis_url)
+    try:
+        old.set("re:lsn", "5000")
+    finally:
+        old.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "riskengine", "serve", "--port", str(free_port()),
+         "--state-dir", str(tmp_path), "--state", redis_url, "--workers", workers],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RISKENGINE_ADMIN_TOKEN": ADMIN})
+    assert done.returncode == 2, done.stderr
+    assert "re:lsn" in done.stderr and "re:*" in done.stderr
 
 
 def test_config_file_list_changes_reach_redis_lists(

@@ -102,7 +102,8 @@ from riskengine.state.redis.records import DecisionRecords
 from riskengine.state.redis.store import RedisSceneFeatures
 
 __all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "SharedEngine",
-           "StateFormatError", "StateUnavailableError", "open_client", "redact"]
+           "StateFormatError", "StateUnavailableError", "open_client", "redact",
+           "refuse_other_layouts"]
 
 log = logging.getLogger("riskengine.state")
 
@@ -140,6 +141,25 @@ def open_client(url: str, timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Client:
     except (redis.exceptions.RedisError, OSError) as exc:  # a cluster asks for its slots
         raise StateUnavailableError(f"cannot reach the state at {redact(url)}: {exc}; "
                                     f"start Redis or fix the state URL") from None
+
+
+def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") -> None:
+    """Raise `StateFormatError` when the state at `url` was written under another layout
+    (what every `SharedEngine` on it would raise at start): for a parent process to refuse
+    before it starts workers. Redis not answering is not refused here (the workers start
+    degraded until it answers, and check then)."""
+    try:
+        client = open_client(url, 5000)
+    except StateUnavailableError:
+        return
+    try:
+        SharedClock(client, prefix).check(list(scenes))
+    except StateFormatError:
+        raise
+    except STATE_ERRORS:
+        return
+    finally:
+        client.close()
 
 
 class SharedScene:
