@@ -74,12 +74,12 @@ groups of features, i.e. different `where` filters, kinds or hops), and one valu
 per target field (`codec`: the value as it came in, plus the exact micro-units or the
 distinct key only when the script could not derive them); ``tiles`` holds per tiled
 group one partial aggregate per tile ``floor(t/H)``; ``guard`` holds the last
-`guard_depth` events (6-byte id digest, time, flags, their values); ``running`` (busy
-entities only) holds per history window a running state, below. Entries are sorted by
-(time, arrival): LSN order while one event is in flight at a time. A paged entity's header is the same
-array with ``false`` for entries, then the chunk directory (per chunk: id, entry count,
-first and last time) and the next chunk id; a chunk is the flat entries of its part,
-times relative to its first.
+`guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
+(busy entities only) holds per history window a running state, below. Entries are
+sorted by (time, arrival): LSN order while one event is in flight at a time. A paged
+entity's header is the same array with ``false`` for entries, then the chunk directory
+(per chunk: id, entry count, first and last time) and the next chunk id; a chunk is the
+flat entries of its part, times relative to its first.
 
 Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its values (a
 type byte and the text: ``'acct-42``, ``1234.5``), 10–20 bytes; an entity in a bucket

@@ -95,7 +95,7 @@ from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.clock import SharedClock, StateFormatError, Step
 from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
 from riskengine.state.redis.connect import connect
-from riskengine.state.redis.functions import Call, Client
+from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.patterns import RedisScenePatterns
 from riskengine.state.redis.records import DecisionRecords
@@ -345,9 +345,8 @@ class SharedEngine(Engine):
     def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step) -> None:
         """Put G back after the clock step of a duplicate raised it (best effort: the
         duplicate is answered either way)."""
-        calls: list[Call] = [state.undo_call(event, step)]
         try:
-            state.run_calls(calls)
+            state.run_calls([state.undo_call(event, step)])
         except STATE_ERRORS as exc:
             log.warning("state at %s: the clock of scene %s stays at %s after a duplicate "
                         "(%s)", self.state_url, state.scene, event["timestamp"], exc)
