@@ -316,15 +316,8 @@ class SharedEngine(Engine):
             self._succeeded()
             shared.duplicates += 1
             return shared.records.decode(previous, event_id)
-        runtime = shared.runtime
-        lists = self.lists
-        list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
-        ruleset = runtime.ruleset
-        action, score, hits, shadow_hits, errors = ruleset.outcome(event, features, lists)
-        decision = Decision(
-            event_id, shared.name, action, score, hits, shadow_hits, features, list_hits,
-            ruleset.version, late, False, (perf_counter() - started) * 1000.0, step.lsn, t,
-            errors)
+        decision, _ = shared.runtime.decide(event, step.lsn, features, late, False,
+                                            self.lists, started)
         try:
             first = shared.store.remember(event_id, t, shared.records.encode(decision),
                                           step.clock)
