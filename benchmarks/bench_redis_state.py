@@ -2,7 +2,9 @@
 
 One client (this process) drives `RedisSceneFeatures.compute` over the transfer workload
 (`benchmarks.workload`, the seed's three features, lateness 5 min) against a private
-`redis-server` on a free port, one event at a time, as the service does per request.
+`redis-server` on a free port, one event at a time, as the service does per request:
+two round trips per event, the clock step (LSN, scene clock, late flag), then the entity
+functions (the service sends the clock step with its idempotency lookup).
 Beside it, on a fresh server and the same events, the seed-style peer's Redis work: one
 EVALSHA of its velocity script per event (ZADD, ZREMRANGEBYSCORE, PEXPIRE, ZCARD on the
 paying account, `benchmarks/peers/seed_style_app.py`).
@@ -113,11 +115,10 @@ def run_ours(client: Any, events: Sequence[dict[str, Any]], buckets: int, *,
     cpu, wall = time.process_time(), time.perf_counter()
     compute = features.compute
     late = 0
-    for lsn, event in enumerate(batch):
-        late += compute(event, lsn)[1]
+    for event in batch:
+        late += compute(event)[1]
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
-    features.flush()
     return {"events": len(batch), "wall_s": wall, "client_cpu_s": cpu,
             "events_per_s": len(batch) / wall, "late": late,
             "commandstats": commandstats(client) if stats else {}, "features": features}
@@ -158,7 +159,7 @@ def memory(client: redis.Redis, features: RedisSceneFeatures,
     for at in range(0, len(keys), 1000):
         client.delete(*keys[at:at + 1000])
     held = with_state - used()
-    clock = features.clock or 0
+    clock = features.read_clock() or 0
     in_horizon = sum(int(e["timestamp"]) > clock - HORIZON_MS for e in events)
     return {"state_bytes": held, "retained_entries": stats["retained_entries"],
             "entities": stats["entities"], "events_in_horizon": in_horizon,
@@ -178,12 +179,12 @@ def run_hot(client: redis.Redis, events: int) -> dict[str, Any]:
               "rcv_account": "mule", "amount": round(100 + (i * 7919) % 90000 / 100, 2)}
              for i in range(events)]
     warm = min(2400, events // 2)
-    for lsn, event in enumerate(batch[:warm]):
-        features.compute(event, lsn)
+    for event in batch[:warm]:
+        features.compute(event)
     client.config_resetstat()
     wall = time.perf_counter()
-    for lsn, event in enumerate(batch[warm:]):
-        features.compute(event, lsn)
+    for event in batch[warm:]:
+        features.compute(event)
     wall = time.perf_counter() - wall
     stats = commandstats(client)
     calls = stats.get("fcall") or stats.get("evalsha") or {"calls": 0, "usec_per_call": 0.0}

@@ -523,6 +523,8 @@ def serve(
                             log_level=log_level.lower())
             except WorkersNeedSharedState as exc:
                 _fail(str(exc), 2)
+            except RiskEngineError as exc:
+                _fail(f"cannot start: {exc}", 2)
             return
         try:
             server, runtime = build_server(settings, host=host, port=port, workers=workers,

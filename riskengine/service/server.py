@@ -40,6 +40,12 @@ def run_workers(settings: ServiceSettings, *, host: str, port: int, workers: int
         raise WorkersNeedSharedState(
             "--workers above 1 needs state shared by the workers (--state redis://…); "
             "with in-memory state each worker would see only its own events")
+    from riskengine.config import load_config
+    from riskengine.state.redis.engine import refuse_other_layouts
+
+    # each worker would refuse state of another layout and exit, and be started again:
+    # refuse it here, once
+    refuse_other_layouts(str(settings.state), load_config(settings.config).scenes)
     os.environ[SETTINGS_ENV] = settings.to_env()
     uvicorn.run("riskengine.service.server:worker_app", factory=True, host=host, port=port,
                 workers=workers, loop="uvloop", http="httptools", access_log=False,

@@ -395,8 +395,8 @@ def test_two_workers_in_flight_when_redis_dies(server: AofRedis, guard_depth: in
             workers = [RedisSceneFeatures(client, scene, guard_depth=guard_depth)
                        for _ in range(2)]
             e, f = (runtime.parse(event) for event in events[3:5])
-            first_e, _ = workers[0].compute(e, 0)
-            first_f, _ = workers[1].compute(f, 0)
+            first_e, _ = workers[0].compute(e)
+            first_f, _ = workers[1].compute(f)
             server.crash()
             with pytest.raises(redis.exceptions.ConnectionError):
                 RedisDecisionStore(client, SCENE, 0).remember(e["event_id"], e["timestamp"],

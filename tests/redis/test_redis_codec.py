@@ -53,11 +53,15 @@ def test_key_text() -> None:
 
 def test_decision_store_horizon(client: redis.Redis) -> None:
     store = RedisDecisionStore(client, "s", horizon_ms=1000)
-    assert store.lookup("x", None) is None
+
+    def lookup(clock: int | None) -> bytes | None:
+        return store.live(client.get(store.key("x")), clock)
+
+    assert lookup(None) is None
     assert store.remember("x", 5000, '{"n": 1}', None) is None
-    assert store.lookup("x", 5999) == b'5000|{"n": 1}'  # the whole record, time first
+    assert lookup(5999) == b'5000|{"n": 1}'  # the whole record, time first
     assert store.remember("x", 5999, '{"n": 2}', 5999) == b'5000|{"n": 1}'  # first wins
-    assert store.lookup("x", 6000) is None  # 5000 > 6000 - 1000 fails: forgotten
+    assert lookup(6000) is None  # 5000 > 6000 - 1000 fails: forgotten
     assert store.remember("x", 6000, '{"n": 3}', 6000) is None
-    assert store.lookup("x", 6000) == b'6000|{"n": 3}'
+    assert lookup(6000) == b'6000|{"n": 3}'
     assert 0 < client.pttl(store.key("x")) <= 600_000

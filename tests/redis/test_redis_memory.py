@@ -67,14 +67,14 @@ def test_bytes_per_retained_event(client: redis.Redis, listpack_values: None) ->
     scene = load_config(scene_config(SEED_FEATURES, "5m")).scenes["s"]
     features = RedisSceneFeatures(client, scene, buckets=8)
     events = transfers(4800)
-    for lsn, event in enumerate(events):
-        features.compute(event, lsn)
+    for event in events:
+        features.compute(event)
     stats = features.stats()
-    with_state = used_memory(client)
-    client.delete(*features.state_keys(), features.clock_key)
-    held = with_state - used_memory(client)
-    clock = features.clock
+    clock = features.read_clock()
     assert clock is not None
+    with_state = used_memory(client)
+    client.delete(*features.state_keys(), features.shared_clock.key)
+    held = with_state - used_memory(client)
     in_horizon = sum(e["timestamp"] > clock - HORIZON_MS for e in events)
     per_entry = held / stats["retained_entries"]
     per_event = held / in_horizon
@@ -92,8 +92,8 @@ def test_buckets_stay_listpack_encoded(client: redis.Redis, listpack_values: Non
     """A few bytes per entity in a bucket, not a Redis key's ~100."""
     scene = load_config(scene_config(SEED_FEATURES, "5m")).scenes["s"]
     features = RedisSceneFeatures(client, scene, buckets=8)
-    for lsn, event in enumerate(transfers(600)):
-        features.compute(event, lsn)
+    for event in transfers(600):
+        features.compute(event)
     buckets = [k for k in features.state_keys() if k.count(b":") == 2]
     assert len(buckets) == 16  # 8 per key set
     assert all(client.object("encoding", k) == b"listpack" for k in buckets)
@@ -104,12 +104,12 @@ def test_idle_entities_are_swept_and_forgotten(client: redis.Redis) -> None:
     scene = load_config(scene_config(["count(a.history,1m)"], "0ms")).scenes["s"]
     features = RedisSceneFeatures(client, scene, buckets=1, sweep=4)
     for i in range(200):
-        features.compute({"event_id": f"c{i}", "timestamp": BASE_TS + i, "a": f"k{i}"}, i)
+        features.compute({"event_id": f"c{i}", "timestamp": BASE_TS + i, "a": f"k{i}"})
     assert features.stats()["entities"] == 200
     later = BASE_TS + 10 * 60_000
     for i in range(200):
-        features.compute({"event_id": f"h{i}", "timestamp": later + i, "a": "hot"}, i)
+        features.compute({"event_id": f"h{i}", "timestamp": later + i, "a": "hot"})
     stats = features.stats()
     assert stats["entities"] < 20, stats
-    values, _ = features.compute({"event_id": "back", "timestamp": later + 500, "a": "k3"}, 0)
+    values, _ = features.compute({"event_id": "back", "timestamp": later + 500, "a": "k3"})
     assert values == {"count(a.history,1m)": 1}

@@ -30,6 +30,7 @@ from streams import (
 )
 
 from riskengine.config import load_config
+from riskengine.decision import Decision
 from riskengine.state.redis import RedisSceneFeatures, connect
 from tests.features.test_oracle_streams import SCENARIOS, scenario_events
 
@@ -113,9 +114,9 @@ def test_entity_guard_returns_the_stored_answer(client: redis.Redis) -> None:
     """The same event computed twice (a retry after a crash) is applied once."""
     features = RedisSceneFeatures(client, scene(FEATURES))
     first = {"event_id": "x", "timestamp": BASE_TS, "a": "k", "b": "m", "v": 5}
-    assert features.compute(dict(first), 1) == features.compute(dict(first), 2)
+    assert features.compute(dict(first)) == features.compute(dict(first))
     values, late = features.compute({"event_id": "y", "timestamp": BASE_TS + 1, "a": "k",
-                                     "v": 7}, 3)
+                                     "v": 7})
     assert not late
     assert values["count(a.history,1h)"] == 2 and values["sum(v#a.history,1h)"] == 12.0
 
@@ -123,12 +124,12 @@ def test_entity_guard_returns_the_stored_answer(client: redis.Redis) -> None:
 def test_guard_applies_an_id_again_past_the_horizon(client: redis.Redis) -> None:
     features = RedisSceneFeatures(client, scene(["count(a.history,1s)"], "0ms"))
     ev = {"event_id": "x", "timestamp": BASE_TS, "a": "k"}
-    assert features.compute(dict(ev), 1)[0] == {"count(a.history,1s)": 1}
-    features.compute({"event_id": "z", "timestamp": BASE_TS + 1000, "a": "other"}, 2)
+    assert features.compute(dict(ev))[0] == {"count(a.history,1s)": 1}
+    features.compute({"event_id": "z", "timestamp": BASE_TS + 1000, "a": "other"})
     # x's time is no longer > G - L - Wmax: the same id is a new event
     again = dict(ev, timestamp=BASE_TS + 1000)
-    assert features.compute(again, 3)[0] == {"count(a.history,1s)": 1}
-    assert features.compute(again, 4)[0] == {"count(a.history,1s)": 1}  # guarded now
+    assert features.compute(again)[0] == {"count(a.history,1s)": 1}
+    assert features.compute(again)[0] == {"count(a.history,1s)": 1}  # guarded now
 
 
 def test_exact_sums_beyond_double_precision(client: redis.Redis) -> None:
@@ -145,19 +146,37 @@ def test_exact_sums_beyond_double_precision(client: redis.Redis) -> None:
                        Oracle(features + tiled, 3_600_000))
 
 
-def test_workers_sharing_the_clock(client: redis.Redis) -> None:
-    """Two instances taking turns, publishing and reading G between events, are one."""
-    events = random_stream(21, 600)
-    oracle = Oracle(STREAM_FEATURES, STREAM_LATENESS_MS)
-    workers = [RedisDecider(client, STREAM_FEATURES, STREAM_LATENESS) for _ in range(2)]
-    for i, event in enumerate(events):
-        worker = workers[i % 2]
-        worker.features.sync_clock()
-        got = worker.evaluate("s", copy.deepcopy(event))
-        worker.features.flush()
-        found = mismatches(i, event, oracle.feed(copy.deepcopy(event)), got)
-        assert not found, found[0][1]
-    assert client.get("re:{s}:G") is not None
+def alternate(redis_url: str, events: list[dict[str, Any]]) -> list[Decision]:
+    """Two `SharedEngine`s on two clients (two workers) on an empty Redis, deciding
+    `events` in turns, one at a time."""
+    clients = [connect(redis_url) for _ in range(2)]
+    clients[0].flushall()
+    try:
+        workers = [RedisDecider(c, STREAM_FEATURES, STREAM_LATENESS) for c in clients]
+        return [workers[i % 2].evaluate("s", copy.deepcopy(event))
+                for i, event in enumerate(events)]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_two_workers_in_turns_answer_as_one_run_after_run(redis_url: str) -> None:
+    """Two workers taking turns decide as the oracle does, on every event, with no clock
+    of their own to keep in step; twice on fresh state, the very same answers and LSNs
+    (one arrival order: 1, 2, 3, ... with a gap for each duplicate)."""
+    events = random_stream(21, 800)
+    answers = oracle_answers(21, 800)
+    first = alternate(redis_url, events)
+    found: list[tuple[str, str]] = []
+    for i, (event, expected, got) in enumerate(zip(events, answers, first, strict=True)):
+        found += mismatches(i, event, expected, got)
+    assert not found, f"{found[0][1]} ({len(found)} differences)"
+    assert sum(a.late for a in answers) > 10 and sum(a.duplicate for a in answers) > 10
+    view = [(d.features, d.late, d.lsn) for d in first]
+    assert [(d.features, d.late, d.lsn) for d in alternate(redis_url, events)] == view
+    fresh = [d.lsn for d, a in zip(first, answers, strict=True) if not a.duplicate]
+    assert fresh == sorted(fresh) and len(set(fresh)) == len(fresh)
+    assert fresh[-1] == len(events)  # every event took a step: duplicates are gaps
 
 
 def test_concurrent_writers_lose_no_update(redis_url: str, client: redis.Redis) -> None:
@@ -173,7 +192,7 @@ def test_concurrent_writers_lose_no_update(redis_url: str, client: redis.Redis) 
             features = RedisSceneFeatures(connection, scene(features_def, "1h"))
             for i in range(per_thread):
                 features.compute({"event_id": f"w{n}-{i}", "timestamp": BASE_TS + i,
-                                  "a": "hot", "v": 0.1, "w": f"{n}-{i}"}, i)
+                                  "a": "hot", "v": 0.1, "w": f"{n}-{i}"})
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -186,7 +205,7 @@ def test_concurrent_writers_lose_no_update(redis_url: str, client: redis.Redis) 
     total = per_thread * threads
     values, late = RedisSceneFeatures(client, scene(features_def, "1h")).compute(
         {"event_id": "last", "timestamp": BASE_TS + per_thread, "a": "hot", "v": 0.1,
-         "w": "last"}, 0)
+         "w": "last"})
     assert not late
     assert values == {"count(a.history,1h)": total + 1,
                       "sum(v#a.history,1h)": (total + 1) * 100_000 / 1_000_000,

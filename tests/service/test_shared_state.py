@@ -4,6 +4,11 @@ when Redis goes away."""
 
 from __future__ import annotations
 
+import copy
+import os
+import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,12 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
-from tests.servers import redis_server
-from tests.service.helpers import ADMIN_HEADERS, T0
-from tests.service.process import ServiceProcess
+from riskengine.state.redis import connect
+from tests.oracle import Oracle
+from tests.servers import redis_cluster, redis_server
+from tests.service.helpers import ADMIN, ADMIN_HEADERS, T0
+from tests.service.process import ServiceProcess, free_port
 from tests.service.test_restart import traffic
 from tests.waiting import eventually
 
@@ -125,12 +134,102 @@ def test_serve_with_four_worker_processes_decides_as_one_and_loses_no_update(
         service.kill()
 
 
+def lagging(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """`events` with, now and then, one sent again (same id) and one of a lagging source:
+    an earlier paying account's transfer stamped 6 to 40 minutes behind the latest time
+    (behind the clock by more than the 5-minute lateness, often on a key idle since)."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    latest = 0
+    for i, event in enumerate(events):
+        out.append(event)
+        latest = max(latest, event["timestamp"])
+        if i > 10 and rng.random() < 0.08:
+            out.append(dict(out[rng.randrange(len(out))]))
+        if i > 10 and rng.random() < 0.12:
+            behind = dict(events[rng.randrange(i)], event_id=f"lag{i}")
+            behind["timestamp"] = latest - rng.randrange(6 * 60_000, 40 * 60_000)
+            out.append(behind)
+    return out
+
+
+def serve_in_turns(url: str, state_dir: Path, events: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """`serve --workers 2 --state <url>` on an empty Redis: `events` one at a time, each on
+    a new connection (the kernel spreads them over the two workers)."""
+    cluster = connect(url)
+    try:
+        cluster.flushall()
+    finally:
+        cluster.close()
+    service = ServiceProcess(state_dir, extra=["--workers", "2", "--state", url]).start()
+    close = {"Connection": "close"}
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            answers = [client.post("/v1/transfer/evaluate", json=e, headers=close).json()
+                       for e in events]
+            # each worker counts its own decisions: a count between none and all of them
+            # shows that both workers decided
+            fresh = len({e["event_id"] for e in events})
+
+            def both_decided() -> bool:
+                text = client.get("/metrics", headers=close).text
+                counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.startswith("riskengine_decisions_total{")
+                          and 'scene="transfer"' in line]
+                return 0 < sum(counts) < fresh
+
+            assert eventually(both_decided, 10.0, 0.01)
+            return answers
+    finally:
+        service.kill()
+
+
+def test_two_workers_on_a_redis_cluster_decide_as_one_run_after_run(tmp_path: Path) -> None:
+    """`serve --workers 2 --state redis+cluster://…` on a 3-primary cluster, one request
+    in flight at a time, a stream with lagging sources and repeated ids: every decision
+    equals the in-memory engine's, features and late flags the oracle's, and a second
+    run on fresh state gives the very same answers."""
+    events = lagging(traffic(240, seed=8), seed=9)
+    scene = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())["scenes"]["transfer"]
+    oracle = Oracle.from_scene(scene)
+    answers = [oracle.feed(copy.deepcopy(e)) for e in events]
+    assert sum(a.late and not a.duplicate for a in answers) > 10
+    assert sum(a.duplicate for a in answers) > 10
+    engine = Engine.from_config(None)
+    expected = [view(engine.evaluate("transfer", e).to_dict()) for e in events]
+    with redis_cluster() as url:
+        runs = [serve_in_turns(url, tmp_path / f"run{n}", events) for n in range(2)]
+    for got in runs:
+        assert [view(d) for d in got] == expected
+        assert [(d["features"], d["late"]) for d in got] == [
+            ({**a.features}, a.late) for a in answers]
+    assert runs[0] == [{**d, "latency_ms": runs[0][i]["latency_ms"]}
+                       for i, d in enumerate(runs[1])]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_redis_state_of_the_per_key_layout(tmp_path: Path, redis_url: str,
+                                                         workers: str) -> None:
+    """State written before the scene clock (its LSN counter ``re:lsn``) is refused at
+    start, with what to delete, by one worker and by several (checked once, before any
+    worker starts)."""
+    old = connect(redis_url)
+    try:
+        old.set("re:lsn", "5000")
+    finally:
+        old.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "riskengine", "serve", "--port", str(free_port()),
+         "--state-dir", str(tmp_path), "--state", redis_url, "--workers", workers],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RISKENGINE_ADMIN_TOKEN": ADMIN})
+    assert done.returncode == 2, done.stderr
+    assert "re:lsn" in done.stderr and "re:*" in done.stderr
+
+
 def test_config_file_list_changes_reach_redis_lists(
         make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
-    import yaml
-
-    from riskengine.config import EXAMPLE_CONFIG_PATH
-
     config = tmp_path / "config.yaml"
     raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
     config.write_text(yaml.safe_dump(raw))
@@ -175,8 +274,6 @@ def test_feature_filters_see_list_changes_with_shared_state(
         make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
     """A feature whose `where` reads a list counts by the list as it is now, as with
     in-memory state: a list entry put through the API on one worker counts on another."""
-    import yaml
-
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "lists": {"watched": {"values": []}},

@@ -1,10 +1,12 @@
 """Scene features with their state in Redis: many workers, one truth (docs/semantics.md).
 
-`RedisSceneFeatures(client, scene_config).compute(event, lsn)` returns what the in-memory
-`SceneFeatures.compute` returns, `(features, late)`, for the same events in the same
-order; tests/redis/ checks it event by event against tests/oracle.py, on one server and
-on a 3-primary Redis Cluster. `RedisDecisionStore` remembers decisions by event id.
-Needs Redis 7.0 or later (Redis Functions).
+`RedisSceneFeatures(client, scene_config).compute(event)` returns the features and the late
+flag the in-memory `SceneFeatures.compute` gives for the same events in the same order;
+`SharedEngine` (riskengine/state/redis/engine.py) is the whole decision path on it, and
+tests/redis/ checks it event by event against tests/oracle.py, on one server and on a
+3-primary Redis Cluster, with one worker and with two taking turns. `RedisDecisionStore`
+remembers decisions by event id; `SharedClock` (clock.py) keeps the LSN counter and the
+scene clocks. Needs Redis 7.0 or later (Redis Functions).
 
 Connecting
 ----------
@@ -44,8 +46,11 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     of its running distinct sets. A call on a paged entity reads the header and only the
     chunks it needs, and writes back only what changed. It goes back to a string below
     `page_entries` entries, and to its bucket when it fits there again.
-``re:{<scene>}:G``
-    the scene clock G (string), shared by the workers.
+``re:{clock}``  (hash)
+    the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
+    ``format`` (the layout of the state, ``2``), ``lsn`` (the last LSN handed out) and
+    ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
+    that were not late). Every event takes one *clock step* on it (below).
 ``re:id:{<scene>|<event id>}``
     an idempotency record, ``<t>|<decision record>`` (`RedisDecisionStore`; the compact
     record of `riskengine.state.redis.records`).
@@ -69,12 +74,12 @@ groups of features, i.e. different `where` filters, kinds or hops), and one valu
 per target field (`codec`: the value as it came in, plus the exact micro-units or the
 distinct key only when the script could not derive them); ``tiles`` holds per tiled
 group one partial aggregate per tile ``floor(t/H)``; ``guard`` holds the last
-`guard_depth` events (6-byte id digest, time, flags, their values); ``running`` (busy
-entities only) holds per history window a running state, below. Entries are sorted by
-(time, arrival), which is LSN order for one writer. A paged entity's header is the same
-array with ``false`` for entries, then the chunk directory (per chunk: id, entry count,
-first and last time) and the next chunk id; a chunk is the flat entries of its part,
-times relative to its first.
+`guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
+(busy entities only) holds per history window a running state, below. Entries are
+sorted by (time, arrival): LSN order while one event is in flight at a time. A paged
+entity's header is the same array with ``false`` for entries, then the chunk directory
+(per chunk: id, entry count, first and last time) and the next chunk id; a chunk is the
+flat entries of its part, times relative to its first.
 
 Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its values (a
 type byte and the text: ``'acct-42``, ``1234.5``), 10–20 bytes; an entity in a bucket
@@ -92,6 +97,22 @@ about 55 bytes per retained entry. INFO `used_memory` deltas across a run also c
 Redis's per-command latency histograms and client buffers, so they are not a measure of
 the state.
 
+The clock step
+--------------
+An event's first call is its clock step, the ``clock`` function: atomically, the next
+LSN (``HINCRBY``), G before the event, whether the event is late (``t < G − L``), and G
+raised to t when it is not late. The LSN and G are taken in one step, so LSN order is
+the order in which G was taken: LSNs are one arrival order across every process, and a
+replay of the decision log in LSN order finds every event's G and late flag again. The
+step goes in the pipeline of the event's idempotency lookup (``recall``, a GET); a
+duplicate found there changes nothing (its LSN is a gap) and, if its step raised G (only
+a duplicate carrying a later time than its first decision can: the first was on time, so
+G is at or past its time, or late, so its time is below G − L), ``unclock`` puts G back
+unless another event moved it since. The step writes ``format`` when it is missing; a
+clock key without it or of another format, or the keys of the older per-key layout
+(``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`, naming what
+to delete).
+
 One call per entity
 -------------------
 The scene's plans and riskengine/state/redis/scripts/entity.lua make one Redis Functions
@@ -104,14 +125,18 @@ restarts with persistence, and replicate; a node that answers "Function not foun
 (flushed, or new in the cluster) gets the library again and only the calls it refused
 are sent again.
 
-One function per `EntityPlan` does atomically: the idempotency guard (this event id
-already applied within the horizon → the stored answer, nothing changes); forgetting
-(the stored events go when ``maxts ≤ G − L − Wmax(B)``); the lateness test
-``t < maxts − L``; trimming what no event can read (history entries
-``≤ maxts − L − W`` of their group, tiles before ``floor((maxts − L − W)/H)``, raw
-entries of tiles before ``floor((maxts − L)/H)``); every feature value of the entity;
+One function per `EntityPlan` gets the event's t, G and late flag from its clock step
+(no entity decides lateness, so an event is late on all its keys or on none) and does
+atomically: the idempotency guard (this event id already applied within the horizon →
+the stored answer, its late flag included, nothing changes); forgetting (the stored
+events go when ``maxts ≤ G − L − Rmax(B)``, Rmax the largest reach of B's features: W,
+or W + H tiled); trimming what no event can read (history entries ``≤ maxts − L − W``
+of their group, tiles before ``floor((maxts − L − W)/H)``, raw entries of tiles before
+``floor((maxts − L)/H)``: an event that is not late has ``t ≥ G − L ≥ maxts − L``, a
+late one reads above ``G − L − W``); every feature value of the entity (a late event's
+above the floor ``G − L − W``, tiled by whole tiles from ``floor((G − L − W)/H)``);
 storing the event (unless late or filtered out); and the guard record. Every entity of
-an event is one FCALL, all in one pipeline with the scene clock function.
+an event is one FCALL, all in one pipeline with the event's sequence-pattern calls.
 
 Values: tiled windows by whole tiles plus the raw entries of the event's own tile (whole
 tiles only when the event is late). History windows of small entities by one backward
@@ -127,11 +152,6 @@ quiet one instead of a pass over its window. ``first``/``last`` read the window'
 fewer entries than the corrections is scanned instead. All of it is exact: the oracle
 tests run with running states from the first entry, from the default size, and never.
 
-An event late on one key but on time on another is found late only when the replies
-come back: a second round trip then takes it back where it was stored (the entry, and
-its tiles rebuilt from their raw entries) and rescores it as late there. Late events
-cost two round trips; the others one.
-
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers. The script derives ``q``
 from the value text itself (the same IEEE product and half-to-even rounding as Python)
 when ``|v·1e6| < 2^52``; larger ones come as decimal text. Sums are kept in doubles below
@@ -144,8 +164,9 @@ beyond ±2^53 compare as their nearest double).
 Redis Cluster
 -------------
 Every call touches the keys of one entity, which share a hash tag, so every call is on
-one slot and needs no cross-slot atomicity; the scene clock is its own call on its own
-slot. In a batch, each call goes to the primary of its first key's slot (routed by the
+one slot and needs no cross-slot atomicity; the clock key is one slot (``{clock}``) for
+every scene, and an event's clock step goes to its node in parallel with its
+idempotency lookup. In a batch, each call goes to the primary of its first key's slot (routed by the
 client from the key, not by asking the server for an FCALL's keys), the commands for
 every node are written before any reply is read (redis-py's cluster pipeline), so an
 event still costs about one round trip; MOVED/ASK during a resharding are followed by
@@ -153,22 +174,22 @@ the client. `state_keys` and `stats` scan every primary.
 
 Clocks and expiry
 -----------------
-G is taken before the event: each worker uses the largest of its own accepted on-time
-events and the shared value it last read; the shared key is raised in the next
-pipeline (`flush` publishes at once). With one worker this is exactly the contract's G.
-With several, a worker's G can lag the others' by one round trip, so forgetting an idle
-key can happen one event later than in a single process; values differ only for events
-that arrive while another worker is deciding an event that moves G past a key's
-horizon.
+G is the contract's G exactly, in LSN order, whichever worker decides: the clock step
+reads and raises it in Redis, no worker keeps a copy. With one request in flight at a
+time, any number of workers give the in-memory engine's answers, run after run, on one
+server or a cluster. Under concurrent requests every event's G and late flag are those
+of a replay in LSN order; events of one entity in flight at once are applied at the
+entity in the order their calls reach it.
 
 Idle entities: event-time forgetting is in the script (by G); memory is reclaimed by
-TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Wmax(B)), 10 min)``
+TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Rmax(B)), 10 min)``
 of wall clock, refreshed on every write: when event time runs like wall time, a key
-untouched for ``L + Wmax(B)`` is forgettable by then anyway, and the factor 2 covers
+untouched for ``L + Rmax(B)`` is forgettable by then anyway, and the factor 2 covers
 clock skew and short pauses (a stream stopped for longer than that loses state the
 contract would keep: set ``ttl_ms=0`` to rely on forgetting alone). Every write also
 samples ``sweep`` fields of the entity's bucket and removes those holding nothing newer
-than ``G − L − Wmax(scene)``.
+than ``G − L − max(Rmax(B), Wmax(scene))`` (no on-time event reads them, no retry within
+the idempotency horizon needs their guard record).
 
 Connections: on one server a batch is written and read on one pooled connection; when
 that connection fails, the batch is sent once more on a new one (the entity guard

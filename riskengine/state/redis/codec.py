@@ -37,6 +37,10 @@ class RedisStateError(RiskEngineError):
     """Redis feature state cannot be used as asked (bad value, unusable server)."""
 
 
+class StateUnavailableError(RedisStateError):
+    """The shared state cannot be reached (at start) or its URL is not usable."""
+
+
 def value_text(v: Any) -> str:
     """R(v): a text that `decode_value` turns back into an equal value of the same type."""
     if isinstance(v, str):

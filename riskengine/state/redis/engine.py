@@ -8,34 +8,59 @@ ruleset versions stay in each process, exactly as in `Engine`; only the state is
     engine = SharedEngine.from_config("project.yaml", "redis://10.0.0.5:6379/0")
     decision = engine.evaluate("transfer", event)
 
-Per scene, `RedisSceneFeatures` computes and stores the features (one pipelined round
-trip, two for a late event), `RedisScenePatterns` the sequence patterns (one more, for a
-scene that has any), and `RedisDecisionStore` is the idempotency guard: a decision
-is stored as a compact record (`DecisionRecords`) under its event id, and a duplicate
-gets an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
-A decision costs three round trips: the id lookup, the features, the remembering (four
-with patterns).
+Per scene, `RedisSceneFeatures` computes and stores the features, `RedisScenePatterns`
+the sequence patterns, and `RedisDecisionStore` is the idempotency guard: a decision is
+stored as a compact record (`DecisionRecords`) under its event id, and a duplicate gets
+an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
 
-LSNs come in blocks (`LsnBlocks`, one INCRBY of ``<prefix>:lsn`` per `lsn_block`
-events, 1000 by default): unique across the processes sharing the Redis, increasing
-within each, with gaps.
+A decision costs three round trips:
+
+1. the event's **clock step** and its idempotency lookup, in one pipeline (on a Redis
+   Cluster they are on different nodes and go in parallel). The step (`SharedClock`,
+   riskengine/state/redis/clock.py) takes, atomically on one key for all scenes, the
+   event's LSN, the scene clock G before it and whether it is late (``t < G − L``), and
+   raises G to t when it is not late. A remembered decision (its time ``> G − L −
+   Wmax(scene)`` at that G) is answered as it is and changes nothing: its LSN is a gap,
+   and if its step raised G (a duplicate with a later time than its first decision) one
+   more call puts G back;
+2. the entity calls of every key the event touches and its pattern calls, in one
+   pipeline, each given t, G and the late flag: no key decides lateness, so an event is
+   late on all its keys or on none;
+3. remembering the decision.
+
+LSNs are one arrival order across every process sharing the Redis (one counter, taken
+with G), increasing, with gaps (duplicates, degraded events). `lsn` is the LSN of this
+process's last new decision. With one request in flight at a time, any number of
+processes give the in-memory engine's answers on the same sequence, run after run, on
+one Redis or a Cluster. Under concurrent requests the clock steps put them in one
+order: every event's G and late flag are those of a replay of the decision log in LSN
+order; events of one entity that are in flight at the same time are applied at the
+entity in the order their calls reach it, which can differ from their LSN order.
 
 Time budget, fallback, circuit breaker
 --------------------------------------
 ``state_timeout_ms`` (default 50) bounds every Redis round trip (socket connect and read
-timeouts, no client-side retries) and is the request's budget: when the id lookup (or
-taking an LSN block) has used it up, the event does not touch the state and is answered
-like an outage. A failing round trip ends the request at once, so a degraded answer comes
-within about one timeout (two when the features call's reconnect also times out).
+timeouts, no client-side retries) and is the request's budget: when the first round trip
+has used it up, the event's features are not computed and it is answered like an outage.
+A failing round trip ends the request at once, so a degraded answer comes within about
+one timeout (two when the features call's reconnect also times out).
 
 When Redis cannot be reached, answers an error, runs out of the budget, or the breaker is
 open, `evaluate` returns the scene's **fallback** decision (scene key ``fallback:``,
 accept / review / reject, default review) with ``degraded: True``, every feature None,
-no hits, no list hits, LSN 0 (a degraded decision never reached the shared state, so it
-has no place in its order), and nothing remembered: a retry of the event is decided
+no hits, no list hits, LSN 0, and nothing remembered: a retry of the event is decided
 normally once Redis is back. A failure after the features were stored (the remembering)
 still returns the real decision, only not remembered: the entities' own guard records
 keep a retry of that event from being counted twice while it is their latest event.
+
+**The one place a degraded event moves the clock.** The contract's G counts only events
+that reached the state. When the clock step succeeded and a later round trip fails (or
+the budget ran out after the first), the event is answered with the fallback, but its
+step has happened: its LSN is a gap and, if it was on time and later than G, G is now
+its time (and some of its entity calls may have been applied, on a cluster whose node
+failed mid-batch). Later events are judged against that G; its own retry is decided
+normally (not late by its own doing: its time is at most G). Nothing puts G back: a
+partly applied event could then be stored above G.
 
 The `CircuitBreaker` (riskengine/state/breaker.py; defaults: opens after 5 consecutive
 failures or a failure rate of 50 % over the last 50 calls, at least 20 of them; 1 s
@@ -67,14 +92,18 @@ from riskengine.decision import Decision
 from riskengine.engine import Engine, SceneRuntime, parse_batch
 from riskengine.exceptions import SnapshotError
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
-from riskengine.state.redis.codec import RedisStateError
+from riskengine.state.redis.clock import SharedClock, StateFormatError, Step
+from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
-from riskengine.state.redis.lsn import DEFAULT_BLOCK, LsnBlocks
 from riskengine.state.redis.patterns import RedisScenePatterns
 from riskengine.state.redis.records import DecisionRecords
 from riskengine.state.redis.store import RedisSceneFeatures
+
+__all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "SharedEngine",
+           "StateFormatError", "StateUnavailableError", "open_client", "redact",
+           "refuse_other_layouts"]
 
 log = logging.getLogger("riskengine.state")
 
@@ -82,10 +111,6 @@ DEFAULT_STATE_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STATE_TIMEOUT_MS = 50
 STATE_ERRORS = (redis.exceptions.RedisError, RedisStateError, OSError)
 """What a state call raises when Redis is down, slow or refusing: answered degraded."""
-
-
-class StateUnavailableError(RedisStateError):
-    """The shared state cannot be reached (at start) or its URL is not usable."""
 
 
 def redact(url: str) -> str:
@@ -118,6 +143,25 @@ def open_client(url: str, timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Client:
                                     f"start Redis or fix the state URL") from None
 
 
+def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") -> None:
+    """Raise `StateFormatError` when the state at `url` was written under another layout
+    (what every `SharedEngine` on it would raise at start): for a parent process to refuse
+    before it starts workers. Redis not answering is not refused here (the workers start
+    degraded until it answers, and check then)."""
+    try:
+        client = open_client(url, 5000)
+    except StateUnavailableError:
+        return
+    try:
+        SharedClock(client, prefix).check(list(scenes))
+    except StateFormatError:
+        raise
+    except STATE_ERRORS:
+        return
+    finally:
+        client.close()
+
+
 class SharedScene:
     """One scene's shared state: its `RedisSceneFeatures` (built once Redis answers), its
     decision store, its fallback, and its counters."""
@@ -143,14 +187,15 @@ class SharedEngine(Engine):
 
     `client` should give up quickly (`open_client`). `require_state`: raise
     `StateUnavailableError` at construction when Redis cannot be reached; with False the
-    engine starts anyway and answers degraded until Redis answers. `feature_options` go
-    to every `RedisSceneFeatures` (guard_depth, buckets, ttl_ms, ...).
+    engine starts anyway and answers degraded until Redis answers. State written by
+    another version (another clock layout) raises `StateFormatError` either way.
+    `feature_options` go to every `RedisSceneFeatures` (guard_depth, buckets, ttl_ms, ...).
     """
 
     def __init__(self, config: ProjectConfig, client: Client, *,
                  state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
-                 breaker: CircuitBreaker | None = None, lsn_block: int = DEFAULT_BLOCK,
-                 prefix: str = "re", require_state: bool = True, state_url: str = "",
+                 breaker: CircuitBreaker | None = None, prefix: str = "re",
+                 require_state: bool = True, state_url: str = "",
                  **feature_options: Any) -> None:
         super().__init__(config)
         self.shared_state = True
@@ -160,7 +205,7 @@ class SharedEngine(Engine):
         self.budget_s = state_timeout_ms / 1000.0
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._feature_options = feature_options
-        self._lsns = LsnBlocks(client, key=f"{prefix}:lsn", block=lsn_block)
+        self._clock = SharedClock(client, prefix)
         self._shared = {
             name: SharedScene(self.scene(name), RedisDecisionStore(
                 cast(redis.Redis, client),  # a RedisCluster serves its GET / EVALSHA too
@@ -171,6 +216,8 @@ class SharedEngine(Engine):
         try:
             for shared in self._shared.values():
                 self._attach(shared)
+        except StateFormatError:
+            raise
         except STATE_ERRORS as exc:
             if require_state:
                 raise StateUnavailableError(
@@ -201,7 +248,8 @@ class SharedEngine(Engine):
     def _attach(self, shared: SharedScene) -> RedisSceneFeatures:
         shared.records.register()
         features = RedisSceneFeatures(self.client, shared.runtime.config, lists=self.lists,
-                                      prefix=self.prefix, **self._feature_options)
+                                      prefix=self.prefix, clock=self._clock,
+                                      **self._feature_options)
         shared.features = features
         return features
 
@@ -211,11 +259,6 @@ class SharedEngine(Engine):
             self.scene(name)  # raises UnknownSceneError
             raise KeyError(name)
         return shared
-
-    @property
-    def lsn(self) -> int:
-        """The LSN this process handed out last (0: none yet)."""
-        return self._lsns.last
 
     # -- deciding -----------------------------------------------------------------------
 
@@ -246,16 +289,26 @@ class SharedEngine(Engine):
             state = shared.features
             if state is None:
                 state = self._attach(shared)
-            previous = shared.store.lookup(event_id, state.clock)
+            run = state.run_calls
+            raw, reply = run([state.recall_call(shared.store.key(event_id)),
+                              state.step_call(event)])
+            step = self._clock.taken(reply, t)
+            previous = shared.store.live(raw, step.clock)
             if previous is None:
-                lsn = self._lsns.take()
                 if perf_counter() - started > self.budget_s:
                     raise redis.exceptions.TimeoutError("the state time budget ran out "
                                                         "before the features were computed")
-                features, late = state.compute(event, lsn)
+                calls, touched = state.entity_calls(event, step)
+                asked: list[str] = []
                 if shared.patterns:
-                    shared.patterns.observe(state, event, late, state.clock, self.lists,
-                                            features)
+                    more, asked = shared.patterns.calls(state, event, step, self.lists)
+                    calls += more
+                replies = run(calls)
+                features, late = state.values(touched, replies[:len(touched)], step.late)
+                if shared.patterns:
+                    shared.patterns.read(asked, replies[len(touched):], features)
+            elif step.raised:
+                self._unclock(state, event, step)
         except STATE_ERRORS as exc:
             self._failed(exc)
             return self._degraded(shared, event, started)
@@ -263,17 +316,11 @@ class SharedEngine(Engine):
             self._succeeded()
             shared.duplicates += 1
             return shared.records.decode(previous, event_id)
-        runtime = shared.runtime
-        lists = self.lists
-        list_hits = runtime.list_hits(lists, event, t) if runtime.list_checks else ()
-        ruleset = runtime.ruleset
-        action, score, hits, shadow_hits, errors = ruleset.outcome(event, features, lists)
-        decision = Decision(
-            event_id, shared.name, action, score, hits, shadow_hits, features, list_hits,
-            ruleset.version, late, False, (perf_counter() - started) * 1000.0, lsn, t, errors)
+        decision, _ = shared.runtime.decide(event, step.lsn, features, late, False,
+                                            self.lists, started)
         try:
             first = shared.store.remember(event_id, t, shared.records.encode(decision),
-                                          state.clock)
+                                          step.clock)
         except STATE_ERRORS as exc:
             self._failed(exc)
             shared.unremembered += 1
@@ -284,8 +331,18 @@ class SharedEngine(Engine):
             shared.duplicates += 1
             return shared.records.decode(first, event_id)
         shared.decisions += 1
+        self._lsn = step.lsn
         decision.latency_ms = (perf_counter() - started) * 1000.0
         return decision
+
+    def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step) -> None:
+        """Put G back after the clock step of a duplicate raised it (best effort: the
+        duplicate is answered either way)."""
+        try:
+            state.run_calls([state.undo_call(event, step)])
+        except STATE_ERRORS as exc:
+            log.warning("state at %s: the clock of scene %s stays at %s after a duplicate "
+                        "(%s)", self.state_url, state.scene, event["timestamp"], exc)
 
     def _degraded(self, shared: SharedScene, event: dict[str, Any], started: float
                   ) -> Decision:
@@ -326,19 +383,13 @@ class SharedEngine(Engine):
                 for name, s in self._shared.items()}
 
     def state_health(self) -> dict[str, Any]:
-        """The breaker's counters, the LSN blocks taken, and the (redacted) state URL."""
+        """The breaker's counters, the last LSN this process was given, and the
+        (redacted) state URL."""
         return {"state": self.state_url, "breaker": self.breaker.stats(),
-                "lsn_blocks": self._lsns.blocks}
+                "last_lsn": self._clock.last_lsn}
 
     def close(self) -> None:
-        """Publish every scene's pending clock (best effort) and close the client."""
-        for shared in self._shared.values():
-            if shared.features is not None:
-                try:
-                    shared.features.flush()
-                except STATE_ERRORS as exc:
-                    log.warning("state at %s: clock of scene %s not published: %s",
-                                self.state_url, shared.name, exc)
+        """Close the client (nothing is pending: every step is taken in Redis)."""
         self.client.close()
 
     def __enter__(self) -> SharedEngine:
@@ -352,7 +403,7 @@ class SharedEngine(Engine):
         the clock, the entity). Raises the Redis error when the state cannot be reached."""
         shared = self._shared_scene(scene)
         state = shared.features if shared.features is not None else self._attach(shared)
-        clock = state.sync_clock()
+        clock = state.read_clock()
         found = state.peek(field, value, clock)
         if found is None:
             raise KeyError(field)

@@ -1,7 +1,8 @@
 """Whole-event idempotency in Redis: event id → the decision first given for it.
 
 A record is remembered while the event's time is `> G − L − Wmax(scene)` (the contract's
-horizon, checked with the scene clock G on every lookup), and a wall-clock TTL of the same
+horizon, checked with the scene clock G of the event's clock step, read in the same
+pipeline as the record: `SharedEngine`), and a wall-clock TTL of the same
 length, at least 10 minutes, frees it in Redis (assuming event time runs like wall time; a
 longer `ttl_ms` keeps records through pauses). Unlike the in-memory engine there is no count cap
 (`idempotency_max`): Redis memory limits apply instead.
@@ -18,7 +19,8 @@ from riskengine.state.redis.store import MIN_TTL_MS, Script, load_script
 class RedisDecisionStore:
     """event id → ``<t>|<decision record>`` for one scene; the first decision wins.
 
-    `lookup` before deciding, `remember` after: when two workers race on one id, the
+    The record at `key(id)` is read before deciding (in the pipeline of the clock step)
+    and judged by `live`; `remember` after: when two workers race on one id, the
     second `remember` returns the first decision, which is the one to answer with.
     `client` is a `redis.Redis` or a `RedisCluster`: a record is one key, its script is
     loaded on every primary again when one answers NOSCRIPT.
@@ -36,16 +38,11 @@ class RedisDecisionStore:
     def key(self, event_id: str) -> str:
         return f"{self.prefix}:id:{{{self.scene}|{event_id}}}"
 
-    def lookup(self, event_id: str, clock: int | None) -> bytes | None:
-        """The remembered record of `event_id` (``<t>|<decision>``), or None (never seen,
-        or past the horizon)."""
-        raw = self.client.get(self.key(event_id))
+    def live(self, raw: bytes | str | None, clock: int | None) -> bytes | None:
+        """The whole record, ``<t>|<decision>``, unless there is none or it is past the
+        horizon at the scene clock `clock`."""
         if raw is None:
             return None
-        return self._live(raw, clock)
-
-    def _live(self, raw: bytes | str, clock: int | None) -> bytes | None:
-        """The whole record, ``<t>|<decision>``, unless it is past the horizon."""
         data = raw.encode() if isinstance(raw, str) else raw
         t, _, _ = data.partition(b"|")
         if clock is not None and int(t) <= clock - self.horizon_ms:
@@ -63,6 +60,4 @@ class RedisDecisionStore:
         except redis.exceptions.NoScriptError:
             self.client.script_load(self._script.source)
             old = self.client.evalsha(self._script.sha, 1, key, *args)
-        if old is None:
-            return None
-        return self._live(old, clock)
+        return self.live(old, clock)

@@ -4,9 +4,12 @@ Each pattern key is one string key, ``<prefix>:{<scene>|pattern|<name>|<key text
 updated by the scene library's ``pattern`` function (scripts/entity.lua) in one atomic
 call: forgetting by the scene clock, the sequence or absence test, storing, trimming,
 and a guard of the key's last two events (a retried event gets its first answer and
-changes nothing). The step predicates run here, in Python, as in memory; all pattern
-keys of an event go in one pipeline, after the features (whose `late` they need).
-Ties in time are ordered by arrival at the key, as LSNs order them in one process.
+changes nothing). The step predicates run here, in Python, as in memory. The event's
+clock step gives the late flag (an event is late for the patterns iff it is late: no
+pattern key decides it) and the scene clock after the event, `max(G, t)` unless late,
+by which idle keys are forgotten; so the pattern calls go in the same pipeline as the
+entity calls. Ties in time are ordered by arrival at the key, as LSNs order them in one
+process.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from riskengine.patterns import MAX_PER_KEY, ScenePatterns
+from riskengine.state.redis.clock import Step
 from riskengine.state.redis.codec import event_digest, key_text
 from riskengine.state.redis.functions import Call
 from riskengine.state.redis.store import MIN_TTL_MS, RedisSceneFeatures
@@ -22,7 +26,8 @@ __all__ = ["RedisScenePatterns"]
 
 
 class RedisScenePatterns:
-    """`observe` as `ScenePatterns.observe`, with the state in Redis."""
+    """`observe` as `ScenePatterns.observe`, with the state in Redis, in two halves:
+    `calls` (to send with the entity calls) and `read` (their replies)."""
 
     def __init__(self, patterns: ScenePatterns, scene: str, prefix: str = "re") -> None:
         self.patterns = patterns.patterns
@@ -32,27 +37,34 @@ class RedisScenePatterns:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
-    def observe(self, features: RedisSceneFeatures, event: dict[str, Any], late: bool,
-                clock: int | None, lists: Any, out: dict[str, Any]) -> None:
-        """Put ``pattern:name`` → bool into `out` for every pattern (one round trip)."""
+    def calls(self, features: RedisSceneFeatures, event: dict[str, Any], step: Step,
+              lists: Any) -> tuple[list[Call], list[str]]:
+        """The FCALLs of the event's pattern keys (a pattern with a null key field has
+        none), and the ``pattern:name`` each answers."""
         calls: list[Call] = []
         asked: list[str] = []
         t = event["timestamp"]
         digest = event_digest(event["event_id"])
-        g: int | str = "" if clock is None else clock
+        after = t if step.raised else step.clock  # G after the event
+        g: int | str = "" if after is None else after
+        late = 1 if step.late else 0
         function = features.pattern_function
         for pattern, head in zip(self.patterns, self.heads, strict=True):
-            out[pattern.key] = False
             key = pattern.key_of(event)
             if key is None:
                 continue
             text = key_text(key if isinstance(key, tuple) else (key,))
             calls.append((function, (f"{head}{text}}}",), (
-                "s" if pattern.times else "a", t, 1 if late else 0, g,
-                pattern.mask_of(event, lists), pattern.within, pattern.lateness,
-                pattern.keep_ms, MAX_PER_KEY, max(2 * pattern.keep_ms, MIN_TTL_MS), digest,
-                *pattern.times)))
+                "s" if pattern.times else "a", t, late, g,
+                pattern.mask_of(event, lists), pattern.within, pattern.keep_ms, MAX_PER_KEY,
+                max(2 * pattern.keep_ms, MIN_TTL_MS), digest, *pattern.times)))
             asked.append(pattern.key)
-        if calls:
-            for name, reply in zip(asked, features.run_calls(calls), strict=True):
-                out[name] = reply == 1
+        return calls, asked
+
+    def read(self, asked: list[str], replies: list[Any], out: dict[str, Any]) -> None:
+        """Put ``pattern:name`` → bool into `out` for every pattern (False for those not
+        asked)."""
+        for pattern in self.patterns:
+            out[pattern.key] = False
+        for name, reply in zip(asked, replies, strict=True):
+            out[name] = reply == 1

@@ -52,6 +52,11 @@ class Group:
     def max_window_ms(self) -> int:
         return self.windows[-1].window_ms
 
+    @property
+    def reach_ms(self) -> int:
+        """How far back from an event's time its windows can read: W, or W + H tiled."""
+        return self.max_window_ms + self.hop_ms
+
 
 @dataclass(frozen=True, slots=True)
 class Slot:
@@ -68,9 +73,14 @@ class EntityPlan:
     groups: tuple[Group, ...]
     slots: tuple[Slot, ...]
     outputs: tuple[Output, ...]  # in the order the script returns them
-    max_window_ms: int  # Wmax(B), for forgetting
     lateness_ms: int
     signature: str
+
+    @property
+    def reach_ms(self) -> int:
+        """Rmax(B): the largest reach of the features keyed by B (docs/semantics.md),
+        what forgetting, trimming and the TTL go by."""
+        return max(g.reach_ms for g in self.groups)
 
     @property
     def masked(self) -> bool:
@@ -99,10 +109,11 @@ class EntityPlan:
                 f"hop = {g.hop_ms}, "
                 f"wmax = {g.max_window_ms}, items = {{{items}}}, "
                 f"wins = {{{', '.join(windows)}}}}}")
-        return (f"{{L = {self.lateness_ms}, WMAX = {self.max_window_ms}, "
+        return (f"{{L = {self.lateness_ms}, RMAX = {self.reach_ms}, "
                 f"STRIDE = {self.stride}, MASKED = {_lua_bool(self.masked)}, "
                 f"NSLOT = {len(self.slots)}, NOUT = {len(self.outputs)}, "
-                f"DEPTH = {guard_depth}, NTILED = {tiled}, WSCENE = {scene_window_ms}, "
+                f"DEPTH = {guard_depth}, NTILED = {tiled}, "
+                f"IDLE = {max(self.reach_ms, scene_window_ms)}, "
                 f"SWEEP = {sweep}, RUNMIN = {running_from}, CHUNK = {page_entries}, "
                 f"G = {{{', '.join(groups)}}}}}")
 
@@ -175,5 +186,4 @@ def _entity_plan(by: tuple[str, ...], members: list[FeatureSpec], lateness_ms: i
     signature = "|".join(sorted(spec.signature for spec in members))
     digest = hashlib.blake2b(signature.encode(), digest_size=4).hexdigest()
     return EntityPlan(by=by, groups=tuple(groups), slots=slots, outputs=ordered,
-                      max_window_ms=max(s.window_ms for s in members),
                       lateness_ms=lateness_ms, signature=digest)

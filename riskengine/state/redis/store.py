@@ -1,10 +1,11 @@
-"""`RedisSceneFeatures`: a scene's features computed and stored in Redis, one round trip.
+"""`RedisSceneFeatures`: a scene's features computed and stored in Redis.
 
-`compute(event, lsn)` gives what `SceneFeatures.compute` gives in memory, `(features,
-late)`, for the same events in the same order. Each entity the event touches is one
-FCALL of its plan's function; all of them and the scene clock go in one pipeline. An
-event late on one of its keys but stored on another (the other function could not know)
-costs a second round trip that takes it back there and rescores it as late.
+An event first takes its clock step (`step_call`: its LSN, the scene clock G before it,
+and whether it is late; riskengine/state/redis/clock.py), then each entity it touches is
+one FCALL of its plan's function, all in one pipeline (`entity_calls`), given t, G and
+the late flag: no entity decides lateness, so an event is late on all its keys or on
+none. `compute(event)` does both round trips and gives what `SceneFeatures.compute`
+gives in memory, `(features, late)`, for the same events in the same order.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import redis
 from riskengine.config import SceneConfig
 from riskengine.lists import ListStore
 from riskengine.rules.expr import ExprNames, compile_expression
+from riskengine.state.redis.clock import SharedClock, Step
 from riskengine.state.redis.codec import (
     MICRO,
     RedisStateError,
@@ -103,9 +105,11 @@ class RedisSceneFeatures:
     """The features of one scene with their state in Redis (see the package docstring).
 
     `client` is a `redis.Redis` or a `redis.cluster.RedisCluster` with bytes replies (no
-    `decode_responses`; `connect(url)` makes either). `guard_depth` is how many recent
+    `decode_responses`; `connect(url)` makes either). `clock`: the `SharedClock` of the
+    prefix (one per process is enough; made here when not given); state of another
+    layout is refused with `StateFormatError`. `guard_depth` is how many recent
     events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
-    the TTL of entity keys, `max(2 * (L + Wmax(B)), 10 min)` (0: no TTL). `buckets` per
+    the TTL of entity keys, `max(2 * (L + Rmax(B)), 10 min)` (0: no TTL). `buckets` per
     key set: about the number of live entities / 50. `bucket_value_max`: the largest
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
@@ -116,7 +120,8 @@ class RedisSceneFeatures:
     """
 
     def __init__(self, client: Client, scene: SceneConfig, *,
-                 lists: ListStore | None = None, prefix: str = "re", guard_depth: int = 1,
+                 lists: ListStore | None = None, prefix: str = "re",
+                 clock: SharedClock | None = None, guard_depth: int = 1,
                  ttl_ms: int | None = None, buckets: int = 4096,
                  bucket_value_max: int | None = None, sweep: int = 2,
                  running_from: int = RUNNING_FROM, page_entries: int = PAGE_ENTRIES) -> None:
@@ -130,17 +135,20 @@ class RedisSceneFeatures:
         self.names = tuple(spec.name for spec in scene.features)
         self.max_window_ms = max((s.window_ms for s in scene.features), default=0)
         self.idempotency_horizon_ms = scene.lateness_ms + self.max_window_ms
+        self.shared_clock = clock if clock is not None else SharedClock(client, prefix)
+        self.shared_clock.check([scene.name])
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
         tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from, page_entries)
                   for plan in self.plans]
         self.library, functions = Library.build("riskengine", load_script("entity.lua"), [
             *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
               for i, table in enumerate(tables)),
-            ("clock", "lazy(function(lib) return lib.clock end)"),
-            ("inspect", "lazy(function(lib) return lib.inspect end)"),
-            ("pattern", "lazy(function(lib) return lib.pattern end)")])
+            *((name, f"lazy(function(lib) return lib.{name} end)")
+              for name in ("clock", "unclock", "recall", "inspect", "pattern"))])
         self.pattern_function = functions["pattern"]
         self._clock_function = functions["clock"]
+        self._unclock_function = functions["unclock"]
+        self._recall_function = functions["recall"]
         self._inspect_function = functions["inspect"]
         where_names = ExprNames(
             features=frozenset(), lists=frozenset(lists.names()) if lists else frozenset(),
@@ -154,7 +162,7 @@ class RedisSceneFeatures:
                     origin=f"scene {scene.name!r} features by {'+'.join(plan.by)} where")
                 filters.append((group.bit, predicate))
             ttl = ttl_ms if ttl_ms is not None else max(
-                2 * (scene.lateness_ms + plan.max_window_ms), MIN_TTL_MS)
+                2 * (scene.lateness_ms + plan.reach_ms), MIN_TTL_MS)
             entities.append(_Entity(
                 plan=plan,
                 function=functions[f"e{i}"],
@@ -170,10 +178,7 @@ class RedisSceneFeatures:
         self.buckets = buckets
         self.bucket_value_max = (self._listpack_value_max() if bucket_value_max is None
                                  else bucket_value_max)
-        self.clock_key = f"{prefix}:{{{scene.name}}}:G"
         self.key_pattern = f"{prefix}:{{{scene.name}|*"
-        self._clock: int | None = None
-        self._pending: int | None = None
         self._caller = FunctionCaller(client, self.library, f"scene {scene.name!r}",
                                       resend=guard_depth > 0)
         self._run = self._caller.run
@@ -197,24 +202,24 @@ class RedisSceneFeatures:
 
     # ------------------------------------------------------------------ clock
 
-    @property
-    def clock(self) -> int | None:
-        """G: the largest time of the accepted events that were not late (as known here)."""
-        return self._clock
+    def step_call(self, event: dict[str, Any]) -> Call:
+        """The FCALL of the event's clock step (reply: `shared_clock.taken`)."""
+        return self.shared_clock.step_call(self._clock_function, self.scene,
+                                           event["timestamp"], self.lateness_ms)
 
-    def _merge_clock(self, shared: Any) -> None:
-        if shared is not None:
-            value = int(shared)
-            if self._clock is None or value > self._clock:
-                self._clock = value
+    def undo_call(self, event: dict[str, Any], step: Step) -> Call:
+        """The FCALL that puts G back after the step of a duplicate raised it."""
+        return self.shared_clock.undo_call(self._unclock_function, self.scene,
+                                           event["timestamp"], step)
 
-    def sync_clock(self) -> int | None:
-        """Publish this worker's pending clock and read the shared one (one round trip)."""
-        pending = "" if self._pending is None else self._pending
-        (shared,) = self._run([(self._clock_function, (self.clock_key,), (pending,))])
-        self._pending = None
-        self._merge_clock(shared)
-        return self._clock
+    def recall_call(self, key: str) -> Call:
+        """The FCALL that reads the idempotency record at `key` (a GET, in the pipeline
+        of the clock step)."""
+        return (self._recall_function, (key,), ())
+
+    def read_clock(self) -> int | None:
+        """G of this scene as it stands in Redis (one round trip)."""
+        return self.shared_clock.read(self.scene)
 
     # ------------------------------------------------------------------ per event
 
@@ -237,18 +242,25 @@ class RedisSceneFeatures:
             entity.key_tail
         return bucket, f"{bucket}:{text}"
 
-    def compute(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool]:
-        """Feature values for a parsed `event` and whether it is late; stores it unless late.
+    def compute(self, event: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Feature values for a parsed `event` and whether it is late; stores it unless
+        late. Two round trips: the clock step, then the entities (no idempotency check:
+        `SharedEngine` is the whole decision path)."""
+        (reply,) = self._run([self.step_call(event)])
+        step = self.shared_clock.taken(reply, event["timestamp"])
+        calls, touched = self.entity_calls(event, step)
+        return self.values(touched, self._run(calls), step.late)
 
-        `lsn` is accepted for parity with the in-memory engine: in Redis, ties in time are
-        ordered by arrival at each entity, which is LSN order for one writer.
-        """
-        del lsn
+    def entity_calls(self, event: dict[str, Any], step: Step
+                     ) -> tuple[list[Call], list[_Entity]]:
+        """The FCALLs of every entity the event touches (null keys touch none), given its
+        clock step, and those entities (for `values`)."""
         t = event["timestamp"]
         digest = event_digest(event["event_id"])
-        clock = self._clock
+        clock = step.clock
         clock_arg: int | str = "" if clock is None else clock
         horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
+        late = 1 if step.late else 0
         lists = self.lists
         commands: list[Call] = []
         touched: list[_Entity] = []
@@ -267,41 +279,23 @@ class RedisSceneFeatures:
                 slots.append("" if value is None else slot_text(
                     value, quantized=quantized, distinct=distinct, field=field))
             commands.append((entity.function, self.entity_keys(entity, text),
-                             ["a", t, clock_arg, horizon, digest, mask, entity.ttl_ms, text,
-                              small, *slots]))
+                             ["a", t, clock_arg, late, horizon, digest, mask, entity.ttl_ms,
+                              text, small, *slots]))
             touched.append(entity)
-        pending = "" if self._pending is None else self._pending
-        commands.append((self._clock_function, (self.clock_key,), (pending,)))
-        replies = self._run(commands)
-        self._pending = None
-        self._merge_clock(replies.pop())
+        return commands, touched
 
-        late = any(reply[0] == 1 for reply in replies)
-        if late:
-            self._rescore_as_late(commands, replies)
+    def values(self, touched: list[_Entity], replies: list[Any], late: bool
+               ) -> tuple[dict[str, Any], bool]:
+        """The features from the replies of `entity_calls`, and whether the event is late:
+        `late` as its clock step said, unless an entity answered from its guard record (a
+        retried event gets its first answer, late flag included)."""
         out = dict.fromkeys(self.names)
         for entity, reply in zip(touched, replies, strict=True):
-            for (name, decode), raw in zip(entity.outputs, reply[3:], strict=True):
+            if reply[1] == 1:
+                late = reply[0] == 1
+            for (name, decode), raw in zip(entity.outputs, reply[2:], strict=True):
                 out[name] = None if raw is None else decode(raw)
-        if not late:
-            if self._clock is None or t > self._clock:
-                self._clock = t
-            if self._pending is None or t > self._pending:
-                self._pending = t
         return out, late
-
-    def _rescore_as_late(self, commands: list[Call], replies: list[Any]) -> None:
-        """Second round trip: entities that scored the event as on time (and may have
-        stored it) take it back and score it as late, as the contract asks."""
-        fixes = [i for i, reply in enumerate(replies) if reply[2] == 0]
-        if not fixes:
-            return
-        again: list[Call] = []
-        for i in fixes:
-            function, keys, args = commands[i]
-            again.append((function, keys, ["u" if replies[i][1] == 1 else "l", *args[1:]]))
-        for i, reply in zip(fixes, self._run(again), strict=True):
-            replies[i] = reply
 
     def peek(self, field: str, value: Any, clock: int | None) -> dict[str, Any] | None:
         """The features keyed by exactly `field` for key `value`, read at the scene clock
@@ -321,22 +315,17 @@ class RedisSceneFeatures:
             for candidate in candidates:
                 text = key_text((candidate,))
                 (reply,) = self._run([(entity.function, self.entity_keys(entity, text),
-                                       ["p", at, "" if clock is None else clock, "", "", 0, 0,
-                                        text, self.bucket_value_max, *blank])])
+                                       ["p", at, "" if clock is None else clock, 0, "", "",
+                                        0, 0, text, self.bucket_value_max, *blank])])
                 if reply[0] == 1:
                     break
             return {name: None if raw is None else decode(raw)
-                    for (name, decode), raw in zip(entity.outputs, reply[3:], strict=True)}
+                    for (name, decode), raw in zip(entity.outputs, reply[2:], strict=True)}
         return None
 
     def run_calls(self, calls: list[Call]) -> list[Any]:
         """Send FCALLs of this scene's library in one pipeline (see `FunctionCaller`)."""
         return self._run(calls)
-
-    def flush(self) -> None:
-        """Publish the pending clock now (e.g. before a worker stops)."""
-        if self._pending is not None:
-            self.sync_clock()
 
     # ------------------------------------------------------------------ inspection
 

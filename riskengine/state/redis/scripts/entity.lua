@@ -2,30 +2,35 @@
 --
 -- store.py puts the library together: a `#!lua name=...` line, this file, then one
 -- `redis.register_function(name, lazy(function(lib) return lib.entity(P) end))` per
--- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock`,
--- `lib.inspect` and `lib.pattern` (sequence patterns). The load run of a library sees no globals but `redis`, so `library()`
--- builds the helpers at the first call, and each function builds its plan's closures at
--- its own first call: once per server, after which a call only executes.
+-- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock` and
+-- `lib.unclock` (the scene clock), `lib.recall` (an idempotency record), `lib.inspect`
+-- and `lib.pattern` (sequence patterns). The load run of a library sees no globals but
+-- `redis`, so `library()` builds the helpers at the first call, and each function builds
+-- its plan's closures at its own first call: once per server, after which a call only
+-- executes.
 -- docs/semantics.md is the contract; riskengine/state/redis/__init__.py documents the
 -- key and blob layout.
 --
 -- An entity function, FCALL <name> 2 <bucket> <own key> <args...>:
 -- keys[1]  the bucket hash of the entity (small entities are fields of it)
 -- keys[2]  the entity's own key (where it lives once it outgrows a bucket field)
--- args[1]  mode: 'a' apply | 'l' rescore as late | 'u' take the event back, rescore as late
---          | 'p' peek (read at t, no event, nothing written: the first reply value is 1
---          when the key holds anything)
+-- args[1]  mode: 'a' apply | 'p' peek (read at t, no event, nothing written: the first
+--          reply value is 1 when the key holds anything)
 -- args[2]  t, the event time (ms)
 -- args[3]  G, the scene clock before this event ('' when no event was accepted yet)
--- args[4]  idempotency horizon G - L - Wmax(scene) ('' for none)
--- args[5]  digest of the event id
--- args[6]  mask of the groups whose `where` filter the event passed
--- args[7]  TTL in ms (0: none)
--- args[8]  the entity's field in the bucket (its key value)
--- args[9]  the largest value kept as a bucket field (bytes)
--- args[10..] slot texts of the event ('' when null or absent)
+-- args[4]  1 when the event is late (t < G - L, decided by the clock step), else 0
+-- args[5]  idempotency horizon G - L - Wmax(scene) ('' for none)
+-- args[6]  digest of the event id
+-- args[7]  mask of the groups whose `where` filter the event passed
+-- args[8]  TTL in ms (0: none)
+-- args[9]  the entity's field in the bucket (its key value)
+-- args[10] the largest value kept as a bucket field (bytes)
+-- args[11..] slot texts of the event ('' when null or absent)
 --
--- Reply: {late here (0/1), stored (0/1), scored as late (0/1), value 1, ..., value NOUT}
+-- Reply: {late (0/1), 1 when answered from the guard record (0/1), value 1, ...,
+-- value NOUT}. The entity never decides lateness: the caller's flag says whether the
+-- event is scored over the whole window and stored, or scored above the floor
+-- G - L - W and stored nowhere.
 
 local LIB
 
@@ -408,13 +413,13 @@ local function library()
 
   local function entity(P)
     prepare(P)
-    local L, WMAX, STRIDE, MASKED = P.L, P.WMAX, P.STRIDE, P.MASKED
+    local L, RMAX, STRIDE, MASKED = P.L, P.RMAX, P.STRIDE, P.MASKED
     local NSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.NOUT, P.DEPTH, P.G
-    local NHIST, RUNMIN, SWEEP, WSCENE = P.NHIST, P.RUNMIN, P.SWEEP, P.WSCENE
+    local NHIST, RUNMIN, SWEEP, IDLE = P.NHIST, P.RUNMIN, P.SWEEP, P.IDLE
     local CHUNK = P.CHUNK
     local OFF = STRIDE - NSLOT
     local RSTRIDE = 3 + NOUT
-    local SLOT0 = 9
+    local SLOT0 = 10
     -- an entity too big for its bucket field lives whole in its own string key while it
     -- holds fewer than PAGE entries, paged in its own hash from PAGE on, and whole again
     -- below CHUNK
@@ -422,14 +427,14 @@ local function library()
 
     -- the call's arguments (set at the start of every call)
     local bucket, own, field, mode, digest
-    local t, G, horizon, pmask, ttl, small
+    local t, G, late, horizon, pmask, ttl, small
     local ETXT = {}
     -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
     -- msgpack({header - base, entries, tiles, ring, running}); header = newest time the
     -- entity holds (entry or guard record), what the sweep of idle siblings reads;
     -- entries is flat: per entry dt (t - base), [mask], slot texts (false for null);
     -- tiles has one list per tiled group; ring is flat: per record digest, dt, flags (1
-    -- late here, 2 stored, 4 scored as late), values; running (busy entities only)
+    -- late), values; running (busy entities only)
     -- holds per history group and window a running state {B, count, item states...} of
     -- the entries later than B. An entity too big for its bucket field is the same value
     -- in its own string key; from PAGE entries on it is *paged*, a hash at its own key:
@@ -678,15 +683,15 @@ local function library()
       end
     end
 
-    -- entry i (0: the event) at time tx with mask stored (sign 1) or taken back (-1)
-    local function run_touch(i, tx, mask, sign)
+    -- the event, being stored, into the running states of its groups
+    local function run_touch()
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
-        if not grp.tiled and band(mask, grp.bit) ~= 0 then
+        if not grp.tiled and band(pmask, grp.bit) ~= 0 then
           local states, wins = RUN[grp.hx], grp.wins
           for w = 1, #wins do
             local ws = states[w]
-            if tx > ws[1] then run_entry(ws, grp, wins[w], i, sign) end
+            if t > ws[1] then run_entry(ws, grp, wins[w], 0, 1) end
           end
         end
       end
@@ -695,7 +700,7 @@ local function library()
     -- ---------------------------------------------------------------- values
 
     -- history group by one backward scan: stored x with lo - W < t(x) <= t, plus the
-    -- event; lo = t, or max(t, maxts - L) for an event scored as late
+    -- event; lo = t, or G - L for a late event (its floor G - L - W)
     local function history_values(g, out, lo_base, hi)
       local items, wins = g.items, g.wins
       local a = newacc(items)
@@ -810,13 +815,13 @@ local function library()
 
     -- tiled group: whole tiles from floor((lo - W)/H), then the event's own tile: its raw
     -- entries up to t, or (scored as late) the whole tile
-    local function tiled_values(g, tiles, out, late, lo_base, hi)
+    local function tiled_values(g, tiles, out, whole, lo_base, hi)
       local items, wins, hop = g.items, g.wins, g.hop
       local a = newacc(items)
       if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
       local ownt = fdiv(t, hop)
       local top = ownt
-      if not late then
+      if not whole then
         top = ownt - 1
         local start = ownt * hop
         for i = hi, 1, -1 do
@@ -843,17 +848,19 @@ local function library()
       for w = j, nw do emit(a, wins[w], out) end
     end
 
-    local function all_values(maxts, late)
+    -- every value of the entity for the event: over the whole windows, or (`floored`,
+    -- a late event) above the floor G - L - W, by whole tiles for tiled groups
+    local function all_values(floored)
       local out = {}
       local lo_base = t
-      if late and maxts and maxts - L > t then lo_base = maxts - L end
+      if floored and G - L > t then lo_base = G - L end
       local hi = last_at_or_before(t)
       local n = N
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled then
-          tiled_values(grp, TILES[grp.ti], out, late, lo_base, hi)
-        elseif RUN and not late then
+          tiled_values(grp, TILES[grp.ti], out, floored, lo_base, hi)
+        elseif RUN and not floored then
           local states, wins = RUN[grp.hx], grp.wins
           for w = 1, #wins do run_window(grp, wins[w], states[w], out, hi, n) end
         else
@@ -975,30 +982,6 @@ local function library()
       end
     end
 
-    -- take out entry i
-    local function remove_row(i)
-      AT = {}
-      local k
-      if paged then
-        load_from(i)
-        k = chunk_of(i)
-      end
-      for f = i * STRIDE + 1, N * STRIDE do E[f - STRIDE] = E[f] end
-      for f = N * STRIDE - STRIDE + 1, N * STRIDE do E[f] = nil end
-      N = N - 1
-      if not paged then return end
-      local d = (k - 1) * 4
-      DIR[d + 2] = DIR[d + 2] - 1
-      if DIR[d + 2] == 0 then
-        DROPPED[#DROPPED + 1] = DIR[d + 1]
-        for _ = 1, 4 do tremove(DIR, d + 1) end
-        chunk_starts()
-      else
-        chunk_starts()
-        chunk_changed(k)
-      end
-    end
-
     local function store(hi)
       if N == 0 and not paged then
         shift_ring(t)
@@ -1008,35 +991,10 @@ local function library()
       if MASKED then row[2] = pmask end
       for s = 1, NSLOT do row[#row + 1] = ETXT[s] end
       insert_row(hi, row)
-      if RUN then run_touch(0, t, pmask, 1) end
+      if RUN then run_touch() end
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled and band(pmask, grp.bit) ~= 0 then tile_add(grp, TILES[grp.ti], 0, t) end
-      end
-    end
-
-    -- take back the event's entry (the last one at time t) and rebuild its tiles from the
-    -- raw entries of those tiles
-    local function unstore()
-      local hi = last_at_or_before(t)
-      if hi == 0 or entry_t(hi) ~= t then return end
-      local mask = entry_mask(hi)
-      if RUN then run_touch(hi, t, mask, -1) end
-      remove_row(hi)
-      for g = 1, #GROUPS do
-        local grp = GROUPS[g]
-        if grp.tiled and band(mask, grp.bit) ~= 0 then
-          local tiles, hop = TILES[grp.ti], grp.hop
-          local idx = fdiv(t, hop)
-          for p = #tiles, 1, -1 do
-            if tiles[p][1] == idx then tremove(tiles, p) end
-          end
-          for i = last_at_or_before(idx * hop - 1) + 1, N do
-            local tx = entry_t(i)
-            if fdiv(tx, hop) > idx then break end
-            if band(entry_mask(i), grp.bit) ~= 0 then tile_add(grp, tiles, i, tx) end
-          end
-        end
       end
     end
 
@@ -1129,19 +1087,17 @@ local function library()
 
     -- ---------------------------------------------------------------- guard records
 
-    -- a guard record, unpacked: {digest, t, late here, stored, scored as late, values}
+    -- a guard record, unpacked: {digest, t, late (0/1), values}
     local function find_record()
       for r = #RING / RSTRIDE, 1, -1 do
         local at = (r - 1) * RSTRIDE
         if RING[at + 1] == digest then
-          local flags = RING[at + 3]
           local values = {}
           for x = 1, NOUT do values[x] = RING[at + 3 + x] end
-          return {digest, base + RING[at + 2], band(flags, 1), band(flags, 2) / 2,
-                  band(flags, 4) / 4, values}, r
+          return {digest, base + RING[at + 2], band(RING[at + 3], 1), values}
         end
       end
-      return nil, nil
+      return nil
     end
 
     -- the ring keeps the last DEPTH records, one per digest, oldest first
@@ -1168,17 +1124,17 @@ local function library()
       if DEPTH > 0 then
         R[m + 1] = rec[1]
         R[m + 2] = rec[2] - base
-        R[m + 3] = rec[3] + 2 * rec[4] + 4 * rec[5]
-        local values = rec[6]
+        R[m + 3] = rec[3]
+        local values = rec[4]
         for x = 1, NOUT do R[m + 3 + x] = values[x] end
       end
       RING = R
     end
 
-    local function reply(rec)
-      local res = {rec[3], rec[4], rec[5]}
-      local values = rec[6]
-      for x = 1, NOUT do res[3 + x] = values[x] end
+    -- {late, from the guard, values}; a peek puts 'holds anything' in the first place
+    local function reply(first, guarded, values)
+      local res = {first, guarded}
+      for x = 1, NOUT do res[2 + x] = values[x] end
       return res
     end
 
@@ -1229,10 +1185,11 @@ local function library()
     -- ---------------------------------------------------------------- saving
 
     -- on every write, a few sampled siblings in the bucket holding nothing newer than
-    -- G - L - Wmax(scene) are removed
+    -- G - L - IDLE are removed: IDLE = max(Rmax(B), Wmax(scene)), so no on-time event
+    -- reads their entries and no retry within the idempotency horizon needs their guard
     local function sweep()
       if not G or SWEEP == 0 then return end
-      local idle = G - L - WSCENE
+      local idle = G - L - IDLE
       local pairs_ = redis.call('HRANDFIELD', bucket, SWEEP, 'WITHVALUES')
       for x = 1, #pairs_, 2 do
         if pairs_[x] ~= field then
@@ -1395,17 +1352,29 @@ local function library()
 
     -- ---------------------------------------------------------------- the call
 
+    -- forgetting: a key whose newest entry is at or before G - L - Rmax(B) is read by no
+    -- event from now on (an on-time one starts after it, a late one's floor is above it)
+    local function forget_idle()
+      local maxts = maxts_now()
+      if maxts and G and maxts <= G - L - RMAX then
+        forget()
+        return nil
+      end
+      return maxts
+    end
+
     return function(keys, args)
       bucket, own = keys[1], keys[2]
       mode = args[1]
       t = tonumber(args[2])
       G = tonumber(args[3])
-      horizon = tonumber(args[4])
-      digest = args[5]
-      pmask = tonumber(args[6])
-      ttl = tonumber(args[7])
-      field = args[8]
-      small = tonumber(args[9])
+      late = args[4] == '1'
+      horizon = tonumber(args[5])
+      digest = args[6]
+      pmask = tonumber(args[7])
+      ttl = tonumber(args[8])
+      field = args[9]
+      small = tonumber(args[10])
       for s = 1, NSLOT do
         local txt = args[SLOT0 + s]
         if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
@@ -1416,75 +1385,79 @@ local function library()
         -- peek: what an event at t (the scene clock) that no filter lets in would read;
         -- nothing is stored or remembered. The first reply value says whether the key
         -- holds anything (1) or is unknown or forgotten (0).
-        local maxts = maxts_now()
-        if maxts and G and maxts <= G - L - WMAX then
-          forget()
-          maxts = nil
-        end
+        local maxts = forget_idle()
         RUN = nil  -- running totals are kept for the key's newest time, not for G
-        return reply({digest, t, maxts and 1 or 0, 0, 0, all_values(maxts, false)})
+        return reply(maxts and 1 or 0, 0, all_values(false))
       end
 
       local rec = find_record()
-      if rec and (mode ~= 'a' or horizon == nil or rec[2] > horizon) then
-        if mode == 'a' or rec[5] == 1 then return reply(rec) end
-        -- rescore an event this entity scored as on time: take it back if stored
-        if rec[4] == 1 then unstore() end
-        local values = all_values(maxts_now(), true)
-        local fixed = {digest, rec[2], rec[3], 0, 1, values}
-        remember(fixed)
-        save()
-        return reply(fixed)
-      end
+      if rec and (horizon == nil or rec[2] > horizon) then return reply(rec[3], 1, rec[4]) end
 
-      if mode ~= 'a' then
-        if mode == 'u' then unstore() end
-        local values = all_values(maxts_now(), true)
-        local fixed = {digest, t, 0, 0, 1, values}
-        remember(fixed)
-        save()
-        return reply(fixed)
-      end
-
-      local maxts = maxts_now()
-      if maxts and G and maxts <= G - L - WMAX then
-        -- forgotten: the key has been idle for L + Wmax(B) of the scene clock
-        forget()
-        maxts = nil
-      end
-      local late = maxts ~= nil and t < maxts - L
+      local maxts = forget_idle()
       if maxts then
         trim(maxts)
         if not RUN and NHIST > 0 and N >= RUNMIN and N > 0 then run_build(maxts) end
       end
-      local values = all_values(maxts, late)
-      local stored = 0
-      if not late and pmask ~= 0 then
-        store(last_at_or_before(t))
-        stored = 1
-      end
-      local lh = 0
-      if late then lh = 1 end
-      local record = {digest, t, lh, stored, lh, values}
-      remember(record)
-      if stored == 1 or DEPTH > 0 or packed then save() end
-      return reply(record)
+      local values = all_values(late)
+      local stored = not late and pmask ~= 0
+      if stored then store(last_at_or_before(t)) end
+      local flag = late and 1 or 0
+      remember({digest, t, flag, values})
+      if stored or DEPTH > 0 or packed then save() end
+      return reply(flag, 0, values)
     end
   end
 
   -- ------------------------------------------------------------------ scene clock
 
-  -- The scene clock G shared by the workers of one scene: the largest time of the
-  -- accepted events that were not late. args[1] is a candidate ('' for none); the reply
-  -- is G as it stands after the call (false when no event was accepted yet).
+  -- The clock key (a hash, riskengine/state/redis/clock.py) holds for every scene of the
+  -- prefix: 'format' (the layout of the state), 'lsn' (the last LSN handed out) and
+  -- 'G:<scene>' (the scene clock: the largest time of the accepted events that were not
+  -- late).
+  --
+  -- One event's clock step, atomically, FCALL <clock> 1 <clock key> <scene> <t> <L>
+  -- <format> <floor>: the next LSN (above `floor`, the caller's last one, should Redis
+  -- have come back without it), G before the event, and whether the event is late
+  -- (t < G - L); G rises to t when the event is not late. LSN order is thus the order in
+  -- which G was taken. Reply: {lsn, G before (false: none yet), late (0/1)}.
   local function clock(keys, args)
-    local current = redis.call('GET', keys[1])
-    local candidate = tonumber(args[1])
-    if candidate and (not current or candidate > tonumber(current)) then
-      current = args[1]
-      redis.call('SET', keys[1], current)
+    local key, at = keys[1], 'G:' .. args[1]
+    local t, L, low = tonumber(args[2]), tonumber(args[3]), tonumber(args[5])
+    redis.call('HSETNX', key, 'format', args[4])
+    local lsn = redis.call('HINCRBY', key, 'lsn', 1)
+    if lsn <= low then
+      lsn = low + 1
+      redis.call('HSET', key, 'lsn', fmt('%d', lsn))
     end
-    return current
+    local g = redis.call('HGET', key, at)
+    g = g and tonumber(g)
+    local late = 0
+    if g and t < g - L then
+      late = 1
+    elseif not g or t > g then
+      redis.call('HSET', key, at, args[2])
+    end
+    return {lsn, g or false, late}
+  end
+
+  -- FCALL <unclock> 1 <clock key> <scene> <t> <G before ('' none)>: the step of an event
+  -- the caller then found to be a duplicate raised G to t; G goes back, unless another
+  -- event moved it since. Reply: 1 when G went back.
+  local function unclock(keys, args)
+    local at = 'G:' .. args[1]
+    if redis.call('HGET', keys[1], at) ~= args[2] then return 0 end
+    if args[3] == '' then
+      redis.call('HDEL', keys[1], at)
+    else
+      redis.call('HSET', keys[1], at, args[3])
+    end
+    return 1
+  end
+
+  -- FCALL <recall> 1 <record key>: an idempotency record (riskengine/state/redis/
+  -- idempotency.py), read in the same pipeline as the clock step
+  local function recall(keys)
+    return redis.call('GET', keys[1])
   end
 
   -- ------------------------------------------------------------------ inspection
@@ -1521,10 +1494,12 @@ local function library()
   -- ------------------------------------------------------------------ sequence patterns
 
   -- One key of one sequence pattern (riskengine/patterns.py is the contract), as
-  -- FCALL <pattern> 1 <key> kind t late G mask within lateness keep max ttl digest times...
+  -- FCALL <pattern> 1 <key> kind t late G mask within keep max ttl digest times...
   -- kind 's' (a sequence; times: each step's count) or 'a' (an absence: mask bit 1 the
-  -- first event, bit 2 the one that must follow); late 1 when the features found the
-  -- event late; G the scene clock after the event ('' for none). The key holds
+  -- first event, bit 2 the one that must follow); late 1 when the event is late (its
+  -- clock step said so: t < G - L; it reads and changes nothing); G the scene clock
+  -- after the event (max(G, t) unless late; '' for none), by which an idle key is
+  -- forgotten before the event is read. The key holds
   -- msgpack {newest, arrivals, held, guard}: held is flat (t, arrival, mask) triples for
   -- a sequence, (t, arrival) pairs of open deadlines for an absence; guard the last two
   -- (digest, result) pairs, so a retried event gets its first answer and changes nothing.
@@ -1566,10 +1541,10 @@ local function library()
   local function pattern(keys, args)
     local kind, t, late = args[1], tonumber(args[2]), args[3] == '1'
     local G, mask = tonumber(args[4]), tonumber(args[5])
-    local within, lateness, keep = tonumber(args[6]), tonumber(args[7]), tonumber(args[8])
-    local most, ttl, digest = tonumber(args[9]), tonumber(args[10]), args[11]
+    local within, keep = tonumber(args[6]), tonumber(args[7])
+    local most, ttl, digest = tonumber(args[8]), tonumber(args[9]), args[10]
     local times = {}
-    for x = 12, #args do times[#times + 1] = tonumber(args[x]) end
+    for x = 11, #args do times[#times + 1] = tonumber(args[x]) end
     local raw = redis.call('GET', keys[1])
     local st = raw and cmsgpack.unpack(raw) or nil
     if st then
@@ -1583,7 +1558,6 @@ local function library()
       if mask == 0 or late then return 0 end
       st = {t, 0, {}, {}}
     end
-    late = late or t < st[1] - lateness
     local held, result = st[3], 0
     if kind == 's' then
       result = seq_holds(held, mask, t, within, times)
@@ -1630,7 +1604,8 @@ local function library()
     return result
   end
 
-  LIB = {entity = entity, clock = clock, inspect = inspect, pattern = pattern}
+  LIB = {entity = entity, clock = clock, unclock = unclock, recall = recall,
+         inspect = inspect, pattern = pattern}
   return LIB
 end
 

@@ -1,0 +1,112 @@
+"""The clock key: one arrival order (LSNs) and every scene's clock G, taken in one step.
+
+``<prefix>:{clock}`` is a hash shared by every worker and every scene of the prefix:
+
+``format``
+    the layout of the state (`FORMAT`); state without it is refused at start;
+``lsn``
+    the last LSN handed out (one counter for all scenes);
+``G:<scene>``
+    the scene clock G: the largest time of the scene's accepted events that were not
+    late (docs/semantics.md).
+
+Each event takes one *clock step* (the ``clock`` function of the scene library,
+scripts/entity.lua): the next LSN, G before the event and whether the event is late
+(``t < G − L``), G raised to t when it is not, all atomically. LSN order is therefore the
+order in which G was taken, whichever worker took it, and the decision log's LSN order
+replays the lateness of every event exactly. The step goes out in the same pipeline as
+the event's idempotency lookup; an event found to be a duplicate changes nothing: if its
+step raised G (only a duplicate carrying a later time than its first decision can), an
+``unclock`` call puts G back. Its LSN is a gap.
+
+The counter survives restarts with persistence. If Redis comes back without it, a
+process never hands out an LSN at or below the last one it saw (the step takes that as
+a floor); LSNs other processes had taken may then be handed out again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from riskengine.state.redis.codec import StateUnavailableError
+from riskengine.state.redis.functions import Call, Client
+
+FORMAT = "2"
+"""The layout of the state this version writes: one clock key, lateness by the scene
+clock (docs/semantics.md). Version 1 kept ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
+
+
+class StateFormatError(StateUnavailableError):
+    """The Redis state was written by another version of riskengine and cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What an event's clock step gave: its LSN, G before it (None: no event yet), and
+    whether it is late."""
+
+    lsn: int
+    clock: int | None
+    late: bool
+    raised: bool
+    """The step moved G (to the event's time)."""
+
+
+class SharedClock:
+    """The clock key of one prefix (see the module docstring); the calls go through a
+    scene library's ``clock``, ``unclock`` and ``recall`` functions."""
+
+    def __init__(self, client: Client, prefix: str = "re") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.key = f"{prefix}:{{clock}}"
+        self.last_lsn = 0
+        """The largest LSN this process has been given (the floor of the next step)."""
+
+    def check(self, scenes: Sequence[str]) -> None:
+        """Refuse state written under another layout (StateFormatError, naming what to
+        delete): the clock key of another format, or the keys of the per-key layout."""
+        found, lsn = self.client.hmget(self.key, ["format", "lsn"])  # one read: a step
+        if found == FORMAT.encode():                                # writes both at once
+            return
+        old = [key for key in (f"{self.prefix}:lsn",
+                               *(f"{self.prefix}:{{{scene}}}:G" for scene in scenes))
+               if self.client.exists(key)]
+        if found is None and lsn is None and not old:
+            return
+        what = ", ".join(old) if old else f"{self.key} (format {_text(found)})"
+        raise StateFormatError(
+            f"the Redis state under prefix {self.prefix!r} was written by another version of "
+            f"riskengine ({what}): this version takes lateness from one scene clock kept "
+            f"in {self.key} (format {FORMAT}) and does not read older state. Delete every "
+            f"key matching {self.prefix}:* (on a database used by riskengine alone: "
+            f"FLUSHDB, on every primary of a cluster), or use another prefix")
+
+    def step_call(self, function: str, scene: str, t: int, lateness_ms: int) -> Call:
+        """The FCALL of one event's clock step."""
+        return (function, (self.key,), (scene, t, lateness_ms, FORMAT, self.last_lsn))
+
+    def taken(self, reply: Any, t: int) -> Step:
+        """The `Step` of a clock step's reply, for an event at `t`."""
+        lsn, clock, late = int(reply[0]), reply[1], reply[2] == 1
+        if lsn > self.last_lsn:
+            self.last_lsn = lsn
+        before = None if clock is None else int(clock)
+        return Step(lsn, before, late, not late and (before is None or t > before))
+
+    def undo_call(self, function: str, scene: str, t: int, step: Step) -> Call:
+        """The FCALL that puts G back after `step` raised it for a duplicate."""
+        return (function, (self.key,), (scene, t, "" if step.clock is None else step.clock))
+
+    def read(self, scene: str) -> int | None:
+        """G of `scene` as it stands (one round trip), None before its first event."""
+        found = self.client.hget(self.key, f"G:{scene}")
+        return None if found is None else int(found)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return "missing"
+    return (value.decode(errors="replace") if isinstance(value, bytes) else value)[:20]

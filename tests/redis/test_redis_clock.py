@@ -1,0 +1,229 @@
+"""The scene clock in Redis: lateness by G alone, whatever each key holds, with two
+workers taking turns (two clients, as two service workers), on one Redis and a 3-primary
+cluster; state of the older per-key layout refused at start.
+
+Each stream is decided by two `SharedEngine`s in turns, one event at a time, and
+compared with the oracle (tests/oracle.py) after every event; the expected values of
+docs/semantics.md are also written out where they show the point.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import redis
+from oracle import Oracle, parse_duration
+from redis_harness import RedisDecider
+from streams import HOUR, MIN, mismatches
+
+from riskengine import Engine
+from riskengine.decision import Decision
+from riskengine.state.redis import connect
+from riskengine.state.redis.clock import StateFormatError
+from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.functions import Client
+from tests.features.test_patterns import ABS, EXAMPLE, SEQ, T0
+
+NOON = 472_223 * HOUR + 12 * HOUR  # 12:00, a tile boundary
+
+
+@pytest.fixture
+def clients(redis_url: str, client: Client) -> Iterator[list[Client]]:
+    """Two clients on an empty Redis (two workers)."""
+    made = [connect(redis_url) for _ in range(2)]
+    yield made
+    for c in made:
+        c.close()
+
+
+def in_turns(clients: Sequence[Client], features: list[Any], lateness: str,
+             steps: list[tuple[int, dict[str, Any]]]) -> list[Decision]:
+    """Two workers decide `steps` (time, fields) in turns on an empty Redis; every event
+    equals the oracle's answer."""
+    clients[0].flushall()
+    workers = [RedisDecider(c, features, lateness) for c in clients]
+    oracle = Oracle(features, parse_duration(lateness))
+    out = []
+    for i, (t, fields) in enumerate(steps):
+        event = {"event_id": f"e{i}", "timestamp": t, **fields}
+        got = workers[i % 2].evaluate("s", copy.deepcopy(event))
+        found = mismatches(i, event, oracle.feed(copy.deepcopy(event)), got)
+        assert not found, found[0][1]
+        out.append(got)
+    return out
+
+
+def test_a_lagging_source_on_an_idle_key_is_late(clients: list[Client]) -> None:
+    """Key K at 12:00; other keys move G to 13:10; K's event stamped 12:58 is late
+    (12:58 < G − L = 13:05), read above G − L − W = 12:05 (the 12:00 event is out) and
+    stored nowhere; K is not forgotten for it, it is simply behind the clock."""
+    count = "count(a.history,1h)"
+    got = in_turns(clients, [count, "sum(v#a.history,1h)"], "5m", [
+        (NOON, {"a": "K", "v": 1}),
+        (NOON + 70 * MIN, {"a": "other", "v": 2}),
+        (NOON + 58 * MIN, {"a": "K", "v": 4}),
+        (NOON + 66 * MIN, {"a": "K", "v": 8}),      # on time: (12:06, 13:06]
+        (NOON + 65 * MIN, {"a": "K", "v": 16}),     # t = G − L: on time, exact
+    ])
+    assert [d.late for d in got] == [False, False, True, False, False]
+    assert [d.features[count] for d in got] == [1, 1, 1, 1, 1]
+    assert got[2].features["sum(v#a.history,1h)"] == 4.0
+    # within L of the clock the same key is on time and exact
+    got = in_turns(clients, [count], "5m", [
+        (NOON, {"a": "J"}), (NOON + 63 * MIN, {"a": "other"}), (NOON + 58 * MIN, {"a": "J"})])
+    assert not got[2].late and got[2].features[count] == 2
+
+
+def test_ties_at_the_watermark_and_the_floor(clients: list[Client]) -> None:
+    """t = G − L is on time; t = G − L − 1 is late; the late floor G − L − W is
+    exclusive."""
+    count = "count(a.history,1s)"
+    got = in_turns(clients, [count], "10ms", [
+        (5001, {"a": "k"}),
+        (6010, {"a": "other"}),
+        (6000, {"a": "k"}),      # = G − L: on time, (5000, 6000]
+        (5999, {"a": "k"}),      # late; floor 5000: 5001 is in, 6000 is later than t
+        (5000, {"a": "k"}),      # late; floor 5000 exclusive: only itself
+        (6010, {"a": "k"}),      # on time, (5010, 6010]: 6000 (5001 is out)
+    ])
+    assert [d.late for d in got] == [False, False, False, True, True, False]
+    assert [d.features[count] for d in got] == [1, 1, 2, 2, 1, 2]
+
+
+def test_late_events_on_tiled_windows_read_whole_tiles_above_the_floor(
+        clients: list[Client]) -> None:
+    tiled = {"name": "tiled", "func": "count", "by": ["a"], "window": "2h",
+             "kind": "window", "hop": "1h"}
+    tiled_sum = {"name": "tiled_sum", "func": "sum", "target": "v", "by": ["a"],
+                 "window": "2h", "kind": "window", "hop": "1h"}
+    got = in_turns(clients, [tiled, tiled_sum, "count(a.history,2h)"], "1m", [
+        (NOON + 50 * MIN, {"a": "k", "v": 1}),
+        (NOON + 70 * MIN, {"a": "k", "v": 2}),
+        (NOON + 3 * HOUR, {"a": "z", "v": 0}),    # G = 15:00, floor tile of 12:59: 12h
+        # late: tiles 12h..12h (its own, whole: the 12:50 event though later), not 13h
+        (NOON + 40 * MIN, {"a": "k", "v": 4}),
+        (NOON + 4 * HOUR, {"a": "z", "v": 0}),    # G = 16:00, floor tile of 13:59: 13h
+        # late: its own tile 13h holds 13:10; tile 12h is under the floor
+        (NOON + 90 * MIN, {"a": "k", "v": 8}),
+    ])
+    assert [d.late for d in got] == [False, False, False, True, False, True]
+    assert [(d.features["tiled"], d.features["tiled_sum"]) for d in got[3::2]] == [
+        (2, 5.0), (2, 10.0)]
+    assert got[3].features["count(a.history,2h)"] == 1  # history: above 12:59 only itself
+
+
+def test_a_duplicate_with_a_later_time_does_not_move_the_clock(
+        clients: list[Client]) -> None:
+    """A duplicate changes nothing: its clock step raised G, and G is put back."""
+    count = "count(a.history,1h)"
+    workers = [RedisDecider(c, [count], "0ms") for c in clients]
+    first = workers[0].evaluate("s", {"event_id": "x", "timestamp": NOON, "a": "k"})
+    again = workers[1].evaluate("s", {"event_id": "x", "timestamp": NOON + HOUR, "a": "k"})
+    assert (again.features, again.late, again.lsn) == (first.features, False, first.lsn)
+    after = workers[0].evaluate("s", {"event_id": "y", "timestamp": NOON + MIN, "a": "k"})
+    assert not after.late and after.features[count] == 2  # G is still 12:00
+    assert workers[1].features.read_clock() == NOON + MIN
+    assert after.lsn == 3  # the duplicate's LSN is a gap
+
+
+def test_patterns_take_lateness_from_the_scene_clock(redis_url: str,
+                                                     clients: list[Client]) -> None:
+    """An event behind the clock by more than L is late for the patterns too, though its
+    own key's newest event is older: it reads them and changes nothing. A key is
+    forgotten by the clock after the event. Two workers in turns answer as the in-memory
+    engine, and as written out here."""
+    workers = [SharedEngine.from_config(EXAMPLE, redis_url, state_timeout_ms=60_000,
+                                        guard_depth=2) for _ in range(2)]
+    memory = Engine.from_config(EXAMPLE)
+    steps = [
+        ("A", "login", 0), ("A", "auth_fail", 10), ("B", "view", 200),
+        ("A", "auth_fail", 30),     # late (30 < 200 − 60): not stored
+        ("A", "auth_fail", 150),    # on time: login, 10, itself: two failures
+        ("A", "auth_fail", 160),    # the third
+        ("C", "withdraw", 300), ("B", "view", 1000),
+        ("C", "confirm", 500),      # late: closes nothing
+        ("C", "view", 950),         # on time: the 300 deadline (900) passed: fires
+        ("D", "withdraw", 1000), ("B", "view", 2000),
+        ("D", "view", 2300),        # raises G to 2300: D (1000 ≤ 2300 − 60 − 1200) is
+    ]                               # forgotten before it is read: nothing fires
+    try:
+        got, expected = [], []
+        for i, (account, kind, seconds) in enumerate(steps):
+            event = {"event_id": f"p{i}", "timestamp": T0 + seconds * 1000,
+                     "account": account, "kind": kind}
+            decided = workers[i % 2].evaluate("account", event)
+            got.append((decided.late, decided.features[SEQ], decided.features[ABS]))
+            reference = memory.evaluate("account", event)
+            expected.append((reference.late, reference.features[SEQ],
+                             reference.features[ABS]))
+    finally:
+        for worker in workers:
+            worker.close()
+    assert got == expected
+    assert [g[0] for g in got] == [False, False, False, True, False, False, False, False,
+                                   True, False, False, False, False]
+    assert [g[1] for g in got][3:6] == [False, False, True]
+    assert [g[2] for g in got][8:10] == [False, True]
+    assert got[-1][2] is False
+
+
+# -- state of the older layout ----------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "kind"), [
+    ("re:lsn", "string"), ("re:{transfer}:G", "string"), ("re:{clock}", "old format")])
+def test_state_of_the_per_key_layout_is_refused_at_start(redis_url: str, client: Client,
+                                                         key: str, kind: str) -> None:
+    if kind == "string":
+        client.set(key, "1767225600000")
+    else:
+        client.hset(key, mapping={"format": "1", "lsn": "7"})
+    for require_state in (True, False):  # refused even by an engine that may start degraded
+        with pytest.raises(StateFormatError) as refused:
+            SharedEngine.from_config(None, redis_url, require_state=require_state)
+        message = str(refused.value)
+        assert key in message and "re:*" in message and "another version" in message
+    assert client.exists(key)  # nothing was touched
+
+
+def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) -> None:
+    first = SharedEngine.from_config(None, redis_url)
+    event = {"event_id": "a", "timestamp": NOON, "pay_account": "P", "rcv_account": "R",
+             "amount": 1.0}
+    try:
+        assert first.evaluate("transfer", event).lsn == 1
+    finally:
+        first.close()
+    assert client.hget("re:{clock}", "format") == b"2"
+    again = SharedEngine.from_config(None, redis_url)  # the state it wrote: accepted
+    try:
+        assert again.evaluate("transfer", {**event, "event_id": "b"}).lsn == 2
+    finally:
+        again.close()
+
+
+# -- the one place a degraded event moves the clock --------------------------------------
+
+def test_a_degraded_event_after_its_clock_step_has_moved_the_clock(
+        standalone_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entity calls fail after the clock step: the event is answered with the
+    fallback, but G has its time (the SharedEngine docstring says so)."""
+    decider = RedisDecider(standalone_client, ["count(a.history,1h)"], "5m")
+    decider.evaluate("s", {"event_id": "a", "timestamp": NOON, "a": "k"})
+    state = decider.features
+
+    def broken(*_: Any) -> Any:
+        raise redis.exceptions.ConnectionError("the entity calls fail")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(state, "entity_calls", broken)
+        degraded = decider.engine.evaluate("s", {"event_id": "b", "timestamp": NOON + HOUR,
+                                                 "a": "k"})
+    assert degraded.degraded and degraded.lsn == 0
+    assert state.read_clock() == NOON + HOUR
+    behind = decider.evaluate("s", {"event_id": "c", "timestamp": NOON + 50 * MIN, "a": "k"})
+    assert behind.late  # 12:50 < 13:00 − 5m: late by the degraded event's time
+    retried = decider.evaluate("s", {"event_id": "b", "timestamp": NOON + HOUR, "a": "k"})
+    assert not retried.late and retried.features["count(a.history,1h)"] == 1
