@@ -11,7 +11,6 @@ gives in memory, `(features, late)`, for the same events in the same order.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 import redis
 
 from riskengine.config import SceneConfig
+from riskengine.features.aggregators import FINISH
 from riskengine.lists import ListStore
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.state.redis.clock import SharedClock, Step
 from riskengine.state.redis.codec import (
-    MICRO,
     RedisStateError,
     decode_value,
     event_digest,
@@ -64,20 +63,22 @@ def load_script(name: str) -> str:
     return (SCRIPTS / name).read_text(encoding="utf-8")
 
 
-def _sum(raw: bytes) -> float:
-    return int(raw) / MICRO
+# The functions answer the exact moments (nil for an empty window); the results come
+# from the aggregates' one definition (`FINISH`), as in memory.
+
+def _sum(raw: bytes) -> Any:
+    return FINISH["sum"](1, int(raw))  # only the sum is sent: the window is not empty
 
 
-def _avg(raw: bytes) -> float:
+def _avg(raw: bytes) -> Any:
     k, s = raw.split(b" ")
-    return int(s) / (int(k) * MICRO)
+    return FINISH["avg"](int(k), int(s))
 
 
-def _stddev(raw: bytes) -> float:
+def _stddev(raw: bytes) -> Any:
     k_text, s_text, a, b, c, d = raw.split(b" ")
-    k, s = int(k_text), int(s_text)
     s2 = (int(a) << 52) + (int(b) << 27) + int(c) + int(d)  # see scripts/entity.lua
-    return math.sqrt(k * s2 - s * s) / (k * MICRO)
+    return FINISH["stddev"](int(k_text), int(s_text), s2)
 
 
 DECODERS: dict[str, Decoder] = {
