@@ -212,7 +212,7 @@ def _load_engine(config: Path | None, code: int) -> Engine:
 def _shared_engine(config: Path | None, url: str) -> Engine:
     """An engine on shared Redis state (`--state`); exits 2 when it cannot be used."""
     from riskengine.service.shared import shared_engine
-    from riskengine.state.redis.engine import StateUnavailableError
+    from riskengine.state.redis.backend import StateUnavailableError
 
     engine = _load_engine(config, 2)
     try:
@@ -397,9 +397,9 @@ def validate(
         lists = Table(title="lists", title_justify="left")
         for column in ("name", "entries", "reason"):
             lists.add_column(column)
-        for name in engine.lists.names():
-            lists.add_row(name, f"{len(engine.lists.entries(name)):,}",
-                          engine.lists.reason(name))
+        for name in engine.list_store.names():
+            lists.add_row(name, f"{len(engine.list_store.entries(name)):,}",
+                          engine.list_store.reason(name))
         console.print()
         console.print(lists)
 
@@ -637,7 +637,7 @@ def worker(
         except RiskEngineError as exc:
             _fail(str(exc), 1)
         finally:
-            close = getattr(engine, "close", None)  # a SharedEngine publishes its clock
+            close = getattr(engine, "close", None)  # Redis state: its connections
             if close is not None:
                 close()
         counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_decision.items()))

@@ -129,6 +129,25 @@ class Lists(Protocol):
     def contains(self, name: str, value: Any, at_ms: int | None = None) -> bool: ...
 
 
+class ListCatalog(Lists, Protocol):
+    """A list store as the admin API and the CLI use it; `ListStore` (in memory) and
+    `RedisListStore` both are one."""
+
+    def lookup(self, name: str, value: object,
+               at_ms: int | None = None) -> ListEntry | None: ...
+
+    def add(self, name: str, value: str | int, *, expires_at_ms: int | None = None,
+            reason: str = "") -> None: ...
+
+    def remove(self, name: str, value: object) -> bool: ...
+
+    def entries(self, name: str) -> list[ListEntry]: ...
+
+    def reason(self, name: str) -> str: ...
+
+    def purge_expired(self, at_ms: int) -> int: ...
+
+
 class ListStore:
     """Named lists of values; `contains` is the hot-path lookup used by rules."""
 

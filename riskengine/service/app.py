@@ -32,7 +32,7 @@ from riskengine.service.lane import (
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
-from riskengine.state.redis.engine import STATE_ERRORS
+from riskengine.state.redis.backend import STATE_ERRORS
 
 log = logging.getLogger("riskengine.service")
 
@@ -242,7 +242,7 @@ def create_app(settings: ServiceSettings | None = None,
     async def get_list(name: ListName, authorization: Auth = None) -> Response:
         """Every entry of a list (expired ones included, with their expiry)."""
         admin(authorization)
-        store = rt.engine.lists
+        store = rt.list_catalog
         if name not in store.names():
             raise ApiError(404, f"unknown list {name[:100]!r}; lists: {', '.join(store.names())}")
         body = {"name": name, "reason": store.reason(name),
@@ -257,7 +257,7 @@ def create_app(settings: ServiceSettings | None = None,
                              authorization: Auth = None) -> Response:
         """Add or replace an entry; the body may give `expires` and `reason`."""
         admin(authorization)
-        if name not in rt.engine.lists.names():
+        if name not in rt.list_catalog.names():
             raise ApiError(404, f"unknown list {name[:100]!r}; declare lists in the config")
         body = await read_json(request, 64 * 1024, optional=True)
         if body is None:
@@ -276,7 +276,7 @@ def create_app(settings: ServiceSettings | None = None,
                                 authorization: Auth = None) -> Response:
         """Remove an entry (404 if it is not there)."""
         admin(authorization)
-        store = rt.engine.lists
+        store = rt.list_catalog
         if name not in store.names():
             raise ApiError(404, f"unknown list {name[:100]!r}")
         entry = store.lookup(name, value)

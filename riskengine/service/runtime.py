@@ -1,13 +1,13 @@
-"""The service's state around one `Engine`: recovery, the decision log, snapshots, lists,
+"""The service's state around one `Engine`: the decision log, recovery, snapshots, lists,
 ruleset versions and config reloads.
 
 Durability: an evaluate request is answered after its decision (with the event) is
-committed to the decision log. On start the engine restores ``<state-dir>/snapshot.pkl``
-(written on graceful shutdown and every ``snapshot_interval``) and re-runs the logged
-events after the snapshot's LSN, in LSN order, so after a crash (even ``kill -9``) the
+committed to the decision log. How the state survives a restart is the `Persistence`
+strategy (riskengine/service/persistence.py): in memory, ``<state-dir>/snapshot.pkl``
+(written on graceful shutdown and every ``snapshot_interval``) plus the logged events
+after the snapshot's LSN, re-run in LSN order, so after a crash (even ``kill -9``) the
 features of new events are those an uninterrupted run gives, for every event that was
-answered with a 200. The decision log's retention must therefore exceed the snapshot
-interval (it is 30 days by default against 5 minutes).
+answered with a 200; with shared state, Redis itself.
 
 Everything that touches the engine runs on the event loop's thread, so LSN order is the
 order of evaluation, and a snapshot is a consistent cut.
@@ -16,9 +16,7 @@ order of evaluation, and a snapshot is a consistent cut.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
@@ -30,23 +28,27 @@ from riskengine.decision import Decision
 from riskengine.decisionlog import DecisionLog, LogRecord, open_log
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
-from riskengine.lists import ListStore
+from riskengine.lists import ListCatalog
 from riskengine.service.errors import ApiError
-from riskengine.service.listjournal import ListJournal
 from riskengine.service.metrics import ServiceMetrics
+from riskengine.service.persistence import (
+    SNAPSHOT_FILE,
+    ListChanges,
+    LocalPersistence,
+    Persistence,
+    SharedPersistence,
+)
 from riskengine.service.rulesets import RulesetRegistry
 from riskengine.service.settings import ServiceSettings
 
 log = logging.getLogger("riskengine.service")
 
-SNAPSHOT_FILE = "snapshot.pkl"
-RULESETS_FILE = "rulesets.json"
-LISTS_FILE = "lists.jsonl"
 DECISIONS_FILE = "decisions.sqlite"
 
 
 class ServiceRuntime:
-    """Owns the engine and everything persisted around it."""
+    """Owns the engine, the decision log and the ruleset registry; keeps the state across
+    restarts through its `Persistence` (in memory with snapshots, or shared in Redis)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.config: ProjectConfig = load_config(settings.config)
@@ -54,109 +56,55 @@ class ServiceRuntime:
         self.settings = settings.ensure_admin_token()
         self.state_dir = self.settings.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.shared = self.settings.state is not None
-        self.bus: Any = None
-        if self.shared:
-            from riskengine.service.shared import SharedLists, connect_bus, shared_engine
-            engine = shared_engine(self.config, str(self.settings.state))
-            self.engine: Engine = engine
-            self.metrics = ServiceMetrics(self.engine.scenes)
-            self.rulesets = RulesetRegistry(self.engine, None, on_activate=self._activated)
-            self.bus, store = connect_bus(engine, self.config, self.rulesets)
-            self.lists: Any = SharedLists(store)
-        else:
-            self.engine = Engine(self.config)
-            self.metrics = ServiceMetrics(self.engine.scenes)
-            self.lists = ListJournal(self.engine.lists, self.state_dir / LISTS_FILE)
-            self.rulesets = RulesetRegistry(self.engine, self.state_dir / RULESETS_FILE,
-                                            on_activate=self._activated)
+        self.metrics = ServiceMetrics(tuple(self.config.scenes))
+        self.persistence: Persistence = (
+            SharedPersistence(self.config, str(self.settings.state))
+            if self.settings.state is not None
+            else LocalPersistence(self.config, self.state_dir, self.metrics))
+        self.engine: Engine = self.persistence.engine
+        self.rulesets = RulesetRegistry(self.engine, self.persistence.rulesets_file,
+                                        on_activate=self._activated)
+        self.persistence.start(self.rulesets)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
         self.ready = False
         self.recovered_events = 0
-        self.last_snapshot_lsn = 0
+
+    @property
+    def lists(self) -> ListChanges:
+        """List changes through the admin API."""
+        return self.persistence.changes
+
+    @property
+    def list_catalog(self) -> ListCatalog:
+        """The lists as the admin API reads them."""
+        return self.persistence.catalog
 
     # -- start and stop
 
     def recover(self) -> int:
-        """Restore the snapshot, then re-run the logged events after it. Returns how many."""
-        if self.shared:  # the state is in Redis: nothing to rebuild
-            self.ready = True
-            return 0
-        snapshot = self.state_dir / SNAPSHOT_FILE
-        if snapshot.exists():
-            self.engine.restore(snapshot)
-        self.last_snapshot_lsn = self.engine.lsn
-        count = 0
-        for lsn, scene, event in self.log.events_after(self.engine.lsn):
-            if scene not in self.engine.scenes:
-                continue
-            try:
-                self.engine.evaluate(scene, event)
-            except RiskEngineError as exc:  # config changed while down: skip, say so
-                log.warning("recovery: logged event at LSN %d no longer valid: %s", lsn, exc)
-                continue
-            count += 1
-        self.recovered_events = count
-        settle_memory()
+        """Rebuild the state (in memory: the snapshot, then the logged events after it).
+        Returns how many logged events were re-run."""
+        self.recovered_events = self.persistence.recover(self.log)
         self.ready = True
-        return count
+        return self.recovered_events
 
     def snapshot(self) -> None:
         """Write a snapshot here and now (blocks the caller; used at shutdown)."""
-        if self.shared or self.engine.lsn == self.last_snapshot_lsn:
-            return
-        lsn = self.engine.lsn
-        self.engine.snapshot(self.state_dir / SNAPSHOT_FILE)
-        self.last_snapshot_lsn = lsn
-        self.metrics.snapshots.inc()
-        settle_memory()
+        self.persistence.snapshot()
 
     async def snapshot_in_background(self) -> int:
-        """Write a snapshot from a forked child (copy-on-write: the loop keeps serving
-        while the child pickles the state), wait for it without blocking, return its LSN.
-
-        Falls back to writing in place where fork is unavailable.
-        """
-        lsn = self.engine.lsn
-        if self.shared or lsn == self.last_snapshot_lsn:
-            return lsn
-        if not hasattr(os, "fork"):
-            self.snapshot()
-            return lsn
-        path = self.state_dir / SNAPSHOT_FILE
-        pid = os.fork()
-        if pid == 0:  # the child: write and leave without running any cleanup
-            code = 1
-            try:
-                os.nice(19)  # give the serving loop the CPU first
-                self.engine.snapshot(path)
-                code = 0
-            finally:
-                os._exit(code)
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            await asyncio.sleep(0.02)
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.error("snapshot child failed (status %d); the previous snapshot stays", status)
-            return self.last_snapshot_lsn
-        self.last_snapshot_lsn = lsn
-        self.metrics.snapshots.inc()
-        settle_memory()
-        return lsn
+        """Write a snapshot without stopping the loop; returns the LSN it covers."""
+        return await self.persistence.snapshot_in_background()
 
     def close(self) -> None:
         """Graceful stop: commit every pending decision, snapshot, close the log."""
         self.ready = False
-        if self.bus is not None:
-            self.bus.stop()
         try:
             self.log.flush(30.0)
         finally:
-            self.snapshot()
+            self.persistence.close()
             self.log.close()
 
     # -- the decision path
@@ -229,13 +177,8 @@ class ServiceRuntime:
         try:
             config = load_config(self.settings.config)
             changed = self.rulesets.reload_config(config.scenes)
-            if dict(config.lists) != dict(self.config.lists) and self.shared:
-                self.lists.store.reload_config(config.lists, config.base_dir)  # API changes stay
-                changed.append("lists")
-            elif dict(config.lists) != dict(self.config.lists):
-                fresh = ListStore.from_config(config.lists, config.base_dir)
-                ListJournal(fresh, self.lists.path)  # API changes on top of the new file
-                self.engine.lists.replace_with(fresh)
+            if dict(config.lists) != dict(self.config.lists):
+                self.persistence.reload_lists(config)
                 changed.append("lists")
         except RiskEngineError as exc:
             self.metrics.reload_failures.labels("config").inc()
@@ -251,27 +194,6 @@ class ServiceRuntime:
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE
-
-
-def settle_memory() -> None:
-    """Keep the garbage collector off the long-lived state (`gc.freeze`).
-
-    The state is millions of long-lived containers without reference cycles; left in the
-    collected generations, every older-generation collection walks all of them and stops
-    the event loop for longer as the state grows (seconds at a few hundred thousand
-    events). So whatever survives a generation-1 collection is frozen at once (a
-    `gc.callbacks` hook), and everything alive is frozen after recovery and after every
-    snapshot: collections only ever walk what was made since the last young collection.
-    Cyclic garbage that gets frozen is not reclaimed; the engine makes none.
-    """
-    gc.freeze()
-    if _freeze_survivors not in gc.callbacks:
-        gc.callbacks.append(_freeze_survivors)
-
-
-def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    if phase == "stop" and info.get("generation", 0) >= 1:
-        gc.freeze()
 
 
 class TickWaiter:

@@ -41,7 +41,7 @@ def run_workers(settings: ServiceSettings, *, host: str, port: int, workers: int
             "--workers above 1 needs state shared by the workers (--state redis://…); "
             "with in-memory state each worker would see only its own events")
     from riskengine.config import load_config
-    from riskengine.state.redis.engine import refuse_other_layouts
+    from riskengine.state.redis.backend import refuse_other_layouts
 
     # each worker would refuse state of another layout and exit, and be started again:
     # refuse it here, once

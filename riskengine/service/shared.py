@@ -1,6 +1,6 @@
 """The service on shared state (`--state redis://…`): engine, lists and rulesets in Redis.
 
-- The engine is a `SharedEngine`: features and idempotency in Redis, a time budget and a
+- The engine's state is a `RedisState`: features and idempotency in Redis, a time budget and a
   circuit breaker; while Redis is unavailable, decisions are the scene's `fallback` with
   `degraded: true` (counted in `riskengine_degraded_decisions_total`, not written to the
   decision log: they change no state and carry no LSN).
@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from riskengine.config import ProjectConfig
+from riskengine.engine import Engine
 from riskengine.lists import ListEntry, parse_expiry
 from riskengine.service.rulesets import RulesetRegistry
+from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.bus import RulesetBus
-from riskengine.state.redis.engine import SharedEngine
 from riskengine.state.redis.lists import RedisListStore
 
 log = logging.getLogger("riskengine.service")
@@ -50,12 +51,20 @@ one hot entity when Redis crashes are both recognised on retry."""
 
 
 def shared_engine(config: ProjectConfig, url: str, *, require_state: bool = False
-                  ) -> SharedEngine:
-    return SharedEngine.from_config(config, url, require_state=require_state,
-                                    guard_depth=GUARD_DEPTH)
+                  ) -> Engine:
+    """An engine whose state is the Redis at `url` (as the service and the worker use it)."""
+    return Engine(config, RedisState.connect(url, require_state=require_state,
+                                             guard_depth=GUARD_DEPTH))
 
 
-def connect_bus(engine: SharedEngine, config: ProjectConfig,
+def _client(engine: Engine) -> Any:
+    state = engine.state
+    if not isinstance(state, RedisState):
+        raise TypeError("the lists and the bus need an engine on Redis state")
+    return state.client
+
+
+def connect_bus(engine: Engine, config: ProjectConfig,
                 registry: RulesetRegistry) -> tuple[RulesetBus, RedisListStore]:
     """Start the bus, move the engine's lists to Redis, and tie the registry to the bus."""
 
@@ -66,8 +75,9 @@ def connect_bus(engine: SharedEngine, config: ProjectConfig,
         except Exception as exc:  # a version this worker cannot build: keep the live one
             log.error("scene %s: ruleset %s from the bus refused: %s", scene, version, exc)
 
-    bus = RulesetBus(engine.client, engine.scenes, on_ruleset=on_ruleset)
-    lists = RedisListStore.from_config(config.lists, config.base_dir, engine.client, bus=bus)
+    client = _client(engine)
+    bus = RulesetBus(client, engine.scenes, on_ruleset=on_ruleset)
+    lists = RedisListStore.from_config(config.lists, config.base_dir, client, bus=bus)
     engine.use_lists(lists)
 
     def publish(scene: str, source: str) -> None:

@@ -1,6 +1,6 @@
-"""A `SharedEngine` on a one-scene config, for the oracle comparisons: the whole shared
-decision path (clock step and idempotency lookup, entity calls, remembering) on the
-features of a test, scene ``s``."""
+"""An engine on Redis state (`RedisState`) with a one-scene config, for the oracle
+comparisons: the whole shared decision path (clock step and idempotency lookup, entity
+calls, remembering) on the features of a test, scene ``s``."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ from streams import scene_config
 
 from riskengine.config import load_config
 from riskengine.decision import Decision
+from riskengine.engine import Engine
 from riskengine.state.redis import RedisSceneFeatures
-from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.functions import Client
 
 
 class RedisDecider:
-    """`evaluate` as the engine's; `options` go to `SharedEngine` (prefix, guard_depth,
+    """`evaluate` as the engine's; `options` go to its `RedisState` (prefix, guard_depth,
     buckets, ...). A degraded answer (Redis failed) fails the test."""
 
     def __init__(self, client: Client, features: Sequence[Any], lateness: str,
                  **options: Any) -> None:
         config = load_config(scene_config(features, lateness))
-        self.engine = SharedEngine(config, client, state_timeout_ms=60_000, **options)
-        features_state = self.engine._shared["s"].features
+        self.engine = Engine(config, RedisState(client, state_timeout_ms=60_000, **options))
+        features_state = self.engine.state._scenes["s"].features
         assert features_state is not None
         self.features: RedisSceneFeatures = features_state
 

@@ -19,9 +19,10 @@ from servers import free_port, wait_for_port
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.decision import Decision
+from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.state.breaker import CircuitBreaker
-from riskengine.state.redis.engine import SharedEngine, StateUnavailableError
+from riskengine.state.redis.backend import RedisState, StateUnavailableError
 
 T0 = 1_767_225_600_000
 
@@ -170,10 +171,10 @@ def server() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def shared_engine(url: str, **options: Any) -> Iterator[SharedEngine]:
-    engine = SharedEngine.from_config(
-        None, url, state_timeout_ms=200,
-        breaker=CircuitBreaker(failure_threshold=3, cooldown_ms=200), **options)
+def shared_engine(url: str, **options: Any) -> Iterator[Engine]:
+    engine = Engine.from_config(None, state=RedisState.connect(
+        url, state_timeout_ms=200, breaker=CircuitBreaker(failure_threshold=3, cooldown_ms=200),
+        **options))
     try:
         yield engine
     finally:
@@ -199,7 +200,7 @@ def assert_degraded(decision: Decision, fallback: str = "review") -> None:
     assert set(decision.features.values()) == {None} and len(decision.features) == 9
 
 
-def decide_until_normal(engine: SharedEngine, events: Transfers, seconds: float = 20.0
+def decide_until_normal(engine: Engine, events: Transfers, seconds: float = 20.0
                         ) -> Decision:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -223,11 +224,12 @@ def test_redis_killed_and_restarted(server: Server) -> None:
             assert_degraded(decision)
         stats = engine.stats()["transfer"]
         assert stats["degraded_decisions"] == 20 and stats["breaker_state"] == "open"
-        assert engine.breaker.rejected > 0 and engine.breaker.failures >= 3  # failed fast
+        breaker = engine.state.breaker
+        assert breaker.rejected > 0 and breaker.failures >= 3  # failed fast
 
         server.start()  # same port, empty
         back = decide_until_normal(engine, events)
-        assert engine.breaker.state == "closed"
+        assert engine.state.breaker.state == "closed"
         assert back.features["count(pay_account.history,1h)"] == 1
         for _ in range(5):
             assert not engine.evaluate("transfer", events.next()).degraded
@@ -245,12 +247,12 @@ def test_redis_frozen_then_resumed(server: Server) -> None:
         try:
             for _ in range(6):
                 assert_degraded(engine.evaluate("transfer", events.next()))
-            assert engine.breaker.state == "open"
+            assert engine.state.breaker.state == "open"
         finally:
             server.signal(signal.SIGCONT)
         back = decide_until_normal(engine, events)
         assert back.features["count(pay_account.history,1h)"] == 2  # the state survived
-        assert engine.breaker.state == "closed"
+        assert engine.state.breaker.state == "closed"
 
 
 def test_scene_fallback_setting(server: Server, tmp_path: Any) -> None:
@@ -259,7 +261,8 @@ def test_scene_fallback_setting(server: Server, tmp_path: Any) -> None:
     config.write_text(text.replace("  transfer:\n    lateness: 5m\n",
                                    "  transfer:\n    lateness: 5m\n    fallback: reject\n"),
                       encoding="utf-8")
-    with SharedEngine.from_config(config, server.url, state_timeout_ms=200) as engine:
+    state = RedisState.connect(server.url, state_timeout_ms=200)
+    with Engine.from_config(config, state=state) as engine:
         server.kill()
         assert_degraded(engine.evaluate("transfer", Transfers().next()), "reject")
 
@@ -268,7 +271,7 @@ def test_start_without_redis(server: Server) -> None:
     url = server.url
     server.kill()
     with pytest.raises(StateUnavailableError, match="cannot use the state"):
-        SharedEngine.from_config(None, url, state_timeout_ms=200)
+        Engine.from_config(None, state=RedisState.connect(url, state_timeout_ms=200))
     events = Transfers()
     with shared_engine(url, require_state=False) as engine:
         assert_degraded(engine.evaluate("transfer", events.next()))

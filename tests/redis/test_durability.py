@@ -43,7 +43,7 @@ from riskengine.config import load_config
 from riskengine.decision import Decision
 from riskengine.state.breaker import CircuitBreaker
 from riskengine.state.redis import RedisDecisionStore, RedisSceneFeatures, connect
-from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.backend import RedisState
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 STEP_MS = 50  # event time between two transfers: a run stays inside every 1h window
@@ -134,10 +134,10 @@ def cut(path: Path, size: int) -> None:
         file.truncate(size)
 
 
-def engine_on(url: str, **options: Any) -> SharedEngine:
-    return SharedEngine.from_config(
-        None, url, state_timeout_ms=2000,
-        breaker=CircuitBreaker(failure_threshold=3, cooldown_ms=200), **options)
+def engine_on(url: str, **options: Any) -> Engine:
+    return Engine.from_config(None, state=RedisState.connect(
+        url, state_timeout_ms=2000, breaker=CircuitBreaker(failure_threshold=3, cooldown_ms=200),
+        **options))
 
 
 def decision_records(url: str, ids: list[str]) -> list[bool]:
@@ -153,7 +153,7 @@ def decision_records(url: str, ids: list[str]) -> list[bool]:
         client.close()
 
 
-def decide(engine: SharedEngine, event: dict[str, Any], seconds: float = 20.0) -> Decision:
+def decide(engine: Engine, event: dict[str, Any], seconds: float = 20.0) -> Decision:
     """A client's retry loop: send again while the answer is the fallback."""
     deadline = time.monotonic() + seconds
     while True:
@@ -183,7 +183,7 @@ class Run:
     """(monotonic time, size of the AOF being appended to), sampled during the load."""
 
 
-def load_and_crash(engine: SharedEngine, server: AofRedis) -> Run:
+def load_and_crash(engine: Engine, server: AofRedis) -> Run:
     """Send transfers until the server has been SIGKILLed (by a timer, mid-call) and 20
     answers in a row were the fallback."""
     run = Run()
@@ -231,7 +231,7 @@ def test_crash_mid_load_loses_a_bounded_suffix_and_counts_nothing_twice(
     engine = engine_on(server.url)
     try:
         run = load_and_crash(engine, server)
-        assert engine.breaker.state != "closed"
+        assert engine.state.breaker.state != "closed"
         assert engine.stats()[SCENE]["degraded_decisions"] >= 20
         assert len(run.acked) > 100
 
@@ -274,7 +274,7 @@ def test_crash_mid_load_loses_a_bounded_suffix_and_counts_nothing_twice(
                   *(transfer(i) for i in range(first_new, first_new + NEW_EVENTS))]
         before = engine.stats()[SCENE]["degraded_decisions"]
         answers = [decide(engine, event) for event in stream]
-        assert engine.breaker.state == "closed"
+        assert engine.state.breaker.state == "closed"
         for event, got in zip(stream, answers, strict=True):
             expected = reference.evaluate(SCENE, event)
             assert essence(got) == essence(expected), event["event_id"]

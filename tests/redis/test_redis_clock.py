@@ -2,8 +2,8 @@
 workers taking turns (two clients, as two service workers), on one Redis and a 3-primary
 cluster; state of the older per-key layout refused at start.
 
-Each stream is decided by two `SharedEngine`s in turns, one event at a time, and
-compared with the oracle (tests/oracle.py) after every event; the expected values of
+Each stream is decided by two engines on Redis state (`RedisState`) in turns, one event
+at a time, and compared with the oracle (tests/oracle.py) after every event; the expected values of
 docs/semantics.md are also written out where they show the point.
 """
 
@@ -22,8 +22,8 @@ from streams import HOUR, MIN, mismatches
 from riskengine import Engine
 from riskengine.decision import Decision
 from riskengine.state.redis import connect
+from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.clock import StateFormatError
-from riskengine.state.redis.engine import SharedEngine
 from riskengine.state.redis.functions import Client
 from tests.features.test_patterns import ABS, EXAMPLE, SEQ, T0
 
@@ -135,8 +135,8 @@ def test_patterns_take_lateness_from_the_scene_clock(redis_url: str,
     own key's newest event is older: it reads them and changes nothing. A key is
     forgotten by the clock after the event. Two workers in turns answer as the in-memory
     engine, and as written out here."""
-    workers = [SharedEngine.from_config(EXAMPLE, redis_url, state_timeout_ms=60_000,
-                                        guard_depth=2) for _ in range(2)]
+    workers = [Engine.from_config(EXAMPLE, state=RedisState.connect(
+        redis_url, state_timeout_ms=60_000, guard_depth=2)) for _ in range(2)]
     memory = Engine.from_config(EXAMPLE)
     steps = [
         ("A", "login", 0), ("A", "auth_fail", 10), ("B", "view", 200),
@@ -182,14 +182,15 @@ def test_state_of_the_per_key_layout_is_refused_at_start(redis_url: str, client:
         client.hset(key, mapping={"format": "1", "lsn": "7"})
     for require_state in (True, False):  # refused even by an engine that may start degraded
         with pytest.raises(StateFormatError) as refused:
-            SharedEngine.from_config(None, redis_url, require_state=require_state)
+            Engine.from_config(None, state=RedisState.connect(redis_url,
+                                                              require_state=require_state))
         message = str(refused.value)
         assert key in message and "re:*" in message and "another version" in message
     assert client.exists(key)  # nothing was touched
 
 
 def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) -> None:
-    first = SharedEngine.from_config(None, redis_url)
+    first = Engine.from_config(None, state=RedisState.connect(redis_url))
     event = {"event_id": "a", "timestamp": NOON, "pay_account": "P", "rcv_account": "R",
              "amount": 1.0}
     try:
@@ -197,7 +198,8 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
     finally:
         first.close()
     assert client.hget("re:{clock}", "format") == b"2"
-    again = SharedEngine.from_config(None, redis_url)  # the state it wrote: accepted
+    # the state it wrote: accepted
+    again = Engine.from_config(None, state=RedisState.connect(redis_url))
     try:
         assert again.evaluate("transfer", {**event, "event_id": "b"}).lsn == 2
     finally:
@@ -209,7 +211,7 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
 def test_a_degraded_event_after_its_clock_step_has_moved_the_clock(
         standalone_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """The entity calls fail after the clock step: the event is answered with the
-    fallback, but G has its time (the SharedEngine docstring says so)."""
+    fallback, but G has its time (riskengine/state/redis/backend.py says so)."""
     decider = RedisDecider(standalone_client, ["count(a.history,1h)"], "5m")
     decider.evaluate("s", {"event_id": "a", "timestamp": NOON, "a": "k"})
     state = decider.features

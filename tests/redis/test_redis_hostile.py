@@ -1,6 +1,6 @@
-"""The hostile streams (tests/hostile.py, fixed seeds) on the shared state: two
-`SharedEngine`s on two clients (two workers) decide in turns, one event at a time, on one
-Redis and on a 3-primary cluster. Every event's features and late flag equal the
+"""The hostile streams (tests/hostile.py, fixed seeds) on the shared state: two engines
+on Redis state (`RedisState`) on two clients (two workers) decide in turns, one event at
+a time, on one Redis and on a 3-primary cluster. Every event's features and late flag equal the
 oracle's, every decision (patterns included) the in-memory engine's, and a second run on
 fresh state gives the very same answers, LSNs included."""
 
@@ -22,7 +22,7 @@ from riskengine import Engine
 from riskengine.config import load_config
 from riskengine.decision import Decision
 from riskengine.state.redis import connect
-from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.backend import RedisState
 
 N = 3000
 
@@ -42,7 +42,7 @@ def in_turns(url: str, events: list[dict[str, Any]]) -> list[Decision]:
     clients = [connect(url) for _ in range(2)]
     clients[0].flushall()
     config = load_config(hostile_config())
-    workers = [SharedEngine(config, c, state_timeout_ms=60_000, guard_depth=2)
+    workers = [Engine(config, RedisState(c, state_timeout_ms=60_000, guard_depth=2))
                for c in clients]
     try:
         return [workers[i % 2].evaluate("s", copy.deepcopy(e)) for i, e in enumerate(events)]

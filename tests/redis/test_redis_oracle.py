@@ -147,8 +147,8 @@ def test_exact_sums_beyond_double_precision(client: redis.Redis) -> None:
 
 
 def alternate(redis_url: str, events: list[dict[str, Any]]) -> list[Decision]:
-    """Two `SharedEngine`s on two clients (two workers) on an empty Redis, deciding
-    `events` in turns, one at a time."""
+    """Two engines on Redis state (`RedisState`) on two clients (two workers) on an empty
+    Redis, deciding `events` in turns, one at a time."""
     clients = [connect(redis_url) for _ in range(2)]
     clients[0].flushall()
     try:

@@ -1,6 +1,7 @@
-"""Sequence patterns with shared state: `SharedEngine` answers as the in-memory engine on
-random streams (the oracle test's generator), on the example config's traffic, on a single
-Redis and a 3-primary cluster; a retried event changes no pattern state."""
+"""Sequence patterns with shared state: an engine on Redis state (`RedisState`) answers as
+the in-memory engine on random streams (the oracle test's generator), on the example
+config's traffic, on a single Redis and a 3-primary cluster; a retried event changes no
+pattern state."""
 
 from __future__ import annotations
 
@@ -13,29 +14,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskengine.engine import Engine
-from riskengine.state.redis.engine import SharedEngine
+from riskengine.state.redis.backend import RedisState
 from tests.features.test_patterns import EXAMPLE, T0, _traffic, _view, scene
 
 _RUNS = itertools.count()
 
 
 @pytest.fixture
-def engines(redis_url: str) -> Iterator[list[SharedEngine]]:
-    made: list[SharedEngine] = []
+def engines(redis_url: str) -> Iterator[list[Engine]]:
+    made: list[Engine] = []
     yield made
     for engine in made:
         engine.close()
 
 
-def shared(url: str, config: Any, made: list[SharedEngine]) -> SharedEngine:
-    engine = SharedEngine.from_config(config, url, state_timeout_ms=5000,
-                                      prefix=f"pt{next(_RUNS)}", guard_depth=2)
+def shared(url: str, config: Any, made: list[Engine]) -> Engine:
+    engine = Engine.from_config(config, state=RedisState.connect(
+        url, state_timeout_ms=5000, prefix=f"pt{next(_RUNS)}", guard_depth=2))
     made.append(engine)
     return engine
 
 
 def test_the_example_patterns_equal_the_in_memory_engine(
-        redis_url: str, engines: list[SharedEngine]) -> None:
+        redis_url: str, engines: list[Engine]) -> None:
     events = _traffic(300, seed=5)
     redis_engine = shared(redis_url, EXAMPLE, engines)
     memory = Engine.from_config(EXAMPLE)
@@ -58,7 +59,7 @@ def test_random_streams_equal_the_in_memory_engine(standalone_url: str,
          "steps": ["kind == 'login'", {"when": "kind == 'fail'", "times": times}]},
         {"name": "gap", "by": ["account"], "within": 60_000, "first": "kind == 'withdraw'",
          "not_followed_by": "kind == 'confirm'"}], lateness="10m")
-    made: list[SharedEngine] = []
+    made: list[Engine] = []
     try:
         redis_engine = shared(standalone_url, config, made)
         memory = Engine.from_config(config)
@@ -76,7 +77,7 @@ def test_random_streams_equal_the_in_memory_engine(standalone_url: str,
 
 
 def test_a_retried_event_changes_no_pattern_state(redis_url: str,
-                                                  engines: list[SharedEngine]) -> None:
+                                                  engines: list[Engine]) -> None:
     redis_engine = shared(redis_url, EXAMPLE, engines)
     memory = Engine.from_config(EXAMPLE)
     steps = [("login", 0), ("auth_fail", 10), ("auth_fail", 20), ("auth_fail", 30)]
@@ -87,8 +88,8 @@ def test_a_retried_event_changes_no_pattern_state(redis_url: str,
         memory.evaluate("account", event)
     # the decision record of the last event is lost (a crash before it was written):
     # its retry reaches the entities and the patterns again, and counts nothing
-    store = redis_engine._shared["account"].store
-    redis_engine.client.delete(store.key("r2"))
+    store = redis_engine.state._scenes["account"].store
+    redis_engine.state.client.delete(store.key("r2"))
     again = redis_engine.evaluate("account", events[2])
     assert again.features["pattern:login_then_3_auth_fails"] is False
     last = redis_engine.evaluate("account", events[3]).features

@@ -1,4 +1,4 @@
-"""`SharedEngine` decides as the in-memory `Engine` does, with its state in Redis.
+"""An engine on Redis state (`RedisState`) decides as the in-memory `Engine` does.
 
 The example config (both scenes), generated transfers and logins, with late events,
 disorder, null keys and duplicate ids; on one Redis and on a Redis Cluster.
@@ -25,12 +25,12 @@ from riskengine.exceptions import (
     UnknownSceneError,
 )
 from riskengine.rules.ruleset import Hit
-from riskengine.state.redis.codec import RedisStateError
-from riskengine.state.redis.engine import (
-    SharedEngine,
+from riskengine.state.redis.backend import (
+    RedisState,
     StateUnavailableError,
     redact,
 )
+from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.records import DecisionRecords
 from riskengine.synth import generate_transfers
@@ -42,19 +42,19 @@ COMPARED = ("event_id", "scene", "decision", "score", "hits", "shadow_hits", "fe
 
 
 @pytest.fixture
-def engines(redis_url: str, client: Client) -> Iterator[list[SharedEngine]]:
-    """`SharedEngine`s on an empty Redis, closed after the test."""
-    made: list[SharedEngine] = []
+def engines(redis_url: str, client: Client) -> Iterator[list[Engine]]:
+    """engines on Redis state (`RedisState`) on an empty Redis, closed after the test."""
+    made: list[Engine] = []
     yield made
     for engine in made:
         engine.close()
 
 
 @pytest.fixture
-def make(redis_url: str, engines: list[SharedEngine]) -> Any:
-    def build(**options: Any) -> SharedEngine:
-        engine = SharedEngine.from_config(None, redis_url, **{"state_timeout_ms": 5000,
-                                                               **options})
+def make(redis_url: str, engines: list[Engine]) -> Any:
+    def build(**options: Any) -> Engine:
+        state = RedisState.connect(redis_url, **{"state_timeout_ms": 5000, **options})
+        engine = Engine.from_config(None, state=state)
         engines.append(engine)
         return engine
     return build
@@ -104,7 +104,7 @@ def logins(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_both(shared: SharedEngine, memory: Engine, scene: str,
+def run_both(shared: Engine, memory: Engine, scene: str,
              events: list[dict[str, Any]]) -> list[Decision]:
     decisions = []
     for event in events:
@@ -183,12 +183,12 @@ def test_decision_records_round_trip() -> None:
 
 def test_a_record_written_under_other_feature_names_decodes_with_them(make: Any) -> None:
     engine = make()  # registers the scene's names in Redis
-    old = DecisionRecords("login", ("old_feature",), engine.client)
+    old = DecisionRecords("login", ("old_feature",), engine.state.client)
     old.register()
     plain = Decision("e-9", "login", "accept", 0.0, (), (), {"old_feature": 7}, (), "v",
                      False, False, 0.5, 1, T0)
     raw = f"{T0}|".encode() + old.encode(plain)
-    now = DecisionRecords("login", engine.scene("login").feature_names, engine.client)
+    now = DecisionRecords("login", engine.scene("login").feature_names, engine.state.client)
     assert now.decode(raw, "e-9") == replace(plain, duplicate=True)  # names by tag
     stranger = DecisionRecords("login", ("x",))
     with pytest.raises(RedisStateError, match="does not hold"):
@@ -217,7 +217,7 @@ def test_api_around_the_shared_state(make: Any, tmp_path: Any) -> None:
         engine.restore(tmp_path / "s.pkl")
     as_of, features = engine.entity("transfer", "pay_account", "A")  # see the entity test
     assert as_of is not None and "count(pay_account.history,1h)" in features
-    health = engine.state_health()
+    health = engine.state.state_health()
     assert health["breaker"]["state"] == "closed" and health["last_lsn"] == 1
 
 
@@ -235,9 +235,9 @@ def test_state_urls() -> None:
     assert redact("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
     assert redact("redis://h:6379/0") == "redis://h:6379/0"
     with pytest.raises(StateUnavailableError, match="expected redis://"):
-        SharedEngine.from_config(None, "http://h:1/0")
+        Engine.from_config(None, state=RedisState.connect("http://h:1/0"))
     with pytest.raises(StateUnavailableError, match="positive"):
-        SharedEngine.from_config(None, "redis://h:1/0", state_timeout_ms=0)
+        Engine.from_config(None, state=RedisState.connect("redis://h:1/0", state_timeout_ms=0))
 
 
 def test_entity_reads_equal_the_in_memory_engine(make: Any) -> None:
@@ -267,10 +267,11 @@ def test_entity_reads_equal_the_in_memory_engine(make: Any) -> None:
 
 
 def test_an_integer_key_is_found_from_a_string(redis_url: str,
-                                               engines: list[SharedEngine]) -> None:
+                                               engines: list[Engine]) -> None:
     config = {"scenes": {"s": {"schema": {"acct": "int"}, "features": [
         {"name": "n", "func": "count", "by": ["acct"], "window": "1h"}]}}}
-    shared = SharedEngine.from_config(config, redis_url, state_timeout_ms=5000)
+    shared = Engine.from_config(config,
+                                state=RedisState.connect(redis_url, state_timeout_ms=5000))
     engines.append(shared)
     memory = Engine.from_config(config)
     for i in range(3):

@@ -2,7 +2,8 @@
 
 `RedisSceneFeatures(client, scene_config).compute(event)` returns the features and the late
 flag the in-memory `SceneFeatures.compute` gives for the same events in the same order;
-`SharedEngine` (riskengine/state/redis/engine.py) is the whole decision path on it, and
+`RedisState` (riskengine/state/redis/backend.py), an engine's state backend, is the
+whole decision path on it, and
 tests/redis/ checks it event by event against tests/oracle.py, on one server and on a
 3-primary Redis Cluster, with one worker and with two taking turns. `RedisDecisionStore`
 remembers decisions by event id; `SharedClock` (clock.py) keeps the LSN counter and the
@@ -197,9 +198,11 @@ answers a call that had run from its record; with ``guard_depth=0`` the error is
 raised instead).
 """
 
+from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.store import RedisSceneFeatures
 
-__all__ = ["RedisDecisionStore", "RedisSceneFeatures", "RedisStateError", "connect"]
+__all__ = ["RedisDecisionStore", "RedisSceneFeatures", "RedisState", "RedisStateError",
+           "connect"]

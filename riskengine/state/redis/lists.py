@@ -61,16 +61,23 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from riskengine.exceptions import ListError
-from riskengine.lists import ListEntry, ListStore, check_list, check_value, value_key
+from riskengine.lists import (
+    ListCatalog,
+    ListEntry,
+    ListStore,
+    check_list,
+    check_value,
+    value_key,
+)
 from riskengine.state.redis.bloom import BloomFilter
 from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.functions import Client
 
-__all__ = ["ListAPI", "RedisListStore", "value_key"]
+__all__ = ["RedisListStore", "value_key"]
 
 SCAN_BATCH = 1000
 WRITE_BATCH = 500
@@ -86,23 +93,6 @@ return deleted
 """
 """Delete the fields ARGV[1], ARGV[3], … whose values still have the SHA-1 prefixes
 ARGV[2], ARGV[4], … (an entry changed meanwhile stays)."""
-
-
-class ListAPI(Protocol):
-    """What rules, the engine and the admin API use of a list store; `ListStore` and
-    `RedisListStore` both have it."""
-
-    def contains(self, name: str, value: Any, at_ms: int | None = None) -> bool: ...
-    def lookup(self, name: str, value: object,
-               at_ms: int | None = None) -> ListEntry | None: ...
-    def add(self, name: str, value: str | int, *, expires_at_ms: int | None = None,
-            reason: str = "") -> None: ...
-    def remove(self, name: str, value: object) -> bool: ...
-    def entries(self, name: str) -> list[ListEntry]: ...
-    def names(self) -> list[str]: ...
-    def reason(self, name: str) -> str: ...
-    def purge_expired(self, at_ms: int) -> int: ...
-    def replace_with(self, other: ListStore) -> None: ...
 
 
 def _field(key: str) -> bytes:
@@ -449,5 +439,5 @@ def _chunks(mapping: Mapping[bytes, str]) -> Iterator[dict[Any, str]]:
         yield dict(items[start:start + WRITE_BATCH])
 
 
-def _conforms(memory: ListStore, shared: RedisListStore) -> tuple[ListAPI, ListAPI]:
+def _conforms(memory: ListStore, shared: RedisListStore) -> tuple[ListCatalog, ListCatalog]:
     return memory, shared  # mypy checks both stores have the API

@@ -20,7 +20,7 @@ import redis
 
 from riskengine.config import SceneConfig
 from riskengine.features.aggregators import FINISH
-from riskengine.lists import ListStore
+from riskengine.lists import Lists
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.state.redis.clock import SharedClock, Step
 from riskengine.state.redis.codec import (
@@ -121,7 +121,7 @@ class RedisSceneFeatures:
     """
 
     def __init__(self, client: Client, scene: SceneConfig, *,
-                 lists: ListStore | None = None, prefix: str = "re",
+                 lists: Lists | None = None, prefix: str = "re",
                  clock: SharedClock | None = None, guard_depth: int = 1,
                  ttl_ms: int | None = None, buckets: int = 4096,
                  bucket_value_max: int | None = None, sweep: int = 2,
@@ -246,7 +246,7 @@ class RedisSceneFeatures:
     def compute(self, event: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Feature values for a parsed `event` and whether it is late; stores it unless
         late. Two round trips: the clock step, then the entities (no idempotency check:
-        `SharedEngine` is the whole decision path)."""
+        `RedisState` is the whole decision path)."""
         (reply,) = self._run([self.step_call(event)])
         step = self.shared_clock.taken(reply, event["timestamp"])
         calls, touched = self.entity_calls(event, step)

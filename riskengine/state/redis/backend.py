@@ -1,11 +1,12 @@
-"""`SharedEngine`: the decision path of `Engine`, with every scene's state in Redis.
+"""`RedisState`: an engine's state backend with every scene's state in Redis.
 
 Many worker processes built on one Redis decide as one engine would: for the same
 events in the same order they give the decisions the in-memory `Engine` gives
 (features, late, decision, hits, list hits, ruleset version). Lists, rules and the
 ruleset versions stay in each process, exactly as in `Engine`; only the state is shared.
 
-    engine = SharedEngine.from_config("project.yaml", "redis://10.0.0.5:6379/0")
+    engine = Engine.from_config("project.yaml",
+                                state=RedisState.connect("redis://10.0.0.5:6379/0"))
     decision = engine.evaluate("transfer", event)
 
 Per scene, `RedisSceneFeatures` computes and stores the features, `RedisScenePatterns`
@@ -87,10 +88,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
-from riskengine.engine import Engine, SceneRuntime, parse_batch
 from riskengine.exceptions import SnapshotError
+from riskengine.lists import Lists
+from riskengine.scene import SceneRuntime
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.clock import SharedClock, StateFormatError, Step
 from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
@@ -101,7 +102,7 @@ from riskengine.state.redis.patterns import RedisScenePatterns
 from riskengine.state.redis.records import DecisionRecords
 from riskengine.state.redis.store import RedisSceneFeatures
 
-__all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "SharedEngine",
+__all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "RedisState",
            "StateFormatError", "StateUnavailableError", "open_client", "redact",
            "refuse_other_layouts"]
 
@@ -145,7 +146,7 @@ def open_client(url: str, timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Client:
 
 def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") -> None:
     """Raise `StateFormatError` when the state at `url` was written under another layout
-    (what every `SharedEngine` on it would raise at start): for a parent process to refuse
+    (what every `RedisState` on it would raise at start): for a parent process to refuse
     before it starts workers. Redis not answering is not refused here (the workers start
     degraded until it answers, and check then)."""
     try:
@@ -162,196 +163,83 @@ def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") ->
         client.close()
 
 
-class SharedScene:
-    """One scene's shared state: its `RedisSceneFeatures` (built once Redis answers), its
-    decision store, its fallback, and its counters."""
-
-    def __init__(self, runtime: SceneRuntime, store: RedisDecisionStore,
-                 records: DecisionRecords, patterns: RedisScenePatterns) -> None:
-        self.runtime = runtime
-        self.name = runtime.name
-        self.store = store
-        self.records = records
-        self.patterns = patterns
-        self.fallback = runtime.config.fallback
-        self.nulls: dict[str, Any] = dict.fromkeys(runtime.feature_names)
-        self.features: RedisSceneFeatures | None = None
-        self.decisions = 0
-        self.duplicates = 0
-        self.degraded = 0
-        self.unremembered = 0
-
-
-class SharedEngine(Engine):
-    """`Engine` with the state of every scene in Redis (see the module docstring).
+class RedisState:
+    """The Redis backend (see the module docstring): `RedisState.connect(url)`, then give
+    it to an engine (`Engine.from_config(config, state=...)`).
 
     `client` should give up quickly (`open_client`). `require_state`: raise
-    `StateUnavailableError` at construction when Redis cannot be reached; with False the
-    engine starts anyway and answers degraded until Redis answers. State written by
-    another version (another clock layout) raises `StateFormatError` either way.
+    `StateUnavailableError` when the engine binds it and Redis cannot be reached; with
+    False the engine starts anyway and answers degraded until Redis answers. State written
+    by another version (another clock layout) raises `StateFormatError` either way.
     `feature_options` go to every `RedisSceneFeatures` (guard_depth, buckets, ttl_ms, ...).
     """
 
-    def __init__(self, config: ProjectConfig, client: Client, *,
-                 state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
+    shared = True
+
+    def __init__(self, client: Client, *, state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
                  breaker: CircuitBreaker | None = None, prefix: str = "re",
                  require_state: bool = True, state_url: str = "",
                  **feature_options: Any) -> None:
-        super().__init__(config)
-        self.shared_state = True
         self.client = client
         self.state_url = redact(state_url) if state_url else repr(client)
         self.prefix = prefix
         self.budget_s = state_timeout_ms / 1000.0
         self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self.require_state = require_state
+        self.lists: Lists | None = None
         self._feature_options = feature_options
         self._clock = SharedClock(client, prefix)
-        self._shared = {
-            name: SharedScene(self.scene(name), RedisDecisionStore(
+        self._scenes: dict[str, RedisScene] = {}
+        self.lsn = 0
+        """The LSN of this process's last new decision (0: none yet)."""
+
+    @classmethod
+    def connect(cls, url: str = DEFAULT_STATE_URL, *,
+                state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS, **options: Any) -> RedisState:
+        """A backend on the state at `url` (``redis://host:port/db``, ``rediss://``,
+        ``unix://``, ``redis+cluster://host:port,…``); `options` as in `RedisState`."""
+        client = open_client(url, state_timeout_ms)
+        return cls(client, state_timeout_ms=state_timeout_ms, state_url=url, **options)
+
+    def bind(self, runtimes: Mapping[str, SceneRuntime], lists: Lists
+             ) -> dict[str, RedisScene]:
+        self.lists = lists
+        prefix = self.prefix
+        client = self.client
+        self._scenes = {
+            name: RedisScene(self, rt, RedisDecisionStore(
                 cast(redis.Redis, client),  # a RedisCluster serves its GET / EVALSHA too
-                name, self.scene(name).idempotency_horizon_ms, prefix=prefix),
-                DecisionRecords(name, self.scene(name).feature_names, client, prefix),
-                RedisScenePatterns(self.scene(name).patterns, name, prefix))
-            for name in self.scenes}
+                name, rt.idempotency_horizon_ms, prefix=prefix),
+                DecisionRecords(name, rt.feature_names, client, prefix),
+                RedisScenePatterns(rt.patterns, name, prefix))
+            for name, rt in runtimes.items()}
         try:
-            for shared in self._shared.values():
-                self._attach(shared)
+            for scene in self._scenes.values():
+                scene.attach()
         except StateFormatError:
             raise
         except STATE_ERRORS as exc:
-            if require_state:
+            if self.require_state:
                 raise StateUnavailableError(
                     f"cannot use the state at {self.state_url}: {exc}; start Redis (7.0 or "
                     f"later) or fix the state URL") from None
             log.warning("state at %s unavailable at start (%s): deciding with each "
                         "scene's fallback until it answers", self.state_url, exc)
+        return dict(self._scenes)
 
-    @classmethod
-    def from_config(cls, source: str | os.PathLike[str] | Mapping[str, Any] | ProjectConfig
-                    | None = None, state_url: str = DEFAULT_STATE_URL, *,
-                    state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
-                    **options: Any) -> SharedEngine:
-        """Build from a config (as `Engine.from_config`) and a ``redis://host:port/db`` URL;
-        `options` as in `SharedEngine`."""
-        client = open_client(state_url, state_timeout_ms)
-        return cls(load_config(source), client, state_timeout_ms=state_timeout_ms,
-                   state_url=state_url, **options)
-
-    def use_lists(self, lists: Any) -> None:
-        """Read lists from `lists` from now on (a `RedisListStore`, the same API as
-        `ListStore`): in rules, list checks, patterns and feature `where` filters."""
+    def use_lists(self, lists: Lists) -> None:
+        """Read lists from `lists` from now on (a `RedisListStore`)."""
         self.lists = lists
-        for shared in self._shared.values():
-            if shared.features is not None:
-                shared.features.lists = lists
+        for scene in self._scenes.values():
+            if scene.features is not None:
+                scene.features.lists = lists
 
-    def _attach(self, shared: SharedScene) -> RedisSceneFeatures:
-        shared.records.register()
-        features = RedisSceneFeatures(self.client, shared.runtime.config, lists=self.lists,
-                                      prefix=self.prefix, clock=self._clock,
-                                      **self._feature_options)
-        shared.features = features
-        return features
+    def drop_clock(self, clock: Hashable) -> None:
+        """Nothing to drop: the shared state has one clock per scene."""
 
-    def _shared_scene(self, name: str) -> SharedScene:
-        shared = self._shared.get(name)
-        if shared is None:
-            self.scene(name)  # raises UnknownSceneError
-            raise KeyError(name)
-        return shared
+    # -- the breaker ------------------------------------------------------------------
 
-    # -- deciding -----------------------------------------------------------------------
-
-    def evaluate(self, scene: str, event: Mapping[str, Any], *, clock: Hashable = None
-                 ) -> Decision:
-        """Decide one event. Raises `EventValidationError` / `UnknownSceneError`; never a
-        Redis error (those give the degraded fallback decision). The shared state has one
-        clock per scene, whatever `clock` says: every worker and partition decides as one
-        engine, in the order the state sees the events."""
-        del clock
-        started = perf_counter()
-        shared = self._shared_scene(scene)
-        return self._decide(shared, shared.runtime.parse(event), started)
-
-    def evaluate_many(self, scene: str, events: Iterable[Mapping[str, Any]]) -> list[Decision]:
-        """Decide events in order; all are validated first, as in `Engine.evaluate_many`."""
-        shared = self._shared_scene(scene)
-        return [self._decide(shared, event, perf_counter())
-                for event in parse_batch(shared.runtime, events)]
-
-    def _decide(self, shared: SharedScene, event: dict[str, Any], started: float) -> Decision:
-        breaker = self.breaker
-        if not breaker.allow():
-            return self._degraded(shared, event, started)
-        event_id = event["event_id"]
-        t = event["timestamp"]
-        try:
-            state = shared.features
-            if state is None:
-                state = self._attach(shared)
-            run = state.run_calls
-            raw, reply = run([state.recall_call(shared.store.key(event_id)),
-                              state.step_call(event)])
-            step = self._clock.taken(reply, t)
-            previous = shared.store.live(raw, step.clock)
-            if previous is None:
-                if perf_counter() - started > self.budget_s:
-                    raise redis.exceptions.TimeoutError("the state time budget ran out "
-                                                        "before the features were computed")
-                calls, touched = state.entity_calls(event, step)
-                asked: list[str] = []
-                if shared.patterns:
-                    more, asked = shared.patterns.calls(state, event, step, self.lists)
-                    calls += more
-                replies = run(calls)
-                features, late = state.values(touched, replies[:len(touched)], step.late)
-                if shared.patterns:
-                    shared.patterns.read(asked, replies[len(touched):], features)
-            elif step.raised:
-                self._unclock(state, event, step)
-        except STATE_ERRORS as exc:
-            self._failed(exc)
-            return self._degraded(shared, event, started)
-        if previous is not None:
-            self._succeeded()
-            shared.duplicates += 1
-            return shared.records.decode(previous, event_id)
-        decision, _ = shared.runtime.decide(event, step.lsn, features, late, False,
-                                            self.lists, started)
-        try:
-            first = shared.store.remember(event_id, t, shared.records.encode(decision),
-                                          step.clock)
-        except STATE_ERRORS as exc:
-            self._failed(exc)
-            shared.unremembered += 1
-            first = None
-        else:
-            self._succeeded()
-        if first is not None:  # another worker decided this id first: its answer stands
-            shared.duplicates += 1
-            return shared.records.decode(first, event_id)
-        shared.decisions += 1
-        self._lsn = step.lsn
-        decision.latency_ms = (perf_counter() - started) * 1000.0
-        return decision
-
-    def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step) -> None:
-        """Put G back after the clock step of a duplicate raised it (best effort: the
-        duplicate is answered either way)."""
-        try:
-            state.run_calls([state.undo_call(event, step)])
-        except STATE_ERRORS as exc:
-            log.warning("state at %s: the clock of scene %s stays at %s after a duplicate "
-                        "(%s)", self.state_url, state.scene, event["timestamp"], exc)
-
-    def _degraded(self, shared: SharedScene, event: dict[str, Any], started: float
-                  ) -> Decision:
-        shared.degraded += 1
-        return Decision(event["event_id"], shared.name, shared.fallback, 0.0, (), (),
-                        dict(shared.nulls), (), shared.runtime.ruleset.version, False, True,
-                        (perf_counter() - started) * 1000.0, 0, event["timestamp"])
-
-    def _failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException) -> None:
         breaker = self.breaker
         was = breaker.state
         breaker.failure()
@@ -361,7 +249,7 @@ class SharedEngine(Engine):
         else:
             log.debug("state call failed: %s", exc)
 
-    def _succeeded(self) -> None:
+    def succeeded(self) -> None:
         breaker = self.breaker
         if breaker.state == CLOSED:
             breaker.success()
@@ -380,7 +268,7 @@ class SharedEngine(Engine):
         return {name: {"decisions": s.decisions, "duplicates": s.duplicates,
                        "degraded_decisions": s.degraded, "unremembered": s.unremembered,
                        "breaker_state": breaker.state, "breaker_opened": breaker.opened}
-                for name, s in self._shared.items()}
+                for name, s in self._scenes.items()}
 
     def state_health(self) -> dict[str, Any]:
         """The breaker's counters, the last LSN this process was given, and the
@@ -392,17 +280,11 @@ class SharedEngine(Engine):
         """Close the client (nothing is pending: every step is taken in Redis)."""
         self.client.close()
 
-    def __enter__(self) -> SharedEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
         """As `Engine.entity`, read from Redis at the shared scene clock (two round trips:
         the clock, the entity). Raises the Redis error when the state cannot be reached."""
-        shared = self._shared_scene(scene)
-        state = shared.features if shared.features is not None else self._attach(shared)
+        shared = self._scenes[scene]
+        state = shared.features if shared.features is not None else shared.attach()
         clock = state.read_clock()
         found = state.peek(field, value, clock)
         if found is None:
@@ -413,6 +295,117 @@ class SharedEngine(Engine):
         raise SnapshotError(f"the state is in Redis ({self.state_url}): there is nothing to "
                             f"snapshot in the process; use Redis persistence (AOF or RDB)")
 
-    def restore(self, path: str | os.PathLike[str]) -> Engine:
+    def restore(self, path: str | os.PathLike[str]) -> None:
         raise SnapshotError(f"the state is in Redis ({self.state_url}): a snapshot cannot be "
                             f"restored into it; Redis persistence (AOF or RDB) restores it")
+
+
+class RedisScene:
+    """One scene's shared state: its `RedisSceneFeatures` (built once Redis answers), its
+    decision store, its fallback, and its counters; `evaluate` is its per-event path."""
+
+    def __init__(self, backend: RedisState, runtime: SceneRuntime, store: RedisDecisionStore,
+                 records: DecisionRecords, patterns: RedisScenePatterns) -> None:
+        self.backend = backend
+        self.runtime = runtime
+        self.name = runtime.name
+        self.store = store
+        self.records = records
+        self.patterns = patterns
+        self.fallback = runtime.config.fallback
+        self.nulls: dict[str, Any] = dict.fromkeys(runtime.feature_names)
+        self.features: RedisSceneFeatures | None = None
+        self.decisions = 0
+        self.duplicates = 0
+        self.degraded = 0
+        self.unremembered = 0
+
+    def attach(self) -> RedisSceneFeatures:
+        backend = self.backend
+        self.records.register()
+        features = RedisSceneFeatures(backend.client, self.runtime.config, lists=backend.lists,
+                                      prefix=backend.prefix, clock=backend._clock,
+                                      **backend._feature_options)
+        self.features = features
+        return features
+
+    def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
+        """`evaluate` for each event in order (one clock: `clock` does not matter)."""
+        return [self.evaluate(event, perf_counter(), clock) for event in events]
+
+    def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
+        """Decide one parsed event on the shared state; never a Redis error (those give the
+        degraded fallback decision). `clock` does not matter: one clock per scene."""
+        del clock
+        backend = self.backend
+        breaker = backend.breaker
+        if not breaker.allow():
+            return self._degraded(event, started)
+        event_id = event["event_id"]
+        t = event["timestamp"]
+        lists = backend.lists
+        assert lists is not None
+        try:
+            state = self.features
+            if state is None:
+                state = self.attach()
+            run = state.run_calls
+            raw, reply = run([state.recall_call(self.store.key(event_id)),
+                              state.step_call(event)])
+            step = backend._clock.taken(reply, t)
+            previous = self.store.live(raw, step.clock)
+            if previous is None:
+                if perf_counter() - started > backend.budget_s:
+                    raise redis.exceptions.TimeoutError("the state time budget ran out "
+                                                        "before the features were computed")
+                calls, touched = state.entity_calls(event, step)
+                asked: list[str] = []
+                if self.patterns:
+                    more, asked = self.patterns.calls(state, event, step, lists)
+                    calls += more
+                replies = run(calls)
+                features, late = state.values(touched, replies[:len(touched)], step.late)
+                if self.patterns:
+                    self.patterns.read(asked, replies[len(touched):], features)
+            elif step.raised:
+                self._unclock(state, event, step)
+        except STATE_ERRORS as exc:
+            backend.failed(exc)
+            return self._degraded(event, started)
+        if previous is not None:
+            backend.succeeded()
+            self.duplicates += 1
+            return self.records.decode(previous, event_id)
+        decision, _ = self.runtime.decide(event, step.lsn, features, late, False, lists,
+                                          started)
+        try:
+            first = self.store.remember(event_id, t, self.records.encode(decision),
+                                        step.clock)
+        except STATE_ERRORS as exc:
+            backend.failed(exc)
+            self.unremembered += 1
+            first = None
+        else:
+            backend.succeeded()
+        if first is not None:  # another worker decided this id first: its answer stands
+            self.duplicates += 1
+            return self.records.decode(first, event_id)
+        self.decisions += 1
+        backend.lsn = step.lsn
+        decision.latency_ms = (perf_counter() - started) * 1000.0
+        return decision
+
+    def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step) -> None:
+        """Put G back after the clock step of a duplicate raised it (best effort: the
+        duplicate is answered either way)."""
+        try:
+            state.run_calls([state.undo_call(event, step)])
+        except STATE_ERRORS as exc:
+            log.warning("state at %s: the clock of scene %s stays at %s after a duplicate "
+                        "(%s)", self.backend.state_url, state.scene, event["timestamp"], exc)
+
+    def _degraded(self, event: dict[str, Any], started: float) -> Decision:
+        self.degraded += 1
+        return Decision(event["event_id"], self.name, self.fallback, 0.0, (), (),
+                        dict(self.nulls), (), self.runtime.ruleset.version, False, True,
+                        (perf_counter() - started) * 1000.0, 0, event["timestamp"])

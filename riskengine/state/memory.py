@@ -1,0 +1,261 @@
+"""In-memory state, the engine's default backend: one process, snapshots for restarts.
+
+Per scene (`MemoryScene`): the feature state (`SceneFeatures`: entity tables, the scene
+clock per clock domain, the generated fast path), the sequence patterns' per-key state,
+and the idempotency records. LSNs are this process's arrival order.
+
+Idempotency: `seen` maps each remembered event id to a compact `Record` (the feature
+values inline, the rule outcome shared with the decision, no dict, no objects of its own
+beyond the record). A duplicate gets an equal `Decision` rebuilt from it, marked
+`duplicate`; the last `RECENT_DECISIONS` decisions are also kept whole.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from riskengine.decision import Decision
+from riskengine.exceptions import SnapshotError
+from riskengine.features.engine import SceneFeatures
+from riskengine.features.history import NEVER
+from riskengine.lists import Lists
+from riskengine.rules.ruleset import Outcome
+from riskengine.scene import SceneRuntime
+
+__all__ = ["SNAPSHOT_FORMAT", "MemoryScene", "MemoryState"]
+
+SNAPSHOT_FORMAT = 3
+_FORGET_EVERY = 64
+RECENT_DECISIONS = 16
+"""How many of a scene's latest decisions are also kept whole."""
+
+Record = tuple[Any, ...]
+"""A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
+list_hits, late + 2·degraded, ruleset_version, *feature values)``; the outcome and the
+other tuples are the decision's own (mostly shared constants), so a record is one tuple
+of its own."""
+_T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
+
+
+class MemoryState:
+    """The in-memory backend (see the module docstring)."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.lsn = 0
+        """The LSN of the last accepted event (this process's arrival order)."""
+        self._scenes: dict[str, MemoryScene] = {}
+
+    def bind(self, runtimes: Mapping[str, SceneRuntime], lists: Lists
+             ) -> dict[str, MemoryScene]:
+        self._scenes = {name: MemoryScene(self, rt, lists) for name, rt in runtimes.items()}
+        return dict(self._scenes)
+
+    def use_lists(self, lists: Lists) -> None:
+        for scene in self._scenes.values():
+            scene.lists = lists
+            scene.features.lists = lists
+
+    def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
+        features = self._scenes[scene].features
+        found = features.peek(field, value)
+        if found is None:
+            raise KeyError(field)
+        as_of = features.global_max if features.global_max != NEVER else None
+        return as_of, found
+
+    def drop_clock(self, clock: Hashable) -> None:
+        for scene in self._scenes.values():
+            scene.features.drop_clock(clock)
+
+    def stats(self) -> dict[str, Any]:
+        """Entities, retained entries and remembered event ids per scene (and the keys
+        and entries of its sequence patterns, if it has any)."""
+        return {name: {**s.features.stats(), "remembered_ids": len(s.seen),
+                       **(s.patterns.stats() if s.patterns else {})}
+                for name, s in self._scenes.items()}
+
+    def snapshot(self, path: str | os.PathLike[str]) -> Path:
+        """Write the whole state to `path` atomically (temp file, fsync, rename)."""
+        target = Path(path)
+        payload = {
+            "format": SNAPSHOT_FORMAT,
+            "lsn": self.lsn,
+            "scenes": {
+                name: {
+                    "features": s.features.dump(),
+                    "seen": s.dump_ids(),
+                    "patterns": s.patterns.dump(),
+                }
+                for name, s in self._scenes.items()
+            },
+        }
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def restore(self, path: str | os.PathLike[str]) -> None:
+        """Load a snapshot written by `snapshot` (a trusted file: it is a pickle).
+        Buffers whose feature definitions changed since the snapshot start empty; a
+        snapshot of another format (older lateness rules included) is refused."""
+        try:
+            with open(path, "rb") as handle:
+                payload = pickle.load(handle)  # the operator's own snapshot file
+        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            raise SnapshotError(f"cannot read snapshot {str(path)!r}: {exc}") from None
+        if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"{str(path)!r} is not a riskengine snapshot (format "
+                                f"{SNAPSHOT_FORMAT})")
+        self.lsn = payload["lsn"]
+        for name, data in payload["scenes"].items():
+            scene = self._scenes.get(name)
+            if scene is None:
+                continue
+            scene.features.load(data["features"])
+            scene.load_ids(data["seen"])
+            scene.patterns.load(data.get("patterns", {}))
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryScene:
+    """One scene's state in memory; `evaluate` is its per-event path."""
+
+    def __init__(self, state: MemoryState, runtime: SceneRuntime, lists: Lists) -> None:
+        config = runtime.config
+        self.state = state
+        self.runtime = runtime
+        self.lists = lists
+        self.features = SceneFeatures(config.features, config.lateness_ms,
+                                      config.max_entities, runtime.compile_where, lists)
+        self.fast = self.features.fast
+        self.patterns = runtime.patterns
+        self.idempotency_horizon_ms = runtime.idempotency_horizon_ms
+        self.idempotency_max = runtime.idempotency_max
+        self.seen: dict[str, Record] = {}
+        self.seen_order: deque[str] = deque()
+        self.recent: deque[Decision] = deque(maxlen=RECENT_DECISIONS)
+        self.forget_countdown = _FORGET_EVERY
+
+    def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
+        """Idempotency, LSN, features and patterns, then `SceneRuntime.decide` and the
+        remembering."""
+        features = self.features
+        if clock != features.domain:
+            features.switch(clock)
+        event_id = event["event_id"]
+        previous = self.seen.get(event_id)
+        if previous is not None and previous[_T] > (
+                features.global_max - self.idempotency_horizon_ms):
+            return self.recall(event_id, previous)
+        state = self.state
+        state.lsn = lsn = state.lsn + 1
+        values = self.fast(event, lsn)
+        if values is None:
+            values, late, degraded = features.compute_general(event, lsn)
+        else:
+            late = degraded = False
+        if self.patterns:
+            self.patterns.observe(event, lsn, late, self.lists, features, values)
+        decision, outcome = self.runtime.decide(event, lsn, values, late, degraded,
+                                                self.lists, started)
+        self.remember(decision, outcome, previous is not None)
+        return decision
+
+    def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
+        """`evaluate` for each event in order, one clock read per event (a decision's
+        latency is the time since the previous one was made)."""
+        decisions: list[Decision] = []
+        append = decisions.append
+        evaluate = self.evaluate
+        started = perf_counter()
+        for event in events:
+            append(evaluate(event, started, clock))
+            started = perf_counter()
+        return decisions
+
+    # -- idempotency -----------------------------------------------------------------
+
+    def recall(self, event_id: str, record: Record) -> Decision:
+        """The remembered decision of `event_id`, marked `duplicate`: a copy of the
+        decision itself if it is one of the recent ones, else rebuilt from its record."""
+        lsn = record[_LSN]
+        for decision in self.recent:
+            if decision.lsn == lsn:
+                return replace(decision, features=dict(decision.features), duplicate=True)
+        action, score, hits, shadow_hits, errors = record[_OUTCOME]
+        return Decision(event_id, self.runtime.name, action, score, hits, shadow_hits,
+                        dict(zip(self.runtime.feature_names, record[_VALUES:], strict=True)),
+                        record[_LIST_HITS], record[_VERSION], bool(record[_FLAGS] & 1),
+                        bool(record[_FLAGS] & 2),
+                        record[_LATENCY], lsn, record[_T], errors, True)
+
+    def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
+        """Keep `decision` for its id; `known`: the id is held already (an entry past
+        its horizon, decided again)."""
+        event_id = decision.event_id
+        seen = self.seen
+        seen[event_id] = (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
+                          decision.list_hits, decision.late + 2 * decision.degraded,
+                          decision.ruleset_version, *decision.features.values())
+        self.recent.append(decision)
+        if not known:
+            self.seen_order.append(event_id)
+            if len(seen) > self.idempotency_max:
+                self.cap_ids()
+        self.forget_countdown -= 1
+        if not self.forget_countdown:
+            self.forget_old_ids()
+
+    def forget_old_ids(self) -> None:
+        """Drop ids whose event left the horizon (arrival order), and any over the cap."""
+        self.forget_countdown = _FORGET_EVERY
+        order = self.seen_order
+        seen = self.seen
+        horizon = self.features.safe_clock() - self.idempotency_horizon_ms
+        while order:
+            event_id = order[0]
+            record = seen.get(event_id)
+            if record is not None and record[_T] > horizon:
+                break
+            order.popleft()
+            if record is not None:
+                del seen[event_id]
+        self.cap_ids()
+
+    def cap_ids(self) -> None:
+        seen = self.seen
+        order = self.seen_order
+        while len(seen) > self.idempotency_max:
+            seen.pop(order.popleft(), None)
+
+    def dump_ids(self) -> list[tuple[str, Record]]:
+        """The remembered ids in arrival order, with their records (no references)."""
+        seen = self.seen
+        return [(i, seen[i]) for i in self.seen_order if i in seen]
+
+    def load_ids(self, rows: list[tuple[str, Record]]) -> None:
+        self.seen.clear()
+        self.seen_order.clear()
+        for event_id, record in rows:
+            self.seen[event_id] = record
+            self.seen_order.append(event_id)
