@@ -14,9 +14,11 @@ the decision's JSON document.
 >>> codec = DecisionRecords("transfer", ("n", "s"))
 >>> d = Decision("e1", "transfer", "review", 40.0, (Hit("r1", "why", 40.0, None),), (),
 ...              {"n": 3, "s": 1.5}, (), "v1", False, False, 0.25, 7, 1000)
+>>> from dataclasses import replace
 >>> raw = b"1000|" + codec.encode(d)
->>> codec.decode(raw, "e1") == d
-True
+>>> again = codec.decode(raw, "e1")  # the stored answer of a duplicate
+>>> again.duplicate, replace(again, duplicate=False) == d
+(True, True)
 """
 
 from __future__ import annotations
