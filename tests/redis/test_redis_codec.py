@@ -12,7 +12,7 @@ from riskengine.state.redis.codec import (
     decode_value,
     distinct_text,
     key_text,
-    quantize,
+    micro_units,
     slot_text,
     value_text,
 )
@@ -41,7 +41,7 @@ def test_slot_text_extras_only_when_needed() -> None:
     assert slot_text(5e9, quantized=True, distinct=False) == "5000000000.0\x015000000000000000"
     assert slot_text("a\x01b", quantized=False, distinct=True) == "'a\x01b"
     with pytest.raises(RedisStateError, match="must be a number"):
-        quantize("12", "amount")
+        micro_units("12", "amount")
 
 
 def test_key_text() -> None:

@@ -25,8 +25,8 @@ import json
 from typing import Any
 
 from riskengine.exceptions import RiskEngineError
+from riskengine.features.aggregators import SCALE, quantize
 
-MICRO = 1_000_000
 DERIVABLE = 2**52
 """Below this (in micro-units) the script quantises a number itself, exactly."""
 MAX_KEY_TEXT = 120
@@ -69,13 +69,14 @@ def distinct_text(v: Any) -> str:
     return "J" + json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def quantize(v: Any, field: str) -> int:
-    """q(v) = round(v * 1_000_000), as the contract defines it."""
+def micro_units(v: Any, field: str) -> int:
+    """q(v) of a value summed by a feature (`riskengine.features.aggregators.quantize`),
+    refusing anything but a finite number."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise RedisStateError(f"field {field!r} is summed by a feature and must be a number, "
                               f"got {type(v).__name__}")
     try:
-        return round(v * MICRO)
+        return quantize(v)
     except (OverflowError, ValueError):
         raise RedisStateError(f"field {field!r}: {v!r} is not a finite number") from None
 
@@ -86,8 +87,8 @@ def slot_text(v: Any, *, quantized: bool, distinct: bool, field: str = "value") 
     if isinstance(v, str):
         return text
     if quantized:
-        q = quantize(v, field)
-        if isinstance(v, bool) or not abs(v * MICRO) < DERIVABLE:
+        q = micro_units(v, field)
+        if isinstance(v, bool) or not abs(v * SCALE) < DERIVABLE:
             text += "\x01" + str(q)
     if distinct:
         key = distinct_text(v)
