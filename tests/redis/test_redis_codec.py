@@ -32,16 +32,23 @@ def test_distinct_text_is_python_equality(a: object, b: object) -> None:
     assert (distinct_text(a) == distinct_text(b)) == (a == b)
 
 
-def test_slot_text_extras_only_when_needed() -> None:
-    assert slot_text(0.1, quantized=True, distinct=True) == "0.1"
-    assert slot_text(3.0, quantized=True, distinct=True) == "3.0\x023"
+def test_slot_texts() -> None:
+    """Micro-units for sum/avg/stddev, computed here; the value text for the others, with
+    the distinct key only when count_distinct reads it and it differs."""
+    assert slot_text(0.1, quantized=True, distinct=False) == "100000"
+    assert slot_text(2.5e-6, quantized=True, distinct=False) == "2"  # half to even
+    assert slot_text(-0.5e-6, quantized=True, distinct=False) == "0"
+    assert slot_text(10**15, quantized=True, distinct=False) == str(10**21)
+    assert slot_text(5e9, quantized=True, distinct=False) == "5000000000000000"
+    assert slot_text(0.1, quantized=False, distinct=True) == "0.1"
+    assert slot_text(3.0, quantized=False, distinct=True) == "3.0\x023"
+    assert slot_text(3.0, quantized=False, distinct=False) == "3.0"
     assert slot_text(True, quantized=False, distinct=True) == "T\x021"
-    assert slot_text(10**15, quantized=True, distinct=False) == \
-        f"{10**15}\x01{10**21}"
-    assert slot_text(5e9, quantized=True, distinct=False) == "5000000000.0\x015000000000000000"
-    assert slot_text("a\x01b", quantized=False, distinct=True) == "'a\x01b"
+    assert slot_text("a\x02b", quantized=False, distinct=True) == "'a\x02b"
     with pytest.raises(RedisStateError, match="must be a number"):
         micro_units("12", "amount")
+    with pytest.raises(RedisStateError, match="must be a number"):
+        slot_text(True, quantized=True, distinct=False)
 
 
 def test_key_text() -> None:
