@@ -14,15 +14,22 @@ import textwrap
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, cast, overload
 
 SCALE = 1_000_000
 
 Entry = tuple[Any, ...]
 
 
+@overload
+def quantize(value: None) -> None: ...
+@overload
+def quantize(value: float | int) -> int: ...
 def quantize(value: float | int | None) -> int | None:
-    """Micro-units of a number: ``round(value * 1_000_000)``; None stays None.
+    """Micro-units of a number: ``q(v) = round(v * 1_000_000)``; None stays None.
+
+    The contract's one definition of q (docs/semantics.md, "Exact arithmetic"): the
+    engine's entries and the values sent to the Redis state are quantised by it.
 
     >>> quantize(0.1) + quantize(0.2) == quantize(0.3)
     True

@@ -19,7 +19,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, cast
 
-from riskengine.features.aggregators import RUNNING
+from riskengine.features.aggregators import RUNNING, quantize
 from riskengine.features.history import COMPACT_AT, HistoryOps
 from riskengine.features.keytable import KeyTable
 from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, KEY, MAXTS, BufferPlan, KeyPlan
@@ -51,7 +51,7 @@ def build_fast_path(scene: Any) -> FastPath:
     w = _Writer()
     env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
                            "bisect_right": bisect_right, "INF": float("inf"),
-                           "TiledBuffer": TiledBuffer, "sqrt": math.sqrt}
+                           "TiledBuffer": TiledBuffer, "sqrt": math.sqrt, "quantize": quantize}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
     w(f"if t < gmax - {lateness}:")
@@ -160,7 +160,7 @@ def _entry_expr(bplan: BufferPlan) -> str:
     parts = ["t", "lsn"]
     for field, quantized in bplan.slots:
         if quantized:
-            parts.append(f"(None if (v := event.get({field!r})) is None else round(v * 1000000))")
+            parts.append(f"quantize(event.get({field!r}))")
         else:
             parts.append(f"event.get({field!r})")
     return "(" + ", ".join(parts) + ",)"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from riskengine.features.aggregators import AGGREGATORS, Aggregator
+from riskengine.features.aggregators import AGGREGATORS, Aggregator, quantize
 from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
 
 Predicate = Callable[[dict[str, Any], dict[str, Any], Any], Any]
@@ -80,9 +80,7 @@ class BufferPlan:
         values: list[Any] = [event["timestamp"], lsn]
         for field, quantized in self.slots:
             value = event.get(field)
-            if quantized and value is not None:
-                value = round(value * 1_000_000)
-            values.append(value)
+            values.append(quantize(value) if quantized else value)
         return tuple(values)
 
 

@@ -49,7 +49,7 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     `page_entries` entries, and to its bucket when it fits there again.
 ``re:{clock}``  (hash)
     the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
-    ``format`` (the layout of the state, ``2``), ``lsn`` (the last LSN handed out) and
+    ``format`` (the layout of the state, ``3``), ``lsn`` (the last LSN handed out) and
     ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
     that were not late). Every event takes one *clock step* on it (below).
 ``re:id:{<scene>|<event id>}``
@@ -71,32 +71,35 @@ The entity blob
 ``msgpack(header) + msgpack([header − base, entries, tiles, guard, running])``:
 ``header`` is the newest time the entity holds (what the sweep reads); ``entries`` is
 one flat array, per stored event ``t − base``, its group mask (only when B has several
-groups of features, i.e. different `where` filters, kinds or hops), and one value text
-per target field (`codec`: the value as it came in, plus the exact micro-units or the
-distinct key only when the script could not derive them); ``tiles`` holds per tiled
-group one partial aggregate per tile ``floor(t/H)``; ``guard`` holds the last
-`guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
-(busy entities only) holds per history window a running state, below. Entries are
-sorted by (time, arrival): LSN order while one event is in flight at a time. A paged
-entity's header is the same array with ``false`` for entries, then the chunk directory
-(per chunk: id, entry count, first and last time) and the next chunk id; a chunk is the
-flat entries of its part, times relative to its first.
+groups of features, i.e. different `where` filters, kinds or hops), and its *slots*
+(`codec`, `plan.Slot`): per target field, its micro-units ``q(v)`` when sum, avg or
+stddev read it (a number; decimal text when ``|q| ≥ 2^52``), and its value text
+``R(v)``, the value as it came in, when min, max, first, last or count_distinct read it
+(followed by the distinct key when count_distinct reads it and the key differs from
+``R``): a field only summed stores no text, one only compared no micro-units; ``tiles``
+holds per tiled group one partial aggregate per tile ``floor(t/H)``; ``guard`` holds the
+last `guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
+(busy entities only) holds per history window a running state, below. Entries are sorted
+by (time, arrival): LSN order while one event is in flight at a time. A paged entity's
+header is the same array with ``false`` for entries, then the chunk directory (per
+chunk: id, entry count, first and last time) and the next chunk id; a chunk is the flat
+entries of its part, times relative to its first.
 
-Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its values (a
-type byte and the text: ``'acct-42``, ``1234.5``), 10–20 bytes; an entity in a bucket
-adds its field name, the blob header and its guard record (about 45 bytes with the
-seed's three features); an entity in its own key adds a Redis key (~100 bytes), a
-paged one a hash (~100 bytes more), a few bytes per chunk, and per distinct value its
-running count field. Measured with the
-seed's three features, `hash-max-listpack-value 256` (bytes freed by deleting the
-state, INFO used_memory, which leaves out the Lua VMs; MEMORY USAGE of the keys agrees
-within 40 %): a
-steady stream of 440 active accounts holds 13 bytes per retained entry, 31 per event
-inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day of transfers
-(50,000 events, mostly cold keys, 256 buckets, `benchmarks/bench_redis_state.py`)
-about 55 bytes per retained entry. INFO `used_memory` deltas across a run also count
-Redis's per-command latency histograms and client buffers, so they are not a measure of
-the state.
+Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its slots
+(micro-units: a msgpack integer, 5 bytes for amounts below 4,294.97, 9 above; a value
+text: a type byte and the text, ``'acct-42``, ``1234.5``), 10–20 bytes; a field read
+both ways holds both. An entity in a bucket adds its field name, the blob header and its
+guard record (about 45 bytes with the seed's three features); an entity in its own key
+adds a Redis key (~100 bytes), a paged one a hash (~100 bytes more), a few bytes per
+chunk, and per distinct value its running count field. Measured with the seed's three
+features, `hash-max-listpack-value 256` (bytes freed by deleting the state, INFO
+used_memory, which leaves out the Lua VMs; MEMORY USAGE of the keys agrees within 40 %),
+Redis 7.0: a steady stream of 440 active accounts holds 14.5 bytes per retained entry,
+34 per event inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day
+of transfers (50,000 events, mostly cold keys, 256 buckets,
+`benchmarks/bench_redis_state.py`) about 58 bytes per retained entry. INFO `used_memory`
+deltas across a run also count Redis's per-command latency histograms and client
+buffers, so they are not a measure of the state.
 
 The clock step
 --------------
@@ -153,9 +156,10 @@ quiet one instead of a pass over its window. ``first``/``last`` read the window'
 fewer entries than the corrections is scanned instead. All of it is exact: the oracle
 tests run with running states from the first entry, from the default size, and never.
 
-Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers. The script derives ``q``
-from the value text itself (the same IEEE product and half-to-even rounding as Python)
-when ``|v·1e6| < 2^52``; larger ones come as decimal text. Sums are kept in doubles below
+Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers, computed in Python only
+(`riskengine.features.aggregators.quantize`, the definition the in-memory engine uses);
+the script never rounds. It keeps ``q`` as a number when ``|q| < 2^52`` and as its
+decimal text beyond (values from about 4.5·10^9 on). Sums are kept in doubles below
 2^52, where every addition and subtraction is exact, and spill into base-10^4 limbs
 beyond; squares are summed as ``qa², qa·qb, qb²`` with ``q = qa·2^26 + qb``. Python
 rebuilds the integers and applies the contract's formulas (``S / 1e6``,

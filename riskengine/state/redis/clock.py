@@ -33,9 +33,11 @@ from typing import Any
 from riskengine.state.redis.codec import StateUnavailableError
 from riskengine.state.redis.functions import Call, Client
 
-FORMAT = "2"
+FORMAT = "3"
 """The layout of the state this version writes: one clock key, lateness by the scene
-clock (docs/semantics.md). Version 1 kept ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
+clock (docs/semantics.md), entries holding the micro-units Python computed (a slot per
+target and kind, riskengine/state/redis/codec.py). Version 2 stored value texts the
+script quantised itself; version 1 kept ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
 
 
 class StateFormatError(StateUnavailableError):
@@ -79,8 +81,8 @@ class SharedClock:
         what = ", ".join(old) if old else f"{self.key} (format {_text(found)})"
         raise StateFormatError(
             f"the Redis state under prefix {self.prefix!r} was written by another version of "
-            f"riskengine ({what}): this version takes lateness from one scene clock kept "
-            f"in {self.key} (format {FORMAT}) and does not read older state. Delete every "
+            f"riskengine ({what}): this version writes the layout of format {FORMAT} "
+            f"(one scene clock in {self.key}) and does not read older state. Delete every "
             f"key matching {self.prefix}:* (on a database used by riskengine alone: "
             f"FLUSHDB, on every primary of a cluster), or use another prefix")
 

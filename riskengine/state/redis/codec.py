@@ -1,18 +1,22 @@
 """Texts that carry event values to the Lua script and back, exactly.
 
-A value is stored as its *value text* ``R(v)``, which gives back the very value that came
-in (type included), and, only when the script could not derive them from ``R(v)``, two
-extras appended to it:
+A stored value (a *slot*, riskengine/state/redis/plan.py) is one of two texts:
 
-* ``\\x01`` + the micro-units ``q(v) = round(v * 1_000_000)`` in decimal, when ``|v·1e6|``
-  is 2**52 or more (the script derives smaller ones itself, with the same IEEE product
-  and the same half-to-even rounding as Python);
-* ``\\x02`` + the *distinct key* ``C(v)``, when it differs from ``R(v)``: values equal in
-  Python (``1``, ``1.0``, ``True``) share one distinct key.
+* the micro-units ``q(v) = round(v * 1_000_000)`` in decimal, what sum/avg/stddev
+  read: Python quantises (`riskengine.features.aggregators.quantize`, the contract's one
+  definition) and the script only adds integers;
+* the *value text* ``R(v)``, which gives back the very value that came in (type
+  included), what min/max/first/last read; when count_distinct reads the slot, followed
+  by ``\\x02`` + the *distinct key* ``C(v)`` if that differs from ``R(v)``: values equal
+  in Python (``1``, ``1.0``, ``True``) share one distinct key.
+
+A field that both kinds of feature read has one slot of each.
 
     >>> value_text(0.1), value_text(3), value_text("3"), value_text(True)
     ('0.1', '3', "'3", 'T')
-    >>> slot_text(2.0, quantized=True, distinct=True)
+    >>> [slot_text(v, quantized=True, distinct=False) for v in (0.1, 2.5e-6, 3.5e-6)]
+    ['100000', '2', '4']
+    >>> slot_text(2.0, quantized=False, distinct=True)
     '2.0\\x022'
     >>> decode_value(b"2.0"), decode_value(b"'x"), decode_value(b"-7")
     (2.0, 'x', -7)
@@ -25,10 +29,8 @@ import json
 from typing import Any
 
 from riskengine.exceptions import RiskEngineError
+from riskengine.features.aggregators import quantize
 
-MICRO = 1_000_000
-DERIVABLE = 2**52
-"""Below this (in micro-units) the script quantises a number itself, exactly."""
 MAX_KEY_TEXT = 120
 """Longer key values are replaced by a digest in key names."""
 
@@ -69,29 +71,27 @@ def distinct_text(v: Any) -> str:
     return "J" + json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def quantize(v: Any, field: str) -> int:
-    """q(v) = round(v * 1_000_000), as the contract defines it."""
+def micro_units(v: Any, field: str) -> int:
+    """q(v) of a value summed by a feature (`riskengine.features.aggregators.quantize`),
+    refusing anything but a finite number."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise RedisStateError(f"field {field!r} is summed by a feature and must be a number, "
                               f"got {type(v).__name__}")
     try:
-        return round(v * MICRO)
+        return quantize(v)
     except (OverflowError, ValueError):
         raise RedisStateError(f"field {field!r}: {v!r} is not a finite number") from None
 
 
 def slot_text(v: Any, *, quantized: bool, distinct: bool, field: str = "value") -> str:
-    """The text stored for one target value: R(v) plus the extras the script needs."""
-    text = value_text(v)
-    if isinstance(v, str):
-        return text
+    """The text of one slot of the value `v`: q(v), or R(v) plus its distinct key when
+    the slot is `distinct` and the key differs."""
     if quantized:
-        q = quantize(v, field)
-        if isinstance(v, bool) or not abs(v * MICRO) < DERIVABLE:
-            text += "\x01" + str(q)
-    if distinct:
+        return str(micro_units(v, field))
+    text = value_text(v)
+    if distinct and not isinstance(v, str):
         key = distinct_text(v)
-        if key != value_text(v):
+        if key != text:
             text += "\x02" + key
     return text
 

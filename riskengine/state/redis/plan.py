@@ -60,6 +60,10 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Slot:
+    """One value of a stored entry: a target field's micro-units q (`quantized`: what
+    sum/avg/stddev read), or its value text R (what min/max/first/last read), followed by
+    its distinct key when count_distinct reads it (`distinct`) and the key differs."""
+
     field: str
     quantized: bool
     distinct: bool
@@ -111,7 +115,9 @@ class EntityPlan:
                 f"wins = {{{', '.join(windows)}}}}}")
         return (f"{{L = {self.lateness_ms}, RMAX = {self.reach_ms}, "
                 f"STRIDE = {self.stride}, MASKED = {_lua_bool(self.masked)}, "
-                f"NSLOT = {len(self.slots)}, NOUT = {len(self.outputs)}, "
+                f"NSLOT = {len(self.slots)}, "
+                f"QSLOT = {{{', '.join(_lua_bool(s.quantized) for s in self.slots)}}}, "
+                f"NOUT = {len(self.outputs)}, "
                 f"DEPTH = {guard_depth}, NTILED = {tiled}, "
                 f"IDLE = {max(self.reach_ms, scene_window_ms)}, "
                 f"SWEEP = {sweep}, RUNMIN = {running_from}, CHUNK = {page_entries}, "
@@ -130,20 +136,24 @@ def build_entity_plans(specs: Sequence[FeatureSpec], lateness_ms: int) -> tuple[
     return tuple(_entity_plan(by, members, lateness_ms) for by, members in by_key.items())
 
 
+def _slot_key(spec: FeatureSpec) -> tuple[str, bool]:
+    """The slot a (non-count) feature reads: its target's micro-units or its value text."""
+    return spec.target, ITEM_OF[spec.func] == "q"
+
+
 def _entity_plan(by: tuple[str, ...], members: list[FeatureSpec], lateness_ms: int
                  ) -> EntityPlan:
-    slot_of: dict[str, int] = {}
-    quantized: set[str] = set()
+    # A target gets a micro-units slot when sum/avg/stddev read it and a value-text slot
+    # when min/max/first/last/count_distinct do: only what is read is stored.
+    slot_of: dict[tuple[str, bool], int] = {}
     distinct: set[str] = set()
     for spec in members:
         if spec.func == "count":
             continue
-        slot_of.setdefault(spec.target, len(slot_of) + 1)
-        if ITEM_OF[spec.func] == "q":
-            quantized.add(spec.target)
-        elif spec.func == "count_distinct":
+        slot_of.setdefault(_slot_key(spec), len(slot_of) + 1)
+        if spec.func == "count_distinct":
             distinct.add(spec.target)
-    slots = tuple(Slot(f, f in quantized, f in distinct) for f in slot_of)
+    slots = tuple(Slot(f, q, not q and f in distinct) for f, q in slot_of)
 
     grouped: dict[tuple[str, str | None, int], list[FeatureSpec]] = {}
     for spec in members:
@@ -161,7 +171,7 @@ def _entity_plan(by: tuple[str, ...], members: list[FeatureSpec], lateness_ms: i
         for spec in specs:
             if spec.func == "count":
                 continue
-            item = (ITEM_OF[spec.func], slot_of[spec.target])
+            item = (ITEM_OF[spec.func], slot_of[_slot_key(spec)])
             found = next((i for i, (k, s, _) in enumerate(items) if (k, s) == item), None)
             squares = spec.func == "stddev"
             if found is None:
@@ -172,7 +182,7 @@ def _entity_plan(by: tuple[str, ...], members: list[FeatureSpec], lateness_ms: i
         for spec in specs:
             item_index = 0
             if spec.func != "count":
-                key = (ITEM_OF[spec.func], slot_of[spec.target])
+                key = (ITEM_OF[spec.func], slot_of[_slot_key(spec)])
                 item_index = 1 + next(i for i, (k, s, _) in enumerate(items) if (k, s) == key)
             out = Output(spec.name, spec.func, item_index)
             outputs[spec.name] = out

@@ -25,7 +25,8 @@
 -- args[8]  TTL in ms (0: none)
 -- args[9]  the entity's field in the bucket (its key value)
 -- args[10] the largest value kept as a bucket field (bytes)
--- args[11..] slot texts of the event ('' when null or absent)
+-- args[11..] slot texts of the event ('' when null or absent): q in decimal for a slot
+--          of QSLOT, else a value text (riskengine/state/redis/codec.py)
 --
 -- Reply: {late (0/1), 1 when answered from the guard record (0/1), value 1, ...,
 -- value NOUT}. The entity never decides lateness: the caller's flag says whether the
@@ -141,31 +142,27 @@ local function library()
     return concat(parts)
   end
 
-  -- q(v) = round(v * 1e6), half to even, as Python does it (|v * 1e6| < 2^52 here).
-  local function quantize(text)
-    local x = tonumber(text) * 1e6
-    local f = floor(x)
-    local d = x - f
-    if d > 0.5 or (d == 0.5 and f % 2 ~= 0) then f = f + 1 end
-    return f
+  -- A slot holds micro-units q or a value text (riskengine/state/redis/codec.py). Python
+  -- quantises; the script never rounds. q comes as decimal text and is kept as a number
+  -- when |q| < 2^52 (exactly: a decimal integer below 2^53 converts exactly, a larger
+  -- one to a double >= 2^53), else as its text, summed through limbs.
+  local function micro(txt)
+    local q = tonumber(txt)
+    if q < SPILL and q > -SPILL then return q end
+    return txt
   end
 
-  -- A slot text is R [\1 q] [\2 distinct key]; strings (R starts with ') have no extras.
+  -- A value text is R [\2 distinct key]; strings (R starts with ') have no extra.
   local function parts(txt)
-    if byte(txt, 1) == 39 then return txt, nil, nil end
-    local i1 = find(txt, '\1', 1, true)
-    local i2 = find(txt, '\2', 1, true)
-    if not i1 and not i2 then return txt, nil, nil end
-    local r = sub(txt, 1, (i1 or i2) - 1)
-    local q, d
-    if i1 then q = sub(txt, i1 + 1, (i2 or 0) - 1) end
-    if i2 then d = sub(txt, i2 + 1) end
-    return r, q, d
+    if byte(txt, 1) == 39 then return txt, nil end
+    local i = find(txt, '\2', 1, true)
+    if not i then return txt, nil end
+    return sub(txt, 1, i - 1), sub(txt, i + 1)
   end
 
-  -- the distinct key of a slot text
+  -- the distinct key of a value text
   local function dkey(txt)
-    local r, _, d = parts(txt)
+    local r, d = parts(txt)
     return d or r
   end
 
@@ -173,7 +170,7 @@ local function library()
   -- numbers are doubles kept below 2^52 (so every addition is exact) and the tables are
   -- limbs they spill into. sum = s + sl; sum of squares = (a + al) * 2^52
   -- + 2 (b + bl) * 2^26 + (c + cl) + dl, with q = qa * 2^26 + qb, a = qa^2, b = qa qb,
-  -- c = qb^2; dl holds the squares of the rare |q| >= 2^52 (given as text). Values are
+  -- c = qb^2; dl holds the squares of the rare |q| >= 2^52 (kept as text). Values are
   -- added (sign 1) or taken away (sign -1) exactly. Limbs nothing spilled into are the
   -- shared, never written NOLIMBS.
   local NOLIMBS = {}
@@ -215,11 +212,12 @@ local function library()
     st[at] = v
   end
 
-  local function qadd(st, txt, squares, sign)
-    local r, qt = parts(txt)
+  -- add (sign 1) or take away (sign -1) one value's micro-units q (a slot's number or,
+  -- beyond 2^52, text)
+  local function qadd(st, q, squares, sign)
     st[1] = st[1] + sign
-    if qt then
-      local l = limbs_of_text(qt)
+    if type(q) == 'string' then
+      local l = limbs_of_text(q)
       local sl = limbs_at(st, 3)
       addlimbs(sl, l, sign); carry(sl)
       if squares then
@@ -228,7 +226,6 @@ local function library()
       end
       return
     end
-    local q = quantize(r)
     fadd(st, 2, sign * q)
     if squares then
       local qb = q % HALF
@@ -414,7 +411,7 @@ local function library()
   local function entity(P)
     prepare(P)
     local L, RMAX, STRIDE, MASKED = P.L, P.RMAX, P.STRIDE, P.MASKED
-    local NSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.NOUT, P.DEPTH, P.G
+    local NSLOT, QSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.QSLOT, P.NOUT, P.DEPTH, P.G
     local NHIST, RUNMIN, SWEEP, IDLE = P.NHIST, P.RUNMIN, P.SWEEP, P.IDLE
     local CHUNK = P.CHUNK
     local OFF = STRIDE - NSLOT
@@ -428,11 +425,12 @@ local function library()
     -- the call's arguments (set at the start of every call)
     local bucket, own, field, mode, digest
     local t, G, late, horizon, pmask, ttl, small
-    local ETXT = {}
+    local EV = {}  -- the event's slot values (false for null)
     -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
     -- msgpack({header - base, entries, tiles, ring, running}); header = newest time the
     -- entity holds (entry or guard record), what the sweep of idle siblings reads;
-    -- entries is flat: per entry dt (t - base), [mask], slot texts (false for null);
+    -- entries is flat: per entry dt (t - base), [mask], slot values (false for null: q
+    -- as a number, or as text beyond 2^52; value texts);
     -- tiles has one list per tiled group; ring is flat: per record digest, dt, flags (1
     -- late), values; running (busy entities only)
     -- holds per history group and window a running state {B, count, item states...} of
@@ -498,8 +496,8 @@ local function library()
 
     -- ---------------------------------------------------------------- entries
 
-    local function text_of(i, s)
-      if i == 0 then return ETXT[s] end
+    local function value_of(i, s)
+      if i == 0 then return EV[s] end
       return E[(i - 1) * STRIDE + OFF + s]
     end
 
@@ -564,17 +562,17 @@ local function library()
       a.n = a.n + 1
       for j = 1, #items do
         local it = items[j]
-        local txt = text_of(i, it[2])
-        if txt then
+        local val = value_of(i, it[2])
+        if val then
           local kind = it[1]
           if kind == 'q' then
-            qadd(a.q[j], txt, it[3], 1)
+            qadd(a.q[j], val, it[3], 1)
           elseif kind == 'd' then
-            local dk = dkey(txt)
+            local dk = dkey(val)
             local set = a.set[j]
             if not set[dk] then set[dk] = true; a.nd[j] = a.nd[j] + 1 end
           else
-            offer_text(a, j, kind, txt, tx, o)
+            offer_text(a, j, kind, val, tx, o)
           end
         end
       end
@@ -612,13 +610,13 @@ local function library()
       for x = 1, #run do
         local j = run[x]
         local it = items[j]
-        local txt = text_of(i, it[2])
-        if txt then
+        local val = value_of(i, it[2])
+        if val then
           local st = ws[2 + j]
           if it[1] == 'q' then
-            qadd(st, txt, it[3], sign)
+            qadd(st, val, it[3], sign)
           else
-            local dk = dkey(txt)
+            local dk = dkey(val)
             local old = dget(st, win, j, dk)
             local new = old + sign
             dset(st, win, j, dk, new)
@@ -731,12 +729,12 @@ local function library()
           for x = 1, #run do
             local j = run[x]
             local it = items[j]
-            local txt = text_of(i, it[2])
-            if txt then
+            local val = value_of(i, it[2])
+            if val then
               if it[1] == 'q' then
-                qadd(a.q[j], txt, it[3], sign)
+                qadd(a.q[j], val, it[3], sign)
               else
-                local dk = dkey(txt)
+                local dk = dkey(val)
                 local dj = delta[j]
                 dj[dk] = (dj[dk] or 0) + sign
               end
@@ -797,14 +795,14 @@ local function library()
         local kind, s = items[j][1], items[j][2]
         if kind == 'fi' then
           for i = ilo + 1, hi do
-            local txt = in_group(i, bitg) and text_of(i, s)
+            local txt = in_group(i, bitg) and value_of(i, s)
             if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
           end
-          if mine and ETXT[s] then offer_text(a, j, kind, ETXT[s], t, LAST) end
+          if mine and EV[s] then offer_text(a, j, kind, EV[s], t, LAST) end
         else -- 'la': the event is the latest of its window when it has a value
-          if not (mine and ETXT[s] and offer_text(a, j, kind, ETXT[s], t, LAST)) then
+          if not (mine and EV[s] and offer_text(a, j, kind, EV[s], t, LAST)) then
             for i = hi, ilo + 1, -1 do
-              local txt = in_group(i, bitg) and text_of(i, s)
+              local txt = in_group(i, bitg) and value_of(i, s)
               if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
             end
           end
@@ -887,15 +885,15 @@ local function library()
       tile[2] = tile[2] + 1
       for j = 1, #items do
         local it = items[j]
-        local txt = text_of(i, it[2])
-        if txt then
+        local val = value_of(i, it[2])
+        if val then
           local kind = it[1]
           local st = tile[2 + j]
           if kind == 'q' then
-            qadd(st, txt, it[3], 1)
+            qadd(st, val, it[3], 1)
             qnormal(st)
           else
-            local r, _, d = parts(txt)
+            local r, d = parts(val)
             if kind == 'd' then
               st[d or r] = 1
             else
@@ -989,7 +987,7 @@ local function library()
       end
       local row = {t - base}
       if MASKED then row[2] = pmask end
-      for s = 1, NSLOT do row[#row + 1] = ETXT[s] end
+      for s = 1, NSLOT do row[#row + 1] = EV[s] end
       insert_row(hi, row)
       if RUN then run_touch() end
       for g = 1, #GROUPS do
@@ -1377,7 +1375,8 @@ local function library()
       small = tonumber(args[10])
       for s = 1, NSLOT do
         local txt = args[SLOT0 + s]
-        if txt ~= nil and txt ~= '' then ETXT[s] = txt else ETXT[s] = false end
+        if txt == nil or txt == '' then EV[s] = false
+        elseif QSLOT[s] then EV[s] = micro(txt) else EV[s] = txt end
       end
       load()
 
