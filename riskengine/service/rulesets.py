@@ -23,8 +23,8 @@ from typing import Any
 from riskengine.config import SceneConfig
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
+from riskengine.files import read_json, write_json_atomic
 from riskengine.rules.ruleset import Ruleset
-from riskengine.service.files import read_json, write_json_atomic
 
 MAX_VERSIONS = 100
 MAX_RULES = 2000

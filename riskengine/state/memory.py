@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import replace
@@ -26,6 +25,7 @@ from riskengine.decision import Decision
 from riskengine.exceptions import SnapshotError
 from riskengine.features.engine import SceneFeatures
 from riskengine.features.history import NEVER
+from riskengine.files import write_atomic
 from riskengine.lists import Lists
 from riskengine.rules.ruleset import Outcome
 from riskengine.scene import SceneRuntime
@@ -99,17 +99,8 @@ class MemoryState:
                 for name, s in self._scenes.items()
             },
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, lambda handle: pickle.dump(payload, handle,
+                                                        protocol=pickle.HIGHEST_PROTOCOL))
         return target
 
     def restore(self, path: str | os.PathLike[str]) -> None:

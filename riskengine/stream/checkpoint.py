@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskengine.engine import Engine
-from riskengine.service.files import write_json_atomic
+from riskengine.files import write_json_atomic
 from riskengine.stream.base import StreamError
 
 __all__ = ["Checkpoint", "PreviousRun"]
