@@ -162,3 +162,24 @@ def test_decision_store_horizon(client: redis.Redis) -> None:
     assert store.remember("x", 6000, '{"n": 3}', 6000) is None
     assert lookup(6000) == b'6000|{"n": 3}'
     assert 0 < client.pttl(store.key("x")) <= 600_000
+
+
+def test_entity_and_pattern_keys_expire_a_day_or_more_after_their_last_write(
+        redis_url: str, client: redis.Redis) -> None:
+    """The wall-clock TTL is a safety net far beyond the event-time horizon (1 h + 1 m
+    here): at least a day, so a stream that stands still for less than that loses
+    nothing an on-time event needs (docs/semantics.md, Memory)."""
+    from riskengine import Engine
+    from riskengine.state.redis import RedisState
+
+    config = {"scenes": {"s": {"lateness": "1m", "features": ["count(a.history,1h)"],
+                               "patterns": [{"name": "p", "by": ["a"], "within": "5m",
+                                             "steps": ["k == 'x'", "k == 'y'"]}]}}}
+    with Engine.from_config(config, state=RedisState.connect(redis_url,
+                                                             state_timeout_ms=5000)) as engine:
+        engine.evaluate("s", {"event_id": "e", "timestamp": 1_700_000_000_000, "a": "A",
+                              "k": "x"})
+    state_keys = [k for k in client.scan_iter(match="re:{s|*", count=1000)]
+    assert any(b"|pattern|" in k for k in state_keys) and len(state_keys) >= 2
+    for key in state_keys:
+        assert 86_400_000 - 60_000 < client.pttl(key) <= 86_400_000, key

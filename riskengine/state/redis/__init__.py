@@ -187,11 +187,13 @@ of a replay in LSN order; events of one entity in flight at once are applied at 
 entity in the order their calls reach it.
 
 Idle entities: event-time forgetting is in the script (by G); memory is reclaimed by
-TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Rmax(B)), 10 min)``
+TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Rmax(B)), 1 day)``
 of wall clock, refreshed on every write: when event time runs like wall time, a key
-untouched for ``L + Rmax(B)`` is forgettable by then anyway, and the factor 2 covers
-clock skew and short pauses (a stream stopped for longer than that loses state the
-contract would keep: set ``ttl_ms=0`` to rely on forgetting alone). Every write also
+untouched for ``L + Rmax(B)`` is forgettable by then anyway; the TTL is a safety net for
+keys nothing touches any more, far beyond that. A stream whose event time stops for
+longer than the TTL less the horizon (an outage of a day, then its backlog) would lose
+state the contract keeps: give such a deployment a longer ``ttl_ms``, or 0 to rely on
+forgetting alone. Every write also
 samples ``sweep`` fields of the entity's bucket and removes those holding nothing newer
 than ``G − L − max(Rmax(B), Wmax(scene))`` (no on-time event reads them, no retry within
 the idempotency horizon needs their guard record).

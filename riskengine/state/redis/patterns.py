@@ -20,7 +20,7 @@ from riskengine.patterns import MAX_PER_KEY, ScenePatterns
 from riskengine.state.redis.clock import Step
 from riskengine.state.redis.codec import event_digest, key_text
 from riskengine.state.redis.functions import Call
-from riskengine.state.redis.store import MIN_TTL_MS, RedisSceneFeatures
+from riskengine.state.redis.store import STATE_TTL_FLOOR_MS, RedisSceneFeatures
 
 __all__ = ["RedisScenePatterns"]
 
@@ -57,7 +57,7 @@ class RedisScenePatterns:
             calls.append((function, (f"{head}{text}}}",), (
                 "s" if pattern.times else "a", t, late, g,
                 pattern.mask_of(event, lists), pattern.within, pattern.keep_ms, MAX_PER_KEY,
-                max(2 * pattern.keep_ms, MIN_TTL_MS), digest, *pattern.times)))
+                max(2 * pattern.keep_ms, STATE_TTL_FLOOR_MS), digest, *pattern.times)))
             asked.append(pattern.key)
         return calls, asked
 

@@ -35,7 +35,12 @@ from riskengine.state.redis.plan import EntityPlan, build_entity_plans
 
 SCRIPTS = Path(__file__).parent / "scripts"
 MIN_TTL_MS = 600_000
-"""Entity TTLs are never shorter than this (wall clock), whatever the windows."""
+"""Idempotency records are kept at least this long (wall clock), whatever the windows."""
+STATE_TTL_FLOOR_MS = 86_400_000
+"""Entity and pattern keys' TTLs are never shorter than a day (wall clock): a safety net
+for keys nothing touches any more, far beyond the event-time horizon that forgets them
+(docs/semantics.md, Memory). A stream whose event time stops for longer than that (minus
+its horizon) should set a longer `ttl_ms`, or 0."""
 RUNNING_FROM = 32
 """Entities holding at least this many entries keep running totals (see the package
 docstring); below half of it they go back to scanning."""
@@ -110,7 +115,7 @@ class RedisSceneFeatures:
     prefix (one per process is enough; made here when not given); state of another
     layout is refused with `StateFormatError`. `guard_depth` is how many recent
     events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
-    the TTL of entity keys, `max(2 * (L + Rmax(B)), 10 min)` (0: no TTL). `buckets` per
+    the TTL of entity keys, `max(2 * (L + Rmax(B)), 1 day)` (0: no TTL). `buckets` per
     key set: about the number of live entities / 50. `bucket_value_max`: the largest
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
@@ -163,7 +168,7 @@ class RedisSceneFeatures:
                     origin=f"scene {scene.name!r} features by {'+'.join(plan.by)} where")
                 filters.append((group.bit, predicate))
             ttl = ttl_ms if ttl_ms is not None else max(
-                2 * (scene.lateness_ms + plan.reach_ms), MIN_TTL_MS)
+                2 * (scene.lateness_ms + plan.reach_ms), STATE_TTL_FLOOR_MS)
             entities.append(_Entity(
                 plan=plan,
                 function=functions[f"e{i}"],
