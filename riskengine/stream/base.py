@@ -82,6 +82,8 @@ class CommonSettings:
     """Replay from the first message stamped at or after this (epoch ms)."""
     dry_run: bool = False
     """Decide without producing anything (a replay that only counts)."""
+    progress_interval_s: float | None = None
+    """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     metrics_port: int | None = None
 
     def check_common(self) -> None:

@@ -25,7 +25,6 @@ from riskengine.stream.redis_streams import (
     RedisStreamWorker,
     parse_stream_url,
 )
-from riskengine.stream.worker import StreamWorker
 
 __all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
 
@@ -106,7 +105,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
 
 
 @contextmanager
-def _stop_on_signals(worker: StreamWorker) -> Iterator[None]:
+def _stop_on_signals(worker: KafkaWorker | RedisStreamWorker) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: finishing the batch in flight", signum)
         worker.stop()
