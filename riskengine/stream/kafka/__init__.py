@@ -18,7 +18,7 @@ decisions were produced and acknowledged: this only rebuilds the state), and mar
 decisions of the batch that may have been in flight when it died as redeliveries. A
 partition first seen by a run is checkpointed at once at its starting offset.
 
-Shared state (`SharedEngine`): the state and the remembered decisions are in Redis, so a
+Shared state (`RedisState`): the state and the remembered decisions are in Redis, so a
 crash or a rebalance needs nothing more; while Redis does not answer (the engine gives a
 degraded fallback decision) the worker holds the event and asks again every
 `degraded_retry_s`, producing and committing nothing meanwhile.

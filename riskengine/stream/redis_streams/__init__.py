@@ -20,7 +20,7 @@ engine error) go to the dead-letter stream with all their fields and the error i
 ``.id``; then they are acknowledged and the worker goes on.
 
 State. A Redis stream has no partitions: with in-memory state, one consumer in the group
-must see every entry (run one worker per group); with shared state (`SharedEngine`) any
+must see every entry (run one worker per group); with shared state (`RedisState`) any
 number of consumers share the group. In-memory state is checkpointed with the id of the
 newest entry of a finished batch (`state_dir`); after a crash the worker restores it and
 decides again, without producing, the entries between that id and the group's last
