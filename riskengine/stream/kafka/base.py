@@ -16,13 +16,9 @@ Record = tuple[Message, str, int, int]
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkerSettings(CommonSettings):
+class WorkerSettings(CommonSettings[KafkaTopic]):
     """What a Kafka worker reads, writes and how; validated when built."""
 
-    source: KafkaTopic
-    sink: KafkaTopic | None
-    """Where decisions go; None only for a dry run."""
-    dead_letter: KafkaTopic | None = None
     from_offset: int | None = None
     """Replay: read every partition from this offset (no group offsets used or moved)."""
     stop_at_end: bool = False
@@ -42,11 +38,4 @@ class WorkerSettings(CommonSettings):
         if self.replay and self.state_dir is not None:
             raise StreamError("a replay starts from fresh state and commits nothing: it "
                               "takes no --state-dir")
-        self.check_common()
-        if self.sink is None and not self.dry_run:
-            raise StreamError("--sink is needed unless it is a --dry-run")
-        for out in (self.sink, self.dead_letter):
-            if out is not None and (out.bootstrap, out.topic) == (self.source.bootstrap,
-                                                                  self.source.topic):
-                raise StreamError(f"the source topic {self.source.topic!r} cannot also be "
-                                  "the sink or the dead-letter topic")
+        self.check_common("topic", self.source.topic)

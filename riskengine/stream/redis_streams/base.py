@@ -63,10 +63,9 @@ def parse_stream_url(url: str, option: str) -> RedisStream:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RedisStreamSettings(CommonSettings):
-    source: RedisStream
-    sink: RedisStream | None
-    dead_letter: RedisStream | None = None
+class RedisStreamSettings(CommonSettings[RedisStream]):
+    """What a Redis Streams worker reads, writes and how; validated when built."""
+
     consumer: str | None = None
     """This worker's consumer name; default host-pid. Keep it across restarts to read
     its own pending entries first."""
@@ -76,18 +75,12 @@ class RedisStreamSettings(CommonSettings):
     """Trim the sink (and dead-letter) stream to about this many entries (MAXLEN ~)."""
 
     def __post_init__(self) -> None:
-        self.check_common()
+        self.check_common("stream", self.source.stream)
         if self.claim_idle_ms < 1:
             raise StreamError("claim_idle_ms must be at least 1")
-        if self.sink is None and not self.dry_run:
-            raise StreamError("--sink is needed unless it is a --dry-run")
         if self.from_timestamp_ms is not None and self.state_dir is not None:
             raise StreamError("a replay starts from fresh state and acknowledges nothing: "
                               "it takes no --state-dir")
-        for out in (self.sink, self.dead_letter):
-            if out is not None and out == self.source:
-                raise StreamError(f"the source stream {self.source.stream!r} cannot also be "
-                                  "the sink or the dead-letter stream")
 
 
 def connect(where: RedisStream) -> redis.Redis:

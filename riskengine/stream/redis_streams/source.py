@@ -43,7 +43,7 @@ class RedisSource:
         self.ready_at: float | None = None
         self.client = connect(settings.source)
         self._newest = b"0-0"
-        """The newest entry id decided (what a checkpoint covers)."""
+        """The newest entry id of a finished batch (what a checkpoint covers)."""
         self._rebuild: tuple[bytes, bytes] | None = None
         """The entries still to decide only to rebuild the state (XRANGE's min and max)."""
         self._replay: tuple[bytes, bytes] | None = None
