@@ -1,7 +1,10 @@
-"""Stream runtime: the engine as a Kafka consumer/producer (`riskengine worker`).
+"""Stream runtime: the engine between a stream of events and one of decisions
+(`riskengine worker`).
 
-See `riskengine.stream.kafka` for the delivery guarantees and how the input topic must be
-partitioned.
+One loop (`loop.StreamLoop`: consume → decide → produce → flush → commit → checkpoint)
+over a source and a sink adapter per transport: `kafka` (see it for the delivery
+guarantees and how the input topic must be partitioned) and `redis_streams`; `worker`
+decides each message whatever the transport.
 """
 
 from riskengine.stream.base import (
@@ -12,6 +15,7 @@ from riskengine.stream.base import (
     parse_kafka_url,
 )
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings
+from riskengine.stream.loop import StreamLoop
 
-__all__ = ["KafkaTopic", "KafkaWorker", "PoisonMessage", "StreamError", "WorkerSettings",
-           "WorkerStats", "parse_kafka_url"]
+__all__ = ["KafkaTopic", "KafkaWorker", "PoisonMessage", "StreamError", "StreamLoop",
+           "WorkerSettings", "WorkerStats", "parse_kafka_url"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 from riskengine.exceptions import RiskEngineError
@@ -64,10 +65,18 @@ def parse_kafka_url(url: str, option: str) -> KafkaTopic:
     return KafkaTopic(",".join(servers), topic)
 
 
-@dataclass(frozen=True, kw_only=True)
-class CommonSettings:
-    """What every stream worker is told, whatever the transport."""
+A = TypeVar("A")
 
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings(Generic[A]):
+    """What every stream worker is told, whatever the transport (`A`: its addresses)."""
+
+    source: A
+    sink: A | None
+    """Where decisions go; None only for a dry run."""
+    dead_letter: A | None = None
+    """Where poison messages go; None: they are logged and skipped."""
     group: str = "riskengine"
     scene: str = "transfer"
     state_dir: Path | None = None
@@ -82,9 +91,12 @@ class CommonSettings:
     """Replay from the first message stamped at or after this (epoch ms)."""
     dry_run: bool = False
     """Decide without producing anything (a replay that only counts)."""
+    progress_interval_s: float | None = None
+    """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     metrics_port: int | None = None
 
-    def check_common(self) -> None:
+    def check_common(self, kind: str, name: str) -> None:
+        """Validate what is common; the source is a `kind` ("topic") called `name`."""
         if not self.group:
             raise StreamError("the consumer group must not be empty")
         if self.batch_size < 1:
@@ -93,6 +105,12 @@ class CommonSettings:
             raise StreamError("max_events must not be negative")
         if self.idle_exit_s is not None and self.idle_exit_s <= 0:
             raise StreamError("idle_exit_s must be positive")
+        if self.sink is None and not self.dry_run:
+            raise StreamError("--sink is needed unless it is a --dry-run")
+        for out in (self.sink, self.dead_letter):
+            if out is not None and out == self.source:
+                raise StreamError(f"the source {kind} {name!r} cannot also be the sink or "
+                                  f"the dead-letter {kind}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -16,6 +17,7 @@ from riskengine.exceptions import ListError, RiskEngineError
 from riskengine.lists import parse_expiry
 from riskengine.stream.base import StreamError, WorkerStats, parse_kafka_url
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings
+from riskengine.stream.loop import StreamLoop
 from riskengine.stream.redis_streams import (
     SCHEME as STREAM_SCHEME,
 )
@@ -25,7 +27,6 @@ from riskengine.stream.redis_streams import (
     RedisStreamWorker,
     parse_stream_url,
 )
-from riskengine.stream.worker import StreamWorker
 
 __all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
 
@@ -86,7 +87,8 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
             consumer=consumer_name, scene=scene, state_dir=state_dir,
             max_events=max_events, idle_exit_s=idle_exit_s, batch_size=batch_size,
             checkpoint_interval_s=checkpoint_interval_s, claim_idle_ms=claim_idle_ms,
-            from_timestamp_ms=start_ms, dry_run=dry_run, metrics_port=metrics_port)
+            from_timestamp_ms=start_ms, dry_run=dry_run, metrics_port=metrics_port,
+            progress_interval_s=1.0 if start_ms is not None else None)
     if consumer_name is not None:
         raise StreamError("--consumer names a Redis Streams consumer; a Kafka worker is "
                           "named by librdkafka's client.id (-X client.id=…)")
@@ -106,7 +108,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
 
 
 @contextmanager
-def _stop_on_signals(worker: StreamWorker) -> Iterator[None]:
+def _stop_on_signals(worker: StreamLoop[Any]) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: finishing the batch in flight", signum)
         worker.stop()

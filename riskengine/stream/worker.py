@@ -1,5 +1,6 @@
 """What every stream worker does per message, whatever the transport: decode, decide,
-classify poison, hold the stream while the shared state is away, count.
+classify poison, hold the stream while the shared state is away, count. The stream loop
+(`riskengine.stream.loop`) calls it per batch.
 
 `StreamWorker.decide(value)` gives one of:
 
@@ -52,6 +53,10 @@ class StreamWorker:
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and return (any thread, signals)."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def decide(self, value: bytes | None, where: str, clock: Hashable = None
                ) -> Decided | PoisonMessage | None:
