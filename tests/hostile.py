@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from streams import BASE_TS, HOUR, MIN, SEC
+from tests.streams import BASE_TS, HOUR, MIN, SEC
 
 HOSTILE_SEEDS = (101, 202, 303)
 """The committed seeds: every runtime is checked on these streams."""

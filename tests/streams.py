@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from oracle import Oracle, OracleResult
+from tests.oracle import Oracle, OracleResult
 
 BASE_TS = 1_700_000_000_000
 SEC, MIN, HOUR, DAY = 1_000, 60_000, 3_600_000, 86_400_000

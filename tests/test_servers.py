@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from servers import ServerError, free_port, redis_server, wait_for_port
+
+from tests.servers import ServerError, free_port, redis_server, wait_for_port
 
 
 def test_free_port_is_bindable() -> None:

@@ -6,19 +6,13 @@ test gets a database of its own in it.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-_TESTS = Path(__file__).resolve().parents[1]
-for _path in (str(_TESTS.parent), str(_TESTS)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from riskengine.decisionlog import DecisionLog, open_log  # noqa: E402
+from riskengine.decisionlog import DecisionLog, open_log
 
 BACKENDS = ("sqlite", "postgresql")
 

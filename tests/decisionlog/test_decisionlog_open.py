@@ -11,11 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from logsupport import record, write_all
-from servers import POSTGRES_PASSWORD, free_port, postgres_server
 
 from riskengine.decisionlog import DecisionLog, DecisionLogError, open_log
 from riskengine.decisionlog.urls import mask_url
+from tests.decisionlog.logsupport import record, write_all
+from tests.servers import POSTGRES_PASSWORD, free_port, postgres_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,9 +84,9 @@ def test_a_committed_sqlite_record_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path[:0] = [{str(REPO)!r}, {str(Path(__file__).parent)!r}]
+        sys.path[:0] = [{str(REPO)!r}]
         from pathlib import Path
-        from logsupport import record
+        from tests.decisionlog.logsupport import record
         from riskengine.decisionlog import open_log
         log = open_log({str(path)!r}, path_default=Path("unused.db"))
         futures = [log.append(record(n)) for n in range(1, 301)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from logsupport import BASE_TS, record, write_all
 
 from riskengine.decisionlog import MAX_QUERY_LIMIT, DecisionLog
+from tests.decisionlog.logsupport import BASE_TS, record, write_all
 
 
 def test_get_returns_the_latest_decision_of_an_event_id(log: DecisionLog) -> None:

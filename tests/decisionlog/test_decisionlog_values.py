@@ -7,9 +7,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from logsupport import record, write_all
 
 from riskengine.decisionlog import DecisionLog, codec
+from tests.decisionlog.logsupport import record, write_all
 
 NASTY_STRINGS = [
     "", "plain", "中文 交易 · 風控", "emoji 🦊👨‍👩‍👧", "rtl עברית العربية", "e\u0301 combining",

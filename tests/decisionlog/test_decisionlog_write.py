@@ -10,10 +10,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from logsupport import record, write_all
 
 from riskengine.decisionlog import DecisionLog, DecisionLogError, LogRecord
 from riskengine.decisionlog.record import Row
+from tests.decisionlog.logsupport import record, write_all
 
 
 def test_round_trip(log: DecisionLog) -> None:

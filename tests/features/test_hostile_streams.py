@@ -13,7 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hostile import (
+
+from riskengine import Engine
+from tests.hostile import (
     HOSTILE_FEATURES,
     HOSTILE_LATENESS_MS,
     HOSTILE_SEEDS,
@@ -21,10 +23,8 @@ from hostile import (
     hostile_config,
     hostile_stream,
 )
-from oracle import Oracle, OracleResult
-from streams import BASE_TS, HOUR, MIN, decision_view, mismatches
-
-from riskengine import Engine
+from tests.oracle import Oracle, OracleResult
+from tests.streams import BASE_TS, HOUR, MIN, decision_view, mismatches
 
 N = 3000
 

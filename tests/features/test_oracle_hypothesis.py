@@ -14,8 +14,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import Oracle
-from streams import BASE_TS, decision_view, run_against_oracle, scene_config
+
+from tests.oracle import Oracle
+from tests.streams import BASE_TS, decision_view, run_against_oracle, scene_config
 
 LATENESS, LATENESS_MS = "15ms", 15
 

@@ -16,8 +16,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from oracle import Oracle, OracleResult, aggregate, parse_duration, parse_feature, q
-from streams import (
+
+from tests.oracle import Oracle, OracleResult, aggregate, parse_duration, parse_feature, q
+from tests.streams import (
     BASE_TS,
     HOUR,
     MIN,

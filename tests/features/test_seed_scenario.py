@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from oracle import Oracle
-from streams import BASE_TS, MIN, assert_same
+
+from tests.oracle import Oracle
+from tests.streams import BASE_TS, MIN, assert_same
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "riskengine" / "examples" / "config.yaml"
 

@@ -1,28 +1,17 @@
 """Private Redis servers for the Redis state tests (tests/servers.py), one of each kind per
 session: a single redis-server and a 3-primary Redis Cluster. Every test that takes
 `redis_url` or `client` runs against both.
-
-Also makes the shared helpers importable (`tests/oracle.py`, `tests/streams.py`) and
-puts the working tree's `riskengine` first, as tests/features/conftest.py does.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-_TESTS = Path(__file__).resolve().parents[1]
-for _path in (str(_TESTS.parent), str(_TESTS)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from servers import redis_cluster, redis_server  # noqa: E402
-
-from riskengine.state.redis import connect  # noqa: E402
-from riskengine.state.redis.functions import Client  # noqa: E402
+from riskengine.state.redis import connect
+from riskengine.state.redis.functions import Client
+from tests.servers import redis_cluster, redis_server
 
 
 @pytest.fixture(scope="session")

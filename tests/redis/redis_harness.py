@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams import scene_config
-
 from riskengine.config import load_config
 from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.state.redis import RedisSceneFeatures
 from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.functions import Client
+from tests.streams import scene_config
 
 
 class RedisDecider:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import free_port, wait_for_port
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.decision import Decision
@@ -23,6 +22,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.state.breaker import CircuitBreaker
 from riskengine.state.redis.backend import RedisState, StateUnavailableError
+from tests.servers import free_port, wait_for_port
 
 T0 = 1_767_225_600_000
 

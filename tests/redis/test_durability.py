@@ -36,7 +36,6 @@ from typing import Any
 
 import pytest
 import redis
-from servers import free_port, redis_server_aof
 
 from riskengine import Engine
 from riskengine.config import load_config
@@ -44,6 +43,7 @@ from riskengine.decision import Decision
 from riskengine.state.breaker import CircuitBreaker
 from riskengine.state.redis import RedisDecisionStore, RedisSceneFeatures, connect
 from riskengine.state.redis.backend import RedisState
+from tests.servers import free_port, redis_server_aof
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 STEP_MS = 50  # event time between two transfers: a run stays inside every 1h window

@@ -15,9 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-from oracle import Oracle, parse_duration
-from redis_harness import RedisDecider
-from streams import HOUR, MIN, mismatches
 
 from riskengine import Engine
 from riskengine.decision import Decision
@@ -26,6 +23,9 @@ from riskengine.state.redis.backend import RedisState
 from riskengine.state.redis.clock import StateFormatError
 from riskengine.state.redis.functions import Client
 from tests.features.test_patterns import ABS, EXAMPLE, SEQ, T0
+from tests.oracle import Oracle, parse_duration
+from tests.redis.redis_harness import RedisDecider
+from tests.streams import HOUR, MIN, mismatches
 
 NOON = 472_223 * HOUR + 12 * HOUR  # 12:00, a tile boundary
 

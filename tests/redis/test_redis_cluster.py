@@ -7,15 +7,15 @@ import copy
 from typing import Any
 
 import pytest
-from oracle import Oracle
 from redis.cluster import RedisCluster
-from redis_harness import RedisDecider
-from streams import STREAM_FEATURES, STREAM_LATENESS, STREAM_LATENESS_MS, random_stream
-from test_redis_oracle import compare_stream
 
 from riskengine.state.redis import RedisStateError, connect
 from riskengine.state.redis.connect import cluster_nodes
 from riskengine.state.redis.functions import Client
+from tests.oracle import Oracle
+from tests.redis.redis_harness import RedisDecider
+from tests.redis.test_redis_oracle import compare_stream
+from tests.streams import STREAM_FEATURES, STREAM_LATENESS, STREAM_LATENESS_MS, random_stream
 
 
 def test_library_lost_mid_stream_is_loaded_again(client: Client) -> None:

@@ -9,8 +9,6 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
-from redis_harness import RedisDecider
-from streams import BASE_TS, SEC, scene_config
 
 from riskengine import Engine
 from riskengine.config import load_config
@@ -24,6 +22,8 @@ from riskengine.state.redis.codec import (
     slot_text,
     value_text,
 )
+from tests.redis.redis_harness import RedisDecider
+from tests.streams import BASE_TS, SEC, scene_config
 
 VALUES = st.one_of(st.integers(-(10**20), 10**20), st.floats(allow_nan=False),
                    st.text(), st.booleans(), st.lists(st.integers(), max_size=3))

@@ -13,16 +13,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hostile import HOSTILE_FEATURES, HOSTILE_LATENESS_MS, HOSTILE_SEEDS, hostile_config
-from hostile import hostile_stream as make_stream
-from oracle import Oracle, OracleResult
-from streams import decision_view, mismatches
 
 from riskengine import Engine
 from riskengine.config import load_config
 from riskengine.decision import Decision
 from riskengine.state.redis import connect
 from riskengine.state.redis.backend import RedisState
+from tests.hostile import HOSTILE_FEATURES, HOSTILE_LATENESS_MS, HOSTILE_SEEDS, hostile_config
+from tests.hostile import hostile_stream as make_stream
+from tests.oracle import Oracle, OracleResult
+from tests.streams import decision_view, mismatches
 
 N = 3000
 

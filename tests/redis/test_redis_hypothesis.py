@@ -7,9 +7,6 @@ from typing import Any
 
 import redis
 from hypothesis import HealthCheck, given, settings
-from oracle import Oracle
-from redis_harness import RedisDecider
-from streams import run_against_oracle
 
 from tests.features.test_oracle_hypothesis import (
     HISTORY_FEATURES,
@@ -18,6 +15,9 @@ from tests.features.test_oracle_hypothesis import (
     TILED_FEATURES,
     event_streams,
 )
+from tests.oracle import Oracle
+from tests.redis.redis_harness import RedisDecider
+from tests.streams import run_against_oracle
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import redis
-from streams import BASE_TS, scene_config
 
 from riskengine.config import load_config
 from riskengine.state.redis import RedisSceneFeatures
+from tests.streams import BASE_TS, scene_config
 
 SEED_FEATURES = ["count(pay_account.history,1h)", "sum(amount#rcv_account.history,1h)",
                  "count_distinct(rcv_account#pay_account.history,1h)"]

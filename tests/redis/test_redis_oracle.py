@@ -16,9 +16,14 @@ from typing import Any
 
 import pytest
 import redis
-from oracle import Oracle, OracleResult, parse_duration
-from redis_harness import RedisDecider
-from streams import (
+
+from riskengine.config import load_config
+from riskengine.decision import Decision
+from riskengine.state.redis import RedisSceneFeatures, connect
+from tests.features.test_oracle_streams import SCENARIOS, scenario_events
+from tests.oracle import Oracle, OracleResult, parse_duration
+from tests.redis.redis_harness import RedisDecider
+from tests.streams import (
     BASE_TS,
     STREAM_FEATURES,
     STREAM_LATENESS,
@@ -28,11 +33,6 @@ from streams import (
     run_against_oracle,
     scene_config,
 )
-
-from riskengine.config import load_config
-from riskengine.decision import Decision
-from riskengine.state.redis import RedisSceneFeatures, connect
-from tests.features.test_oracle_streams import SCENARIOS, scenario_events
 
 
 def compare_stream(decider: RedisDecider, events: list[dict[str, Any]], oracle: Oracle

@@ -15,16 +15,6 @@ from typing import Any
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
-from oracle import Oracle
-from redis_harness import RedisDecider
-from streams import (
-    BASE_TS,
-    STREAM_FEATURES,
-    STREAM_LATENESS,
-    STREAM_LATENESS_MS,
-    random_stream,
-    run_against_oracle,
-)
 
 from tests.features.test_oracle_hypothesis import (
     HISTORY_FEATURES,
@@ -32,6 +22,16 @@ from tests.features.test_oracle_hypothesis import (
     LATENESS_MS,
     TILED_FEATURES,
     event_streams,
+)
+from tests.oracle import Oracle
+from tests.redis.redis_harness import RedisDecider
+from tests.streams import (
+    BASE_TS,
+    STREAM_FEATURES,
+    STREAM_LATENESS,
+    STREAM_LATENESS_MS,
+    random_stream,
+    run_against_oracle,
 )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from servers import create_topics
+
+from tests.servers import create_topics
 
 # Tansu answers a JoinGroup after about half the session timeout: keep it short.
 FAST_GROUP = ["-X", "consumer:session.timeout.ms=6000",

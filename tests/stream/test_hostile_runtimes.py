@@ -15,19 +15,19 @@ import orjson
 import redis
 import yaml
 from fastapi.testclient import TestClient
-from hostile import HOSTILE_SEEDS, hostile_config, hostile_stream
-from kafkatools import new_topics, produce, read_all
-from servers import redis_server
-from test_kafka_worker import _finish
-from test_kafka_worker import _worker as kafka_worker
-from test_redis_streams import _add
-from test_redis_streams import _finish as streams_finish
-from test_redis_streams import _worker as streams_worker
 from typer.testing import CliRunner
 
 from riskengine import Engine
 from riskengine.cli import app
 from riskengine.service import ServiceSettings, create_app
+from tests.hostile import HOSTILE_SEEDS, hostile_config, hostile_stream
+from tests.servers import redis_server
+from tests.stream.kafkatools import new_topics, produce, read_all
+from tests.stream.test_kafka_worker import _finish
+from tests.stream.test_kafka_worker import _worker as kafka_worker
+from tests.stream.test_redis_streams import _add
+from tests.stream.test_redis_streams import _finish as streams_finish
+from tests.stream.test_redis_streams import _worker as streams_worker
 
 N = 1500
 HOUR = 3_600_000

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafkatools import (
+
+from riskengine.engine import Engine
+from riskengine.stream.codec import ERROR_HEADERS
+from riskengine.synth import generate_transfers
+from tests.stream.kafkatools import (
     FAST_GROUP,
     committed,
     finish,
@@ -22,10 +26,6 @@ from kafkatools import (
     produce_events,
     read_all,
 )
-
-from riskengine.engine import Engine
-from riskengine.stream.codec import ERROR_HEADERS
-from riskengine.synth import generate_transfers
 
 ROOT = Path(__file__).resolve().parents[2]
 

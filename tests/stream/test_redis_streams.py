@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from kafkatools import finish, metric_in
-from servers import redis_server
-from test_kafka_worker import ROOT, _essence, _events, _expected
+
+from tests.servers import redis_server
+from tests.stream.kafkatools import finish, metric_in
+from tests.stream.test_kafka_worker import ROOT, _essence, _events, _expected
 
 VOLATILE = ("latency_ms", "redelivery", "duplicate")
 
@@ -174,7 +175,8 @@ def test_replay_from_a_time_as_a_dry_run_and_bad_options(server: str) -> None:
 
 def test_metrics_count_the_decisions_and_show_the_group_lag(server: str) -> None:
     import httpx
-    from servers import free_port
+
+    from tests.servers import free_port
 
     client = redis.Redis.from_url(server)
     events = _events(500, seed=75)

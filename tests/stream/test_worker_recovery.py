@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
-from kafkatools import (
+
+from tests.servers import free_port, redis_server
+from tests.stream.kafkatools import (
     committed,
     metric,
     new_topics,
@@ -22,9 +24,8 @@ from kafkatools import (
     read_all,
     wait_for_messages,
 )
-from servers import free_port, redis_server
-from test_kafka_worker import _essence, _events, _expected, _finish, _worker
-from waiting import eventually
+from tests.stream.test_kafka_worker import _essence, _events, _expected, _finish, _worker
+from tests.waiting import eventually
 
 VOLATILE = ("latency_ms", "redelivery", "duplicate")
 """What may differ between two copies of one decision: the time it took, and the mark."""
@@ -184,7 +185,7 @@ def test_the_stream_is_held_while_the_shared_state_is_away(bootstrap: str,
                                                           tmp_path: Path) -> None:
     """Redis (the state) dies mid-stream and comes back with its AOF: the worker produces
     no fallback decision meanwhile, commits nothing past what it decided, and goes on."""
-    from servers import redis_server_aof
+    from tests.servers import redis_server_aof
 
     events = _events(900, seed=57)
     topics = new_topics(bootstrap, events=1, decisions=1)

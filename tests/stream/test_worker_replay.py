@@ -14,7 +14,10 @@ from typing import Any
 import httpx
 import orjson
 from confluent_kafka import Producer
-from kafkatools import (
+
+from riskengine.engine import Engine
+from tests.servers import free_port
+from tests.stream.kafkatools import (
     FAST_GROUP,
     committed,
     finish,
@@ -23,10 +26,7 @@ from kafkatools import (
     produce_events,
     read_all,
 )
-from servers import free_port
-from test_kafka_worker import ROOT, _essence, _events, _finish, _worker
-
-from riskengine.engine import Engine
+from tests.stream.test_kafka_worker import ROOT, _essence, _events, _finish, _worker
 
 
 def _replay(bootstrap: str, topics: dict[str, str], *extra: str) -> subprocess.Popen[str]:
