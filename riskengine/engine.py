@@ -50,8 +50,9 @@ class Engine:
         self._runtimes = {name: SceneRuntime(sc, self.lists)
                           for name, sc in config.scenes.items()}
         self.state: StateBackend = state if state is not None else MemoryState()
-        self._states: Mapping[str, SceneState] = self.state.bind(self._runtimes, self.lists)
-        self._scenes = {name: (rt, self._states[name]) for name, rt in self._runtimes.items()}
+        states = self.state.bind(self._runtimes, self.lists)
+        self._scenes: dict[str, tuple[SceneRuntime, SceneState]] = {
+            name: (rt, states[name]) for name, rt in self._runtimes.items()}
 
     @classmethod
     def from_config(cls, source: str | os.PathLike[str] | Mapping[str, Any] | ProjectConfig
@@ -120,7 +121,7 @@ class Engine:
         batch (the error names its index) and nothing changes. Then one loop decides them
         all; each decision's `latency_ms` is the time spent on that event."""
         runtime = self.scene(scene)
-        return self._states[scene].evaluate_many(parse_batch(runtime, events), None)
+        return self._scenes[scene][1].evaluate_many(parse_batch(runtime, events), None)
 
     def decide_parsed(self, scene: str, events: list[dict[str, Any]], *,
                       clock: Hashable = None) -> list[Decision]:
@@ -128,7 +129,7 @@ class Engine:
         order, in one loop (as `evaluate_many` once it validated the batch), all on the
         clock domain `clock` (see `evaluate`)."""
         self.scene(scene)
-        return self._states[scene].evaluate_many(events, clock)
+        return self._scenes[scene][1].evaluate_many(events, clock)
 
     def drop_clock(self, clock: Hashable) -> None:
         """Forget the scene clocks of domain `clock` (a partition no longer read here)."""
