@@ -132,7 +132,8 @@ class Engine:
         return self._scenes[scene][1].evaluate_many(events, clock)
 
     def drop_clock(self, clock: Hashable) -> None:
-        """Forget the scene clocks of domain `clock` (a partition no longer read here)."""
+        """Forget the state of clock domain `clock` (a partition no longer read here):
+        in memory its keys, remembered ids and clock; shared state keeps one clock."""
         self.state.drop_clock(clock)
 
     def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:

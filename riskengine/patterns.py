@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
@@ -69,12 +69,6 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 Predicate = Callable[..., Any]
 
 
-class SceneClock(Protocol):
-    """The scene clock as the patterns read it (`SceneFeatures`)."""
-
-    global_max: int
-
-    def safe_clock(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,20 +305,18 @@ class ScenePatterns:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
-    def observe(self, event: dict[str, Any], lsn: int, late: bool, lists: Lists,
-                clocks: SceneClock, out: dict[str, Any]) -> None:
-        """Put ``pattern:name`` → bool into `out` for every pattern; `clocks` is the
-        scene's feature state, whose clock G (after the event) the keys are forgotten by."""
+    def observe(self, event: dict[str, Any], lsn: int, late: bool, lists: Lists, clock: int,
+                out: dict[str, Any]) -> None:
+        """Put ``pattern:name`` → bool into `out` for every pattern; `clock` is the scene
+        clock after the event, which idle keys are forgotten by."""
         t = event["timestamp"]
-        clock = clocks.global_max
         for pattern in self.patterns:
             out[pattern.key] = pattern.observe(event, lsn, t, late, lists, clock)
         self._countdown -= 1
         if not self._countdown:
             self._countdown = _SWEEP_EVERY
-            slowest = clocks.safe_clock()
             for pattern in self.patterns:
-                pattern.sweep(slowest)
+                pattern.sweep(clock)
 
     def stats(self) -> dict[str, int]:
         return {"pattern_keys": sum(len(p.state) for p in self.patterns),

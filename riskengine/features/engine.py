@@ -1,19 +1,20 @@
 """Per-scene feature computation: the fork by key, lateness, storage, and the join.
 
-`SceneFeatures.compute(event, lsn)` returns `(features, late, degraded)`; the semantics
-are docs/semantics.md, checked event by event against tests/oracle.py.
+`SceneFeatures.fast(event, lsn)` (the generated in-order path) returns the features or
+None; `compute_general(event, lsn)` returns `(features, late, degraded)` for any event.
+The semantics are docs/semantics.md, checked event by event against tests/oracle.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from riskengine.features.dsl import FeatureSpec
 from riskengine.features.fastpath import build_fast_path
 from riskengine.features.history import NEVER
 from riskengine.features.keytable import BufferOps, Entity, KeyTable
-from riskengine.features.plan import KEY, MAXTS, KeyPlan, Predicate, build_key_plans
+from riskengine.features.plan import KEY, MAXTS, PARTIAL, KeyPlan, Predicate, build_key_plans
 from riskengine.lists import Lists
 
 _EMPTY: dict[str, Any] = {}
@@ -25,18 +26,13 @@ class SceneFeatures:
 
     def __init__(self, specs: tuple[FeatureSpec, ...], lateness_ms: int, max_entities: int,
                  compile_where: Callable[[FeatureSpec], Predicate], lists: Lists) -> None:
-        self.specs = specs
         self.lateness_ms = lateness_ms
         self.lists = lists
         self.plans: tuple[KeyPlan, ...] = build_key_plans(specs, compile_where)
         self.tables = tuple(KeyTable(p, lateness_ms, max_entities) for p in self.plans)
         self.template: dict[str, Any] = dict.fromkeys(spec.name for spec in specs)
-        self.max_window_ms = max((s.window_ms for s in specs), default=0)
         self.global_max = NEVER
-        """G, the scene clock of the current clock domain (see `switch`)."""
-        self.domain: Hashable = None
-        self.clocks: dict[Hashable, int] = {}
-        """The clocks of the other domains that have one."""
+        """G, the scene clock (docs/semantics.md)."""
         self.sweep_at = NEVER  # the clock G at which some table has a bucket of keys due
         self._layout = tuple(
             (table, plan.by[0] if len(plan.by) == 1 else None, plan.by,
@@ -46,48 +42,9 @@ class SceneFeatures:
         )
         self.fast = build_fast_path(self)
 
-    def key_of(self, plan: KeyPlan, event: dict[str, Any]) -> Hashable | None:
-        if len(plan.by) == 1:
-            return event.get(plan.by[0])
-        values = tuple(event.get(f) for f in plan.by)
-        return None if None in values else values
-
-    def compute(self, event: dict[str, Any], lsn: int) -> tuple[dict[str, Any], bool, bool]:
-        """Feature values for `event`, whether it is late, and whether a key it starts
-        afresh may miss events evicted for size (degraded); stores it unless late."""
-        out = self.fast(event, lsn)
-        if out is None:
-            return self.compute_general(event, lsn)
-        return out, False, False
-
-    def switch(self, domain: Hashable) -> None:
-        """Make `domain`'s clock the current one. A stream worker over several partitions
-        keeps one clock per partition (docs/semantics.md): lateness and key forgetting
-        follow the event's own partition, memory is freed by the slowest clock."""
-        if domain == self.domain:
-            return
-        if self.global_max != NEVER:
-            self.clocks[self.domain] = self.global_max
-        self.global_max = self.clocks.pop(domain, NEVER)
-        self.domain = domain
-
-    def drop_clock(self, domain: Hashable) -> None:
-        """Forget `domain`'s clock (a partition this worker no longer reads): it holds
-        memory back no more; its keys go as the other clocks pass them."""
-        if domain == self.domain:
-            self.global_max = NEVER
-        self.clocks.pop(domain, None)
-
-    def safe_clock(self) -> int:
-        """The slowest clock of every domain: what idle keys and ids are freed by."""
-        if not self.clocks:
-            return self.global_max
-        slowest = min(self.clocks.values())
-        return slowest if self.global_max == NEVER else min(slowest, self.global_max)
-
     def sweep(self) -> None:
         """Evict the idle keys of every bucket the clock has made due (see KeyTable)."""
-        global_max = self.safe_clock()
+        global_max = self.global_max
         for table in self.tables:
             if global_max >= table.sweep_at:
                 table.sweep(global_max)
@@ -123,15 +80,19 @@ class SceneFeatures:
                 del entities[key]  # idle: no event from now on can read it
                 state[KEY] = None  # no longer its key's: its bucket will drop it
                 state = None
+            # a key evicted for size that this event could read: marked (docs/semantics.md)
+            reach = global_max if late else t + lateness
             fresh = state is None
-            if fresh and (global_max if late else t + lateness) < table.partial_until:
-                degraded = True  # its key may be one evicted for size that it could read
+            if reach < (table.partial_until if state is None else state[PARTIAL]):
+                degraded = True  # (a key kept: started afresh while one could be read)
             if late:
                 self._score_late(event, lsn, state, table, buffers, out)
                 continue
             if state is None:
                 state = table.new_entity()
                 state[KEY] = key
+                if reach < table.partial_until:
+                    state[PARTIAL] = table.partial_until
             stored = False
             for ops, predicate in buffers:
                 passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
@@ -174,26 +135,44 @@ class SceneFeatures:
             entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
             ops.compute(state, entry, passes, floor, out)
 
+    def _held(self, field: str, value: Any) -> tuple[Any, Entity | None] | None:
+        """(layout, live entity or None) of the features keyed by exactly `field`, for key
+        `value` (a string of digits also finds an integer key: the path gives strings);
+        None when no feature is keyed by `field` alone."""
+        for layout in self._layout:
+            table, _, by, idle_ms, _ = layout
+            if by != (field,):
+                continue
+            state = table.entities.get(value)
+            digits = value.removeprefix("-") if isinstance(value, str) else ""
+            if state is None and digits.isascii() and digits.isdigit() and len(digits) < 19:
+                state = table.entities.get(int(value))
+            if state is not None and state[MAXTS] <= self.global_max - idle_ms:
+                state = None
+            return layout, state
+        return None
+
+    def holds(self, field: str, value: Any) -> bool:
+        """Whether a live entity of key `value` is kept for the features keyed by `field`."""
+        found = self._held(field, value)
+        return found is not None and found[1] is not None
+
     def peek(self, field: str, value: Any) -> dict[str, Any] | None:
         """Current values of the features keyed by exactly `field`, for key `value`, at
         the scene clock G: what an event at G that no filter lets in would read (it is
         not counted and nothing is stored). None if no feature is keyed by `field` alone.
         """
-        for table, _, by, idle_ms, buffers in self._layout:
-            if by != (field,):
-                continue
-            t = self.global_max
-            state = table.entities.get(value)
-            digits = value.removeprefix("-") if isinstance(value, str) else ""
-            if state is None and digits.isascii() and digits.isdigit() and len(digits) < 19:
-                state = table.entities.get(int(value))  # the path gives strings
-            if state is None or state[MAXTS] <= t - idle_ms:
-                state = table.new_entity()
-            out: dict[str, Any] = {}
-            for ops, _ in buffers:
-                ops.compute(state, (t, _PROBE_LSN), False, None, out)
-            return out
-        return None
+        found = self._held(field, value)
+        if found is None:
+            return None
+        (table, _, _, _, buffers), state = found
+        if state is None:
+            state = table.new_entity()
+        t = self.global_max
+        out: dict[str, Any] = {}
+        for ops, _ in buffers:
+            ops.compute(state, (t, _PROBE_LSN), False, None, out)
+        return out
 
     def stats(self) -> dict[str, int]:
         return {
@@ -205,16 +184,12 @@ class SceneFeatures:
     def dump(self) -> dict[str, Any]:
         return {
             "global_max": self.global_max,
-            "domain": self.domain,
-            "clocks": dict(self.clocks),
             "tables": {"+".join(t.plan.by): t.dump() for t in self.tables},
             "partial_until": {"+".join(t.plan.by): t.partial_until for t in self.tables},
         }
 
     def load(self, data: dict[str, Any]) -> None:
         self.global_max = data["global_max"]
-        self.domain = data["domain"]
-        self.clocks = dict(data["clocks"])
         self.sweep_at = NEVER
         for table in self.tables:
             name = "+".join(table.plan.by)

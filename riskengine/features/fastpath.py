@@ -20,9 +20,18 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from riskengine.features.aggregators import RUNNING, quantize
-from riskengine.features.history import COMPACT_AT, HistoryOps
+from riskengine.features.history import COMPACT_AT, NEVER, HistoryOps
 from riskengine.features.keytable import KeyTable
-from riskengine.features.plan import ANCHOR, ENTRIES, HEAD, KEY, MAXTS, BufferPlan, KeyPlan
+from riskengine.features.plan import (
+    ANCHOR,
+    ENTRIES,
+    HEAD,
+    KEY,
+    MAXTS,
+    PARTIAL,
+    BufferPlan,
+    KeyPlan,
+)
 from riskengine.features.tiles import TiledBuffer
 
 FastPath = Callable[[dict[str, Any], int], "dict[str, Any] | None"]
@@ -50,7 +59,7 @@ def build_fast_path(scene: Any) -> FastPath:
     lateness = scene.lateness_ms
     w = _Writer()
     env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
-                           "bisect_right": bisect_right, "INF": float("inf"),
+                           "bisect_right": bisect_right, "INF": float("inf"), "NEVER": NEVER,
                            "TiledBuffer": TiledBuffer, "sqrt": math.sqrt, "quantize": quantize}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
@@ -76,8 +85,8 @@ def build_fast_path(scene: Any) -> FastPath:
         anchors = " or ".join(
             f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
             for b, at in zip(plan.buffers, plan.offsets, strict=True))
-        w(f"elif {anchors}:")
-        w("    return None")
+        w(f"elif {anchors} or t + {lateness} < s{k}[{PARTIAL}]:")
+        w("    return None  # out of order, or a key started in a partial zone")
         w.dedent()
         w(f"elif t + {lateness} < tab{k}.partial_until:")
         w("    return None  # may be a key evicted for size: marked on that path")
@@ -170,7 +179,7 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
            index_of: dict[str, int], lateness: int) -> None:
     """A new key: compute the values of a one-event window, build the entity in one go."""
     plan = table.plan
-    parts = [f"t, k{k}"]
+    parts = [f"t, k{k}, NEVER"]  # MAXTS, KEY, PARTIAL (never here: see phase 1)
     tail = ""
     after: list[str] = []
     any_passes = []

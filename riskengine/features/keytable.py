@@ -9,8 +9,9 @@ key per `idle_ms` of its life, nothing per event. An entity forgotten on a touch
 `features.fastpath`) has its key slot cleared and is dropped when its bucket comes up.
 Over `max_entities`, keys go oldest bucket first (by when they were last stored to, to
 a bucket's width). Evicting a key still inside its horizon could change a value, so
-an event that starts a key afresh and whose windows could reach such a key
-(`partial_until`) is marked degraded (docs/semantics.md, Memory).
+every event of a key started afresh while its windows could reach such a key
+(`partial_until`, kept in the new entity's PARTIAL slot) is marked degraded
+(docs/semantics.md, Memory).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from riskengine.features.history import NEVER, HistoryOps
-from riskengine.features.plan import KEY, MAXTS, KeyPlan
+from riskengine.features.plan import KEY, MAXTS, PARTIAL, KeyPlan
 from riskengine.features.tiles import TiledOps
 
 BufferOps = HistoryOps | TiledOps
@@ -39,7 +40,7 @@ def entity_source(plan: KeyPlan, env: dict[str, Any], prefix: str) -> str:
     """Source of a list display that builds a fresh entity of `plan` (objects into `env`)."""
     env["NEVER"] = NEVER
     parts = [ops.init_source(env, f"{prefix}{j}_") for j, ops in enumerate(buffer_ops(plan))]
-    return "[NEVER, None, " + ", ".join(parts) + "]"
+    return "[NEVER, None, NEVER, " + ", ".join(parts) + "]"
 
 
 class KeyTable:
@@ -137,20 +138,21 @@ class KeyTable:
         ops = self.ops
         return sum(o.retained(e) for e in self.entities.values() for o in ops)
 
-    def dump(self) -> list[tuple[Any, int, dict[str, Any]]]:
+    def dump(self) -> list[tuple[Any, int, int, dict[str, Any]]]:
         ops = self.ops
-        return [(key, e[MAXTS], {o.plan.signature: o.dump(e) for o in ops})
+        return [(key, e[MAXTS], e[PARTIAL], {o.plan.signature: o.dump(e) for o in ops})
                 for key, e in self.entities.items()]
 
-    def load(self, rows: list[tuple[Any, int, dict[str, Any]]]) -> None:
+    def load(self, rows: list[tuple[Any, int, int, dict[str, Any]]]) -> None:
         """Rebuild from `dump` rows; buffers whose definition changed start empty."""
         self.entities.clear()
         self.buckets.clear()
         self.low = self.sweep_at = NEVER
-        for key, maxts, buffers in rows:
+        for key, maxts, partial, buffers in rows:
             entity = self.new_entity()
             entity[MAXTS] = maxts
             entity[KEY] = key
+            entity[PARTIAL] = partial
             for ops in self.ops:
                 saved = buffers.get(ops.plan.signature)
                 if saved is not None and saved[0] == ops.plan.kind:

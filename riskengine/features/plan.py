@@ -41,7 +41,11 @@ MAXTS = 0
 """Entity slot of the newest stored time of the key."""
 KEY = 1
 """Entity slot of its own key (eviction buckets hold entities, see `features.keytable`)."""
-HEADER = 2
+PARTIAL = 2
+"""Entity slot: for a key started afresh while `max_entities` had evicted a key still in
+its horizon, until when its events may miss that key's events (they are marked
+degraded); NEVER otherwise (see `features.keytable`)."""
+HEADER = 3
 ANCHOR, HEAD, ENTRIES = 0, 1, 2
 """Slots of a `history` buffer, relative to its offset in the entity."""
 INLINE_WIDTH = {"sum": 2, "avg": 2, "stddev": 3, "count_distinct": 1}

@@ -55,7 +55,7 @@ class StateBackend(Protocol):
         ...
 
     def drop_clock(self, clock: Hashable) -> None:
-        """Forget the clocks of domain `clock` (a partition no longer read here)."""
+        """Forget the state of clock domain `clock` (a partition no longer read here)."""
         ...
 
     def stats(self) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """In-memory state, the engine's default backend: one process, snapshots for restarts.
 
-Per scene (`MemoryScene`): the feature state (`SceneFeatures`: entity tables, the scene
-clock per clock domain, the generated fast path), the sequence patterns' per-key state,
-and the idempotency records. LSNs are this process's arrival order.
+Per scene (`MemoryScene`) and per clock domain (`MemoryPart`: the one domain None, or one
+per partition of a stream worker, docs/semantics.md "Order"): the feature state
+(`SceneFeatures`: entity tables, the scene clock, the generated fast path), the sequence
+patterns' per-key state, and the idempotency records. A partition's state is its own, as
+a replay of that partition alone would have it, and goes whole when the partition goes to
+another worker (`drop_clock`). LSNs are this process's arrival order, across domains.
 
 Idempotency: `seen` maps each remembered event id to a compact `Record` (the feature
 values inline, the rule outcome shared with the decision, no dict, no objects of its own
 beyond the record). A duplicate gets an equal `Decision` rebuilt from it, marked
-`duplicate`; the last `RECENT_DECISIONS` decisions are also kept whole.
+`duplicate`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Hashable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -24,18 +26,18 @@ from typing import Any
 from riskengine.decision import Decision
 from riskengine.exceptions import SnapshotError
 from riskengine.features.engine import SceneFeatures
+from riskengine.features.fastpath import build_fast_path
 from riskengine.features.history import NEVER
 from riskengine.files import write_atomic
 from riskengine.lists import Lists
+from riskengine.patterns import ScenePatterns
 from riskengine.rules.ruleset import Outcome
 from riskengine.scene import SceneRuntime
 
-__all__ = ["SNAPSHOT_FORMAT", "MemoryScene", "MemoryState"]
+__all__ = ["SNAPSHOT_FORMAT", "MemoryPart", "MemoryScene", "MemoryState"]
 
 SNAPSHOT_FORMAT = 3
 _FORGET_EVERY = 64
-RECENT_DECISIONS = 16
-"""How many of a scene's latest decisions are also kept whole."""
 
 Record = tuple[Any, ...]
 """A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
@@ -62,11 +64,13 @@ class MemoryState:
 
     def use_lists(self, lists: Lists) -> None:
         for scene in self._scenes.values():
-            scene.lists = lists
-            scene.features.lists = lists
+            scene.use_lists(lists)
 
     def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
-        features = self._scenes[scene].features
+        """The entity in the part that holds it (the default part when none does)."""
+        parts = list(self._scenes[scene].parts.values())
+        holding = [p for p in parts if p.features.holds(field, value)]
+        features = (holding or parts or [self._scenes[scene].part(None)])[0].features
         found = features.peek(field, value)
         if found is None:
             raise KeyError(field)
@@ -75,14 +79,24 @@ class MemoryState:
 
     def drop_clock(self, clock: Hashable) -> None:
         for scene in self._scenes.values():
-            scene.features.drop_clock(clock)
+            scene.parts.pop(clock, None)
 
     def stats(self) -> dict[str, Any]:
         """Entities, retained entries and remembered event ids per scene (and the keys
-        and entries of its sequence patterns, if it has any)."""
-        return {name: {**s.features.stats(), "remembered_ids": len(s.seen),
-                       **(s.patterns.stats() if s.patterns else {})}
-                for name, s in self._scenes.items()}
+        and entries of its sequence patterns, if it has any), over all its parts."""
+        out: dict[str, Any] = {}
+        for name, scene in self._scenes.items():
+            totals: dict[str, int] = {"entities": 0, "retained_entries": 0,
+                                      "evicted_for_size": 0, "remembered_ids": 0}
+            if scene.runtime.patterns:
+                totals.update(pattern_keys=0, pattern_entries=0)
+            for part in scene.parts.values():
+                counts = {**part.features.stats(), "remembered_ids": len(part.seen),
+                          **(part.patterns.stats() if part.patterns else {})}
+                for key, value in counts.items():
+                    totals[key] += value
+            out[name] = totals
+        return out
 
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         """Write the whole state to `path` atomically (temp file, fsync, rename)."""
@@ -90,14 +104,8 @@ class MemoryState:
         payload = {
             "format": SNAPSHOT_FORMAT,
             "lsn": self.lsn,
-            "scenes": {
-                name: {
-                    "features": s.features.dump(),
-                    "seen": s.dump_ids(),
-                    "patterns": s.patterns.dump(),
-                }
-                for name, s in self._scenes.items()
-            },
+            "scenes": {name: [(clock, part.dump()) for clock, part in scene.parts.items()]
+                       for name, scene in self._scenes.items()},
         }
         write_atomic(target, lambda handle: pickle.dump(payload, handle,
                                                         protocol=pickle.HIGHEST_PROTOCOL))
@@ -116,20 +124,64 @@ class MemoryState:
             raise SnapshotError(f"{str(path)!r} is not a riskengine snapshot (format "
                                 f"{SNAPSHOT_FORMAT})")
         self.lsn = payload["lsn"]
-        for name, data in payload["scenes"].items():
+        for name, parts in payload["scenes"].items():
             scene = self._scenes.get(name)
             if scene is None:
                 continue
-            scene.features.load(data["features"])
-            scene.load_ids(data["seen"])
-            scene.patterns.load(data.get("patterns", {}))
+            scene.parts.clear()
+            for clock, data in parts:
+                scene.part(clock).load(data)
 
     def close(self) -> None:
         pass
 
 
 class MemoryScene:
-    """One scene's state in memory; `evaluate` is its per-event path."""
+    """One scene's state in memory: a `MemoryPart` per clock domain; `evaluate` decides in
+    the event's domain."""
+
+    def __init__(self, state: MemoryState, runtime: SceneRuntime, lists: Lists) -> None:
+        self.state = state
+        self.runtime = runtime
+        self.lists = lists
+        self.parts: dict[Hashable, MemoryPart] = {}
+        self._last: tuple[Hashable, MemoryPart] | None = None
+        self.part(None)  # built now: a config its feature filters refuse fails at load
+
+    def part(self, clock: Hashable) -> MemoryPart:
+        """The state of domain `clock` (made empty on first use)."""
+        last = self._last
+        if last is not None and last[0] == clock and self.parts.get(clock) is last[1]:
+            return last[1]
+        part = self.parts.get(clock)
+        if part is None:
+            part = self.parts[clock] = MemoryPart(self.state, self.runtime, self.lists)
+        self._last = (clock, part)
+        return part
+
+    def use_lists(self, lists: Lists) -> None:
+        self.lists = lists
+        for part in self.parts.values():
+            part.use_lists(lists)
+
+    def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
+        return self.part(clock).evaluate(event, started)
+
+    def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
+        """`evaluate` for each event in order, one clock read per event (a decision's
+        latency is the time since the previous one was made)."""
+        evaluate = self.part(clock).evaluate
+        decisions: list[Decision] = []
+        append = decisions.append
+        started = perf_counter()
+        for event in events:
+            append(evaluate(event, started))
+            started = perf_counter()
+        return decisions
+
+
+class MemoryPart:
+    """The state of one scene in one clock domain; `evaluate` is its per-event path."""
 
     def __init__(self, state: MemoryState, runtime: SceneRuntime, lists: Lists) -> None:
         config = runtime.config
@@ -139,20 +191,25 @@ class MemoryScene:
         self.features = SceneFeatures(config.features, config.lateness_ms,
                                       config.max_entities, runtime.compile_where, lists)
         self.fast = self.features.fast
-        self.patterns = runtime.patterns
+        self.patterns = ScenePatterns(config.patterns, config.lateness_ms, runtime.where_names)
         self.idempotency_horizon_ms = runtime.idempotency_horizon_ms
         self.idempotency_max = runtime.idempotency_max
         self.seen: dict[str, Record] = {}
         self.seen_order: deque[str] = deque()
-        self.recent: deque[Decision] = deque(maxlen=RECENT_DECISIONS)
         self.forget_countdown = _FORGET_EVERY
 
-    def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
+    def use_lists(self, lists: Lists) -> None:
+        """Read lists from `lists`: the filters of the general path and of the fast path
+        (generated again: it holds its lists)."""
+        self.lists = lists
+        self.features.lists = lists
+        self.features.fast = build_fast_path(self.features)
+        self.fast = self.features.fast
+
+    def evaluate(self, event: dict[str, Any], started: float) -> Decision:
         """Idempotency, LSN, features and patterns, then `SceneRuntime.decide` and the
         remembering."""
         features = self.features
-        if clock != features.domain:
-            features.switch(clock)
         event_id = event["event_id"]
         previous = self.seen.get(event_id)
         if previous is not None and previous[_T] > (
@@ -166,39 +223,23 @@ class MemoryScene:
         else:
             late = degraded = False
         if self.patterns:
-            self.patterns.observe(event, lsn, late, self.lists, features, values)
+            self.patterns.observe(event, lsn, late, self.lists, features.global_max, values)
         decision, outcome = self.runtime.decide(event, lsn, values, late, degraded,
                                                 self.lists, started)
         self.remember(decision, outcome, previous is not None)
         return decision
 
-    def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
-        """`evaluate` for each event in order, one clock read per event (a decision's
-        latency is the time since the previous one was made)."""
-        decisions: list[Decision] = []
-        append = decisions.append
-        evaluate = self.evaluate
-        started = perf_counter()
-        for event in events:
-            append(evaluate(event, started, clock))
-            started = perf_counter()
-        return decisions
-
     # -- idempotency -----------------------------------------------------------------
 
     def recall(self, event_id: str, record: Record) -> Decision:
-        """The remembered decision of `event_id`, marked `duplicate`: a copy of the
-        decision itself if it is one of the recent ones, else rebuilt from its record."""
-        lsn = record[_LSN]
-        for decision in self.recent:
-            if decision.lsn == lsn:
-                return replace(decision, features=dict(decision.features), duplicate=True)
+        """The remembered decision of `event_id`, rebuilt from its record and marked
+        `duplicate`."""
         action, score, hits, shadow_hits, errors = record[_OUTCOME]
         return Decision(event_id, self.runtime.name, action, score, hits, shadow_hits,
                         dict(zip(self.runtime.feature_names, record[_VALUES:], strict=True)),
                         record[_LIST_HITS], record[_VERSION], bool(record[_FLAGS] & 1),
                         bool(record[_FLAGS] & 2),
-                        record[_LATENCY], lsn, record[_T], errors, True)
+                        record[_LATENCY], record[_LSN], record[_T], errors, True)
 
     def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
         """Keep `decision` for its id; `known`: the id is held already (an entry past
@@ -208,7 +249,6 @@ class MemoryScene:
         seen[event_id] = (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
                           decision.list_hits, decision.late + 2 * decision.degraded,
                           decision.ruleset_version, *decision.features.values())
-        self.recent.append(decision)
         if not known:
             self.seen_order.append(event_id)
             if len(seen) > self.idempotency_max:
@@ -222,7 +262,7 @@ class MemoryScene:
         self.forget_countdown = _FORGET_EVERY
         order = self.seen_order
         seen = self.seen
-        horizon = self.features.safe_clock() - self.idempotency_horizon_ms
+        horizon = self.features.global_max - self.idempotency_horizon_ms
         while order:
             event_id = order[0]
             record = seen.get(event_id)
@@ -239,14 +279,18 @@ class MemoryScene:
         while len(seen) > self.idempotency_max:
             seen.pop(order.popleft(), None)
 
-    def dump_ids(self) -> list[tuple[str, Record]]:
-        """The remembered ids in arrival order, with their records (no references)."""
+    def dump(self) -> dict[str, Any]:
+        """The part's state (no references to live objects)."""
         seen = self.seen
-        return [(i, seen[i]) for i in self.seen_order if i in seen]
+        return {"features": self.features.dump(),
+                "seen": [(i, seen[i]) for i in self.seen_order if i in seen],
+                "patterns": self.patterns.dump()}
 
-    def load_ids(self, rows: list[tuple[str, Record]]) -> None:
+    def load(self, data: dict[str, Any]) -> None:
+        self.features.load(data["features"])
         self.seen.clear()
         self.seen_order.clear()
-        for event_id, record in rows:
+        for event_id, record in data["seen"]:
             self.seen[event_id] = record
             self.seen_order.append(event_id)
+        self.patterns.load(data.get("patterns", {}))

@@ -147,11 +147,19 @@ def test_max_entities_marks_the_events_an_eviction_could_affect() -> None:
         d = engine.evaluate("s", {"timestamp": TS + i * 1000, "pay_account": f"p{i}"})
         assert d.features[name] == 1
     assert engine.stats()["s"]["evicted_for_size"] > 0
-    held = engine.evaluate("s", {"timestamp": TS + 400_000, "pay_account": "p399"})
+    # a key started before any eviction, still held: exact, not marked
+    held = engine.evaluate("s", {"timestamp": TS + 400_000, "pay_account": "p200"})
     assert held.features[name] == 2 and not held.degraded and not held.fallback
+    # one started while evicted keys could be read cannot be told from one of them
+    late_born = engine.evaluate("s", {"timestamp": TS + 400_000, "pay_account": "p399"})
+    assert late_born.features[name] == 2 and late_born.degraded
     evicted = engine.evaluate("s", {"timestamp": TS + 401_000, "pay_account": "p0"})
     assert evicted.features[name] == 1 and evicted.degraded and not evicted.fallback
     assert not evicted.late
+    # every later event of the key started afresh is marked too while p0's old events
+    # could be in its windows (here: 1 instead of the exact 3)
+    again = engine.evaluate("s", {"timestamp": TS + 401_500, "pay_account": "p0"})
+    assert again.features[name] == 2 and again.degraded
     fresh = engine.evaluate("s", {"timestamp": TS + 402_000, "pay_account": "new"})
     assert fresh.degraded  # it cannot be told from an evicted key
     # Past L + W after the newest eviction, no evicted key can be read any more.
@@ -171,3 +179,51 @@ def test_max_entities_does_not_mark_anything_while_it_evicts_only_idle_keys() ->
         d = engine.evaluate("s", {"timestamp": TS + i * 10_000, "pay_account": f"p{i}"})
         marked += d.degraded
     assert marked == 0 and engine.stats()["s"]["evicted_for_size"] == 0
+
+
+def test_each_clock_domain_has_its_own_state() -> None:
+    """A partition's state is its own (keys, ids, clock): one that goes away takes it all,
+    and a rebuild from the start of its log then counts nothing twice; an idle partition
+    holds no other partition's memory back."""
+    features = ["count(pay_account.history,1h)"]
+    config = {"scenes": {"s": {"lateness": "5m", "features": features, "idempotency_max": 5}}}
+    name = features[0]
+    events = [{"event_id": f"a{i}", "timestamp": TS + i * 1000, "pay_account": "A"}
+              for i in range(20)]
+    engine = Engine.from_config(config)
+    for event in events:
+        engine.evaluate("s", dict(event), clock="p")
+    engine.drop_clock("p")
+    assert engine.stats()["s"]["entities"] == 0
+    for event in events:  # the partition back: rebuilt from the start of its log
+        engine.evaluate("s", dict(event), clock="p")
+    after = engine.evaluate("s", {"event_id": "x", "timestamp": TS + 20_000,
+                                  "pay_account": "A"}, clock="p")
+    assert after.features[name] == 21
+    # a partition that went quiet frees nothing of the busy one's and pins nothing
+    engine = Engine.from_config(config)
+    engine.evaluate("s", {"timestamp": TS, "pay_account": "quiet"}, clock="idle")
+    for i in range(3000):
+        engine.evaluate("s", {"timestamp": TS + i * 60_000, "pay_account": f"k{i}"},
+                        clock="busy")
+    assert engine.stats()["s"]["entities"] < 200  # about 65 min of keys, plus "quiet"
+    quiet = engine.evaluate("s", {"timestamp": TS + 1000, "pay_account": "quiet"},
+                            clock="idle")
+    assert quiet.features[name] == 2 and not quiet.late
+
+
+def test_lists_put_in_use_reach_the_fast_path_too() -> None:
+    from riskengine.lists import ListStore
+
+    config = {"scenes": {"s": {"features": [{"name": "vip_n", "func": "count",
+                                              "by": ["acct"], "window": "1h",
+                                              "where": "in_list('vip', acct)"}]}},
+              "lists": {"vip": {"values": ["a"]}}}
+    engine = Engine.from_config(config)
+    assert engine.evaluate("s", {"timestamp": TS, "acct": "a"}).features["vip_n"] == 1
+    engine.use_lists(ListStore.from_config({"vip": {"values": ["b"]}}, None))
+    # in order (the generated fast path) and out of order (the general path) alike
+    assert engine.evaluate("s", {"timestamp": TS + 1, "acct": "a"}).features["vip_n"] == 1
+    assert engine.evaluate("s", {"timestamp": TS + 2, "acct": "b"}).features["vip_n"] == 1
+    # out of order for "a": its stored event counts, itself no more (the old lists: 2)
+    assert engine.evaluate("s", {"timestamp": TS, "acct": "a"}).features["vip_n"] == 1

@@ -235,7 +235,7 @@ class RedisState:
                 scene.features.lists = lists
 
     def drop_clock(self, clock: Hashable) -> None:
-        """Nothing to drop: the shared state has one clock per scene."""
+        """Nothing to drop: the shared state is one engine, one clock per scene."""
 
     # -- the breaker ------------------------------------------------------------------
 

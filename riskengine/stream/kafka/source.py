@@ -118,8 +118,8 @@ class KafkaSource:
             return
         assigned = {(tp.topic, tp.partition) for tp in partitions}
         for place in [p for p in self._acked if p not in assigned]:
-            # gone to another worker: its clock goes, and with it what this process held
-            # of it (if it comes back it is rebuilt from the log, like one never held)
+            # gone to another worker: its state here (keys, ids, clock) goes whole; if it
+            # comes back it is rebuilt from the log, like one never held
             self.engine.drop_clock(place)
             del self._acked[place]
         found = consumer.committed([TopicPartition(tp.topic, tp.partition)
