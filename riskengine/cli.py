@@ -200,25 +200,25 @@ def generate(
 # replay ---------------------------------------------------------------------------------
 
 
-def _load_engine(config: Path | None, code: int) -> Engine:
+def _load_engine(config: Path | None, code: int, state: str | None = None) -> Engine:
+    """The engine of `config` (in memory, or on the shared Redis `state`); exits `code`
+    when the config or the state cannot be used."""
+    from riskengine.state.redis.codec import StateUnavailableError
+
     if config is not None and not config.exists():
         _fail(f"config file {str(config)!r} does not exist", code)
     try:
-        return Engine.from_config(config)
+        if state is None:
+            return Engine.from_config(config)
+        from riskengine.config import load_config
+        from riskengine.service.shared import shared_engine
+
+        return shared_engine(load_config(config), state, require_state=True)
+    except StateUnavailableError as exc:
+        _fail(str(exc), code)
     except RiskEngineError as exc:
         _fail(f"invalid config: {exc}", code)
 
-
-def _shared_engine(config: Path | None, url: str) -> Engine:
-    """An engine on shared Redis state (`--state`); exits 2 when it cannot be used."""
-    from riskengine.service.shared import shared_engine
-    from riskengine.state.redis.backend import StateUnavailableError
-
-    engine = _load_engine(config, 2)
-    try:
-        return shared_engine(engine.config, url, require_state=True)
-    except StateUnavailableError as exc:
-        _fail(str(exc), 2)
 
 
 def _errors_path(output: Path) -> Path:
@@ -620,7 +620,7 @@ def worker(
         if state is not None and state_dir is not None:
             _fail("--state-dir checkpoints the in-memory state; with --state the state is in "
                   "Redis (use its persistence): give one of them", 2)
-        engine = _load_engine(config, 2) if state is None else _shared_engine(config, state)
+        engine = _load_engine(config, 2, state)
         try:
             settings = build_settings(
                 source=source, sink=sink, dead_letter=dead_letter, group=group, scene=scene,

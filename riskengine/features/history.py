@@ -4,7 +4,8 @@ Entries are kept sorted by (time, LSN). Each window keeps a pointer to its first
 and running aggregates over `(anchor − W, anchor]`, where `anchor` is the latest time
 that advanced the buffer. In-order events (time ≥ anchor) slide the pointers and read the
 running values; an out-of-order or late event is computed from the entries directly and
-inserted in place. Entries older than `maxts − L − Wmax` can serve no event and are dropped.
+inserted in place. Entries at or before `maxts − L − Rmax(B)` can serve no event and are
+dropped.
 
 The state is a slice of the entity list (layout in `features.plan`); `HistoryOps` is the
 general path's view of one buffer. The generated fast path (`features.fastpath`) inlines
@@ -207,7 +208,7 @@ class HistoryOps:
                 out: dict[str, Any]) -> None:
         """Values for an out-of-order or late event, read from the entries themselves.
 
-        `floor_ms` (late events only) is `maxts − L`: entries at or before
+        `floor_ms` (late events only) is `G − L`: entries at or before
         `floor_ms − W` are outside what the engine retains and are left out.
         An out-of-order event close to the anchor (the usual case) is instead read off the
         running state, corrected by the few entries between the two windows.
@@ -261,7 +262,7 @@ class HistoryOps:
                 e[ptr_at] += 1
 
     def trim(self, e: Entity, horizon: int, maxts: int, lateness_ms: int) -> None:
-        """Drop entries at or before `horizon` (= maxts − L − Wmax of the key)."""
+        """Drop entries at or before `horizon` (= maxts − L − Rmax(B) of the key)."""
         entries = self.entries(e)
         head = e[self.head_at]
         n = len(entries)

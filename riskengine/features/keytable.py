@@ -4,7 +4,7 @@ An entity is one flat list laid out by its `KeyPlan` (see `features.plan`); a to
 a dict lookup and nothing else. For eviction each new entity is filed under the bucket of
 the scene clock G (buckets of `idle_ms / 16`). Once G is `idle_ms` past the end of a
 bucket, every entity filed there is either forgotten, if it is idle (`maxts ≤ G − L −
-Wmax`, see docs/semantics.md), or filed again under the bucket of its `maxts`: O(1) per
+Rmax(B)`, see docs/semantics.md), or filed again under the bucket of its `maxts`: O(1) per
 key per `idle_ms` of its life, nothing per event. An entity forgotten on a touch (see
 `features.fastpath`) has its key slot cleared and is dropped when its bucket comes up.
 Over `max_entities`, keys go oldest bucket first (by when they were last stored to, to

@@ -35,7 +35,9 @@ class ServiceMetrics:
                                   "Events whose event_id was already decided", ["scene"],
                                   registry=r)
         self.degraded = Counter("riskengine_degraded_decisions_total",
-                                "Fallback decisions while the shared state was unavailable",
+                                "Degraded decisions: fallbacks while the shared state was "
+                                "unavailable, and events of keys a max_entities eviction "
+                                "may have cut short",
                                 ["scene"], registry=r)
         self.reloads = Counter("riskengine_ruleset_reloads_total",
                                "Rulesets put live, by scene and source (config, api, rollback)",

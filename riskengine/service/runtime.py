@@ -120,32 +120,28 @@ class ServiceRuntime:
         event_id already decided). Await `committed(record)` before answering."""
         event = self.prepare(raw)
         decision = self.engine.evaluate(scene, event)
-        if decision.duplicate:  # already decided: the stored answer
+        return decision, self._logged(scene, decision, event)
+
+    def _logged(self, scene: str, decision: Decision, event: Mapping[str, Any]
+                ) -> LogRecord | None:
+        """Count `decision`; its log record, or None when there is nothing to log: a
+        duplicate (the stored answer) or a fallback (the shared state was not reached)."""
+        if decision.duplicate:
             self.metrics.duplicates.labels(scene).inc()
-            return decision, None
+            return None
         if decision.degraded:
             self.metrics.degraded.labels(scene).inc()
-            if decision.fallback:  # the shared state was not reached: nothing to log
-                return decision, None
+            if decision.fallback:
+                return None
         self.metrics.observe(decision)
-        return decision, _record(decision, event)
+        return _record(decision, event)
 
     def decide_many(self, scene: str, raws: Sequence[object]
                     ) -> tuple[list[Decision], list[LogRecord]]:
         events = [self.prepare(raw) for raw in raws]
         decisions = self.engine.evaluate_many(scene, events)
-        records = []
-        for decision, event in zip(decisions, events, strict=True):
-            if decision.duplicate:
-                self.metrics.duplicates.labels(scene).inc()
-                continue
-            if decision.degraded:
-                self.metrics.degraded.labels(scene).inc()
-                if decision.fallback:
-                    continue
-            self.metrics.observe(decision)
-            records.append(_record(decision, event))
-        return decisions, records
+        logged = (self._logged(scene, d, e) for d, e in zip(decisions, events, strict=True))
+        return decisions, [record for record in logged if record is not None]
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
         """Log `records` and wait until they are committed; a failed commit answers 503

@@ -95,6 +95,12 @@ class CommonSettings(Generic[A]):
     """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     metrics_port: int | None = None
 
+    def required_sink(self) -> A:
+        """The sink (a sink adapter is opened only when there is one to produce to)."""
+        if self.sink is None:
+            raise StreamError("--sink is needed unless it is a --dry-run")
+        return self.sink
+
     def check_common(self, kind: str, name: str) -> None:
         """Validate what is common; the source is a `kind` ("topic") called `name`."""
         if not self.group:
@@ -105,8 +111,8 @@ class CommonSettings(Generic[A]):
             raise StreamError("max_events must not be negative")
         if self.idle_exit_s is not None and self.idle_exit_s <= 0:
             raise StreamError("idle_exit_s must be positive")
-        if self.sink is None and not self.dry_run:
-            raise StreamError("--sink is needed unless it is a --dry-run")
+        if not self.dry_run:
+            self.required_sink()
         for out in (self.sink, self.dead_letter):
             if out is not None and out == self.source:
                 raise StreamError(f"the source {kind} {name!r} cannot also be the sink or "

@@ -22,9 +22,7 @@ class KafkaSink:
     """`riskengine.stream.loop.Sink` to a Kafka topic (and a dead-letter topic)."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        sink = settings.sink
-        if sink is None:
-            raise StreamError("--sink is needed unless it is a --dry-run")
+        sink = settings.required_sink()
         self.topic = sink.topic
         self._failures: list[str] = []
         self._producer = self._connect(sink.bootstrap, settings)

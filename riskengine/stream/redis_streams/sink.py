@@ -28,9 +28,7 @@ class RedisSink:
     """`riskengine.stream.loop.Sink` to a Redis stream (and a dead-letter stream)."""
 
     def __init__(self, settings: RedisStreamSettings) -> None:
-        if settings.sink is None:
-            raise StreamError("--sink is needed unless it is a --dry-run")
-        self.sink = settings.sink
+        self.sink = settings.required_sink()
         self.dead = settings.dead_letter
         self.source = settings.source.stream
         self.maxlen = settings.sink_maxlen
