@@ -36,7 +36,10 @@ processes give the in-memory engine's answers on the same sequence, run after ru
 one Redis or a Cluster. Under concurrent requests the clock steps put them in one
 order: every event's G and late flag are those of a replay of the decision log in LSN
 order; events of one entity that are in flight at the same time are applied at the
-entity in the order their calls reach it, which can differ from their LSN order.
+entity in the order their calls reach it, which can differ from their LSN order. Two
+narrow exceptions: a duplicate carrying a later time than its first decision raises G
+until its ``unclock`` (events in flight meanwhile are judged against it), and a fallback
+answer whose clock step was taken moved G but is not in the decision log (below).
 
 Time budget, fallback, circuit breaker
 --------------------------------------

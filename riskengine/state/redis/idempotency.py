@@ -3,8 +3,10 @@
 A record is remembered while the event's time is `> G − L − Wmax(scene)` (the contract's
 horizon, checked with the scene clock G of the event's clock step, read in the same
 pipeline as the record: `RedisState`), and a wall-clock TTL of the same
-length, at least 10 minutes, frees it in Redis (assuming event time runs like wall time; a
-longer `ttl_ms` keeps records through pauses). Unlike the in-memory engine there is no count cap
+length, at least 10 minutes, frees it in Redis (assuming event time runs like wall time:
+a stream whose event time stops for longer than that forgets ids it would still remember
+in memory, and a retry of one after that is decided again; this store's own `ttl_ms`
+sets a longer TTL). Unlike the in-memory engine there is no count cap
 (`idempotency_max`): Redis memory limits apply instead.
 """
 
