@@ -235,18 +235,17 @@ def test_config_file_list_changes_reach_redis_lists(
     config.write_text(yaml.safe_dump(raw))
     client = make_client(state=redis_url, state_dir=tmp_path / "s", config=config,
                          watch_config=True)
-    time.sleep(0.3)
     raw["lists"]["blocked_devices"]["values"].append("dev-from-file")
-    config.write_text(yaml.safe_dump(raw))
     event = {"event_id": "f1", "timestamp": T0, "pay_account": "P", "rcv_account": "R",
              "amount": 1.0, "device_id": "dev-from-file"}
 
     def blocked() -> bool:
-        event["event_id"] = f"f{time.monotonic_ns()}"
+        config.write_text(yaml.safe_dump(raw))  # again on every try: the watcher may start
+        event["event_id"] = f"f{time.monotonic_ns()}"  # after the first write
         body = client.post("/v1/transfer/evaluate", json=event).json()
         return "blocked_devices" in body["list_hits"]
 
-    assert eventually(blocked, 10.0, 0.05)
+    assert eventually(blocked, 10.0, 0.3)
 
 
 def test_entity_reads_with_shared_state(make_client: Callable[..., TestClient],
