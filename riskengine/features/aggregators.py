@@ -8,6 +8,7 @@ partial aggregates (tiles of the `window` kind, Spark partials).
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import textwrap
@@ -62,6 +63,10 @@ class Running:
     evict: str
     result: str
 
+    def fresh_values(self) -> list[Any]:
+        """The state's fresh values (a new dict for count_distinct)."""
+        return [ast.literal_eval(text) for text in self.fresh]
+
     def source(self, text: str, names: Mapping[str, str]) -> str:
         """`text` (add, evict or result) with the state names replaced by `names`."""
         return re.sub(r"\b(" + "|".join(self.state) + r")\b",
@@ -71,12 +76,12 @@ class Running:
 _MOMENTS_ADD, _MOMENTS_EVICT = "k += 1\ns += v", "k -= 1\ns -= v"
 RUNNING: dict[str, Running] = {r.func: r for r in (
     Running("sum", ("k", "s"), ("0", "0"), _MOMENTS_ADD, _MOMENTS_EVICT,
-            "s / 1000000 if k else None"),
+            f"s / {SCALE} if k else None"),
     Running("avg", ("k", "s"), ("0", "0"), _MOMENTS_ADD, _MOMENTS_EVICT,
-            "s / (k * 1000000) if k else None"),
+            f"s / (k * {SCALE}) if k else None"),
     Running("stddev", ("k", "s", "q"), ("0", "0", "0"),
             _MOMENTS_ADD + "\nq += v * v", _MOMENTS_EVICT + "\nq -= v * v",
-            "sqrt(k * q - s * s) / (k * 1000000) if k else None"),
+            f"sqrt(k * q - s * s) / (k * {SCALE}) if k else None"),
     Running("count_distinct", ("d",), ("{}",), "d[v] = d.get(v, 0) + 1",
             "left = d[v] - 1\nif left:\n    d[v] = left\nelse:\n    del d[v]",
             "len(d) or None"),

@@ -73,8 +73,7 @@ def agg_clear(e: Entity, func: str, at: int) -> None:
     if running is None:
         e[at] = e[at].fresh()
         return
-    for i, fresh in enumerate(running.fresh):
-        e[at + i] = {} if fresh == "{}" else int(fresh)
+    e[at:at + len(running.state)] = running.fresh_values()
 
 
 def window_value(func: str, slot: int, members: list[Entry]) -> Any:
