@@ -232,3 +232,34 @@ def test_a_degraded_event_after_its_clock_step_has_moved_the_clock(
     assert behind.late  # 12:50 < 13:00 − 5m: late by the degraded event's time
     retried = decider.evaluate("s", {"event_id": "b", "timestamp": NOON + HOUR, "a": "k"})
     assert not retried.late and retried.features["count(a.history,1h)"] == 1
+
+
+# -- one clock per partition of a stream worker --------------------------------------------
+
+def test_each_partition_has_its_own_clock_and_keys_go_by_the_slowest(
+        clients: list[Client]) -> None:
+    """A stream worker's partitions each keep a scene clock in Redis: partition "b" far
+    ahead makes nothing of partition "a" late, and a key that "a" can still read is not
+    forgotten by "b"'s clock, even when "b" touches it (keys may span partitions)."""
+    config = {"scenes": {"s": {"lateness": "5m",
+                               "features": ["count(k.history,1h)"]}}}
+    workers = [Engine.from_config(config, state=RedisState(c, state_timeout_ms=60_000))
+               for c in clients]
+    name = "count(k.history,1h)"
+    try:
+        def send(worker: int, event_id: str, t: int, key: str, part: str) -> Decision:
+            return workers[worker].evaluate(
+                "s", {"event_id": event_id, "timestamp": t, "k": key}, clock=("ev", part))
+
+        first = send(0, "a1", NOON, "K", "a")
+        ahead = send(1, "b1", NOON + 10 * HOUR, "other", "b")   # b's clock: 22:00
+        shared = send(1, "b2", NOON + 10 * HOUR, "K", "b")      # b touches K: not late
+        lagging = send(0, "a2", NOON + 30 * MIN, "K", "a")      # a's clock: 12:00
+        assert not any(d.late for d in (first, ahead, shared, lagging))
+        assert shared.features[name] == 1     # (21:00, 22:00]: only itself
+        assert lagging.features[name] == 2    # 12:00 is still kept: a is slower
+        single = send(0, "c1", NOON + 31 * MIN, "K", None)  # the one clock of the scene
+        assert not single.late
+    finally:
+        for worker in workers:
+            worker.close()

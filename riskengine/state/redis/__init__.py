@@ -51,7 +51,9 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
     ``format`` (the layout of the state, ``3``), ``lsn`` (the last LSN handed out) and
     ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
-    that were not late). Every event takes one *clock step* on it (below).
+    that were not late), and ``G:<scene>|<topic>#<partition>`` for each partition a
+    stream worker reads (a clock each). Every event takes one *clock step* on it
+    (below); keys are trimmed, forgotten and swept by the slowest of the scene's clocks.
 ``re:id:{<scene>|<event id>}``
     an idempotency record, ``<t>|<decision record>`` (`RedisDecisionStore`; the compact
     record of `riskengine.state.redis.records`).

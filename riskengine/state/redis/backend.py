@@ -166,6 +166,13 @@ def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") ->
         client.close()
 
 
+def domain_name(clock: Hashable) -> str:
+    """The text of a clock domain in the clock key (a Kafka partition: ``topic#n``)."""
+    if isinstance(clock, tuple):
+        return "#".join(str(part) for part in clock)
+    return str(clock)
+
+
 class RedisState:
     """The Redis backend (see the module docstring): `RedisState.connect(url)`, then give
     it to an engine (`Engine.from_config(config, state=...)`).
@@ -238,7 +245,8 @@ class RedisState:
                 scene.features.lists = lists
 
     def drop_clock(self, clock: Hashable) -> None:
-        """Nothing to drop: the shared state is one engine, one clock per scene."""
+        """Nothing to drop: a partition's clock and state in Redis stay for whichever
+        worker reads it next."""
 
     # -- the breaker ------------------------------------------------------------------
 
@@ -333,13 +341,14 @@ class RedisScene:
         return features
 
     def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
-        """`evaluate` for each event in order (one clock: `clock` does not matter)."""
+        """`evaluate` for each event in order, on the clock of domain `clock`."""
         return [self.evaluate(event, perf_counter(), clock) for event in events]
 
     def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
         """Decide one parsed event on the shared state; never a Redis error (those give the
-        degraded fallback decision). `clock` does not matter: one clock per scene."""
-        del clock
+        degraded fallback decision). `clock`: the event's clock domain (a partition of a
+        stream worker: its own scene clock in Redis; None: the scene's one clock)."""
+        domain = None if clock is None else domain_name(clock)
         backend = self.backend
         breaker = backend.breaker
         if not breaker.allow():
@@ -354,7 +363,7 @@ class RedisScene:
                 state = self.attach()
             run = state.run_calls
             raw, reply = run([state.recall_call(self.store.key(event_id)),
-                              state.step_call(event)])
+                              state.step_call(event, domain)])
             step = backend._clock.taken(reply, t)
             previous = self.store.live(raw, step.clock)
             if previous is None:
@@ -371,7 +380,7 @@ class RedisScene:
                 if self.patterns:
                     self.patterns.read(asked, replies[len(touched):], features)
             elif step.raised:
-                self._unclock(state, event, step)
+                self._unclock(state, event, step, domain)
         except STATE_ERRORS as exc:
             backend.failed(exc)
             return self._degraded(event, started)
@@ -398,11 +407,12 @@ class RedisScene:
         decision.latency_ms = (perf_counter() - started) * 1000.0
         return decision
 
-    def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step) -> None:
+    def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step,
+                 domain: str | None) -> None:
         """Put G back after the clock step of a duplicate raised it (best effort: the
         duplicate is answered either way)."""
         try:
-            state.run_calls([state.undo_call(event, step)])
+            state.run_calls([state.undo_call(event, step, domain)])
         except STATE_ERRORS as exc:
             log.warning("state at %s: the clock of scene %s stays at %s after a duplicate "
                         "(%s)", self.backend.state_url, state.scene, event["timestamp"], exc)

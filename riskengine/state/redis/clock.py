@@ -8,7 +8,11 @@
     the last LSN handed out (one counter for all scenes);
 ``G:<scene>``
     the scene clock G: the largest time of the scene's accepted events that were not
-    late (docs/semantics.md).
+    late (docs/semantics.md);
+``G:<scene>|<partition>``
+    the clock of one partition of a stream worker (``topic#n``): lateness by its own
+    clock; the step also answers the slowest of the scene's other clocks, by which the
+    entities trim, forget and sweep (`Step.forget`).
 
 Each event takes one *clock step* (the ``clock`` function of the scene library,
 scripts/entity.lua): the next LSN, G before the event and whether the event is late
@@ -54,6 +58,21 @@ class Step:
     late: bool
     raised: bool
     """The step moved G (to the event's time)."""
+    others: int | None = None
+    """The slowest clock of the scene's other clock domains (partitions), None without
+    any: what the keys are forgotten by, beside this one."""
+
+    def slowest(self, own: int | None) -> int | None:
+        """The slowest of `own` (this domain's clock) and the others': keys a faster
+        partition has left behind may still be read by a slower one."""
+        if own is None:
+            return self.others
+        return own if self.others is None else min(own, self.others)
+
+    @property
+    def forget(self) -> int | None:
+        """The clock keys are forgotten by at this event (before it)."""
+        return self.slowest(self.clock)
 
 
 class SharedClock:
@@ -86,9 +105,12 @@ class SharedClock:
             f"key matching {self.prefix}:* (on a database used by riskengine alone: "
             f"FLUSHDB, on every primary of a cluster), or use another prefix")
 
-    def step_call(self, function: str, scene: str, t: int, lateness_ms: int) -> Call:
-        """The FCALL of one event's clock step."""
-        return (function, (self.key,), (scene, t, lateness_ms, FORMAT, self.last_lsn))
+    def step_call(self, function: str, scene: str, t: int, lateness_ms: int,
+                  domain: str | None = None) -> Call:
+        """The FCALL of one event's clock step, on the clock of `domain` (a partition;
+        None: the scene's one clock)."""
+        name = scene if domain is None else f"{scene}|{domain}"
+        return (function, (self.key,), (name, t, lateness_ms, FORMAT, self.last_lsn, scene))
 
     def taken(self, reply: Any, t: int) -> Step:
         """The `Step` of a clock step's reply, for an event at `t`."""
@@ -96,11 +118,14 @@ class SharedClock:
         if lsn > self.last_lsn:
             self.last_lsn = lsn
         before = None if clock is None else int(clock)
-        return Step(lsn, before, late, not late and (before is None or t > before))
+        others = None if len(reply) < 4 or reply[3] is None else int(reply[3])
+        return Step(lsn, before, late, not late and (before is None or t > before), others)
 
-    def undo_call(self, function: str, scene: str, t: int, step: Step) -> Call:
+    def undo_call(self, function: str, scene: str, t: int, step: Step,
+                  domain: str | None = None) -> Call:
         """The FCALL that puts G back after `step` raised it for a duplicate."""
-        return (function, (self.key,), (scene, t, "" if step.clock is None else step.clock))
+        name = scene if domain is None else f"{scene}|{domain}"
+        return (function, (self.key,), (name, t, "" if step.clock is None else step.clock))
 
     def read(self, scene: str) -> int | None:
         """G of `scene` as it stands (one round trip), None before its first event."""

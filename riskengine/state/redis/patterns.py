@@ -45,8 +45,8 @@ class RedisScenePatterns:
         asked: list[str] = []
         t = event["timestamp"]
         digest = event_digest(event["event_id"])
-        after = t if step.raised else step.clock  # G after the event
-        g: int | str = "" if after is None else after
+        after = step.slowest(t if step.raised else step.clock)  # G after the event
+        g: int | str = "" if after is None else after  # (the slowest partition's)
         late = 1 if step.late else 0
         function = features.pattern_function
         for pattern, head in zip(self.patterns, self.heads, strict=True):

@@ -208,15 +208,17 @@ class RedisSceneFeatures:
 
     # ------------------------------------------------------------------ clock
 
-    def step_call(self, event: dict[str, Any]) -> Call:
-        """The FCALL of the event's clock step (reply: `shared_clock.taken`)."""
+    def step_call(self, event: dict[str, Any], domain: str | None = None) -> Call:
+        """The FCALL of the event's clock step on the clock of `domain` (a partition;
+        None: the scene's one clock) (reply: `shared_clock.taken`)."""
         return self.shared_clock.step_call(self._clock_function, self.scene,
-                                           event["timestamp"], self.lateness_ms)
+                                           event["timestamp"], self.lateness_ms, domain)
 
-    def undo_call(self, event: dict[str, Any], step: Step) -> Call:
+    def undo_call(self, event: dict[str, Any], step: Step, domain: str | None = None
+                  ) -> Call:
         """The FCALL that puts G back after the step of a duplicate raised it."""
         return self.shared_clock.undo_call(self._unclock_function, self.scene,
-                                           event["timestamp"], step)
+                                           event["timestamp"], step, domain)
 
     def recall_call(self, key: str) -> Call:
         """The FCALL that reads the idempotency record at `key` (a GET, in the pipeline
@@ -265,6 +267,8 @@ class RedisSceneFeatures:
         digest = event_digest(event["event_id"])
         clock = step.clock
         clock_arg: int | str = "" if clock is None else clock
+        forget = step.forget
+        forget_arg: int | str = "" if forget is None else forget
         horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
         late = 1 if step.late else 0
         lists = self.lists
@@ -286,7 +290,7 @@ class RedisSceneFeatures:
                     value, quantized=quantized, distinct=distinct, field=field))
             commands.append((entity.function, self.entity_keys(entity, text),
                              ["a", t, clock_arg, late, horizon, digest, mask, entity.ttl_ms,
-                              text, small, *slots]))
+                              text, small, forget_arg, *slots]))
             touched.append(entity)
         return commands, touched
 
@@ -322,7 +326,8 @@ class RedisSceneFeatures:
                 text = key_text((candidate,))
                 (reply,) = self._run([(entity.function, self.entity_keys(entity, text),
                                        ["p", at, "" if clock is None else clock, 0, "", "",
-                                        0, 0, text, self.bucket_value_max, *blank])])
+                                        0, 0, text, self.bucket_value_max,
+                                        "" if clock is None else clock, *blank])])
                 if reply[0] == 1:
                     break
             return {name: None if raw is None else decode(raw)

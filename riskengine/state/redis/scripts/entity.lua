@@ -25,7 +25,9 @@
 -- args[8]  TTL in ms (0: none)
 -- args[9]  the entity's field in the bucket (its key value)
 -- args[10] the largest value kept as a bucket field (bytes)
--- args[11..] slot texts of the event ('' when null or absent): q in decimal for a slot
+-- args[11] F, the clock keys are forgotten and swept by: the slowest of G and the other
+--          partitions' clocks ('' for none; G itself for the scene's one clock)
+-- args[12..] slot texts of the event ('' when null or absent): q in decimal for a slot
 --          of QSLOT, else a value text (riskengine/state/redis/codec.py)
 --
 -- Reply: {late (0/1), 1 when answered from the guard record (0/1), value 1, ...,
@@ -416,7 +418,7 @@ local function library()
     local CHUNK = P.CHUNK
     local OFF = STRIDE - NSLOT
     local RSTRIDE = 3 + NOUT
-    local SLOT0 = 10
+    local SLOT0 = 11
     -- an entity too big for its bucket field lives whole in its own string key while it
     -- holds fewer than PAGE entries, paged in its own hash from PAGE on, and whole again
     -- below CHUNK
@@ -424,7 +426,7 @@ local function library()
 
     -- the call's arguments (set at the start of every call)
     local bucket, own, field, mode, digest
-    local t, G, late, horizon, pmask, ttl, small
+    local t, G, F, late, horizon, pmask, ttl, small
     local EV = {}  -- the event's slot values (false for null)
     -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
     -- msgpack({header - base, entries, tiles, ring, running}); header = newest time the
@@ -1186,8 +1188,8 @@ local function library()
     -- G - L - IDLE are removed: IDLE = max(Rmax(B), Wmax(scene)), so no on-time event
     -- reads their entries and no retry within the idempotency horizon needs their guard
     local function sweep()
-      if not G or SWEEP == 0 then return end
-      local idle = G - L - IDLE
+      if not F or SWEEP == 0 then return end
+      local idle = F - L - IDLE
       local pairs_ = redis.call('HRANDFIELD', bucket, SWEEP, 'WITHVALUES')
       for x = 1, #pairs_, 2 do
         if pairs_[x] ~= field then
@@ -1354,7 +1356,7 @@ local function library()
     -- event from now on (an on-time one starts after it, a late one's floor is above it)
     local function forget_idle()
       local maxts = maxts_now()
-      if maxts and G and maxts <= G - L - RMAX then
+      if maxts and F and maxts <= F - L - RMAX then
         forget()
         return nil
       end
@@ -1373,6 +1375,7 @@ local function library()
       ttl = tonumber(args[8])
       field = args[9]
       small = tonumber(args[10])
+      F = tonumber(args[11])
       for s = 1, NSLOT do
         local txt = args[SLOT0 + s]
         if txt == nil or txt == '' then EV[s] = false
@@ -1394,7 +1397,9 @@ local function library()
 
       local maxts = forget_idle()
       if maxts then
-        trim(maxts)
+        -- what no event can read: behind the key's newest, and behind the slowest clock
+        -- (a key read by several partitions keeps what the slowest one can still read)
+        trim((F and F < maxts) and F or maxts)
         if not RUN and NHIST > 0 and N >= RUNMIN and N > 0 then run_build(maxts) end
       end
       local values = all_values(late)
@@ -1414,11 +1419,17 @@ local function library()
   -- 'G:<scene>' (the scene clock: the largest time of the accepted events that were not
   -- late).
   --
-  -- One event's clock step, atomically, FCALL <clock> 1 <clock key> <scene> <t> <L>
-  -- <format> <floor>: the next LSN (above `floor`, the caller's last one, should Redis
-  -- have come back without it), G before the event, and whether the event is late
+  -- One event's clock step, atomically, FCALL <clock> 1 <clock key> <clock name> <t> <L>
+  -- <format> <floor> <scene>: the next LSN (above `floor`, the caller's last one, should
+  -- Redis have come back without it), G before the event, and whether the event is late
   -- (t < G - L); G rises to t when the event is not late. LSN order is thus the order in
-  -- which G was taken. Reply: {lsn, G before (false: none yet), late (0/1)}.
+  -- which G was taken. Reply: {lsn, G before (false: none yet), late (0/1), the slowest
+  -- clock of the scene's other partitions (false: none)}.
+  --
+  -- args[1] is the clock's name: the scene, or '<scene>|<partition>' for a stream worker's
+  -- partition (one clock each), args[6] the scene. The reply's fourth value is the
+  -- slowest clock of the scene's other partitions (false: none): keys are forgotten by
+  -- the slowest clock, since a key can be read by events of several partitions.
   local function clock(keys, args)
     local key, at = keys[1], 'G:' .. args[1]
     local t, L, low = tonumber(args[2]), tonumber(args[3]), tonumber(args[5])
@@ -1436,7 +1447,19 @@ local function library()
     elseif not g or t > g then
       redis.call('HSET', key, at, args[2])
     end
-    return {lsn, g or false, late}
+    local others = false
+    if args[1] ~= args[6] or redis.call('HLEN', key) > 3 then
+      local scene, part = 'G:' .. args[6], 'G:' .. args[6] .. '|'
+      local all = redis.call('HGETALL', key)
+      for i = 1, #all, 2 do
+        local name = all[i]
+        if name ~= at and (name == scene or string.sub(name, 1, #part) == part) then
+          local v = tonumber(all[i + 1])
+          if not others or v < others then others = v end
+        end
+      end
+    end
+    return {lsn, g or false, late, others}
   end
 
   -- FCALL <unclock> 1 <clock key> <scene> <t> <G before ('' none)>: the step of an event
