@@ -12,7 +12,9 @@
 ``G:<scene>|<partition>``
     the clock of one partition of a stream worker (``topic#n``): lateness by its own
     clock; the step also answers the slowest of the scene's other clocks, by which the
-    entities trim, forget and sweep (`Step.forget`).
+    entities trim, forget and sweep (`Step.forget`);
+``P:<scene>``
+    set once the scene has a partition clock (until then a step reads no other clock).
 
 Each event takes one *clock step* (the ``clock`` function of the scene library,
 scripts/entity.lua): the next LSN, G before the event and whether the event is late

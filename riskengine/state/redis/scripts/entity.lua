@@ -1448,7 +1448,9 @@ local function library()
       redis.call('HSET', key, at, args[2])
     end
     local others = false
-    if args[1] ~= args[6] or redis.call('HLEN', key) > 3 then
+    local marker = 'P:' .. args[6]  -- set once the scene has partition clocks
+    if args[1] ~= args[6] and not g then redis.call('HSET', key, marker, '1') end
+    if args[1] ~= args[6] or redis.call('HEXISTS', key, marker) == 1 then
       local scene, part = 'G:' .. args[6], 'G:' .. args[6] .. '|'
       local all = redis.call('HGETALL', key)
       for i = 1, #all, 2 do
