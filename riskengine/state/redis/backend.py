@@ -97,7 +97,11 @@ from riskengine.lists import Lists
 from riskengine.scene import SceneRuntime
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
 from riskengine.state.redis.clock import SharedClock, StateFormatError, Step
-from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
+from riskengine.state.redis.codec import (
+    RedisStateError,
+    StateUnavailableError,
+    event_digest,
+)
 from riskengine.state.redis.connect import connect
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
@@ -370,10 +374,11 @@ class RedisScene:
                 if perf_counter() - started > backend.budget_s:
                     raise redis.exceptions.TimeoutError("the state time budget ran out "
                                                         "before the features were computed")
-                calls, touched = state.entity_calls(event, step)
+                digest = event_digest(event_id)  # once, for the entities and patterns
+                calls, touched = state.entity_calls(event, step, digest)
                 asked: list[str] = []
                 if self.patterns:
-                    more, asked = self.patterns.calls(state, event, step, lists)
+                    more, asked = self.patterns.calls(state, event, step, lists, digest)
                     calls += more
                 replies = run(calls)
                 features, late = state.values(touched, replies[:len(touched)], step.late)

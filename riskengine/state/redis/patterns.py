@@ -18,7 +18,7 @@ from typing import Any
 
 from riskengine.patterns import MAX_PER_KEY, ScenePatterns
 from riskengine.state.redis.clock import Step
-from riskengine.state.redis.codec import event_digest, key_text
+from riskengine.state.redis.codec import key_text
 from riskengine.state.redis.functions import Call
 from riskengine.state.redis.store import STATE_TTL_FLOOR_MS, RedisSceneFeatures
 
@@ -38,13 +38,12 @@ class RedisScenePatterns:
         return bool(self.patterns)
 
     def calls(self, features: RedisSceneFeatures, event: dict[str, Any], step: Step,
-              lists: Any) -> tuple[list[Call], list[str]]:
+              lists: Any, digest: bytes) -> tuple[list[Call], list[str]]:
         """The FCALLs of the event's pattern keys (a pattern with a null key field has
-        none), and the ``pattern:name`` each answers."""
+        none), and the ``pattern:name`` each answers; `digest` is the event id's."""
         calls: list[Call] = []
         asked: list[str] = []
         t = event["timestamp"]
-        digest = event_digest(event["event_id"])
         after = step.slowest(t if step.raised else step.clock)  # G after the event
         g: int | str = "" if after is None else after  # (the slowest partition's)
         late = 1 if step.late else 0

@@ -256,15 +256,15 @@ class RedisSceneFeatures:
         `RedisState` is the whole decision path)."""
         (reply,) = self._run([self.step_call(event)])
         step = self.shared_clock.taken(reply, event["timestamp"])
-        calls, touched = self.entity_calls(event, step)
+        calls, touched = self.entity_calls(event, step, event_digest(event["event_id"]))
         return self.values(touched, self._run(calls), step.late)
 
-    def entity_calls(self, event: dict[str, Any], step: Step
+    def entity_calls(self, event: dict[str, Any], step: Step, digest: bytes
                      ) -> tuple[list[Call], list[_Entity]]:
         """The FCALLs of every entity the event touches (null keys touch none), given its
-        clock step, and those entities (for `values`)."""
+        clock step and the digest of its id (`codec.event_digest`), and those entities
+        (for `values`)."""
         t = event["timestamp"]
-        digest = event_digest(event["event_id"])
         clock = step.clock
         clock_arg: int | str = "" if clock is None else clock
         forget = step.forget
