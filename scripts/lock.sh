@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Refreshes requirements/dev.lock, the exact versions scripts/bootstrap.sh installs.
 #
-# Builds a throwaway venv, installs pip, the build requirements and riskengine[dev] fresh from
-# the ranges in pyproject.toml (newest releases that fit), and writes every installed package
-# with its exact version (pip, setuptools and wheel included; riskengine itself left out).
+# Builds a throwaway venv, installs pip, the build requirements and riskengine[dev] from the
+# ranges in pyproject.toml, and writes every installed package with its exact version (pip,
+# setuptools and wheel included; riskengine itself left out). Packages the current lock pins
+# keep their version (a new dependency does not move the others); `--upgrade` takes the newest
+# release of everything that fits the ranges.
 # The lock is for CPython 3.11 on Linux x86_64, the platform the tests and CI run on.
 #
 # A refreshed lock lands only after `bash scripts/test.sh` passes on it (CI installs from it).
@@ -21,21 +23,26 @@ if [ "$target" != "cpython 3.11 Linux x86_64" ]; then
     exit 1
 fi
 
+keep=(-c "$LOCK")
+if [ "${1:-}" = "--upgrade" ] || [ ! -f "$LOCK" ]; then
+    keep=()
+fi
+
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m venv "$tmp/venv"
 vpy="$tmp/venv/bin/python"
 pip=("$vpy" -m pip --quiet)
 
-"${pip[@]}" install --upgrade pip
+"${pip[@]}" install --upgrade "${keep[@]}" pip
 # The build requirements go into the venv too, so that their versions are recorded; the
 # isolated build of riskengine is held to those same versions.
 mapfile -t build_requires < <("$vpy" -c 'import tomllib
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))')
-"${pip[@]}" install --upgrade "${build_requires[@]}"
+"${pip[@]}" install --upgrade "${keep[@]}" "${build_requires[@]}"
 "${pip[@]}" freeze --all > "$tmp/build.txt"
-"${pip[@]}" install --build-constraint "$tmp/build.txt" -e '.[dev]'
+"${pip[@]}" install "${keep[@]}" --build-constraint "$tmp/build.txt" -e '.[dev]'
 "${pip[@]}" check
 
 {
