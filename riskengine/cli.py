@@ -39,6 +39,7 @@ from riskengine.batch.replay import (
     DECISION_FIELDS,
     DECISION_SCHEMA,
     ERROR_FIELDS,
+    decision_writes_alike,
     field_types,
     replay_rows,
 )
@@ -256,7 +257,8 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
                           soft_wrap=True)
 
     try:
-        out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA)
+        out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA,
+                          jsonl_alike=decision_writes_alike)
         try:
             err = open_writer(errors, ERROR_FIELDS)
         except BaseException:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from riskengine.batch.fastjson import writes_alike
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
 from riskengine.decision import Decision
@@ -34,7 +35,7 @@ from riskengine.exceptions import RiskEngineError
 from riskengine.features.dsl import NUMERIC_FUNCTIONS
 
 __all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "decision_record",
-           "field_types", "replay_rows"]
+           "decision_writes_alike", "field_types", "replay_rows"]
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
@@ -83,6 +84,7 @@ def decision_record(row: int, decision: Decision, label: str | None,
     features: Any = decision.features
     if features_as_json:
         features = json.dumps(features, ensure_ascii=False, default=str)
+    hits, shadow_hits = decision.hits, decision.shadow_hits
     record: dict[str, Any] = {
         "row": row,
         "event_id": decision.event_id,
@@ -90,8 +92,8 @@ def decision_record(row: int, decision: Decision, label: str | None,
         "timestamp": decision.timestamp,
         "decision": decision.decision,
         "score": decision.score,
-        "hits": [h.rule_id for h in decision.hits],
-        "shadow_hits": [h.rule_id for h in decision.shadow_hits],
+        "hits": [h.rule_id for h in hits] if hits else [],
+        "shadow_hits": [h.rule_id for h in shadow_hits] if shadow_hits else [],
         "list_hits": list(decision.list_hits),
         "late": decision.late,
         "degraded": decision.degraded,
@@ -104,11 +106,14 @@ def decision_record(row: int, decision: Decision, label: str | None,
     return record
 
 
-def _label(event: dict[str, Any]) -> str | None:
-    label = event.pop("label", None)
-    if label is None or isinstance(label, str):
-        return label
-    return str(label)
+def decision_writes_alike(record: Mapping[str, Any]) -> bool:
+    """orjson writes this decision record as json does (riskengine/batch/fastjson.py).
+    Only `score` and the feature values can hold floats or values taken from the input;
+    the other fields are ints, bools and strings (and lists of them) by construction."""
+    features = record["features"]
+    if features.__class__ is dict:
+        return writes_alike((record["score"], *features.values()))
+    return writes_alike((record["score"], features))
 
 
 def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWriter,
@@ -127,19 +132,25 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
                         rules=[(rule.id, rule.mode) for rule in engine.ruleset(scene).rules])
     evaluate = engine.evaluate
     write = output.write
+    count = stats.add
+    last = limit if limit is not None else -1
+    rows = 0
     started = time.perf_counter()
     row: Row
     for row in reader:
-        if limit is not None and stats.rows >= limit:
+        if rows == last:
             break
-        stats.rows += 1
-        if on_progress is not None and stats.rows % PROGRESS_EVERY == 0:
-            on_progress(stats.rows, reader.done, reader.total)
+        rows += 1
+        if on_progress is not None and not rows % PROGRESS_EVERY:
+            stats.rows = rows
+            on_progress(rows, reader.done, reader.total)
         event = row.event
         if event is None:
             _error(stats, errors, on_error, row, "input", row.error or "unreadable row")
             continue
-        label = _label(event)
+        label = event.pop("label", None)
+        if label is not None and label.__class__ is not str:
+            label = str(label)
         try:
             decision = evaluate(scene, event)
         except RiskEngineError as exc:
@@ -150,7 +161,8 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
             _error(stats, errors, on_error, row, "internal", f"{type(exc).__name__}: {exc}")
             continue
         write(decision_record(row.number, decision, label, features_as_json=features_as_json))
-        stats.add(decision, label)
+        count(decision, label)
+    stats.rows = rows
     stats.elapsed_s = time.perf_counter() - started
     if on_progress is not None:
         on_progress(stats.rows, reader.done, reader.total)

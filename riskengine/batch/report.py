@@ -72,8 +72,12 @@ class ReplayStats:
             self.degraded += 1
         for rule_id in decision.rule_errors:
             self.rule_errors[rule_id] += 1
-        hit_ids = [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits]
-        self.hits.update(hit_ids)
+        hits, shadow_hits = decision.hits, decision.shadow_hits
+        if hits or shadow_hits:  # most decisions hit nothing: skip building the list
+            hit_ids = [h.rule_id for h in hits] + [h.rule_id for h in shadow_hits]
+            self.hits.update(hit_ids)
+        else:
+            hit_ids = []
         if label is None:
             return
         self.labels[label] += 1
