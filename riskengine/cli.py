@@ -46,6 +46,7 @@ from riskengine.batch.replay import (
 from riskengine.batch.report import ReplayStats, render_summary
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
+from riskengine.longlived import settled_memory
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
 
 __all__ = ["app"]
@@ -333,7 +334,8 @@ def replay(
             _fail(f"input file {str(input)!r} does not exist", 2)
         engine = _load_engine(config, 2)
         errors_path = errors if errors is not None else _errors_path(output)
-        stats, code = _replay(engine, scene, input, output, errors_path, limit)
+        with settled_memory():  # the engine's state is long-lived: keep the GC off it
+            stats, code = _replay(engine, scene, input, output, errors_path, limit)
         render_summary(stats, _stdout(), str(errors_path))
         if summary_json is not None:
             try:

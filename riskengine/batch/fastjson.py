@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["BIG_FLOAT", "DEEP_LINE_BYTES", "FAST_BRACKETS", "dumps_line", "parse_object",
-           "writes_alike"]
+__all__ = ["BIG_FLOAT", "DEEP_LINE_BYTES", "FAST_BRACKETS", "dumps_line",
+           "float_writes_alike", "parse_object", "writes_alike"]
 
 BIG_FLOAT = 2.0 ** 63
 """Floats this large (or larger) may be an integer orjson could not hold."""
@@ -43,6 +43,7 @@ _DecodeError = orjson.JSONDecodeError
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _TINY_FLOAT = 1e-4
 _INFINITY = float("inf")
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def parse_object(line: bytes) -> dict[str, Any] | None:
@@ -85,6 +86,16 @@ def _read_alike(value: Any) -> bool:
     return True
 
 
+def float_writes_alike(value: float) -> bool:
+    """orjson writes this number as json does: zero, or finite and at least 1e-4 in
+    magnitude (json writes smaller floats with an exponent, ``1e-05``, orjson not).
+
+    >>> float_writes_alike(0.5), float_writes_alike(1e-05), float_writes_alike(float("inf"))
+    (True, False, False)
+    """
+    return value == 0.0 or _TINY_FLOAT <= abs(value) < _INFINITY
+
+
 def writes_alike(values: Iterable[Any]) -> bool:
     """True when orjson writes every one of `values` as json does, apart from what orjson
     refuses with TypeError (see `dumps_line`).
@@ -96,13 +107,12 @@ def writes_alike(values: Iterable[Any]) -> bool:
     """
     for value in values:
         kind = value.__class__
-        if kind is str or kind is int or kind is bool or value is None:
+        if kind in _SCALARS:
             continue
         if kind is float:
-            if value == 0.0 or _TINY_FLOAT <= abs(value) < _INFINITY:
-                continue
-            return False
-        if kind is list:
+            if not float_writes_alike(value):
+                return False
+        elif kind is list:
             if not writes_alike(value):
                 return False
         elif kind is dict:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from riskengine.batch.fastjson import writes_alike
+from riskengine.batch.fastjson import float_writes_alike, writes_alike
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
 from riskengine.decision import Decision
@@ -111,9 +111,9 @@ def decision_writes_alike(record: Mapping[str, Any]) -> bool:
     Only `score` and the feature values can hold floats or values taken from the input;
     the other fields are ints, bools and strings (and lists of them) by construction."""
     features = record["features"]
-    if features.__class__ is dict:
-        return writes_alike((record["score"], *features.values()))
-    return writes_alike((record["score"], features))
+    return float_writes_alike(record["score"]) and (
+        writes_alike(features.values()) if features.__class__ is dict
+        else writes_alike((features,)))
 
 
 def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWriter,
