@@ -20,8 +20,8 @@ READ_BYTES = 1 << 18
 class LineBlocks:
     """Iterates ``(lines, terminated)``: the lines completed by each block read, in file
     order, without their newline (None for a line longer than `limit` bytes);
-    `terminated` is False only for the file's last line when it has no newline (it comes
-    alone). `done` counts the bytes read so far.
+    `terminated` is False only for the file's last line when it has no newline and is not
+    overlong (it comes alone). `done` counts the bytes read so far.
 
     >>> import io
     >>> list(LineBlocks(io.BytesIO(b'ab\\n\\nxxxxxx\\nc'), limit=4))

@@ -94,11 +94,11 @@ def decision_record(row: int, decision: Decision, label: str | None,
         "score": decision.score,
         "hits": [h.rule_id for h in hits] if hits else [],
         "shadow_hits": [h.rule_id for h in shadow_hits] if shadow_hits else [],
-        "list_hits": list(decision.list_hits),
+        "list_hits": [*decision.list_hits],
         "late": decision.late,
         "degraded": decision.degraded,
         "ruleset_version": decision.ruleset_version,
-        "rule_errors": list(decision.rule_errors),
+        "rule_errors": [*decision.rule_errors],
     }
     if label is not None:
         record["label"] = label
