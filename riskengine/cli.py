@@ -204,17 +204,20 @@ def generate(
 
 def _load_engine(config: Path | None, code: int, state: str | None = None) -> Engine:
     """The engine of `config` (in memory, or on the shared Redis `state`); exits `code`
-    when the config or the state cannot be used."""
-    from riskengine.state.redis.codec import StateUnavailableError
-
+    when the config or the state cannot be used. The Redis client is imported only for
+    shared state (a replay starts faster without it)."""
     if config is not None and not config.exists():
         _fail(f"config file {str(config)!r} does not exist", code)
-    try:
-        if state is None:
+    if state is None:
+        try:
             return Engine.from_config(config)
-        from riskengine.config import load_config
-        from riskengine.service.shared import shared_engine
+        except RiskEngineError as exc:
+            _fail(f"invalid config: {exc}", code)
+    from riskengine.config import load_config
+    from riskengine.service.shared import shared_engine
+    from riskengine.state.redis.codec import StateUnavailableError
 
+    try:
         return shared_engine(load_config(config), state, require_state=True)
     except StateUnavailableError as exc:
         _fail(str(exc), code)
