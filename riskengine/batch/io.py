@@ -14,7 +14,7 @@ leading zero: ``007`` stays text), except `event_id`, `type` and `label`, always
 An empty value is null. A value that does not convert stays text, so the engine's schema
 check refuses it with the field's name.
 
-Writers stream too: JSON Lines in blocks of lines, Parquet in record batches. JSON Lines
+Writers stream too: JSON Lines through a large buffer, Parquet in record batches. JSON Lines
 are read and written with orjson wherever it gives exactly what the json module gives
 (riskengine/batch/fastjson.py), with the json module everywhere else.
 """
@@ -55,7 +55,7 @@ MAX_LINE_BYTES = 1 << 20
 """Longest accepted JSON Lines / CSV line (1 MiB); longer lines are skipped as errors."""
 
 PARQUET_BATCH_ROWS = 16_384
-WRITE_BLOCK_LINES = 1_024
+WRITE_BUFFER_BYTES = 1 << 20
 EXCERPT_CHARS = 200
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -428,21 +428,22 @@ def _values_alike(record: Mapping[str, Any]) -> bool:
 
 
 class JsonlWriter(RecordWriter):
-    """One compact JSON object per line, keys in the order given, written in blocks.
+    """One compact JSON object per line, keys in the order given, through a large buffer.
 
     A line is json's ``JSONEncoder(ensure_ascii=False, separators=(",", ":"),
     default=str)``, encoded by orjson when `alike(record)` says orjson writes the record's
     values the same (riskengine/batch/fastjson.py); by default every value is checked. A
-    caller that knows which fields can hold floats passes a cheaper check.
+    caller that knows which fields can hold floats passes a cheaper check. Lines go to the
+    file's buffer one by one (holding a block of lines to join costs more: the memory of
+    each block is returned to the system and taken again).
     """
 
     def __init__(self, path: Path, alike: Callable[[Mapping[str, Any]], bool] = _values_alike,
-                 block_lines: int = WRITE_BLOCK_LINES) -> None:
+                 buffer_bytes: int = WRITE_BUFFER_BYTES) -> None:
         self.path = path
         self.alike = alike
-        self.block_lines = block_lines
-        self._handle = path.open("wb")
-        self._lines: list[bytes] = []
+        self._handle = path.open("wb", buffering=buffer_bytes)
+        self._write = self._handle.write
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                                        default=str).encode
 
@@ -450,21 +451,10 @@ class JsonlWriter(RecordWriter):
         line = dumps_line(record) if self.alike(record) else None
         if line is None:
             line = (self._dumps(record) + "\n").encode("utf-8")
-        lines = self._lines
-        lines.append(line)
-        if len(lines) >= self.block_lines:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._lines:
-            self._handle.write(b"".join(self._lines))
-            self._lines.clear()
+        self._write(line)
 
     def close(self) -> None:
-        try:
-            self._flush()
-        finally:
-            self._handle.close()
+        self._handle.close()
 
 
 class CsvWriter(RecordWriter):

@@ -144,7 +144,7 @@ HOSTILE_RECORDS: list[dict[str, Any]] = [
 
 def test_records_are_written_as_the_json_module_writes_them(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
-    with JsonlWriter(path, block_lines=3) as writer:
+    with JsonlWriter(path, buffer_bytes=64) as writer:
         for record in HOSTILE_RECORDS:
             writer.write(record)
     assert path.read_bytes() == b"".join(json_line(r) for r in HOSTILE_RECORDS)
