@@ -46,7 +46,7 @@ from riskengine.batch.replay import (
 from riskengine.batch.report import ReplayStats, render_summary
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
-from riskengine.longlived import settled_memory
+from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
 
 __all__ = ["app"]
@@ -337,7 +337,7 @@ def replay(
             _fail(f"input file {str(input)!r} does not exist", 2)
         engine = _load_engine(config, 2)
         errors_path = errors if errors is not None else _errors_path(output)
-        with settled_memory():  # the engine's state is long-lived: keep the GC off it
+        with settled_memory(BATCH_YOUNG_THRESHOLD):  # keep the GC off the engine's state
             stats, code = _replay(engine, scene, input, output, errors_path, limit)
         render_summary(stats, _stdout(), str(errors_path))
         if summary_json is not None:

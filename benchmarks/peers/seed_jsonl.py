@@ -6,7 +6,8 @@ last 100 shadows per key, features by rescanning, join, rule), and writes one JS
 per event — ``{"event_id", "timestamp", "features", "isAnomaly"}`` — with orjson, 1,024
 lines per write: the way `riskengine replay` reads and writes its files, minus the checks
 that make its files exactly the json module's. Like the replay, it keeps the garbage
-collector off the long-lived state (`riskengine.longlived.settled_memory`).
+collector off the long-lived state as the replay does
+(`riskengine.longlived.settled_memory`, `BATCH_YOUNG_THRESHOLD`).
 
     python -m benchmarks.peers.seed_jsonl EVENTS.jsonl OUTPUT.jsonl
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import orjson
 
 from benchmarks.seed_transcription import SeedPipeline
-from riskengine.longlived import settled_memory
+from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 
 BLOCK_LINES = 1_024
 
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m benchmarks.peers.seed_jsonl EVENTS.jsonl OUTPUT.jsonl",
               file=sys.stderr)
         return 2
-    with settled_memory():
+    with settled_memory(BATCH_YOUNG_THRESHOLD):
         written = replay(args[0], args[1])
     print(f"{written} events", file=sys.stderr)
     return 0
