@@ -12,13 +12,17 @@ timed from start to exit):
   line, `python -m riskengine`);
 - **riskengine replay, Spark** ``local[1]`` and ``local[2]``: ``riskengine replay ...
   --runner spark --master local[N]``, when the command has a Spark runner (`--runner` in
-  its help); otherwise skipped with a note.
+  its help); otherwise skipped with a note;
+- **engine alone** (a reference, not end to end): `python -m benchmarks.engine_alone`
+  loads the events into memory, then times `Engine.evaluate` over them: the replay's
+  floor on this machine at this moment.
 
 Reported per runner: events/s from the wall time (the headline: end to end), from the CPU
 time of the process and its children, and — for riskengine — from the replay's own loop
-time (`--summary-json` `elapsed_s`: reading, deciding, writing; no start-up); best and
-median over the rounds; median ratios against the peer; the load average around each run
-(the machine may be shared). Output files are deleted after each run. Writes
+time (`--summary-json` `elapsed_s`: reading, deciding, writing; no start-up; for the
+engine alone, its loop over the events in memory); best and median over the rounds;
+median ratios against the peer; the load average around each run (the machine may be
+shared). Output files are deleted after each run. Writes
 `benchmarks/results/replay.json` and prints a Markdown table.
 
     .venv/bin/python -m benchmarks.bench_replay                    # 1,000,000 events, 3 rounds
@@ -51,6 +55,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGET_EPS = 100_000
 PEER = "peer (seed transcription)"
 LOCAL = "riskengine replay, local"
+ENGINE = "engine alone (reference: in memory, no files)"
 
 
 @dataclass
@@ -59,8 +64,12 @@ class Runner:
 
     name: str
     command: list[str]
-    summary: bool = False
-    """The command takes `--summary-json` (riskengine): its loop time is read back."""
+    loop: str | None = None
+    """Where its loop time comes from: ``summary`` (it takes `--summary-json`: riskengine),
+    ``stdout`` (it prints ``{"elapsed_s": ...}``: the engine alone), or nowhere."""
+    end_to_end: bool = True
+    """Its wall and CPU time are a whole replay (not for the engine alone, whose process
+    spends them mostly loading the events into memory)."""
 
 
 @dataclass
@@ -118,11 +127,13 @@ def runners(config: Path, with_spark: bool) -> tuple[list[Runner], list[Outcome]
               str(config)]
     chosen = [Runner(PEER, [*python, "-m", "benchmarks.peers.seed_jsonl", "{input}",
                             "{output}"]),
-              Runner(LOCAL, replay, summary=True)]
+              Runner(LOCAL, replay, loop="summary"),
+              Runner(ENGINE, [*python, "-m", "benchmarks.engine_alone", "{input}",
+                              str(config)], loop="stdout", end_to_end=False)]
     skipped: list[Outcome] = []
     for master in ("local[1]", "local[2]"):
         runner = Runner(f"riskengine replay, Spark {master}",
-                        [*replay, "--runner", "spark", "--master", master], summary=True)
+                        [*replay, "--runner", "spark", "--master", master], loop="summary")
         if not with_spark:
             skipped.append(Outcome(runner, skipped="--no-spark"))
         elif not spark_runner_available():
@@ -141,13 +152,13 @@ def run_once(runner: Runner, source: Path, workdir: Path, events: int) -> Run:
     output = workdir / "out.jsonl"
     summary = workdir / "summary.json"
     command = [part.format(input=source, output=output) for part in runner.command]
-    if runner.summary:
+    if runner.loop == "summary":
         command += ["--summary-json", str(summary)]
     load_before = os.getloadavg()[0]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          check=False)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
@@ -159,8 +170,10 @@ def run_once(runner: Runner, source: Path, workdir: Path, events: int) -> Run:
             if lines != events:
                 raise RuntimeError(f"wrote {lines:,} lines for {events:,} events")
         loop = None
-        if runner.summary:
+        if runner.loop == "summary":
             loop = float(json.loads(summary.read_text(encoding="utf-8"))["elapsed_s"])
+        elif runner.loop == "stdout":
+            loop = float(json.loads(done.stdout.strip().splitlines()[-1])["elapsed_s"])
         return Run(wall, (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime),
                    loop, load_before, os.getloadavg()[0])
     finally:
@@ -185,8 +198,9 @@ def report_of(outcomes: list[Outcome], events: int) -> dict[str, Any]:
             result[outcome.runner.name] = entry
             continue
         runs = outcome.runs
-        entry["wall"] = rates([r.wall_s for r in runs], events)
-        entry["cpu"] = rates([r.cpu_s for r in runs], events)
+        if outcome.runner.end_to_end:
+            entry["wall"] = rates([r.wall_s for r in runs], events)
+            entry["cpu"] = rates([r.cpu_s for r in runs], events)
         loops = [r.loop_s for r in runs if r.loop_s is not None]
         if loops:
             entry["loop"] = rates(loops, events)
@@ -200,8 +214,12 @@ def report_of(outcomes: list[Outcome], events: int) -> dict[str, Any]:
                 entry["wall"]["median_eps"] / peer["wall"]["median_eps"], 2)
             entry["x_peer_cpu_median"] = round(
                 entry["cpu"]["median_eps"] / peer["cpu"]["median_eps"], 2)
-    if "wall" in result.get(LOCAL, {}):
-        result[LOCAL]["target_met"] = result[LOCAL]["wall"]["median_eps"] >= TARGET_EPS
+    local, engine = result.get(LOCAL, {}), result.get(ENGINE, {})
+    if "wall" in local:
+        local["target_met"] = local["wall"]["median_eps"] >= TARGET_EPS
+        if "loop" in engine:
+            local["share_of_engine_alone_wall_median"] = round(
+                local["wall"]["median_eps"] / engine["loop"]["median_eps"], 2)
     return result
 
 
@@ -210,11 +228,14 @@ def markdown(runs: dict[str, Any]) -> str:
              "replay loop, median | × peer (wall, median) | × peer (CPU, median) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, entry in runs.items():
+        loop = entry.get("loop")
+        if "wall" not in entry and loop is not None:
+            lines.append(f"| {name} | | | {loop['median_eps']:,} | | |")
+            continue
         if "wall" not in entry:
             why = entry.get("skipped") or entry.get("failed") or "no runs"
             lines.append(f"| {name} | skipped: {why} | | | | |")
             continue
-        loop = entry.get("loop")
         lines.append(
             f"| {name} | {entry['wall']['median_eps']:,} ({entry['wall']['best_eps']:,}) | "
             f"{entry['cpu']['median_eps']:,} | "
