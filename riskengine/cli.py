@@ -15,6 +15,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -34,11 +35,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from riskengine.batch.io import InputError, file_format, open_reader, open_writer
+from riskengine.batch.io import InputError, ParquetReader, file_format, open_reader, open_writer
 from riskengine.batch.replay import (
     DECISION_FIELDS,
     DECISION_SCHEMA,
     ERROR_FIELDS,
+    check_parquet,
     field_types,
     replay_rows,
 )
@@ -232,6 +234,8 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
         _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
     try:
         reader = open_reader(source, field_types(engine, scene))
+        if isinstance(reader, ParquetReader):
+            check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
         out_format = file_format(output)
     except InputError as exc:
         _fail(str(exc), 2)
@@ -288,14 +292,57 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     return stats, code
 
 
+class Runner(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+def _replay_on_spark(config: Path | None, scene: str, source: str, output: str,
+                     errors: Path | None, limit: int | None, master: str | None,
+                     partitions: int | None) -> tuple[ReplayStats, int, str]:
+    """`replay --runner spark`: the stats, the exit code and the errors file."""
+    from riskengine.spark.replay import SparkReplay, default_errors_path, spark_replay
+    from riskengine.spark.session import SparkUnavailableError, spark_session
+
+    if "://" not in source and not Path(source).exists():
+        _fail(f"input {source!r} does not exist", 2)
+    fmt = "jsonl" if source.rstrip("/").lower().endswith((".jsonl", ".ndjson")) else "parquet"
+    if source.rstrip("/").lower().endswith(".csv"):
+        _fail("the Spark runner reads JSON Lines or Parquet; convert CSV first "
+              "(riskengine replay --runner local reads CSV)", 2)
+    if output.rstrip("/").lower().endswith((".jsonl", ".ndjson", ".csv")):
+        _fail("the Spark runner writes a Parquet directory: give OUTPUT without .jsonl "
+              "(e.g. decisions.parquet)", 2)
+    engine = _load_engine(config, 2)
+    if scene not in engine.scenes:
+        _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
+    errors_text = str(errors) if errors is not None else default_errors_path(output)
+    console = _stderr()
+    job = SparkReplay(str(config.resolve()) if config is not None else None, scene)
+    try:
+        with console.status("starting Spark") as status:
+            spark = spark_session(master, shuffle_partitions=partitions)
+            result = spark_replay(spark, job, source, fmt, output, errors_text,
+                                  partitions=partitions, limit=limit,
+                                  on_stage=lambda stage: status.update(f"Spark: {stage}"))
+    except SparkUnavailableError as exc:
+        _fail(str(exc), 2)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    return result.stats, 1 if result.stats.errors.get("internal") else 0, errors_text
+
+
 @app.command()
 def replay(
-    input: Annotated[Path, typer.Argument(
+    input: Annotated[str, typer.Argument(
         show_default=False, metavar="INPUT",
-        help="Events to replay, in arrival order: .jsonl, .csv or .parquet.")],
-    output: Annotated[Path, typer.Option(
+        help="Events to replay, in arrival order: .jsonl, .csv or .parquet (with --runner "
+             "spark: .jsonl or Parquet, a file or a directory, any Spark path such as "
+             "s3a://… or hdfs://…).")],
+    output: Annotated[str, typer.Option(
         "--output", "-o", show_default=False,
-        help="Decisions to write: .jsonl or .parquet (one record per decided row).")],
+        help="Decisions to write: .jsonl or .parquet (one record per decided row); with "
+             "--runner spark a Parquet directory that must not exist.")],
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", show_default=False,
         help="Project config (YAML); default: the example config shipped with riskengine.")]
@@ -312,6 +359,16 @@ def replay(
     = None,
     summary_json: Annotated[Path | None, typer.Option(
         show_default=False, help="Also write the summary as JSON to this file.")] = None,
+    runner: Annotated[Runner, typer.Option(
+        help="local: this process, in file order; spark: the same decisions computed by "
+             "key on Spark (pip install 'riskengine[spark]').")] = Runner.local,
+    master: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Spark master URL for --runner spark (default local[2]; local[*], "
+             "spark://host:7077, yarn, k8s://…).")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
 ) -> None:
     """Replay an event file through the engine and summarise the decisions.
 
@@ -327,12 +384,18 @@ def replay(
     a bad config or an unknown scene.
     """
     with _user_errors():
-        if not input.exists():
-            _fail(f"input file {str(input)!r} does not exist", 2)
-        engine = _load_engine(config, 2)
-        errors_path = errors if errors is not None else _errors_path(output)
-        stats, code = _replay(engine, scene, input, output, errors_path, limit)
-        render_summary(stats, _stdout(), str(errors_path))
+        if runner is Runner.spark:
+            stats, code, errors_text = _replay_on_spark(
+                config, scene, input, output, errors, limit, master, partitions)
+            render_summary(stats, _stdout(), errors_text)
+        else:
+            source, target = Path(input), Path(output)
+            if not source.exists():
+                _fail(f"input file {input!r} does not exist", 2)
+            engine = _load_engine(config, 2)
+            errors_path = errors if errors is not None else _errors_path(target)
+            stats, code = _replay(engine, scene, source, target, errors_path, limit)
+            render_summary(stats, _stdout(), str(errors_path))
         if summary_json is not None:
             try:
                 summary_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n",

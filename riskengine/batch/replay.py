@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from riskengine.batch.columns import check_columns
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
 from riskengine.decision import Decision
@@ -33,8 +34,8 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.features.dsl import NUMERIC_FUNCTIONS
 
-__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "decision_record",
-           "field_types", "replay_rows"]
+__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "check_parquet",
+           "decision_record", "field_types", "replay_rows", "required_fields"]
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
@@ -75,6 +76,20 @@ def field_types(engine: Engine, scene: str) -> dict[str, str]:
              if spec.func in NUMERIC_FUNCTIONS}
     types.update({spec.name: spec.type for spec in config.schema})
     return types
+
+
+def required_fields(engine: Engine, scene: str) -> list[str]:
+    """The fields every event of a scene must have: ``timestamp`` and the schema's
+    non-optional fields."""
+    return ["timestamp", *(spec.name for spec in engine.config.scenes[scene].schema
+                           if spec.required)]
+
+
+def check_parquet(engine: Engine, scene: str, schema: pa.Schema, source: str) -> None:
+    """Refuse a Parquet input whose columns cannot hold the scene's events (see
+    riskengine/batch/columns.py), naming the column."""
+    check_columns(schema, field_types(engine, scene), required_fields(engine, scene),
+                  source, scene)
 
 
 def decision_record(row: int, decision: Decision, label: str | None,

@@ -87,6 +87,25 @@ class ReplayStats:
                 per_rule = self.rule_label_hits[rule_id] = Counter()
             per_rule[label] += 1
 
+    def merge_counts(self, *, decisions: Iterable[tuple[str, int]], late: int, degraded: int,
+                     rule_errors: Iterable[tuple[str, int]], hits: Iterable[tuple[str, int]],
+                     label_decisions: Iterable[tuple[str, str, int]],
+                     rule_label_hits: Iterable[tuple[str, str, int]]) -> None:
+        """Add counts aggregated elsewhere (a Spark replay's): what `add` counts, summed."""
+        for decision, n in decisions:
+            self.decisions[decision] += n
+        self.late += late
+        self.degraded += degraded
+        for rule_id, n in rule_errors:
+            self.rule_errors[rule_id] += n
+        for rule_id, n in hits:
+            self.hits[rule_id] += n
+        for label, decision, n in label_decisions:
+            self.labels[label] += n
+            self.label_decisions.setdefault(label, Counter())[decision] += n
+        for rule_id, label, n in rule_label_hits:
+            self.rule_label_hits.setdefault(rule_id, Counter())[label] += n
+
     def rule_ids(self) -> list[tuple[str, str]]:
         """(rule id, mode) for the configured rules, then any other rule that hit."""
         known = {rule_id for rule_id, _ in self.rules}
