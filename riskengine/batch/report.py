@@ -13,7 +13,7 @@ rate).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,14 +65,27 @@ class ReplayStats:
 
     def add(self, decision: Decision, label: str | None) -> None:
         """Count one decision; `label` is the event's ground truth, if it has one."""
-        self.decisions[decision.decision] += 1
-        if decision.late:
+        self.count(decision.decision, decision.late, decision.degraded,
+                   decision.rule_errors,
+                   [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits],
+                   label)
+
+    def add_record(self, record: Mapping[str, Any]) -> None:
+        """Count one decision record (riskengine/batch/replay.py `decision_record`)."""
+        self.count(record["decision"], record["late"], record["degraded"],
+                   record["rule_errors"], [*record["hits"], *record["shadow_hits"]],
+                   record.get("label"))
+
+    def count(self, decision: str, late: bool, degraded: bool, rule_errors: Iterable[str],
+              hit_ids: list[str], label: str | None) -> None:
+        """Count one decision from its parts (`hit_ids`: active and shadow hits)."""
+        self.decisions[decision] += 1
+        if late:
             self.late += 1
-        if decision.degraded:
+        if degraded:
             self.degraded += 1
-        for rule_id in decision.rule_errors:
+        for rule_id in rule_errors:
             self.rule_errors[rule_id] += 1
-        hit_ids = [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits]
         self.hits.update(hit_ids)
         if label is None:
             return
@@ -80,31 +93,26 @@ class ReplayStats:
         by_label = self.label_decisions.get(label)
         if by_label is None:
             by_label = self.label_decisions[label] = Counter()
-        by_label[decision.decision] += 1
+        by_label[decision] += 1
         for rule_id in hit_ids:
             per_rule = self.rule_label_hits.get(rule_id)
             if per_rule is None:
                 per_rule = self.rule_label_hits[rule_id] = Counter()
             per_rule[label] += 1
 
-    def merge_counts(self, *, decisions: Iterable[tuple[str, int]], late: int, degraded: int,
-                     rule_errors: Iterable[tuple[str, int]], hits: Iterable[tuple[str, int]],
-                     label_decisions: Iterable[tuple[str, str, int]],
-                     rule_label_hits: Iterable[tuple[str, str, int]]) -> None:
-        """Add counts aggregated elsewhere (a Spark replay's): what `add` counts, summed."""
-        for decision, n in decisions:
-            self.decisions[decision] += n
-        self.late += late
-        self.degraded += degraded
-        for rule_id, n in rule_errors:
-            self.rule_errors[rule_id] += n
-        for rule_id, n in hits:
-            self.hits[rule_id] += n
-        for label, decision, n in label_decisions:
-            self.labels[label] += n
-            self.label_decisions.setdefault(label, Counter())[decision] += n
-        for rule_id, label, n in rule_label_hits:
-            self.rule_label_hits.setdefault(rule_id, Counter())[label] += n
+    def merge(self, other: ReplayStats) -> None:
+        """Add the counts of `other` (a replay of another part of the same input)."""
+        self.rows += other.rows
+        self.late += other.late
+        self.degraded += other.degraded
+        for mine, theirs in ((self.decisions, other.decisions), (self.errors, other.errors),
+                             (self.rule_errors, other.rule_errors), (self.hits, other.hits),
+                             (self.labels, other.labels)):
+            mine.update(theirs)
+        for table, more in ((self.label_decisions, other.label_decisions),
+                            (self.rule_label_hits, other.rule_label_hits)):
+            for key, counts in more.items():
+                table.setdefault(key, Counter()).update(counts)
 
     def rule_ids(self) -> list[tuple[str, str]]:
         """(rule id, mode) for the configured rules, then any other rule that hit."""

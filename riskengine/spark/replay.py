@@ -433,8 +433,7 @@ def spark_replay(spark: Any, job: SparkReplay, source: str, fmt: str, output: st
             fs.delete(tmp_path, True)
             raise
         say("summarising")
-        stats = _summary(spark, job, output, rows, source)
-        _write_errors(rows, errors)
+        stats = _summary(spark, job, output, errors, rows, source)
     finally:
         for frame in cached:
             frame.unpersist()
@@ -442,38 +441,46 @@ def spark_replay(spark: Any, job: SparkReplay, source: str, fmt: str, output: st
     return SparkResult(stats, output, errors)
 
 
-def _write_errors(rows: Any, errors: str) -> None:
+def _write_errors(rows: Any, errors: str, stats: ReplayStats) -> None:
+    """The error records in row order into the local JSON Lines file `errors`, counted
+    by kind in `stats`."""
     from pyspark.sql import functions as F
 
     bad = rows.where(F.col("event").isNull()).select(*ERROR_FIELDS).orderBy("row")
     with open_writer(_local(errors), ERROR_FIELDS) as out:
         for item in bad.toLocalIterator():
-            out.write(item.asDict())
+            record = item.asDict()
+            stats.errors[record["kind"]] += 1
+            out.write(record)
 
 
-def _summary(spark: Any, job: SparkReplay, output: str, rows: Any, source: str
-             ) -> ReplayStats:
-    """The replay summary, from aggregations of the written decisions."""
-    from pyspark.sql import functions as F
+_STATS_COLUMNS = ("decision", "late", "degraded", "rule_errors", "hits", "shadow_hits",
+                  "label")
+_STATS = pa.schema([("stats", pa.binary())])
 
-    engine = job.engine()
+
+def _count(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        stats = ReplayStats(scene=job.scene)
+        for batch in batches:
+            for record in batch.to_pylist():
+                stats.add_record(record)
+        yield pa.RecordBatch.from_pylist([{"stats": _dumps(stats)}], schema=_STATS)
+    return run
+
+
+def _summary(spark: Any, job: SparkReplay, output: str, errors: str, rows: Any,
+             source: str) -> ReplayStats:
+    """The replay summary: the written decisions counted per partition, merged here; the
+    errors counted as they are written."""
     stats = ReplayStats(scene=job.scene, source=source,
-                        rules=[(r.id, r.mode) for r in engine.ruleset(job.scene).rules])
-    stats.rows = rows.count()
-    for kind, n in rows.where(F.col("event").isNull()).groupBy("kind").count().collect():
-        stats.errors[kind] += n
-    written = spark.read.parquet(output)
-    fired = written.select(F.explode(F.concat("hits", "shadow_hits")).alias("rule"), "label")
-    stats.merge_counts(
-        decisions=written.groupBy("decision").count().collect(),
-        late=written.where("late").count(),
-        degraded=written.where("degraded").count(),
-        rule_errors=written.select(F.explode("rule_errors")).groupBy("col").count().collect(),
-        hits=fired.groupBy("rule").count().collect(),
-        label_decisions=(written.where(F.col("label").isNotNull())
-                         .groupBy("label", "decision").count().collect()),
-        rule_label_hits=(fired.where(F.col("label").isNotNull())
-                         .groupBy("rule", "label").count().collect()))
+                        rules=[(r.id, r.mode) for r in job.engine().ruleset(job.scene).rules])
+    parts = (spark.read.parquet(output).select(*_STATS_COLUMNS)
+             .mapInArrow(_count(job), _spark_schema(spark, _STATS)).collect())
+    for (blob,) in parts:
+        stats.merge(pickle.loads(blob))
+    _write_errors(rows, errors, stats)
+    stats.rows = stats.evaluated + stats.error_count
     return stats
 
 
