@@ -36,7 +36,7 @@ import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -60,6 +60,7 @@ from riskengine.batch.replay import (
     decision_record,
 )
 from riskengine.batch.report import ReplayStats
+from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.scene import SceneRuntime
@@ -84,6 +85,7 @@ _PARTS = pa.schema([
     ("label", pa.string()), ("payload", pa.binary()), ("degraded", pa.bool_()),
 ])
 _EVENT_GROUP = -1  # the join's row holding the event itself (sorts before its groups)
+_DUPLICATE_GROUP = 1 << 30  # rows repeating the LSN's decision (sort after its groups)
 _BATCH = 4096
 
 
@@ -265,40 +267,63 @@ def _compute(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
 _OUT_NAMES = DECISION_SCHEMA.names
 
 
+DecisionSink = Callable[[int, str | None, dict[str, Any], Decision], None]
+"""Gets each decided row: its row number, label, parsed event and decision."""
+
+
+def _join_rows(job: SparkReplay, batches: Iterator[pa.RecordBatch], sink: DecisionSink
+               ) -> Iterator[None]:
+    """Merge the rows of each LSN (sorted by LSN, then group: the event, its groups'
+    values, the duplicates that repeat it), decide, and give every row to `sink`; yields
+    after each input batch so that the caller can flush."""
+    engine = job.engine()
+    runtime = engine.scene(job.scene)
+    template = KeyGroups(runtime).template
+    lists = engine.lists
+    current: list[Any] | None = None  # [lsn, row, late, label, event, parts, duplicates]
+
+    def finish(item: list[Any]) -> None:
+        lsn, row, late, label, event, parts, duplicates = item
+        if event is None:  # cannot happen: every LSN has its event row
+            raise AssertionError(f"no event for LSN {lsn}")
+        decision = join(runtime, template, event, lsn, late, parts, lists, perf_counter())
+        sink(row, label, event, decision)
+        if duplicates:
+            repeated = replace(decision, duplicate=True)
+            for dup_row, dup_label, dup_event in duplicates:
+                sink(dup_row, dup_label, dup_event, repeated)
+
+    for batch in batches:
+        columns = [batch.column(n).to_pylist() for n in _PARTS.names]
+        for lsn, group, row, late, label, payload, degraded in zip(*columns, strict=True):
+            if current is None or current[0] != lsn:
+                if current is not None:
+                    finish(current)
+                current = [lsn, None, late, None, None, [], []]
+            if group == _EVENT_GROUP:
+                current[1], current[3], current[4] = row, label, pickle.loads(payload)
+            elif group == _DUPLICATE_GROUP:
+                current[6].append((row, label, pickle.loads(payload)))
+            else:
+                current[5].append((pickle.loads(payload), degraded))
+        yield None
+    if current is not None:
+        finish(current)
+    yield None
+
+
 def _decide(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
                                           Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        engine = job.engine()
-        runtime = engine.scene(job.scene)
-        template = KeyGroups(runtime).template
-        lists = engine.lists
         out: list[dict[str, Any]] = []
-        current: list[Any] | None = None  # [lsn, row, late, label, event, parts]
 
-        def finish(item: list[Any]) -> None:
-            lsn, row, late, label, event, parts = item
-            if event is None:  # cannot happen: every group row has its event row
-                raise AssertionError(f"no event for LSN {lsn}")
-            decision = join(runtime, template, event, lsn, late, parts, lists,
-                            perf_counter())
+        def sink(row: int, label: str | None, _: dict[str, Any], decision: Decision) -> None:
             out.append(decision_record(row, decision, label, features_as_json=True))
 
-        for batch in batches:
-            columns = [batch.column(n).to_pylist() for n in _PARTS.names]
-            for lsn, group, row, late, label, payload, degraded in zip(*columns, strict=True):
-                if current is None or current[0] != lsn:
-                    if current is not None:
-                        finish(current)
-                    current = [lsn, None, late, None, None, []]
-                if group == _EVENT_GROUP:
-                    current[1], current[3], current[4] = row, label, pickle.loads(payload)
-                else:
-                    current[5].append((pickle.loads(payload), degraded))
+        for _ in _join_rows(job, batches, sink):
             if len(out) >= _BATCH:
                 yield pa.RecordBatch.from_pylist(out, schema=DECISION_SCHEMA)
                 out = []
-        if current is not None:
-            finish(current)
         if out:
             yield pa.RecordBatch.from_pylist(out, schema=DECISION_SCHEMA)
     return run
@@ -370,8 +395,6 @@ def spark_replay(spark: Any, job: SparkReplay, source: str, fmt: str, output: st
     """Replay `source` (``jsonl`` or ``parquet``; any Spark path) on `spark` into the
     Parquet directory `output`, errors into the JSON Lines file `errors` (a local path).
     Raises `InputError` for an unreadable input or an output that exists."""
-    from pyspark.sql import functions as F
-    from pyspark.storagelevel import StorageLevel
 
     say = on_stage or (lambda _: None)
     started = time.perf_counter()
@@ -382,47 +405,14 @@ def spark_replay(spark: Any, job: SparkReplay, source: str, fmt: str, output: st
     if fs.exists(out_path):
         raise InputError(f"output {output!r} exists; choose a new path (nothing is "
                          "overwritten)")
-    say("reading")
-    rows = _read_rows(spark, job, engine, source, fmt, partitions)
-    if limit is not None:
-        rows = rows.where(F.col("row") <= limit)
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
-    cached = [rows]
+    say("reading, sequencing, forking")
+    prepared = prepare(spark, job, source, fmt, partitions, limit)
+    rows = prepared.rows
     try:
-        valid = rows.where(F.col("event").isNotNull())
-        say("sequencing")
-        steps = (valid.select("row", "event_id", "t").repartition(1)
-                 .sortWithinPartitions("row")
-                 .mapInArrow(_sequence(job), _spark_schema(spark, _STEPS)))
-        steps = steps.persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(steps)
-        new = (steps.where(F.col("duplicate_of") == 0)
-               .join(valid.select("row", "label", "event"), "row"))
-        say("forking")
-        tasks = (new.select("lsn", "clock", "late", "event")
-                 .mapInArrow(_fork(job), _spark_schema(spark, _TASKS))
-                 .repartition(partitions, "part").sortWithinPartitions("lsn"))
-        parts = tasks.mapInArrow(_compute(job), _spark_schema(spark, _PARTS))
-        events = new.select(
-            "lsn", F.lit(_EVENT_GROUP).cast("int").alias("grp"), "row", "late", "label",
-            F.col("event").alias("payload"), F.lit(False).alias("degraded"))
-        decided = (events.unionByName(parts).repartition(partitions, "lsn")
-                   .sortWithinPartitions("lsn", "grp")
-                   .mapInArrow(_decide(job), _spark_schema(spark, DECISION_SCHEMA))
-                   .persist(StorageLevel.MEMORY_AND_DISK))
-        cached.append(decided)
-        duplicates = (steps.where(F.col("duplicate_of") != 0)
-                      .join(rows.select("row", "label"), "row")
-                      .select(F.col("row").alias("dup_row"),
-                              F.col("label").alias("dup_label"),
-                              F.col("duplicate_of").alias("lsn")))
-        repeated = (decided.join(duplicates, "lsn")
-                    .withColumn("row", F.col("dup_row"))
-                    .withColumn("label", F.col("dup_label"))
-                    .select(*_OUT_NAMES))
+        decisions = prepared.joined.mapInArrow(
+            _decide(job), _spark_schema(spark, DECISION_SCHEMA)).orderBy("row")
         say("deciding and writing")
         temporary = f"{output.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
-        decisions = decided.select(*_OUT_NAMES).unionByName(repeated).orderBy("row")
         try:
             decisions.write.parquet(temporary)
             _, tmp_path = _hadoop_fs(spark, temporary)
@@ -435,10 +425,64 @@ def spark_replay(spark: Any, job: SparkReplay, source: str, fmt: str, output: st
         say("summarising")
         stats = _summary(spark, job, output, errors, rows, source)
     finally:
-        for frame in cached:
-            frame.unpersist()
+        prepared.release()
     stats.elapsed_s = time.perf_counter() - started
     return SparkResult(stats, output, errors)
+
+
+@dataclass
+class Prepared:
+    """A replay's plan up to the join: the numbered rows (errors included) and the join's
+    input (see `_join_rows`); `release` frees what it cached."""
+
+    rows: Any
+    joined: Any
+    cached: list[Any]
+
+    def release(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+
+
+def prepare(spark: Any, job: SparkReplay, source: str, fmt: str, partitions: int,
+            limit: int | None) -> Prepared:
+    """Stages 1–3 and the join's shuffle (nothing runs until an action)."""
+    from pyspark.sql import functions as F
+    from pyspark.storagelevel import StorageLevel
+
+    rows = _read_rows(spark, job, job.engine(), source, fmt, partitions)
+    if limit is not None:
+        rows = rows.where(F.col("row") <= limit)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    valid = rows.where(F.col("event").isNotNull())
+    steps = (valid.select("row", "event_id", "t").repartition(1).sortWithinPartitions("row")
+             .mapInArrow(_sequence(job), _spark_schema(spark, _STEPS))
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    new = (steps.where(F.col("duplicate_of") == 0)
+           .join(valid.select("row", "label", "event"), "row"))
+    tasks = (new.select("lsn", "clock", "late", "event")
+             .mapInArrow(_fork(job), _spark_schema(spark, _TASKS))
+             .repartition(partitions, "part").sortWithinPartitions("lsn"))
+    parts = tasks.mapInArrow(_compute(job), _spark_schema(spark, _PARTS))
+    return Prepared(rows, _joined(steps, rows, new, parts, partitions), [rows, steps])
+
+
+def _joined(steps: Any, rows: Any, new: Any, parts: Any, partitions: int) -> Any:
+    """The join's input: per LSN its event, its groups' values and its duplicates, in
+    `partitions` partitions by LSN, sorted by LSN then group."""
+    from pyspark.sql import functions as F
+
+    events = new.select(
+        "lsn", F.lit(_EVENT_GROUP).cast("int").alias("grp"), "row", "late", "label",
+        F.col("event").alias("payload"), F.lit(False).alias("degraded"))
+    duplicates = (steps.where(F.col("duplicate_of") != 0)
+                  .join(rows.select("row", "label", "event"), "row")
+                  .select(F.col("duplicate_of").alias("lsn"),
+                          F.lit(_DUPLICATE_GROUP).cast("int").alias("grp"), "row",
+                          F.lit(False).alias("late"), "label",
+                          F.col("event").alias("payload"), F.lit(False).alias("degraded")))
+    return (events.unionByName(parts).unionByName(duplicates)
+            .repartition(partitions, "lsn").sortWithinPartitions("lsn", "grp"))
 
 
 def _write_errors(rows: Any, errors: str, stats: ReplayStats) -> None:
