@@ -170,7 +170,7 @@ class RedisTarget:
     def keys(self, engine: Engine, scene: str) -> int:
         state = _redis_state(engine)
         features = RedisSceneFeatures(state.client, self.config.scenes[scene],
-                                      prefix=state.prefix)
+                                      lists=engine.lists, prefix=state.prefix)
         return features.stats()["entities"]
 
 
