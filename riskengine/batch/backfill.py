@@ -13,7 +13,9 @@ Two separate steps:
    dir restores, or nothing more for Redis, where the engine's state already is.
 
 `backfill` runs both and returns a `BackfillSummary`. A runner that computes the state
-elsewhere replaces step 1 and hands its engine to the same target.
+elsewhere (Spark) replaces step 1: it fills the in-memory engine `StateDirTarget.open`
+gives and hands it to `commit`. On Redis the state is written as it is computed, through
+the engine the target gives.
 """
 
 from __future__ import annotations
