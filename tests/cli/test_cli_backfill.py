@@ -99,6 +99,7 @@ def test_usage_mistakes_exit_2_and_write_nothing(tmp_path: Path) -> None:
         (["backfill", write_lines(tmp_path / "in.xml", ["<a/>"]), "--state-dir", state],
          "cannot tell the format"),
         (["backfill", good, "--state-dir", a_file], "not a directory"),
+        (["backfill", good, "--state", "http://x"], "expected redis://"),
         (["backfill", good, "--state-dir", state, "--errors", good], "overwrite the input"),
     ]
     for args, message in cases:
