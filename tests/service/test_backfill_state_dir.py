@@ -46,7 +46,7 @@ def test_demo_traffic_backfilled_then_live(make_client: Callable[..., TestClient
     assert [d["lsn"] for d in got] == list(range(2_001, 2_401))
 
 
-@pytest.mark.parametrize(("logged", "n", "cut"), [(30, 1_500, 1_200), (400, 700, 300)])
+@pytest.mark.parametrize(("logged", "n", "cut"), [(30, 1_500, 1_200), (120, 300, 60)])
 def test_an_existing_decision_log_is_refused_then_numbered_past_with_force(
         make_client: Callable[..., TestClient], tmp_path: Path, logged: int, n: int,
         cut: int) -> None:
