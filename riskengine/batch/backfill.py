@@ -104,14 +104,6 @@ class BackfillSummary:
     def events_per_s(self) -> float:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"scene": self.scene, "source": self.source, "target": self.target,
-                "rows": self.rows, "events": self.events, "late": self.late,
-                "errors": sum(self.errors.values()), "errors_by_kind": dict(self.errors),
-                "keys": self.keys, "clock": self.clock, "lsn": self.lsn,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "events_per_s": round(self.events_per_s, 1)}
-
 
 class _Discarded(RecordWriter):
     """Records that go nowhere (a backfill's errors when no errors file is asked for)."""
