@@ -36,7 +36,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from riskengine.batch.io import InputError, ParquetReader, file_format, open_reader, open_writer
+from riskengine.batch.io import (
+    InputError,
+    ParquetReader,
+    RowReader,
+    file_format,
+    open_reader,
+    open_writer,
+)
 from riskengine.batch.replay import (
     DECISION_FIELDS,
     DECISION_SCHEMA,
@@ -233,7 +240,6 @@ def _load_config(config: Path | None, code: int) -> ProjectConfig:
         _fail(f"invalid config: {exc}", code)
 
 
-
 def _error_printer(console: Console, further: str) -> Callable[[dict[str, Any]], None]:
     """Prints the first `SHOWN_ERRORS` bad rows on `console`, then `further` once."""
     shown = 0
@@ -250,6 +256,15 @@ def _error_printer(console: Console, further: str) -> Callable[[dict[str, Any]],
     return show_error
 
 
+def _open_input(engine: Engine, scene: str, source: Path) -> RowReader:
+    """The rows of `source` for `scene`: CSV typed by the scene schema, a Parquet file's
+    columns checked against the scene before any row (InputError otherwise)."""
+    reader = open_reader(source, field_types(engine, scene))
+    if isinstance(reader, ParquetReader):
+        check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
+    return reader
+
+
 def _errors_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.errors.jsonl")
 
@@ -260,9 +275,7 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     if scene not in engine.scenes:
         _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
     try:
-        reader = open_reader(source, field_types(engine, scene))
-        if isinstance(reader, ParquetReader):
-            check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
+        reader = _open_input(engine, scene, source)
         out_format = file_format(output)
     except InputError as exc:
         _fail(str(exc), 2)
@@ -482,7 +495,7 @@ def backfill(
         if errors is not None and errors.resolve() == input.resolve():
             _fail("the errors file would overwrite the input", 2)
         try:
-            reader = open_reader(input, field_types(engine, scene))
+            reader = _open_input(engine, scene, input)
             bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
         except InputError as exc:
             _fail(str(exc), 2)

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from riskengine.engine import Engine
@@ -160,3 +162,13 @@ def test_unreadable_parquet_is_a_clear_error(tmp_path: Path) -> None:
     result = run("backfill", source, "--state-dir", tmp_path / "state")
     assert result.exit_code == 2
     assert "not a readable Parquet file" in result.stderr
+
+
+def test_a_parquet_column_of_the_wrong_type_is_refused_before_any_row(tmp_path: Path) -> None:
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"event_id": ["e1"], "timestamp": [T0], "pay_account": ["A"],
+                             "rcv_account": ["B"], "amount": ["ten"]}), source)
+    result = run("backfill", source, "--state-dir", tmp_path / "state")
+    assert result.exit_code == 2
+    assert "column 'amount'" in result.stderr
+    assert not (tmp_path / "state").exists()
