@@ -155,7 +155,13 @@ class RedisTarget:
         return engine
 
     def commit(self, engine: Engine, scene: str) -> None:
-        """Nothing left to write: every event's state went to Redis as it was decided."""
+        """Nothing left to write: every event's state went to Redis as it was decided.
+        Only checks that every decision was remembered (a decision whose last round trip
+        failed is answered all the same, without its idempotency record)."""
+        unremembered = int(engine.stats()[scene]["unremembered"])
+        if unremembered:
+            raise BackfillError(f"Redis did not remember the decisions of {unremembered:,} "
+                                f"events (their last round trip failed)")
 
     def abandon(self, engine: Engine, scene: str) -> str:
         state = _redis_state(engine)

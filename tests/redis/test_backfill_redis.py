@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from riskengine.batch.backfill import BackfillStoppedError, backfill
@@ -18,6 +19,7 @@ from riskengine.config import load_config
 from riskengine.engine import Engine
 from riskengine.service import ServiceSettings, create_app, shared
 from riskengine.service.shared import shared_engine
+from riskengine.state.redis import RedisDecisionStore
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.lists import RedisListStore
 from riskengine.state.redis.scenestate import scene_holdings
@@ -186,3 +188,26 @@ def test_lists_are_those_in_redis(standalone_client: Client, standalone_url: str
         got = [comparable(service.post("/v1/s/evaluate", json=e).json()) for e in live]
     assert got == replayed(with_entry, "s", history, live)
     assert got[-1]["features"]["vip_count"] == 6
+
+
+def test_a_decision_redis_did_not_remember_fails_the_run(
+        standalone_client: Client, standalone_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third round trip of one event fails (its decision stands, its idempotency
+    record is missing): the history would not be whole, so the run fails and clears."""
+    config, scene, history, _ = hostile_case(tmp_path, HOSTILE_SEEDS[2], 200, 200)
+    original = RedisDecisionStore.remember
+    lost = history[150]["event_id"]
+
+    def forgetful(self: RedisDecisionStore, event_id: str, *args: Any) -> Any:
+        if event_id == lost:
+            raise redis.exceptions.ConnectionError("simulated: connection lost")
+        return original(self, event_id, *args)
+
+    monkeypatch.setattr(RedisDecisionStore, "remember", forgetful)
+    result = run("backfill", write_jsonl(tmp_path / "history.jsonl", history),
+                 "--state", standalone_url, "-c", config, "-s", scene)
+    assert result.exit_code == 1
+    assert "did not remember the decisions of 1 events" in result.stderr
+    assert "was deleted" in result.stderr
+    assert scene_holdings(standalone_client, scene) == []
