@@ -99,6 +99,8 @@ class BackfillSummary:
     clock: int | None = None
     lsn: int = 0
     elapsed_s: float = 0.0
+    unread: str | None = None
+    """Why the keys and the clock could not be read back (the state was written)."""
 
     @property
     def events_per_s(self) -> float:
@@ -172,12 +174,15 @@ def backfill(target: StateTarget, scene: str, reader: RowReader, *,
         except BaseException:
             target.abandon(engine, scene)
             raise
-        elapsed = time.perf_counter() - started
-        return BackfillSummary(
+        summary = BackfillSummary(
             scene=scene, source=source, target=target.description, rows=stats.rows,
-            events=stats.evaluated, late=stats.late, errors=stats.errors,
-            keys=target.keys(engine, scene), clock=engine.clock(scene), lsn=engine.lsn,
-            elapsed_s=elapsed)
+            events=stats.evaluated, late=stats.late, errors=stats.errors, lsn=engine.lsn,
+            elapsed_s=time.perf_counter() - started)
+        try:
+            summary.keys, summary.clock = target.keys(engine, scene), engine.clock(scene)
+        except Exception as exc:  # the state is written: only the summary lacks these
+            summary.unread = f"{type(exc).__name__}: {exc}"
+        return summary
     finally:
         engine.close()
 
@@ -202,8 +207,11 @@ def render_backfill(summary: BackfillSummary, console: Console) -> None:
     bad = sum(summary.errors.values())
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.errors.items()) if n)
     table.add_row("bad rows", f"{bad:,}" + (f" ({kinds})" if kinds else ""))
-    table.add_row("keys", f"{summary.keys:,}")
-    table.add_row("scene clock", _clock_text(summary.clock))
+    if summary.unread is None:
+        table.add_row("keys", f"{summary.keys:,}")
+        table.add_row("scene clock", _clock_text(summary.clock))
+    else:
+        table.add_row("keys, scene clock", f"not read back: {summary.unread}")
     table.add_row("last LSN", f"{summary.lsn:,}")
     table.add_row("time", f"{summary.elapsed_s:.1f} s ({summary.events_per_s:,.0f} events/s)")
     console.print(table)
