@@ -1,4 +1,5 @@
-"""The `riskengine` command line: generate traffic, replay it, validate a config, demo.
+"""The `riskengine` command line: generate traffic, replay it, backfill a state,
+validate a config, demo.
 
 Exit codes: 0 success; 1 the work ran but failed (an invalid config for `validate`, an
 engine failure during a replay, a file that became unreadable or unwritable midway);
@@ -13,7 +14,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
@@ -35,7 +36,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from riskengine.batch.io import InputError, ParquetReader, file_format, open_reader, open_writer
+from riskengine.batch.io import (
+    InputError,
+    ParquetReader,
+    RowReader,
+    file_format,
+    open_reader,
+    open_writer,
+)
 from riskengine.batch.replay import (
     DECISION_FIELDS,
     DECISION_SCHEMA,
@@ -45,6 +53,7 @@ from riskengine.batch.replay import (
     replay_rows,
 )
 from riskengine.batch.report import ReplayStats, render_summary
+from riskengine.config import ProjectConfig, load_config
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
@@ -207,20 +216,53 @@ def _load_engine(config: Path | None, code: int, state: str | None = None) -> En
     when the config or the state cannot be used."""
     from riskengine.state.redis.codec import StateUnavailableError
 
-    if config is not None and not config.exists():
-        _fail(f"config file {str(config)!r} does not exist", code)
+    project = _load_config(config, code)
     try:
         if state is None:
-            return Engine.from_config(config)
-        from riskengine.config import load_config
+            return Engine(project)
         from riskengine.service.shared import shared_engine
 
-        return shared_engine(load_config(config), state, require_state=True)
+        return shared_engine(project, state, require_state=True)
     except StateUnavailableError as exc:
         _fail(str(exc), code)
     except RiskEngineError as exc:
         _fail(f"invalid config: {exc}", code)
 
+
+def _load_config(config: Path | None, code: int) -> ProjectConfig:
+    """The project config at `config` (None: the example); exits `code` when it cannot be
+    used."""
+    if config is not None and not config.exists():
+        _fail(f"config file {str(config)!r} does not exist", code)
+    try:
+        return load_config(config)
+    except RiskEngineError as exc:
+        _fail(f"invalid config: {exc}", code)
+
+
+def _error_printer(console: Console, further: str) -> Callable[[dict[str, Any]], None]:
+    """Prints the first `SHOWN_ERRORS` bad rows on `console`, then `further` once."""
+    shown = 0
+
+    def show_error(record: dict[str, Any]) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= SHOWN_ERRORS:
+            console.print(Text.assemble((f"row {record['row']}: ", "yellow"), record["error"]),
+                          soft_wrap=True)
+        elif shown == SHOWN_ERRORS + 1:
+            console.print(further, markup=False, soft_wrap=True)
+
+    return show_error
+
+
+def _open_input(engine: Engine, scene: str, source: Path) -> RowReader:
+    """The rows of `source` for `scene`: CSV typed by the scene schema, a Parquet file's
+    columns checked against the scene before any row (InputError otherwise)."""
+    reader = open_reader(source, field_types(engine, scene))
+    if isinstance(reader, ParquetReader):
+        check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
+    return reader
 
 
 def _errors_path(output: Path) -> Path:
@@ -233,9 +275,7 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     if scene not in engine.scenes:
         _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
     try:
-        reader = open_reader(source, field_types(engine, scene))
-        if isinstance(reader, ParquetReader):
-            check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
+        reader = _open_input(engine, scene, source)
         out_format = file_format(output)
     except InputError as exc:
         _fail(str(exc), 2)
@@ -246,19 +286,7 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     if errors.resolve() in (output.resolve(), source.resolve()):
         _fail("the errors file must differ from the input and the output", 2)
     console = _stderr()
-    shown = 0
-
-    def show_error(record: dict[str, Any]) -> None:
-        nonlocal shown
-        shown += 1
-        if shown <= SHOWN_ERRORS:
-            where = f"row {record['row']}"
-            console.print(Text.assemble((f"{where}: ", "yellow"), record["error"]),
-                          soft_wrap=True)
-        elif shown == SHOWN_ERRORS + 1:
-            console.print(f"further errors are only written to {errors}", markup=False,
-                          soft_wrap=True)
-
+    show_error = _error_printer(console, f"further errors are only written to {errors}")
     try:
         out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA)
         try:
@@ -404,6 +432,99 @@ def replay(
                 _fail(f"cannot write {str(summary_json)!r}: {exc.strerror or exc}", 1)
         if code:
             raise typer.Exit(code)
+
+
+# backfill -------------------------------------------------------------------------------
+
+
+@app.command()
+def backfill(
+    input: Annotated[Path, typer.Argument(
+        show_default=False, metavar="INPUT",
+        help="History, in arrival order: .jsonl, .csv or .parquet.")],
+    state_dir: Annotated[Path | None, typer.Option(
+        show_default=False, help="Write the snapshot that `riskengine serve --state-dir` "
+                                 "restores.")] = None,
+    state: Annotated[str | None, typer.Option(
+        show_default=False, help="Fill the shared state: redis://host:port/db or "
+                                 "redis+cluster://host:port,host:port.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", show_default=False,
+        help="Project config (YAML); default: the example config shipped with riskengine.")]
+    = None,
+    scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
+    = "transfer",
+    limit: Annotated[int | None, typer.Option(
+        min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
+    = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the state the target holds already.")] = False,
+    decision_log: Annotated[str | None, typer.Option(
+        show_default=False, help="--state-dir: the decision log the service will use, if "
+                                 "not its default (SQLite in the state dir).")] = None,
+    errors: Annotated[Path | None, typer.Option(
+        show_default=False, help="Also write every bad row here (JSON Lines).")] = None,
+) -> None:
+    """Fill a scene's state from history so that a service starts warm.
+
+    Rows are run through the engine in file order, exactly as `replay` runs them
+    (decisions are not written); a row that cannot be read or that the engine refuses is
+    printed (the first 10) and counted, and the run goes on. The state goes to --state-dir
+    (a snapshot, written once all rows went through) or to --state (Redis); a target that
+    already holds state is refused unless --force.
+
+    Exit code 0 on success; 1 when the run stopped midway (the input became unreadable,
+    Redis stopped answering, an engine failure); 2 for a missing input, a bad config, an
+    unknown scene, a target that holds state, or Redis that cannot be reached.
+    """
+    from riskengine.batch.backfill import BackfillStoppedError, render_backfill
+    from riskengine.batch.backfill import backfill as run_backfill
+    from riskengine.batch.state_targets import RedisTarget, StateDirTarget
+
+    with _user_errors():
+        if (state_dir is None) == (state is None):
+            _fail("give --state-dir DIR (a service's snapshot) or --state redis://… "
+                  "(the shared state), one of them", 2)
+        if decision_log is not None and state_dir is None:
+            _fail("--decision-log goes with --state-dir", 2)
+        if not input.exists():
+            _fail(f"input file {str(input)!r} does not exist", 2)
+        engine = _load_engine(config, 2)
+        if scene not in engine.scenes:
+            _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
+        if errors is not None and errors.resolve() == input.resolve():
+            _fail("the errors file would overwrite the input", 2)
+        try:
+            reader = _open_input(engine, scene, input)
+            bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
+        except InputError as exc:
+            _fail(str(exc), 2)
+        target = (StateDirTarget(engine.config, state_dir, decision_log=decision_log,
+                                 force=force) if state_dir is not None
+                  else RedisTarget(engine.config, str(state), force=force))
+        console = _stderr()
+        further = ("further errors are only written to " + str(errors) if errors is not None
+                   else "further errors are only counted (--errors FILE keeps them all)")
+        try:
+            with _progress(console, rows_field=True) as progress:
+                task = progress.add_task(f"backfilling {input.name}", total=reader.total,
+                                         rows=0)
+
+                def advance(rows: int, done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total, rows=rows)
+
+                summary = run_backfill(target, scene, reader, errors=bad_rows, limit=limit,
+                                       source=str(input),
+                                       on_error=_error_printer(console, further),
+                                       on_progress=advance)
+        except BackfillStoppedError as exc:
+            _fail(f"backfill stopped: {exc}", 1)
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
+        finally:
+            if bad_rows is not None:
+                bad_rows.close()
+        render_backfill(summary, _stdout())
 
 
 # validate -------------------------------------------------------------------------------

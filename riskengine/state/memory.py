@@ -80,6 +80,13 @@ class MemoryState:
         for scene in self._scenes.values():
             scene.parts.pop(clock, None)
 
+    def clock(self, scene: str) -> int | None:
+        """G of `scene` in the one clock domain None (None before its first event)."""
+        part = self._scenes[scene].parts.get(None)
+        if part is None or part.features.global_max == NEVER:
+            return None
+        return part.features.global_max
+
     def stats(self) -> dict[str, Any]:
         """Entities, retained entries and remembered event ids per scene (and the keys
         and entries of its sequence patterns, if it has any), over all its parts."""
