@@ -329,13 +329,18 @@ def _replay_on_spark(config: Path | None, scene: str, source: str, output: str,
                      errors: Path | None, limit: int | None, master: str | None,
                      partitions: int | None) -> tuple[ReplayStats, int, str]:
     """`replay --runner spark`: the stats, the exit code and the errors file."""
-    from riskengine.spark.replay import SparkReplay, default_errors_path, spark_replay
+    from riskengine.spark.replay import (
+        SparkReplay,
+        default_errors_path,
+        input_format,
+        spark_replay,
+    )
     from riskengine.spark.session import SparkUnavailableError, spark_session
 
     if "://" not in source and not Path(source).exists():
         _fail(f"input {source!r} does not exist", 2)
-    fmt = "jsonl" if source.rstrip("/").lower().endswith((".jsonl", ".ndjson")) else "parquet"
-    if source.rstrip("/").lower().endswith(".csv"):
+    fmt = input_format(source)
+    if fmt is None:
         _fail("the Spark runner reads JSON Lines or Parquet; convert CSV first "
               "(riskengine replay --runner local reads CSV)", 2)
     if output.rstrip("/").lower().endswith((".jsonl", ".ndjson", ".csv")):
@@ -437,6 +442,56 @@ def replay(
 # backfill -------------------------------------------------------------------------------
 
 
+def _backfill_on_spark(config: Path | None, scene: str, source: Path, state_dir: Path,
+                       decision_log: str | None, force: bool, errors: Path | None,
+                       limit: int | None, master: str | None, partitions: int | None) -> None:
+    """`backfill --runner spark --state-dir D`."""
+    from riskengine.batch.backfill import BackfillStoppedError, render_backfill
+    from riskengine.batch.backfill import backfill as run_backfill
+    from riskengine.batch.state_targets import StateDirTarget
+    from riskengine.spark.backfill import spark_backfill
+    from riskengine.spark.replay import SparkReplay, input_format
+    from riskengine.spark.session import SparkUnavailableError, spark_session
+
+    config_path = str(config.resolve()) if config is not None else None
+    engine = _load_engine(config, 2)
+    fmt = input_format(str(source))
+    if fmt is None:
+        _fail("the Spark runner reads JSON Lines or Parquet; use --runner local for CSV", 2)
+    target = StateDirTarget(engine.config, state_dir, decision_log=decision_log, force=force)
+    console = _stderr()
+    further = ("further errors are only written to " + str(errors) if errors is not None
+               else "further errors are only counted (--errors FILE keeps them all)")
+    show = _error_printer(console, further)
+    bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
+
+    def on_error(record: dict[str, Any]) -> None:
+        show(record)
+        if bad_rows is not None:
+            bad_rows.write(record)
+
+    try:
+        with console.status("starting Spark") as status:
+            spark = spark_session(master, shuffle_partitions=partitions)
+            status.update("Spark: computing the state by key")
+            summary = run_backfill(
+                target, scene, None, source=str(source),
+                compute=lambda engine: spark_backfill(
+                    spark, SparkReplay(config_path, scene), engine, str(source.resolve()),
+                    fmt, partitions or int(spark.conf.get("spark.sql.shuffle.partitions")),
+                    limit=limit, on_error=on_error))
+    except SparkUnavailableError as exc:
+        _fail(str(exc), 2)
+    except BackfillStoppedError as exc:
+        _fail(f"backfill stopped: {exc}", 1)
+    except RiskEngineError as exc:
+        _fail(str(exc), 2)
+    finally:
+        if bad_rows is not None:
+            bad_rows.close()
+    render_backfill(summary, _stdout())
+
+
 @app.command()
 def backfill(
     input: Annotated[Path, typer.Argument(
@@ -464,6 +519,15 @@ def backfill(
                                  "not its default (SQLite in the state dir).")] = None,
     errors: Annotated[Path | None, typer.Option(
         show_default=False, help="Also write every bad row here (JSON Lines).")] = None,
+    runner: Annotated[Runner, typer.Option(
+        help="local: this process, in file order; spark: computed by key on Spark "
+             "(--state-dir only).")] = Runner.local,
+    master: Annotated[str | None, typer.Option(
+        show_default=False, help="Spark master URL for --runner spark (default local[2]).")]
+    = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
 ) -> None:
     """Fill a scene's state from history so that a service starts warm.
 
@@ -487,6 +551,9 @@ def backfill(
                   "(the shared state), one of them", 2)
         if decision_log is not None and state_dir is None:
             _fail("--decision-log goes with --state-dir", 2)
+        if runner is Runner.spark and state_dir is None:
+            _fail("the Spark runner writes a state dir (--state-dir); fill Redis with "
+                  "--runner local", 2)
         if not input.exists():
             _fail(f"input file {str(input)!r} does not exist", 2)
         engine = _load_engine(config, 2)
@@ -494,6 +561,11 @@ def backfill(
             _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
         if errors is not None and errors.resolve() == input.resolve():
             _fail("the errors file would overwrite the input", 2)
+        if runner is Runner.spark:
+            assert state_dir is not None
+            _backfill_on_spark(config, scene, input, state_dir, decision_log, force, errors,
+                               limit, master, partitions)
+            return
         try:
             reader = _open_input(engine, scene, input)
             bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None

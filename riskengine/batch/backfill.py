@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,11 +143,16 @@ def compute_state(engine: Engine, scene: str, reader: RowReader, *,
                        source=source, on_error=on_error, on_progress=on_progress)
 
 
-def backfill(target: StateTarget, scene: str, reader: RowReader, *,
+Compute = Callable[[Engine], ReplayStats]
+"""Step 1 done elsewhere: fills the engine the target gives and says what it read."""
+
+
+def backfill(target: StateTarget, scene: str, reader: RowReader | None, *,
              errors: RecordWriter | None = None, limit: int | None = None, source: str = "",
-             on_error: ErrorHook | None = None, on_progress: ProgressHook | None = None
-             ) -> BackfillSummary:
-    """Both steps: open `target`, compute the scene's state from `reader`, commit it.
+             on_error: ErrorHook | None = None, on_progress: ProgressHook | None = None,
+             compute: Compute | None = None) -> BackfillSummary:
+    """Both steps: open `target`, compute the scene's state from `reader` (or with
+    `compute`, another runner's step 1, e.g. riskengine/spark/backfill.py), commit it.
 
     What `target.open` raises (state already there, unreachable, unknown scene) comes out
     as it is, before anything is read or written. A failure after that — an input that
@@ -160,8 +165,13 @@ def backfill(target: StateTarget, scene: str, reader: RowReader, *,
     engine = target.open(scene)
     try:
         try:
-            stats = compute_state(engine, scene, reader, errors=errors, limit=limit,
-                                  source=source, on_error=on_error, on_progress=on_progress)
+            if compute is not None:
+                stats = compute(engine)
+            else:
+                assert reader is not None
+                stats = compute_state(engine, scene, reader, errors=errors, limit=limit,
+                                      source=source, on_error=on_error,
+                                      on_progress=on_progress)
             failed = stats.errors.get("internal", 0)
             if failed:
                 raise BackfillError(f"the engine failed on {failed:,} rows (kind 'internal'); "

@@ -163,6 +163,10 @@ class GroupRunner:
             self._state[group] = state
         return state
 
+    def dump(self) -> dict[int, Any]:
+        """Each group's state (`SceneFeatures.dump` or `ScenePatterns.dump`), by group."""
+        return {group: state.dump() for group, state in self._state.items()}
+
     def run(self, group: int, event: dict[str, Any], lsn: int, clock: int, late: bool
             ) -> tuple[dict[str, Any], bool]:
         """The group's values for one event (and whether they are degraded); `clock` is

@@ -65,7 +65,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.scene import SceneRuntime
 
-__all__ = ["SparkReplay", "spark_replay"]
+__all__ = ["Prepared", "SparkReplay", "prepare", "spark_replay", "write_errors"]
 
 _ROWS = pa.schema([
     ("row", pa.int64()), ("event_id", pa.string()), ("t", pa.int64()),
@@ -74,8 +74,11 @@ _ROWS = pa.schema([
 ])
 _STEPS = pa.schema([
     ("row", pa.int64()), ("lsn", pa.int64()), ("clock", pa.int64()), ("late", pa.bool_()),
-    ("duplicate_of", pa.int64()),
+    ("duplicate_of", pa.int64()), ("tail", pa.binary()),
 ])
+_TAIL_ROW = -1
+"""The ordered pass's last row: its final LSN and clock, and in `tail` the remembered ids
+and counts (`SequencerTail`); no input row has this number, so joins drop it."""
 _TASKS = pa.schema([
     ("part", pa.int64()), ("grp", pa.int32()), ("lsn", pa.int64()), ("clock", pa.int64()),
     ("late", pa.bool_()), ("event", pa.binary()),
@@ -86,6 +89,7 @@ _PARTS = pa.schema([
 ])
 _EVENT_GROUP = -1  # the join's row holding the event itself (sorts before its groups)
 _DUPLICATE_GROUP = 1 << 30  # rows repeating the LSN's decision (sort after its groups)
+_STATE_GROUP = (1 << 31) - 1  # a partition's final group states (`keep_state` jobs)
 _BATCH = 4096
 
 
@@ -97,6 +101,10 @@ class SparkReplay:
 
     config: str | None
     scene: str
+    first_lsn: int = 0
+    """The LSN before the first event (a backfill numbers history after a decision log)."""
+    keep_state: bool = False
+    """Each compute partition also gives its final key states (a backfill's)."""
 
     def engine(self) -> Engine:
         return _engine(self.config)
@@ -195,8 +203,9 @@ def _parquet_rows(job: SparkReplay, offsets: dict[str, int]
 def _sequence(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
                                             Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        sequencer = Sequencer(_runtime(job))
+        sequencer = Sequencer(_runtime(job), lsn=job.first_lsn)
         step = sequencer.step
+        events = late_events = 0
         for batch in batches:
             rows, ids, times = (batch.column(n).to_pylist() for n in ("row", "event_id", "t"))
             lsns, clocks, lates, dups = [], [], [], []
@@ -206,11 +215,28 @@ def _sequence(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
                 clocks.append(s.clock)
                 lates.append(s.late)
                 dups.append(s.duplicate_of)
+            events += len(rows)
+            late_events += sum(lates)
             yield pa.RecordBatch.from_arrays(
                 [pa.array(rows, pa.int64()), pa.array(lsns, pa.int64()),
                  pa.array(clocks, pa.int64()), pa.array(lates, pa.bool_()),
-                 pa.array(dups, pa.int64())], schema=_STEPS)
+                 pa.array(dups, pa.int64()), pa.nulls(len(rows), pa.binary())],
+                schema=_STEPS)
+        tail = SequencerTail(sequencer.ids.dump(), events, late_events)
+        yield pa.RecordBatch.from_pylist(
+            [{"row": _TAIL_ROW, "lsn": sequencer.lsn, "clock": sequencer.clock, "late": False,
+              "duplicate_of": 0, "tail": _dumps(tail)}], schema=_STEPS)
     return run
+
+
+@dataclass(frozen=True)
+class SequencerTail:
+    """What the ordered pass holds at its end: the remembered ids ((id, (t, lsn)) in
+    arrival order) and how many events and late events it took."""
+
+    ids: list[tuple[str, tuple[Any, ...]]]
+    events: int
+    late: int
 
 
 # -- stage 3: fork and compute ---------------------------------------------------------------
@@ -258,6 +284,10 @@ def _compute(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
                 [batch.column("lsn"), batch.column("grp"), pa.nulls(n, pa.int64()),
                  batch.column("late"), pa.nulls(n, pa.string()),
                  pa.array(payloads, pa.binary()), pa.array(degraded, pa.bool_())],
+                schema=_PARTS)
+        if job.keep_state:
+            yield pa.RecordBatch.from_pylist(
+                [{"lsn": _TAIL_ROW, "grp": _STATE_GROUP, "payload": _dumps(runner.dump())}],
                 schema=_PARTS)
     return run
 
@@ -438,6 +468,8 @@ class Prepared:
     rows: Any
     joined: Any
     cached: list[Any]
+    steps: Any
+    parts: Any
 
     def release(self) -> None:
         for frame in self.cached:
@@ -464,7 +496,13 @@ def prepare(spark: Any, job: SparkReplay, source: str, fmt: str, partitions: int
              .mapInArrow(_fork(job), _spark_schema(spark, _TASKS))
              .repartition(partitions, "part").sortWithinPartitions("lsn"))
     parts = tasks.mapInArrow(_compute(job), _spark_schema(spark, _PARTS))
-    return Prepared(rows, _joined(steps, rows, new, parts, partitions), [rows, steps])
+    cached = [rows, steps]
+    if job.keep_state:
+        parts = parts.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(parts)
+    computed = parts.where(F.col("grp") != _STATE_GROUP) if job.keep_state else parts
+    return Prepared(rows, _joined(steps, rows, new, computed, partitions), cached, steps,
+                    parts)
 
 
 def _joined(steps: Any, rows: Any, new: Any, parts: Any, partitions: int) -> Any:
@@ -485,17 +523,18 @@ def _joined(steps: Any, rows: Any, new: Any, parts: Any, partitions: int) -> Any
             .repartition(partitions, "lsn").sortWithinPartitions("lsn", "grp"))
 
 
-def _write_errors(rows: Any, errors: str, stats: ReplayStats) -> None:
-    """The error records in row order into the local JSON Lines file `errors`, counted
-    by kind in `stats`."""
+def write_errors(rows: Any, stats: ReplayStats,
+                 on_error: Callable[[dict[str, Any]], None] | None) -> None:
+    """Count the error records (in row order) by kind in `stats`, giving each to
+    `on_error`."""
     from pyspark.sql import functions as F
 
     bad = rows.where(F.col("event").isNull()).select(*ERROR_FIELDS).orderBy("row")
-    with open_writer(_local(errors), ERROR_FIELDS) as out:
-        for item in bad.toLocalIterator():
-            record = item.asDict()
-            stats.errors[record["kind"]] += 1
-            out.write(record)
+    for item in bad.toLocalIterator():
+        record = item.asDict()
+        stats.errors[record["kind"]] += 1
+        if on_error is not None:
+            on_error(record)
 
 
 _STATS_COLUMNS = ("decision", "late", "degraded", "rule_errors", "hits", "shadow_hits",
@@ -523,7 +562,8 @@ def _summary(spark: Any, job: SparkReplay, output: str, errors: str, rows: Any,
              .mapInArrow(_count(job), _spark_schema(spark, _STATS)).collect())
     for (blob,) in parts:
         stats.merge(pickle.loads(blob))
-    _write_errors(rows, errors, stats)
+    with open_writer(_local(errors), ERROR_FIELDS) as out:
+        write_errors(rows, stats, out.write)
     stats.rows = stats.evaluated + stats.error_count
     return stats
 
@@ -535,6 +575,15 @@ def spark_output_records(spark: Any, output: str) -> Iterator[dict[str, Any]]:
         record = item.asDict(recursive=True)
         record["features"] = json.loads(record["features"])
         yield record
+
+
+def input_format(source: str) -> str | None:
+    """``jsonl`` for a .jsonl/.ndjson path, None for CSV (the Spark runner does not read
+    it), else ``parquet`` (a file or a directory)."""
+    name = source.rstrip("/").lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return None if name.endswith(".csv") else "parquet"
 
 
 def default_errors_path(output: str) -> str:

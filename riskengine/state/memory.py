@@ -34,7 +34,7 @@ from riskengine.rules.ruleset import Outcome
 from riskengine.scene import SceneRuntime
 from riskengine.state.idempotency import RememberedIds
 
-__all__ = ["SNAPSHOT_FORMAT", "MemoryPart", "MemoryScene", "MemoryState"]
+__all__ = ["SNAPSHOT_FORMAT", "MemoryPart", "MemoryScene", "MemoryState", "record_of"]
 
 SNAPSHOT_FORMAT = 3
 
@@ -44,6 +44,17 @@ list_hits, late + 2·degraded, ruleset_version, *feature values)``; the outcome 
 other tuples are the decision's own (mostly shared constants), so a record is one tuple
 of its own."""
 _T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
+
+
+def record_of(decision: Decision, outcome: Outcome | None = None) -> Record:
+    """The remembered form of `decision` (`outcome`: the rules' outcome it came from,
+    shared to save memory; rebuilt from the decision when not given)."""
+    if outcome is None:
+        outcome = (decision.decision, decision.score, decision.hits, decision.shadow_hits,
+                   decision.rule_errors)
+    return (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
+            decision.list_hits, decision.late + 2 * decision.degraded,
+            decision.ruleset_version, *decision.features.values())
 
 
 class MemoryState:
@@ -131,12 +142,17 @@ class MemoryState:
                                 f"{SNAPSHOT_FORMAT})")
         self.lsn = payload["lsn"]
         for name, parts in payload["scenes"].items():
-            scene = self._scenes.get(name)
-            if scene is None:
-                continue
-            scene.parts.clear()
-            for clock, data in parts:
-                scene.part(clock).load(data)
+            if name in self._scenes:
+                self.load_scene(name, parts)
+
+    def load_scene(self, name: str, parts: list[tuple[Hashable, dict[str, Any]]]) -> None:
+        """Replace scene `name`'s state with `parts`: (clock domain, `MemoryPart.dump()`)
+        pairs, as a snapshot holds them (or as a runtime computing the state elsewhere
+        assembles them, riskengine/spark/backfill.py)."""
+        scene = self._scenes[name]
+        scene.parts.clear()
+        for clock, data in parts:
+            scene.part(clock).load(data)
 
     def close(self) -> None:
         pass
@@ -246,11 +262,8 @@ class MemoryPart:
     def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
         """Keep `decision` for its id; `known`: the id is held already (an entry past
         its horizon, decided again)."""
-        self.ids.remember(decision.event_id, (
-            decision.timestamp, decision.lsn, decision.latency_ms, outcome,
-            decision.list_hits, decision.late + 2 * decision.degraded,
-            decision.ruleset_version, *decision.features.values()),
-            known, self.features.global_max)
+        self.ids.remember(decision.event_id, record_of(decision, outcome), known,
+                          self.features.global_max)
 
     def dump(self) -> dict[str, Any]:
         """The part's state (no references to live objects)."""
