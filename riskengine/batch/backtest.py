@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from riskengine.batch.arms import CANDIDATE, ArmDecider
-from riskengine.batch.io import Row, open_reader
+from riskengine.batch.io import Row, RowReader, open_reader
 from riskengine.batch.metrics import ArmComparison, ArmResult
 from riskengine.batch.replay import LABEL_COLUMN, error_record, field_types, pop_label
 from riskengine.engine import Engine
@@ -60,6 +60,11 @@ class Backtest:
 
     def decider(self) -> ArmDecider:
         return ArmDecider(self.engine, self.scene, {CANDIDATE: self.candidate})
+
+    def reader(self) -> RowReader:
+        """A reader of the input (`InputError` when it is missing, unreadable or of an
+        unknown format)."""
+        return open_reader(self.source, field_types(self.engine, self.scene))
 
     def comparison(self, decider: ArmDecider) -> ArmComparison:
         """An empty accumulator for the arms of `decider`."""
@@ -147,7 +152,7 @@ def decide_rows(decider: ArmDecider, rows: Iterator[Row], run: BacktestRun, *,
 def run_local(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, BacktestRun]:
     """Backtest in this process: the input read in file order, one engine."""
     decider = backtest.decider()
-    reader = open_reader(backtest.source, field_types(backtest.engine, backtest.scene))
+    reader = backtest.reader()
     comparison = backtest.comparison(decider)
     run = BacktestRun(backtest.scene, str(backtest.source), "local", decider.versions(),
                       None if backtest.candidate_path is None else str(backtest.candidate_path),
