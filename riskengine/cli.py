@@ -536,7 +536,7 @@ def backtest(
         show_default=False, metavar="INPUT",
         help="Past events, in arrival order: .jsonl, .csv or .parquet.")],
     candidate: Annotated[Path, typer.Option(
-        show_default=False, dir_okay=False,
+        show_default=False,
         help="The candidate ruleset: JSON (or .yaml) {\"rules\": [...], \"policy\": {...}}, "
              "what PUT /v1/scenes/S/ruleset takes.")],
     config: Annotated[Path | None, typer.Option(

@@ -291,7 +291,7 @@ class ReportDir:
     whole to DIR; leaving the `with` block otherwise removes everything."""
 
     def __init__(self, directory: Path,
-                 draw: Callable[[dict[str, Any], Path], dict[str, str]] = write_charts
+                 draw: Callable[[dict[str, Any], Path], dict[str, str]] | None = None
                  ) -> None:
         self.directory = directory
         self.draw = draw
@@ -328,7 +328,7 @@ class ReportDir:
         self._close_errors()
         (staging / "report.json").write_text(json.dumps(doc, indent=2) + "\n",
                                              encoding="utf-8")
-        charts = self.draw(doc, staging)
+        charts = (self.draw or write_charts)(doc, staging)
         (staging / "report.md").write_text(markdown_report(doc, charts), encoding="utf-8")
         try:
             os.rename(staging, self.directory)
