@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from riskengine.batch.arms import CANDIDATE, ArmDecider
+from riskengine.batch.candidate import describe_changes
 from riskengine.batch.io import Row, RowReader, open_reader
 from riskengine.batch.metrics import ArmComparison, ArmResult
 from riskengine.batch.replay import LABEL_COLUMN, error_record, field_types, pop_label
@@ -66,6 +67,14 @@ class Backtest:
         unknown format)."""
         return open_reader(self.source, field_types(self.engine, self.scene))
 
+    def run_info(self, runner: str, decider: ArmDecider) -> BacktestRun:
+        """The record of a run by `runner`, before it starts."""
+        return BacktestRun(
+            self.scene, str(self.source), runner, decider.versions(),
+            None if self.candidate_path is None else str(self.candidate_path),
+            self.label_column,
+            describe_changes(self.engine.ruleset(self.scene), self.candidate))
+
     def comparison(self, decider: ArmDecider) -> ArmComparison:
         """An empty accumulator for the arms of `decider`."""
         return ArmComparison(decider.arms, samples=self.samples, rules=decider.rules())
@@ -90,6 +99,7 @@ class BacktestRun:
     versions: dict[str, str]
     candidate_path: str | None = None
     label_column: str = LABEL_COLUMN
+    changes: dict[str, Any] = field(default_factory=dict)
     rows: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -101,6 +111,7 @@ class BacktestRun:
     def to_dict(self) -> dict[str, Any]:
         return {"scene": self.scene, "input": self.source, "runner": self.runner,
                 "candidate": self.candidate_path, "versions": dict(self.versions),
+                "changes": self.changes,
                 "label_column": self.label_column, "rows": self.rows,
                 "errors": self.error_count, "errors_by_kind": dict(self.errors),
                 "elapsed_s": self.elapsed_s}
@@ -154,9 +165,7 @@ def run_local(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, Backtest
     decider = backtest.decider()
     reader = backtest.reader()
     comparison = backtest.comparison(decider)
-    run = BacktestRun(backtest.scene, str(backtest.source), "local", decider.versions(),
-                      None if backtest.candidate_path is None else str(backtest.candidate_path),
-                      backtest.label_column)
+    run = backtest.run_info("local", decider)
     add = comparison.add
     progress = hooks.on_progress
     started = time.perf_counter()

@@ -77,6 +77,11 @@ def _overview(doc: dict[str, Any]) -> ReportTable:
     for arm, version in run["versions"].items():
         source = f" from {run['candidate']}" if arm == "candidate" and run["candidate"] else ""
         rows.append([f"{arm} ruleset", f"version {version}{source}"])
+    changes = run.get("changes")
+    if changes:
+        changed = len(changes["rules"])
+        rows.append(["candidate changes", f"{changed} rule{'s' if changed != 1 else ''}, "
+                                          f"policy {changes['policy'] or 'unchanged'}"])
     rows.append(["rows read", f"{run['rows']:,}"])
     rows.append(["events decided", f"{doc['events']:,}"])
     errors = f"{run['errors']:,}"
@@ -141,11 +146,14 @@ def _transitions(doc: dict[str, Any], limit: int | None, samples: int | None) ->
 def _rules(doc: dict[str, Any]) -> ReportTable:
     arms, base = doc["arms"], doc["baseline"]
     others = [arm for arm in arms if arm != base]
-    headers = ["rule", "mode", *(f"hits {arm}" for arm in arms),
+    changes = doc["run"].get("changes", {}).get("rules", {})
+    headers = ["rule", "mode", "rule change", *(f"hits {arm}" for arm in arms),
                *(f"{arm} − {base}" for arm in others)]
-    table = ReportTable("Rule hits (active and shadow)", headers, align="ll", chart="rule_hits")
+    table = ReportTable("Rule hits (active and shadow)", headers, align="lll",
+                        chart="rule_hits")
     for rule in doc["rules"]:
         table.rows.append([rule["rule_id"], mode_text(rule, arms),
+                           changes.get(rule["rule_id"], ""),
                            *(f"{rule['hits'][arm]:,}" for arm in arms),
                            *(_signed(rule["change"][arm]) for arm in others)])
     errors = {arm: counts for arm, counts in doc["rule_errors"].items() if counts}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,7 +20,7 @@ from riskengine.exceptions import RiskEngineError
 from riskengine.rules.ruleset import Ruleset, ruleset_from_body
 from riskengine.scene import SceneRuntime
 
-__all__ = ["CandidateError", "load_candidate"]
+__all__ = ["CandidateError", "describe_changes", "load_candidate"]
 
 YAML_SUFFIXES = frozenset({".yaml", ".yml"})
 
@@ -52,6 +53,55 @@ def load_candidate(path: Path, runtime: SceneRuntime) -> Ruleset:
         return ruleset_from_body(runtime.name, body, runtime.names, runtime.ruleset.policy)
     except RiskEngineError as exc:
         raise CandidateError(f"{where}: {exc}") from None
+
+
+def describe_changes(live: Ruleset, candidate: Ruleset) -> dict[str, Any]:
+    """What the candidate changes, in words: ``{"rules": {rule_id: change}, "policy":
+    change or None}`` — a rule is ``new``, ``removed``, or lists what differs
+    (``when``, ``score 30 → 50``, ``mode shadow → active``); rules that are unchanged, or
+    differ only by their reason, are left out.
+
+    >>> from riskengine.engine import Engine
+    >>> names = Engine.from_config(None).scene("transfer").names
+    >>> a = Ruleset.build("transfer", [{"id": "big", "when": "amount > 9", "score": 30}],
+    ...                   {"review_at": 50}, names)
+    >>> b = Ruleset.build("transfer", [{"id": "big", "when": "amount > 5", "score": 50},
+    ...                                {"id": "tiny", "when": "amount < 1", "score": 5}],
+    ...                   {"review_at": 40}, names)
+    >>> describe_changes(a, b)
+    {'rules': {'big': 'when, score 30 → 50', 'tiny': 'new'}, 'policy': 'review_at 50 → 40'}
+    """
+    before = {rule.id: rule.to_dict() for rule in live.rules}
+    after = {rule.id: rule.to_dict() for rule in candidate.rules}
+    rules: dict[str, str] = {}
+    for rule_id in (*before, *(r for r in after if r not in before)):
+        old, new = before.get(rule_id), after.get(rule_id)
+        if old is None or new is None:
+            rules[rule_id] = "new" if old is None else "removed"
+        elif old != new:
+            change = _differences(old, new)
+            if change:
+                rules[rule_id] = change
+    policy = _differences(live.policy.to_dict(), candidate.policy.to_dict()) or None
+    return {"rules": rules, "policy": policy}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for key in old:
+        if old[key] == new[key] or key == "reason":  # a reason changes no decision
+            continue
+        if key == "when":
+            parts.append(key)
+        else:
+            parts.append(f"{key} {_show(old[key])} → {_show(new[key])}")
+    return ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _parse(text: str, as_yaml: bool, where: str) -> object:

@@ -118,6 +118,9 @@ def test_example_report_agrees_with_replay_and_shows_the_change(
         outcomes["live"]["account_takeover"]["caught_rate"]
     shared = next(r for r in data["rules"] if r["rule_id"] == "shared_device")
     assert shared["mode"] == {"live": "shadow", "candidate": "active"}
+    assert data["run"]["changes"]["rules"] == {"new_receiver_large": "score 30 → 50",
+                                               "card_testing": "when",
+                                               "shared_device": "mode shadow → active"}
     out = result.stdout
     for text in ("Decisions per ruleset", "Decisions that change against live",
                  "Rule hits", "shadow → active", "precision", "recall", "F1",
@@ -158,6 +161,7 @@ def test_a_candidate_identical_to_live_changes_nothing(generated: Generated,
     assert data["decisions"]["live"] == data["decisions"]["candidate"]
     assert all(rule["change"] == {"candidate": 0} for rule in data["rules"])
     assert data["run"]["versions"]["live"] == data["run"]["versions"]["candidate"]
+    assert data["run"]["changes"] == {"rules": {}, "policy": None}
 
 
 def test_one_changed_threshold_gives_the_transitions_computed_by_hand(tmp_path: Path) -> None:
@@ -175,6 +179,7 @@ def test_one_changed_threshold_gives_the_transitions_computed_by_hand(tmp_path: 
                                  "candidate": {"accept": 4, "review": 4, "reject": 0}}
     card = next(r for r in data["rules"] if r["rule_id"] == "card_testing")
     assert card["hits"] == {"live": 2, "candidate": 4} and card["change"] == {"candidate": 2}
+    assert data["run"]["changes"] == {"rules": {"card_testing": "when"}, "policy": None}
     # labels: c3..c6 are the positives; live flags c5, c6, the candidate c3..c6
     assert data["labelled"] == 8 and data["positives"] == 4
     assert data["detection"]["live"] == pytest.approx(
