@@ -75,10 +75,14 @@ def _decision_mix(axes: Any, data: dict[str, Any], arms: list[str]) -> None:
                         label=arm, color=_COLOURS[i % len(_COLOURS)])
         axes.bar_label(bars, labels=[f"{c:,}" for c in counts], fontsize=8, padding=2)
     axes.set_xticks(range(len(decisions)), decisions)
-    axes.set_yscale("log")  # accept dwarfs the rest; every count stays readable
-    top = max((n for arm in arms for n in data["decisions"][arm].values()), default=1)
-    axes.set_ylim(0.8, max(top, 1) * 6)  # room for the labels and the legend
-    axes.set_ylabel("events (log scale)")
+    top = max((n for arm in arms for n in data["decisions"][arm].values()), default=0)
+    if top > 0:
+        axes.set_yscale("log")  # accept dwarfs the rest; every count stays readable
+        axes.set_ylim(0.8, top * 6)  # room for the labels and the legend
+        axes.set_ylabel("events (log scale)")
+    else:
+        axes.set_ylim(0, 1)
+        axes.set_ylabel("events")
 
 
 def _alert_rate(axes: Any, data: dict[str, Any], arms: list[str]) -> None:

@@ -329,3 +329,14 @@ def test_an_existing_empty_directory_is_filled(tmp_path: Path) -> None:
                  "--report", report)
     assert result.exit_code == 0, result.output
     assert (report / "report.md").is_file()
+
+
+def test_an_empty_input_gives_an_empty_report(tmp_path: Path) -> None:
+    source = tmp_path / "empty.csv"
+    source.write_text("event_id,timestamp,pay_account,rcv_account,amount\n", encoding="utf-8")
+    report = tmp_path / "report"
+    result = run("backtest", source, "--candidate", EXAMPLE_CANDIDATE, "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["events"] == 0 and data["daily"] == [] and data["alert_rate"]["live"] is None
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in report.glob("*.png"))
