@@ -267,6 +267,12 @@ def test_mistakes_exit_2_naming_the_problem_before_anything_runs(tmp_path: Path)
         ([source, "--candidate", write_json(tmp_path / "extra.json",
                                             {"rules": [], "whatever": 1})],
          "unknown ruleset keys"),
+        ([source, "--candidate", write_json(tmp_path / "types.json", {"rules": [
+            {"id": "x", "when": "amount > 1", "score": "high"}]})],
+         "rule 'x': score must be a finite number"),
+        ([source, "--candidate", write_json(tmp_path / "policy-list.json",
+                                            {"rules": [], "policy": [50, 80]})],
+         "'policy' must be an object"),
         ([source, "--candidate", non_utf8], "not UTF-8"),
         ([source, "--candidate", bad_yaml], "invalid YAML at line 2"),
         ([source, "--candidate", write_json(tmp_path / "feature.json", unknown_feature)],
@@ -340,3 +346,23 @@ def test_an_empty_input_gives_an_empty_report(tmp_path: Path) -> None:
     data = json.loads((report / "report.json").read_text(encoding="utf-8"))
     assert data["events"] == 0 and data["daily"] == [] and data["alert_rate"]["live"] is None
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in report.glob("*.png"))
+
+
+def test_an_engine_failure_on_a_row_is_reported_and_exits_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = ArmDecider.decide
+
+    def flaky(self: ArmDecider, event: Any) -> Any:
+        if event.get("event_id") == "c2":
+            raise RuntimeError("simulated failure")
+        return original(self, event)
+
+    monkeypatch.setattr(ArmDecider, "decide", flaky)
+    report = tmp_path / "report"
+    result = run("backtest", card_test_burst(tmp_path), "--candidate", EXAMPLE_CANDIDATE,
+                 "--report", report)
+    assert result.exit_code == 1
+    assert "bug" in result.stderr and "simulated failure" in result.stderr
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["run"]["errors_by_kind"] == {"input": 1, "event": 1, "internal": 1}
+    assert data["events"] == 7
