@@ -26,9 +26,15 @@ from typing import Any, NamedTuple
 
 from riskengine.batch.arms import CANDIDATE, ArmDecider
 from riskengine.batch.candidate import describe_changes
-from riskengine.batch.io import Row, RowReader, open_reader
+from riskengine.batch.io import ParquetReader, Row, RowReader, open_reader
 from riskengine.batch.metrics import ArmComparison, ArmResult
-from riskengine.batch.replay import LABEL_COLUMN, error_record, field_types, pop_label
+from riskengine.batch.replay import (
+    LABEL_COLUMN,
+    check_parquet,
+    error_record,
+    field_types,
+    pop_label,
+)
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.rules.ruleset import Ruleset
@@ -63,9 +69,13 @@ class Backtest:
         return ArmDecider(self.engine, self.scene, {CANDIDATE: self.candidate})
 
     def reader(self) -> RowReader:
-        """A reader of the input (`InputError` when it is missing, unreadable or of an
-        unknown format)."""
-        return open_reader(self.source, field_types(self.engine, self.scene))
+        """A reader of the input (`InputError` when it is missing, unreadable, of an
+        unknown format, or Parquet whose columns cannot hold the scene's events)."""
+        reader = open_reader(self.source, field_types(self.engine, self.scene))
+        if isinstance(reader, ParquetReader):
+            check_parquet(self.engine, self.scene, reader.file.schema_arrow,
+                          repr(str(self.source)))
+        return reader
 
     def run_info(self, runner: str, decider: ArmDecider) -> BacktestRun:
         """The record of a run by `runner`, before it starts."""

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from riskengine.batch import backtest_report
@@ -300,6 +302,17 @@ def test_mistakes_exit_2_naming_the_problem_before_anything_runs(tmp_path: Path)
         assert result.stdout == "", args
     assert sorted(p.name for p in full.iterdir()) == ["old.md"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_parquet_columns_that_cannot_hold_the_scene_are_refused_first(tmp_path: Path) -> None:
+    source = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"event_id": ["e1"], "timestamp": [T0], "pay_account": ["P1"],
+                             "rcv_account": ["R1"], "amount": ["12.5"]}), source)
+    report = tmp_path / "report"
+    result = run("backtest", source, "--candidate", EXAMPLE_CANDIDATE, "--report", report)
+    assert result.exit_code == 2
+    assert "column 'amount' holds string" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["typed.parquet"]
 
 
 def test_invalid_json_candidate_names_line_and_column(tmp_path: Path) -> None:
