@@ -20,12 +20,10 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
+from riskengine.batch.metrics import DECISIONS, LEGIT, Detection, label_order
 from riskengine.decision import Decision
 
-__all__ = ["DECISIONS", "LEGIT", "ReplayStats", "render_summary"]
-
-DECISIONS = ("accept", "review", "reject")
-LEGIT = "legit"
+__all__ = ["DECISIONS", "LEGIT", "ReplayStats", "percent", "render_summary"]
 
 
 @dataclass
@@ -123,13 +121,12 @@ class ReplayStats:
     def rule_quality(self, rule_id: str) -> dict[str, Any]:
         """Hits, precision, recall and recall per label of one rule."""
         per_label = self.rule_label_hits.get(rule_id, Counter())
-        flagged = sum(per_label.values())
         true_pos = sum(n for label, n in per_label.items() if label != LEGIT)
-        positives = self.positives
+        detection = Detection.of(true_pos, sum(per_label.values()), self.positives)
         return {
             "hits": self.hits.get(rule_id, 0),
-            "precision": true_pos / flagged if flagged else None,
-            "recall": true_pos / positives if positives else None,
+            "precision": detection.precision,
+            "recall": detection.recall,
             "recall_by_label": {label: per_label.get(label, 0) / n
                                 for label, n in sorted(self.labels.items())},
         }
@@ -161,18 +158,12 @@ class ReplayStats:
             "rules": [{"rule_id": rule_id, "mode": mode, **self.rule_quality(rule_id)}
                       for rule_id, mode in self.rule_ids()],
             "labels": {label: self.label_outcomes(label)
-                       for label in _label_order(self.labels)},
+                       for label in label_order(self.labels)},
         }
 
 
-def _label_order(labels: Counter[str]) -> list[str]:
-    """``legit`` first, then the attack labels by how often they occur."""
-    rest = sorted((label for label in labels if label != LEGIT),
-                  key=lambda label: (-labels[label], label))
-    return ([LEGIT] if LEGIT in labels else []) + rest
-
-
-def _pct(part: float | None, whole: float | None = 1.0) -> str:
+def percent(part: float | None, whole: float | None = 1.0) -> str:
+    """`part` as a share of `whole` (a fraction when `whole` is omitted); ``–`` for none."""
     if part is None or not whole:
         return "–"
     share = 100.0 * part / whole
@@ -211,7 +202,7 @@ def _decisions(stats: ReplayStats) -> Table:
     table.add_column("%", justify="right")
     for decision in DECISIONS:
         count = stats.decisions.get(decision, 0)
-        table.add_row(decision, f"{count:,}", _pct(count, stats.evaluated))
+        table.add_row(decision, f"{count:,}", percent(count, stats.evaluated))
     return table
 
 
@@ -230,14 +221,14 @@ def _rules(stats: ReplayStats) -> Table:
         table.add_column("recall by label")
     for rule_id, mode in stats.rule_ids():
         quality = stats.rule_quality(rule_id)
-        cells = [rule_id, mode, f"{quality['hits']:,}", _pct(quality["hits"], stats.evaluated)]
+        cells = [rule_id, mode, f"{quality['hits']:,}", percent(quality["hits"], stats.evaluated)]
         if labelled:
             by_label = quality["recall_by_label"]
             caught = sorted(((rate, label) for label, rate in by_label.items()
                              if label != LEGIT and rate > 0), reverse=True)
-            cells += [_pct(quality["precision"]), _pct(quality["recall"]),
-                      _pct(by_label.get(LEGIT)),
-                      ", ".join(f"{label} {_pct(rate)}" for rate, label in caught) or "–"]
+            cells += [percent(quality["precision"]), percent(quality["recall"]),
+                      percent(by_label.get(LEGIT)),
+                      ", ".join(f"{label} {percent(rate)}" for rate, label in caught) or "–"]
         table.add_row(*cells)
     return table
 
@@ -251,10 +242,10 @@ def _labels(stats: ReplayStats) -> Table:
     for decision in DECISIONS:
         table.add_column(decision, justify="right")
     table.add_column("caught", justify="right")
-    for label in _label_order(stats.labels):
+    for label in label_order(stats.labels):
         outcome = stats.label_outcomes(label)
         table.add_row(label, f"{outcome['events']:,}",
-                      *(f"{outcome[d]:,}" for d in DECISIONS), _pct(outcome["caught_rate"]))
+                      *(f"{outcome[d]:,}" for d in DECISIONS), percent(outcome["caught_rate"]))
     return table
 
 

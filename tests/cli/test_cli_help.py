@@ -13,7 +13,7 @@ COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands
 
 
 def test_every_command_is_listed() -> None:
-    assert {"generate", "replay", "backfill", "validate", "serve", "demo",
+    assert {"generate", "replay", "backfill", "backtest", "validate", "serve", "demo",
             "worker"} <= set(COMMANDS)
 
 
