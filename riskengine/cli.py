@@ -351,7 +351,7 @@ def _replay_on_spark(config: Path | None, scene: str, source: str, output: str,
         _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
     errors_text = str(errors) if errors is not None else default_errors_path(output)
     console = _stderr()
-    job = SparkReplay(str(config.resolve()) if config is not None else None, scene)
+    job = SparkReplay.of(engine.config, scene)
     try:
         with console.status("starting Spark") as status:
             spark = spark_session(master, shuffle_partitions=partitions)
@@ -453,12 +453,12 @@ def _backfill_on_spark(config: Path | None, scene: str, source: Path, state_dir:
     from riskengine.spark.replay import SparkReplay, input_format
     from riskengine.spark.session import SparkUnavailableError, spark_session
 
-    config_path = str(config.resolve()) if config is not None else None
-    engine = _load_engine(config, 2)
+    config_engine = _load_engine(config, 2)
     fmt = input_format(str(source))
     if fmt is None:
         _fail("the Spark runner reads JSON Lines or Parquet; use --runner local for CSV", 2)
-    target = StateDirTarget(engine.config, state_dir, decision_log=decision_log, force=force)
+    target = StateDirTarget(config_engine.config, state_dir, decision_log=decision_log,
+                            force=force)
     console = _stderr()
     further = ("further errors are only written to " + str(errors) if errors is not None
                else "further errors are only counted (--errors FILE keeps them all)")
@@ -477,7 +477,8 @@ def _backfill_on_spark(config: Path | None, scene: str, source: Path, state_dir:
             summary = run_backfill(
                 target, scene, None, source=str(source),
                 compute=lambda engine: spark_backfill(
-                    spark, SparkReplay(config_path, scene), engine, str(source.resolve()),
+                    spark, SparkReplay.of(config_engine.config, scene), engine,
+                    str(source.resolve()),
                     fmt, partitions or int(spark.conf.get("spark.sql.shuffle.partitions")),
                     limit=limit, on_error=on_error))
     except SparkUnavailableError as exc:
@@ -627,8 +628,15 @@ def backtest(
     limit: Annotated[int | None, typer.Option(
         min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
     = None,
-    runner: Annotated[str, typer.Option(help="Where it runs: local (in this process).")]
-    = "local",
+    runner: Annotated[str, typer.Option(
+        help="Where it runs: local (in this process) or spark (by key on Spark; JSON Lines "
+             "or Parquet, a file or a directory).")] = "local",
+    master: Annotated[str | None, typer.Option(
+        show_default=False, help="Spark master URL for --runner spark (default local[2]).")]
+    = None,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, show_default=False,
+        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
 ) -> None:
     """What a candidate ruleset would have decided on past events, beside the live one.
 
@@ -647,7 +655,7 @@ def backtest(
             code = backtest_command(
                 engine, source=input, candidate=candidate, scene=scene,
                 label_column=label_column, report=report, limit=limit, runner=runner,
-                out=_stdout(), err=_stderr(),
+                master=master, partitions=partitions, out=_stdout(), err=_stderr(),
                 progress=lambda: _progress(_stderr(), rows_field=True))
         except BacktestCommandError as exc:
             _fail(str(exc), exc.code)

@@ -64,6 +64,10 @@ class Backtest:
     label_column: str = LABEL_COLUMN
     limit: int | None = None
     samples: int = SAMPLES
+    master: str | None = None
+    """The Spark runner's master URL (None: local[2])."""
+    partitions: int | None = None
+    """The Spark runner's shuffle partitions (None: twice the cores)."""
 
     def decider(self) -> ArmDecider:
         return ArmDecider(self.engine, self.scene, {CANDIDATE: self.candidate})
@@ -192,5 +196,12 @@ def run_local(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, Backtest
 
 Runner = Callable[[Backtest, Hooks], tuple[ArmComparison, BacktestRun]]
 
-RUNNERS: dict[str, Runner] = {"local": run_local}
+def run_spark(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, BacktestRun]:
+    """Backtest on Spark (riskengine/spark/backtest.py; needs riskengine[spark])."""
+    from riskengine.spark.backtest import run_spark as on_spark
+
+    return on_spark(backtest, hooks)
+
+
+RUNNERS: dict[str, Runner] = {"local": run_local, "spark": run_spark}
 """The runners by the name `--runner` takes."""

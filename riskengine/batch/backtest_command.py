@@ -25,6 +25,7 @@ from riskengine.batch.charts import ChartsUnavailableError, check_charts
 from riskengine.batch.io import InputError
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError, UnknownSceneError
+from riskengine.spark.session import SparkUnavailableError
 
 __all__ = ["SHOWN_ERRORS", "BacktestCommandError", "backtest_command"]
 
@@ -41,7 +42,8 @@ class BacktestCommandError(RiskEngineError):
 
 
 def _prepare(engine: Engine, source: Path, candidate: Path, scene: str, label_column: str,
-             limit: int | None, runner: str) -> Backtest:
+             limit: int | None, runner: str, master: str | None = None,
+             partitions: int | None = None) -> Backtest:
     if runner not in RUNNERS:
         raise BacktestCommandError(f"unknown runner {runner!r}; use {', '.join(RUNNERS)}", 2)
     try:
@@ -55,7 +57,15 @@ def _prepare(engine: Engine, source: Path, candidate: Path, scene: str, label_co
         ruleset = load_candidate(candidate, runtime)
     except CandidateError as exc:
         raise BacktestCommandError(str(exc), 2) from None
-    backtest = Backtest(engine, scene, source, ruleset, candidate, label_column, limit)
+    backtest = Backtest(engine, scene, source, ruleset, candidate, label_column, limit,
+                        master=master, partitions=partitions)
+    if runner == "spark":  # any file or directory Spark reads; its columns checked there
+        if not source.exists():
+            raise BacktestCommandError(f"input {str(source)!r} does not exist", 2)
+        if source.suffix.lower() == ".csv":
+            raise BacktestCommandError("the Spark runner reads JSON Lines or Parquet; use "
+                                       "--runner local for CSV", 2)
+        return backtest
     try:
         backtest.reader()
     except InputError as exc:
@@ -65,10 +75,12 @@ def _prepare(engine: Engine, source: Path, candidate: Path, scene: str, label_co
 
 def backtest_command(engine: Engine, *, source: Path, candidate: Path, scene: str,
                      label_column: str, report: Path | None, limit: int | None, runner: str,
-                     out: Console, err: Console, progress: Callable[[], Progress]) -> int:
+                     out: Console, err: Console, progress: Callable[[], Progress],
+                     master: str | None = None, partitions: int | None = None) -> int:
     """Run the backtest; print the summary on `out`, bad rows and the progress bar (from
     `progress()`) on `err`; write the report to `report`. Returns the exit code."""
-    backtest = _prepare(engine, source, candidate, scene, label_column, limit, runner)
+    backtest = _prepare(engine, source, candidate, scene, label_column, limit, runner,
+                        master, partitions)
     with ExitStack() as stack:
         report_dir = None
         if report is not None:
@@ -100,6 +112,8 @@ def backtest_command(engine: Engine, *, source: Path, candidate: Path, scene: st
                     bar.update(task, completed=done, total=total, rows=rows)
 
                 comparison, run = RUNNERS[runner](backtest, Hooks(on_error, on_progress))
+        except SparkUnavailableError as exc:
+            raise BacktestCommandError(str(exc), 2) from None
         except InputError as exc:
             raise BacktestCommandError(str(exc), 1) from None
         except OSError as exc:

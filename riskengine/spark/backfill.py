@@ -89,7 +89,7 @@ def spark_backfill(spark: Any, job: SparkReplay, engine: Engine, source: str, fm
         engine.state.load_scene(job.scene, [(None, part)])
         engine.state.lsn = tail_row["lsn"]
         stats = ReplayStats(scene=job.scene, source=source)
-        write_errors(prepared.rows, stats, on_error)
+        write_errors(prepared.rows, stats.errors, on_error)
         stats.decisions["taken"] = tail.events
         stats.late = tail.late
         stats.rows = tail.events + stats.error_count

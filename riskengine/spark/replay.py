@@ -35,6 +35,7 @@ import os
 import pickle
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,10 +57,13 @@ from riskengine.batch.io import (
 from riskengine.batch.replay import (
     DECISION_SCHEMA,
     ERROR_FIELDS,
+    LABEL_COLUMN,
     check_parquet,
     decision_record,
+    pop_label,
 )
 from riskengine.batch.report import ReplayStats
+from riskengine.config import ProjectConfig
 from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
@@ -95,24 +99,30 @@ _BATCH = 4096
 
 @dataclass(frozen=True)
 class SparkReplay:
-    """What a Spark replay needs in every worker: the config (a path every worker can
-    read, or None for the example) and the scene. Workers build the engine once per
-    process (`scene_runtime`)."""
+    """What a Spark replay needs in every worker: the project config (pickled; its list
+    files are read by their paths, which every worker must be able to read) and the
+    scene. Workers build the engine once per process (`engine`)."""
 
-    config: str | None
+    config: bytes
     scene: str
     first_lsn: int = 0
     """The LSN before the first event (a backfill numbers history after a decision log)."""
     keep_state: bool = False
     """Each compute partition also gives its final key states (a backfill's)."""
+    label_column: str = LABEL_COLUMN
+    """The column taken out of each event as its ground truth."""
+
+    @classmethod
+    def of(cls, config: ProjectConfig, scene: str, **options: Any) -> SparkReplay:
+        return cls(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL), scene, **options)
 
     def engine(self) -> Engine:
         return _engine(self.config)
 
 
 @functools.cache
-def _engine(config: str | None) -> Engine:
-    return Engine.from_config(config)
+def _engine(config: bytes) -> Engine:
+    return Engine(pickle.loads(config))
 
 
 def _runtime(job: SparkReplay) -> SceneRuntime:
@@ -132,10 +142,7 @@ def _row_record(job: SparkReplay, row: Row) -> dict[str, Any]:
     if event is None:
         record.update(kind="input", error=row.error or "unreadable row", excerpt=row.excerpt)
         return record
-    label = event.pop("label", None)
-    if label is not None and not isinstance(label, str):
-        label = str(label)
-    record["label"] = label
+    record["label"] = pop_label(event, job.label_column)
     event_id = event.get("event_id")
     record["event_id"] = event_id if isinstance(event_id, str) else None
     try:
@@ -523,16 +530,16 @@ def _joined(steps: Any, rows: Any, new: Any, parts: Any, partitions: int) -> Any
             .repartition(partitions, "lsn").sortWithinPartitions("lsn", "grp"))
 
 
-def write_errors(rows: Any, stats: ReplayStats,
+def write_errors(rows: Any, counts: Counter[str],
                  on_error: Callable[[dict[str, Any]], None] | None) -> None:
-    """Count the error records (in row order) by kind in `stats`, giving each to
+    """Count the error records (in row order) by kind in `counts`, giving each to
     `on_error`."""
     from pyspark.sql import functions as F
 
     bad = rows.where(F.col("event").isNull()).select(*ERROR_FIELDS).orderBy("row")
     for item in bad.toLocalIterator():
         record = item.asDict()
-        stats.errors[record["kind"]] += 1
+        counts[record["kind"]] += 1
         if on_error is not None:
             on_error(record)
 
@@ -563,7 +570,7 @@ def _summary(spark: Any, job: SparkReplay, output: str, errors: str, rows: Any,
     for (blob,) in parts:
         stats.merge(pickle.loads(blob))
     with open_writer(_local(errors), ERROR_FIELDS) as out:
-        write_errors(rows, stats, out.write)
+        write_errors(rows, stats.errors, out.write)
     stats.rows = stats.evaluated + stats.error_count
     return stats
 
