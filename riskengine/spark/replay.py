@@ -282,8 +282,12 @@ def _compute(job: SparkReplay) -> Callable[[Iterator[pa.RecordBatch]],
             columns = [batch.column(n).to_pylist()
                        for n in ("grp", "lsn", "clock", "late", "event")]
             payloads, degraded = [], []
+            last_lsn: int | None = None
+            event: dict[str, Any] = {}
             for group, lsn, clock, late, blob in zip(*columns, strict=True):
-                values, is_degraded = compute(group, pickle.loads(blob), lsn, clock, late)
+                if lsn != last_lsn:  # an event's groups are adjacent here more often than not
+                    last_lsn, event = lsn, pickle.loads(blob)
+                values, is_degraded = compute(group, event, lsn, clock, late)
                 payloads.append(_dumps(values))
                 degraded.append(is_degraded)
             n = len(payloads)
