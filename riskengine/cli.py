@@ -20,7 +20,7 @@ from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import typer
@@ -57,6 +57,9 @@ from riskengine.config import ProjectConfig, load_config
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
+
+if TYPE_CHECKING:
+    from riskengine.batch.backfill import Compute
 
 __all__ = ["app"]
 
@@ -442,55 +445,21 @@ def replay(
 # backfill -------------------------------------------------------------------------------
 
 
-def _backfill_on_spark(config: Path | None, scene: str, source: Path, state_dir: Path,
-                       decision_log: str | None, force: bool, errors: Path | None,
-                       limit: int | None, master: str | None, partitions: int | None) -> None:
-    """`backfill --runner spark --state-dir D`."""
-    from riskengine.batch.backfill import BackfillStoppedError, render_backfill
-    from riskengine.batch.backfill import backfill as run_backfill
-    from riskengine.batch.state_targets import StateDirTarget
+def _spark_backfill(config: ProjectConfig, scene: str, source: Path, fmt: str,
+                    master: str | None, partitions: int | None, limit: int | None,
+                    on_error: Callable[[dict[str, Any]], None]) -> Compute:
+    """`backfill --runner spark`'s step 1 (Spark starts when it runs)."""
     from riskengine.spark.backfill import spark_backfill
-    from riskengine.spark.replay import SparkReplay, input_format
-    from riskengine.spark.session import SparkUnavailableError, spark_session
+    from riskengine.spark.replay import SparkReplay
+    from riskengine.spark.session import spark_session
 
-    config_engine = _load_engine(config, 2)
-    fmt = input_format(str(source))
-    if fmt is None:
-        _fail("the Spark runner reads JSON Lines or Parquet; use --runner local for CSV", 2)
-    target = StateDirTarget(config_engine.config, state_dir, decision_log=decision_log,
-                            force=force)
-    console = _stderr()
-    further = ("further errors are only written to " + str(errors) if errors is not None
-               else "further errors are only counted (--errors FILE keeps them all)")
-    show = _error_printer(console, further)
-    bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
-
-    def on_error(record: dict[str, Any]) -> None:
-        show(record)
-        if bad_rows is not None:
-            bad_rows.write(record)
-
-    try:
-        with console.status("starting Spark") as status:
-            spark = spark_session(master, shuffle_partitions=partitions)
-            status.update("Spark: computing the state by key")
-            summary = run_backfill(
-                target, scene, None, source=str(source),
-                compute=lambda engine: spark_backfill(
-                    spark, SparkReplay.of(config_engine.config, scene), engine,
-                    str(source.resolve()),
-                    fmt, partitions or int(spark.conf.get("spark.sql.shuffle.partitions")),
-                    limit=limit, on_error=on_error))
-    except SparkUnavailableError as exc:
-        _fail(str(exc), 2)
-    except BackfillStoppedError as exc:
-        _fail(f"backfill stopped: {exc}", 1)
-    except RiskEngineError as exc:
-        _fail(str(exc), 2)
-    finally:
-        if bad_rows is not None:
-            bad_rows.close()
-    render_backfill(summary, _stdout())
+    def compute(engine: Engine) -> ReplayStats:
+        spark = spark_session(master, shuffle_partitions=partitions)
+        return spark_backfill(
+            spark, SparkReplay.of(config, scene), engine, str(source.resolve()), fmt,
+            partitions or int(spark.conf.get("spark.sql.shuffle.partitions")), limit=limit,
+            on_error=on_error)
+    return compute
 
 
 @app.command()
@@ -545,6 +514,8 @@ def backfill(
     from riskengine.batch.backfill import BackfillStoppedError, render_backfill
     from riskengine.batch.backfill import backfill as run_backfill
     from riskengine.batch.state_targets import RedisTarget, StateDirTarget
+    from riskengine.spark.replay import input_format
+    from riskengine.spark.session import SparkUnavailableError
 
     with _user_errors():
         if (state_dir is None) == (state is None):
@@ -562,13 +533,12 @@ def backfill(
             _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
         if errors is not None and errors.resolve() == input.resolve():
             _fail("the errors file would overwrite the input", 2)
-        if runner is Runner.spark:
-            assert state_dir is not None
-            _backfill_on_spark(config, scene, input, state_dir, decision_log, force, errors,
-                               limit, master, partitions)
-            return
+        fmt = input_format(str(input)) if runner is Runner.spark else None
+        if runner is Runner.spark and fmt is None:
+            _fail("the Spark runner reads JSON Lines or Parquet; use --runner local for CSV",
+                  2)
         try:
-            reader = _open_input(engine, scene, input)
+            reader = _open_input(engine, scene, input) if fmt is None else None
             bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
         except InputError as exc:
             _fail(str(exc), 2)
@@ -578,18 +548,30 @@ def backfill(
         console = _stderr()
         further = ("further errors are only written to " + str(errors) if errors is not None
                    else "further errors are only counted (--errors FILE keeps them all)")
+        show = _error_printer(console, further)
+        compute = None
+        if fmt is not None:  # Spark: its bad rows come to `show` here, written here too
+
+            def show_and_keep(record: dict[str, Any]) -> None:
+                show(record)
+                if bad_rows is not None:
+                    bad_rows.write(record)
+
+            compute = _spark_backfill(engine.config, scene, input, fmt, master, partitions,
+                                      limit, show_and_keep)
         try:
             with _progress(console, rows_field=True) as progress:
-                task = progress.add_task(f"backfilling {input.name}", total=reader.total,
-                                         rows=0)
+                task = progress.add_task(f"backfilling {input.name}",
+                                         total=reader.total if reader else None, rows=0)
 
                 def advance(rows: int, done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total, rows=rows)
 
                 summary = run_backfill(target, scene, reader, errors=bad_rows, limit=limit,
-                                       source=str(input),
-                                       on_error=_error_printer(console, further),
-                                       on_progress=advance)
+                                       source=str(input), on_error=show,
+                                       on_progress=advance, compute=compute)
+        except SparkUnavailableError as exc:
+            _fail(str(exc), 2)
         except BackfillStoppedError as exc:
             _fail(f"backfill stopped: {exc}", 1)
         except RiskEngineError as exc:
