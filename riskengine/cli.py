@@ -323,6 +323,20 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     return stats, code
 
 
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", show_default=False,
+    help="Project config (YAML); default: the example config shipped with riskengine.")]
+LimitOption = Annotated[int | None, typer.Option(
+    min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
+MasterOption = Annotated[str | None, typer.Option(
+    show_default=False,
+    help="Spark master URL for --runner spark (default local[2]; local[*], "
+         "spark://host:7077, yarn, k8s://…).")]
+PartitionsOption = Annotated[int | None, typer.Option(
+    min=1, show_default=False,
+    help="Shuffle partitions for --runner spark (default: twice the cores).")]
+
+
 class Runner(StrEnum):
     local = "local"
     spark = "spark"
@@ -379,15 +393,10 @@ def replay(
         "--output", "-o", show_default=False,
         help="Decisions to write: .jsonl or .parquet (one record per decided row); with "
              "--runner spark a Parquet directory that must not exist.")],
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False,
-        help="Project config (YAML); default: the example config shipped with riskengine.")]
-    = None,
+    config: ConfigOption = None,
     scene: Annotated[str, typer.Option("--scene", "-s", help="Scene to evaluate the rows in.")]
     = "transfer",
-    limit: Annotated[int | None, typer.Option(
-        min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
-    = None,
+    limit: LimitOption = None,
     errors: Annotated[Path | None, typer.Option(
         show_default=False,
         help="Where bad rows go (JSON Lines); default: next to OUTPUT, named "
@@ -398,13 +407,8 @@ def replay(
     runner: Annotated[Runner, typer.Option(
         help="local: this process, in file order; spark: the same decisions computed by "
              "key on Spark (pip install 'riskengine[spark]').")] = Runner.local,
-    master: Annotated[str | None, typer.Option(
-        show_default=False,
-        help="Spark master URL for --runner spark (default local[2]; local[*], "
-             "spark://host:7077, yarn, k8s://…).")] = None,
-    partitions: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
-        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
 ) -> None:
     """Replay an event file through the engine and summarise the decisions.
 
@@ -473,15 +477,10 @@ def backfill(
     state: Annotated[str | None, typer.Option(
         show_default=False, help="Fill the shared state: redis://host:port/db or "
                                  "redis+cluster://host:port,host:port.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False,
-        help="Project config (YAML); default: the example config shipped with riskengine.")]
-    = None,
+    config: ConfigOption = None,
     scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
     = "transfer",
-    limit: Annotated[int | None, typer.Option(
-        min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
-    = None,
+    limit: LimitOption = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace the state the target holds already.")] = False,
     decision_log: Annotated[str | None, typer.Option(
@@ -492,12 +491,8 @@ def backfill(
     runner: Annotated[Runner, typer.Option(
         help="local: this process, in file order; spark: computed by key on Spark "
              "(--state-dir only).")] = Runner.local,
-    master: Annotated[str | None, typer.Option(
-        show_default=False, help="Spark master URL for --runner spark (default local[2]).")]
-    = None,
-    partitions: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
-        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
 ) -> None:
     """Fill a scene's state from history so that a service starts warm.
 
@@ -607,18 +602,12 @@ def backtest(
         show_default=False, file_okay=False,
         help="Write report.md, report.json, PNG charts and errors.jsonl to this new "
              "directory.")] = None,
-    limit: Annotated[int | None, typer.Option(
-        min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
-    = None,
+    limit: LimitOption = None,
     runner: Annotated[str, typer.Option(
         help="Where it runs: local (in this process) or spark (by key on Spark; JSON Lines "
              "or Parquet, a file or a directory).")] = "local",
-    master: Annotated[str | None, typer.Option(
-        show_default=False, help="Spark master URL for --runner spark (default local[2]).")]
-    = None,
-    partitions: Annotated[int | None, typer.Option(
-        min=1, show_default=False,
-        help="Shuffle partitions for --runner spark (default: twice the cores).")] = None,
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
 ) -> None:
     """What a candidate ruleset would have decided on past events, beside the live one.
 
@@ -678,10 +667,7 @@ def _scene_tables(engine: Engine, scene: str) -> list[Table]:
 
 @app.command()
 def validate(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False,
-        help="Project config (YAML); default: the example config shipped with riskengine.")]
-    = None,
+    config: ConfigOption = None,
 ) -> None:
     """Load and compile a config; print its scenes, features, rules and lists.
 

@@ -286,7 +286,7 @@ def test_mistakes_exit_2_naming_the_problem_before_anything_runs(tmp_path: Path)
         ([source, "--candidate", write_json(tmp_path / "scene.json", other_scene)],
          "is for scene 'login'"),
         ([source, "--candidate", good, "--scene", "payout"], "unknown scene 'payout'"),
-        ([source, "--candidate", good, "--runner", "spark"], "unknown runner 'spark'"),
+        ([source, "--candidate", good, "--runner", "flink"], "unknown runner 'flink'"),
         ([source, "--candidate", good, "-c", tmp_path / "nope.yaml"], "does not exist"),
         ([source, "--candidate", good, "--report", full], "already exists and is not empty"),
         ([source, "--candidate", good, "--report", a_file / "report"], "cannot write"),
