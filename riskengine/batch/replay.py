@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from riskengine.batch.columns import check_columns
 from riskengine.batch.fastjson import float_writes_alike, writes_alike
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
@@ -34,8 +35,9 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.features.dsl import NUMERIC_FUNCTIONS
 
-__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "decision_record",
-           "decision_writes_alike", "field_types", "replay_rows"]
+__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "LABEL_COLUMN",
+           "check_parquet", "decision_record", "decision_writes_alike", "error_record",
+           "field_types", "pop_label", "replay_rows", "required_fields"]
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
@@ -62,6 +64,8 @@ DECISION_SCHEMA = pa.schema([
 
 ERROR_FIELDS = ("row", "event_id", "kind", "error", "field", "excerpt")
 
+LABEL_COLUMN = "label"
+
 PROGRESS_EVERY = 1024
 
 ErrorHook = Callable[[dict[str, Any]], None]
@@ -76,6 +80,20 @@ def field_types(engine: Engine, scene: str) -> dict[str, str]:
              if spec.func in NUMERIC_FUNCTIONS}
     types.update({spec.name: spec.type for spec in config.schema})
     return types
+
+
+def required_fields(engine: Engine, scene: str) -> list[str]:
+    """The fields every event of a scene must have: ``timestamp`` and the schema's
+    non-optional fields."""
+    return ["timestamp", *(spec.name for spec in engine.config.scenes[scene].schema
+                           if spec.required)]
+
+
+def check_parquet(engine: Engine, scene: str, schema: pa.Schema, source: str) -> None:
+    """Refuse a Parquet input whose columns cannot hold the scene's events (see
+    riskengine/batch/columns.py), naming the column."""
+    check_columns(schema, field_types(engine, scene), required_fields(engine, scene),
+                  source, scene)
 
 
 def decision_record(row: int, decision: Decision, label: str | None,
@@ -116,6 +134,14 @@ def decision_writes_alike(record: Mapping[str, Any]) -> bool:
         else writes_alike((features,)))
 
 
+def pop_label(event: dict[str, Any], column: str = LABEL_COLUMN) -> str | None:
+    """Take the ground-truth label out of `event` (so no rule can read it), as text."""
+    label = event.pop(column, None)
+    if label is None or isinstance(label, str):
+        return label
+    return str(label)
+
+
 def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWriter,
            errors: RecordWriter, *, limit: int | None = None, source: str = "",
            features_as_json: bool = False, on_error: ErrorHook | None = None,
@@ -148,9 +174,7 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
         if event is None:
             _error(stats, errors, on_error, row, "input", row.error or "unreadable row")
             continue
-        label = event.pop("label", None)
-        if label is not None and label.__class__ is not str:
-            label = str(label)
+        label = pop_label(event)
         try:
             decision = evaluate(scene, event)
         except RiskEngineError as exc:
@@ -172,9 +196,15 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
 def _error(stats: ReplayStats, errors: RecordWriter, hook: ErrorHook | None, row: Row,
            kind: str, message: str, field: str | None = None) -> None:
     stats.errors[kind] += 1
-    event_id = row.event.get("event_id") if row.event is not None else None
-    record = {"row": row.number, "event_id": event_id if isinstance(event_id, str) else None,
-              "kind": kind, "error": message, "field": field, "excerpt": row.excerpt}
+    record = error_record(row, kind, message, field)
     errors.write(record)
     if hook is not None:
         hook(record)
+
+
+def error_record(row: Row, kind: str, message: str, field: str | None = None
+                 ) -> dict[str, Any]:
+    """The error record of a row (see the module docstring)."""
+    event_id = row.event.get("event_id") if row.event is not None else None
+    return {"row": row.number, "event_id": event_id if isinstance(event_id, str) else None,
+            "kind": kind, "error": message, "field": field, "excerpt": row.excerpt}
