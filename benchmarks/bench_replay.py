@@ -11,14 +11,16 @@ timed from start to exit):
 - **riskengine replay, local**: ``riskengine replay EVENTS -o OUT -c CONFIG`` (the command
   line, `python -m riskengine`);
 - **riskengine replay, Spark** ``local[1]`` and ``local[2]``: ``riskengine replay ...
-  --runner spark --master local[N]``, when the command has a Spark runner (`--runner` in
-  its help); otherwise skipped with a note;
+  --runner spark --master local[N]`` (output: a Parquet directory, the Spark runner's
+  format), when the command has a Spark runner (`--runner` in its help); otherwise
+  skipped with a note;
 - **engine alone** (a reference, not end to end): `python -m benchmarks.engine_alone`
   loads the events into memory, then times `Engine.evaluate` over them: the replay's
   floor on this machine at this moment.
 
 Reported per runner: events/s from the wall time (the headline: end to end), from the CPU
-time of the process and its children, and — for riskengine — from the replay's own loop
+time of the process and its children (not for Spark, whose JVM is not a child this
+process waits for), and — for riskengine — from the replay's own loop
 time (`--summary-json` `elapsed_s`: reading, deciding, writing; no start-up; for the
 engine alone, its loop over the events in memory); best and median over the rounds;
 median ratios against the peer; the load average around each run (the machine may be
@@ -36,6 +38,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as pa_dataset  # type: ignore[import-untyped]
 import yaml
 
 from benchmarks.bench_engine import code_version, engine_config, machine
@@ -70,6 +74,12 @@ class Runner:
     end_to_end: bool = True
     """Its wall and CPU time are a whole replay (not for the engine alone, whose process
     spends them mostly loading the events into memory)."""
+    cpu_counted: bool = True
+    """The CPU time of its process tree is all counted (not for Spark: the JVM is not a
+    child this process waits for)."""
+    output: str = "out.jsonl"
+    """What it writes in the work folder: a JSON Lines file, or a Parquet directory (the
+    Spark runner)."""
 
 
 @dataclass
@@ -133,7 +143,8 @@ def runners(config: Path, with_spark: bool) -> tuple[list[Runner], list[Outcome]
     skipped: list[Outcome] = []
     for master in ("local[1]", "local[2]"):
         runner = Runner(f"riskengine replay, Spark {master}",
-                        [*replay, "--runner", "spark", "--master", master], loop="summary")
+                        [*replay, "--runner", "spark", "--master", master], loop="summary",
+                        cpu_counted=False, output="out.parquet")
         if not with_spark:
             skipped.append(Outcome(runner, skipped="--no-spark"))
         elif not spark_runner_available():
@@ -149,7 +160,7 @@ def run_once(runner: Runner, source: Path, workdir: Path, events: int) -> Run:
     """Run `runner` as a process on `source`; wall and CPU time from start to exit. Then,
     untimed, its output must hold one line per event (a guard against timing a run that
     did nothing)."""
-    output = workdir / "out.jsonl"
+    output = workdir / runner.output
     summary = workdir / "summary.json"
     command = [part.format(input=source, output=output) for part in runner.command]
     if runner.loop == "summary":
@@ -164,11 +175,10 @@ def run_once(runner: Runner, source: Path, workdir: Path, events: int) -> Run:
     try:
         if done.returncode != 0:
             raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
-        if output.is_file():
-            with output.open("rb") as handle:
-                lines = sum(1 for _ in handle)
-            if lines != events:
-                raise RuntimeError(f"wrote {lines:,} lines for {events:,} events")
+        if runner.output != "out.jsonl" or output.is_file():
+            written = count_records(output)
+            if written != events:
+                raise RuntimeError(f"wrote {written:,} records for {events:,} events")
         loop = None
         if runner.loop == "summary":
             loop = float(json.loads(summary.read_text(encoding="utf-8"))["elapsed_s"])
@@ -177,10 +187,20 @@ def run_once(runner: Runner, source: Path, workdir: Path, events: int) -> Run:
         return Run(wall, (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime),
                    loop, load_before, os.getloadavg()[0])
     finally:
-        output.unlink(missing_ok=True)
-        for extra in workdir.glob("out.*"):
-            extra.unlink()
+        for written in workdir.glob("out.*"):
+            if written.is_dir():
+                shutil.rmtree(written)
+            else:
+                written.unlink()
         summary.unlink(missing_ok=True)
+
+
+def count_records(output: Path) -> int:
+    """Lines of a JSON Lines file, rows of a Parquet file or directory."""
+    if output.suffix == ".parquet":
+        return int(pa_dataset.dataset(output, format="parquet").count_rows())
+    with output.open("rb") as handle:
+        return sum(1 for _ in handle)
 
 
 def rates(values: list[float], events: int) -> dict[str, float]:
@@ -200,7 +220,8 @@ def report_of(outcomes: list[Outcome], events: int) -> dict[str, Any]:
         runs = outcome.runs
         if outcome.runner.end_to_end:
             entry["wall"] = rates([r.wall_s for r in runs], events)
-            entry["cpu"] = rates([r.cpu_s for r in runs], events)
+            if outcome.runner.cpu_counted:
+                entry["cpu"] = rates([r.cpu_s for r in runs], events)
         loops = [r.loop_s for r in runs if r.loop_s is not None]
         if loops:
             entry["loop"] = rates(loops, events)
@@ -212,8 +233,9 @@ def report_of(outcomes: list[Outcome], events: int) -> dict[str, Any]:
         if "wall" in entry and "wall" in peer:
             entry["x_peer_wall_median"] = round(
                 entry["wall"]["median_eps"] / peer["wall"]["median_eps"], 2)
-            entry["x_peer_cpu_median"] = round(
-                entry["cpu"]["median_eps"] / peer["cpu"]["median_eps"], 2)
+            if "cpu" in entry:
+                entry["x_peer_cpu_median"] = round(
+                    entry["cpu"]["median_eps"] / peer["cpu"]["median_eps"], 2)
     local, engine = result.get(LOCAL, {}), result.get(ENGINE, {})
     if "wall" in local:
         local["target_met"] = local["wall"]["median_eps"] >= TARGET_EPS
@@ -238,7 +260,7 @@ def markdown(runs: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {name} | {entry['wall']['median_eps']:,} ({entry['wall']['best_eps']:,}) | "
-            f"{entry['cpu']['median_eps']:,} | "
+            f"{format(entry['cpu']['median_eps'], ',') if 'cpu' in entry else 'n/a'} | "
             f"{'' if loop is None else format(loop['median_eps'], ',')} | "
             f"{entry.get('x_peer_wall_median', '')} | {entry.get('x_peer_cpu_median', '')} |")
     return "\n".join(lines)
