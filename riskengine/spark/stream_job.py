@@ -1,0 +1,124 @@
+"""`riskengine spark-stream`: the stream worker's job on Spark Structured Streaming.
+
+    Kafka source topic ── riskengine-kafka (kafka_source.py: offset ranges per partition)
+      → group by partition ── PartitionDecider (partition_decider.py: offset order, the
+        partition's clock, the engine's decision path; state per key in the RocksDB state
+        store, partition_state.py)
+      → foreachBatch ── BatchWriter (kafka_sink.py: decisions keyed by event_id, dead
+        letters; once per batch id)
+
+`run_stream_job` checks what it can before Spark starts (stream_settings.py: the config
+and the scene, the checkpoint folder, that the brokers answer and the source topic
+exists) and raises `StreamError` / `ConfigError` / `UnknownSceneError` with the reason;
+then it runs the query until it ends (`once`, `available_now`) or `stop` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from riskengine.spark.kafka_sink import BatchWriter, SinkLedger, SinkTarget
+from riskengine.spark.kafka_source import SOURCE_NAME, KafkaEventSource
+from riskengine.spark.partition_decider import OUTPUT_SCHEMA, PartitionDecider
+from riskengine.spark.session import spark_session
+from riskengine.spark.stream_settings import (
+    ConfigSource,
+    SparkStreamSettings,
+    check_brokers,
+    check_job,
+    portable_config,
+)
+from riskengine.stream.base import StreamError, WorkerStats
+
+__all__ = ["ROCKSDB_PROVIDER", "run_stream_job"]
+
+log = logging.getLogger(__name__)
+
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+"""The state store `transformWithStateInPandas` needs (Spark 4.3)."""
+STOP_WAIT_S = 30.0
+"""On stop, how long to wait for the batch in flight to finish before stopping anyway."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The line of a failed query's error that says why (Spark wraps the Python one)."""
+    text = str(exc)
+    for line in text.splitlines():
+        for marker in ("StreamError: ", "RiskEngineError: ", "ConfigError: "):
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
+                   spark: Any = None, stop: threading.Event | None = None) -> WorkerStats:
+    """Run the job until it ends by itself (`once`, `available_now`) or `stop` is set;
+    returns what the sink produced. `spark`: an existing session (default: one on
+    `settings.master`)."""
+    source = portable_config(config)
+    check_job(source, settings)
+    check_brokers(settings)
+    session = spark if spark is not None else spark_session(
+        settings.master, app_name="riskengine-spark-stream")
+    session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)
+    session.dataSource.register(KafkaEventSource)
+    reader = (session.readStream.format(SOURCE_NAME)
+              .option("bootstrap", settings.source.bootstrap)
+              .option("topic", settings.source.topic))
+    if settings.max_records_per_batch is not None:
+        reader = reader.option("maxRecordsPerBatch", str(settings.max_records_per_batch))
+    for key, value in settings.consumer_options.items():
+        reader = reader.option(f"kafka.{key}", value)
+    decided = reader.load().groupBy("partition").transformWithStateInPandas(
+        PartitionDecider(source, settings.scene, settings.source.topic), OUTPUT_SCHEMA,
+        "Append", "None")
+    writer = BatchWriter(SinkTarget(settings.sink, settings.dead_letter,
+                                    settings.source.topic, dict(settings.producer_options)),
+                         SinkLedger(settings.checkpoint))
+    stream = (decided.writeStream.foreachBatch(writer)
+              .option("checkpointLocation", str(settings.checkpoint)))
+    if settings.once:
+        stream = stream.trigger(once=True)
+    elif settings.available_now:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=f"{settings.trigger_ms} milliseconds")
+    query = stream.start()
+    log.info("reading %s into %s (checkpoint %s)", settings.source, settings.sink,
+             settings.checkpoint)
+    try:
+        _wait(query, stop)
+    finally:
+        if query.isActive:
+            query.stop()
+    failure = query.exception()
+    if failure is not None:
+        raise StreamError(f"the stream job failed: {_reason(failure)}")
+    counts = writer.counts
+    return WorkerStats(
+        decided=counts["decided"], dead_lettered=counts["dead_lettered"],
+        redelivered=counts["redelivered"], commits=writer.batches,
+        by_decision={name.split(":", 1)[1]: n for name, n in counts.items()
+                     if name.startswith("decision:")})
+
+
+def _wait(query: Any, stop: threading.Event | None) -> None:
+    """Until the query ends, or `stop` is set: then let the batch in flight finish (for
+    up to `STOP_WAIT_S`) and stop it."""
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        while query.isActive:
+            if stop is not None and stop.is_set():
+                deadline = time.monotonic() + STOP_WAIT_S
+                while query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                query.stop()
+                return
+            query.awaitTermination(0.2)
+    except StreamingQueryException:
+        return  # the caller reads `query.exception()`
