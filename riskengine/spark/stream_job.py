@@ -29,6 +29,7 @@ from riskengine.spark.stream_settings import (
     SparkStreamSettings,
     check_brokers,
     check_job,
+    claim_checkpoint,
     portable_config,
 )
 from riskengine.stream.base import StreamError, WorkerStats
@@ -62,6 +63,7 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
     source = portable_config(config)
     check_job(source, settings)
     check_brokers(settings)
+    claim_checkpoint(settings)
     session = spark if spark is not None else spark_session(
         settings.master, app_name="riskengine-spark-stream")
     session.conf.set("spark.sql.streaming.stateStore.providerClass", ROCKSDB_PROVIDER)

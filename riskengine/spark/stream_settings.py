@@ -10,7 +10,6 @@ another job, or a folder that holds something else, is refused.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from riskengine.stream.base import KafkaTopic, StreamError, parse_kafka_url
 from riskengine.stream.runner import split_options
 
 __all__ = ["JOB_FILE", "ConfigSource", "SparkStreamSettings", "check_brokers", "check_job",
-           "portable_config", "settings_from_options"]
+           "claim_checkpoint", "portable_config", "settings_from_options"]
 
 JOB_FILE = "riskengine.json"
 BROKER_TIMEOUT_S = 10.0
@@ -66,20 +65,27 @@ class SparkStreamSettings:
                                   "the sink or the dead-letter topic")
 
 
+def _job(settings: SparkStreamSettings) -> dict[str, str]:
+    return {"source": str(settings.source), "scene": settings.scene}
+
+
 def check_checkpoint(settings: SparkStreamSettings) -> None:
-    """The checkpoint folder can be written and is this job's (or new); `StreamError`
-    naming the problem otherwise. Records the job in it."""
+    """The checkpoint folder is this job's, or empty, or can be made; `StreamError` naming
+    the problem otherwise. Nothing is written (see `claim_checkpoint`)."""
     folder = settings.checkpoint
     if folder.exists() and not folder.is_dir():
         raise StreamError(f"--checkpoint {str(folder)!r} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise StreamError(f"--checkpoint {str(folder)!r} cannot be written: "
-                          f"{exc.strerror or exc}") from None
-    job = {"source": str(settings.source), "scene": settings.scene}
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StreamError(f"--checkpoint {str(folder)!r} cannot be made: {str(existing)!r} "
+                          "is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StreamError(f"--checkpoint {str(folder)!r} cannot be written (no permission "
+                          f"on {str(existing)!r})")
+    if existing != folder:
+        return
     path = folder / JOB_FILE
     try:
         found = read_json(path)
@@ -91,14 +97,27 @@ def check_checkpoint(settings: SparkStreamSettings) -> None:
             raise StreamError(f"--checkpoint {str(folder)!r} is not empty and is not the "
                               f"checkpoint of a riskengine spark-stream job (it holds "
                               f"{', '.join(sorted(others)[:5])}): give an empty or new folder")
-        write_json_atomic(path, job)
         return
+    job = _job(settings)
     if found != job:
+        described = (f"{found.get('source')} for scene {found.get('scene')!r}"
+                     if isinstance(found, dict) else repr(found)[:200])
         raise StreamError(f"--checkpoint {str(folder)!r} belongs to the job reading "
-                          f"{found.get('source') if isinstance(found, dict) else found!r} "
-                          f"for scene {found.get('scene') if isinstance(found, dict) else '?'!r}"
-                          f", not {job['source']} for scene {settings.scene!r}: give "
-                          "another folder")
+                          f"{described}, not {job['source']} for scene {settings.scene!r}: "
+                          "give another folder")
+
+
+def claim_checkpoint(settings: SparkStreamSettings) -> None:
+    """Make the checkpoint folder (checked by `check_checkpoint`) and record the job in it;
+    `StreamError` when it cannot be written."""
+    try:
+        settings.checkpoint.mkdir(parents=True, exist_ok=True)
+        path = settings.checkpoint / JOB_FILE
+        if not path.exists():
+            write_json_atomic(path, _job(settings))
+    except OSError as exc:
+        raise StreamError(f"--checkpoint {str(settings.checkpoint)!r} cannot be written: "
+                          f"{exc.strerror or exc}") from None
 
 
 def check_brokers(settings: SparkStreamSettings) -> None:
