@@ -656,8 +656,7 @@ def spark_stream(
     source: Annotated[str, typer.Option(help="Input (JSON events): kafka://host:port/topic.")],
     sink: Annotated[str, typer.Option(help="Decisions: kafka://host:port/topic.")],
     checkpoint: Annotated[Path, typer.Option(
-        file_okay=False, help="Checkpoint folder: offsets, state store, sink ledger; keep it "
-                              "to resume.")],
+        help="Checkpoint folder: offsets, state store, sink ledger; keep it to resume.")],
     master: Annotated[str | None, typer.Option(
         show_default=False, help="Spark master URL (default local[2]).")] = None,
     config: Annotated[Path | None, typer.Option(
