@@ -20,6 +20,7 @@ being produced and the last batch id whose messages were all acknowledged:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -92,6 +93,10 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
     `redelivery` every decision is marked as one."""
     from confluent_kafka import Producer
 
+    pending = iter(rows)
+    first = next(pending, None)
+    if first is None:  # an empty task connects to nothing
+        return
     failures: list[str] = []
 
     def delivered(err: Any, msg: Any) -> None:
@@ -107,7 +112,7 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
     dead_producer = None if dead is None else (
         producer if dead.bootstrap == target.sink.bootstrap else connect(dead.bootstrap))
     counts: Counter[str] = Counter()
-    for row in rows:
+    for row in itertools.chain((first,), pending):
         if row.error_kind is None:
             value = bytes(row.value)
             if redelivery and not row.redelivery:

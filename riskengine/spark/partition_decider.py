@@ -18,10 +18,13 @@ a poison message (key and value as read; `error_kind`, `error_message`, `error_f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd  # type: ignore[import-untyped]
 from pyspark.sql.streaming.stateful_processor import (
     StatefulProcessor,
@@ -58,10 +61,51 @@ ConfigSource = str | Mapping[str, Any] | None
 example)."""
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What deciding a scene needs, made once per Python worker process."""
+
+    worker: StreamWorker
+    parse: Callable[[Mapping[str, Any]], dict[str, Any]]
+    idempotency_max: int
+    state: PartitionState
+
+
+_PREPARED: dict[tuple[str, str], _Prepared] = {}
+"""Per (config, scene): an engine is compiled once per worker process, not per task
+(every batch's load clears the state it holds)."""
+
+
+def _config_key(config: ConfigSource) -> str:
+    if config is None:
+        return "example"
+    if isinstance(config, str):
+        return f"{config}@{os.stat(config).st_mtime_ns}"
+    try:
+        return orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return repr(config)
+
+
+def _prepare(config: ConfigSource, scene: str) -> _Prepared:
+    key = (_config_key(config), scene)
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        engine = Engine.from_config(config)
+        memory = engine.state
+        if not isinstance(memory, MemoryState):
+            raise RiskEngineError("the stream job keeps its state in Spark's state store")
+        runtime = engine.scene(scene)
+        prepared = _PREPARED[key] = _Prepared(
+            StreamWorker(engine, scene), runtime.parse, runtime.idempotency_max,
+            PartitionState(memory, memory.part(scene, None)))
+    return prepared
+
+
 class PartitionDecider(StatefulProcessor):
     """Decides one source partition's messages per micro-batch (see the module
-    docstring). Built on the driver with the config and the scene; the engine is made in
-    `init`, on the executor."""
+    docstring). Built on the driver with the config and the scene; the engine is made on
+    the executor, once per Python worker process."""
 
     def __init__(self, config: ConfigSource, scene: str, topic: str) -> None:
         self.config = str(Path(config).resolve()) if isinstance(config, str) else config
@@ -71,15 +115,11 @@ class PartitionDecider(StatefulProcessor):
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.clock = handle.getValueState("clock", CLOCK_SCHEMA)
         self.entries = handle.getMapState("entries", KEY_SCHEMA, ENTRY_SCHEMA)
-        engine = Engine.from_config(self.config)
-        memory = engine.state
-        if not isinstance(memory, MemoryState):
-            raise RiskEngineError("the stream job keeps its state in Spark's state store")
-        self.worker = StreamWorker(engine, self.scene)
-        runtime = engine.scene(self.scene)
-        self.parse = runtime.parse
-        self.idempotency_max = runtime.idempotency_max
-        self.state = PartitionState(memory, memory.part(self.scene, None))
+        prepared = _prepare(self.config, self.scene)
+        self.worker = prepared.worker
+        self.parse = prepared.parse
+        self.idempotency_max = prepared.idempotency_max
+        self.state = prepared.state
 
     def handleInputRows(self, key: Any, rows: Iterator[pd.DataFrame],
                         timerValues: TimerValues) -> Iterator[pd.DataFrame]:

@@ -62,7 +62,7 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
     `settings.master`)."""
     source = portable_config(config)
     check_job(source, settings)
-    check_brokers(settings)
+    partitions = check_brokers(settings)
     claim_checkpoint(settings)
     session = spark if spark is not None else spark_session(
         settings.master, app_name="riskengine-spark-stream")
@@ -89,7 +89,7 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
         stream = stream.trigger(availableNow=True)
     else:
         stream = stream.trigger(processingTime=f"{settings.trigger_ms} milliseconds")
-    query = stream.start()
+    query = _start(session, stream, partitions)
     log.info("reading %s into %s (checkpoint %s)", settings.source, settings.sink,
              settings.checkpoint)
     try:
@@ -106,6 +106,20 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
         redelivered=counts["redelivered"], commits=writer.batches,
         by_decision={name.split(":", 1)[1]: n for name, n in counts.items()
                      if name.startswith("decision:")})
+
+
+def _start(session: Any, stream: Any, partitions: int) -> Any:
+    """Start the query; a new checkpoint gets one state partition per source partition
+    (at most twice the default parallelism): more would only add empty tasks to every
+    batch. Spark keeps the number in the checkpoint, so a restart uses it again."""
+    key = "spark.sql.shuffle.partitions"
+    previous = session.conf.get(key)
+    wanted = max(1, min(partitions, 2 * session.sparkContext.defaultParallelism))
+    session.conf.set(key, str(wanted))
+    try:
+        return stream.start()
+    finally:
+        session.conf.set(key, previous)
 
 
 def _wait(query: Any, stop: threading.Event | None) -> None:

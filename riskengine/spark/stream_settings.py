@@ -120,14 +120,16 @@ def claim_checkpoint(settings: SparkStreamSettings) -> None:
                           f"{exc.strerror or exc}") from None
 
 
-def check_brokers(settings: SparkStreamSettings) -> None:
-    """Each broker answers and the source topic exists; `StreamError` otherwise."""
+def check_brokers(settings: SparkStreamSettings) -> int:
+    """Each broker answers and the source topic exists (`StreamError` otherwise); returns
+    how many partitions the source topic has."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     places = [settings.source, settings.sink]
     if settings.dead_letter is not None:
         places.append(settings.dead_letter)
+    partitions = 0
     for place in places:
         admin = AdminClient({"bootstrap.servers": place.bootstrap,
                              **settings.consumer_options})
@@ -138,9 +140,11 @@ def check_brokers(settings: SparkStreamSettings) -> None:
                               f"{exc.args[0].str() if exc.args else exc}") from None
         if place is settings.source:
             topic = metadata.topics.get(place.topic)
-            if topic is None or topic.error is not None:
+            if topic is None or topic.error is not None or not topic.partitions:
                 raise StreamError(f"the source topic {place.topic!r} does not exist on "
                                   f"{place.bootstrap}")
+            partitions = len(topic.partitions)
+    return partitions
 
 
 def portable_config(config: ConfigSource) -> str | Mapping[str, Any] | None:
