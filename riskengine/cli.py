@@ -670,7 +670,8 @@ def spark_stream(
     trigger_ms: Annotated[int, typer.Option(min=0, help="Milliseconds between micro-batches.")]
     = 1000,
     once: Annotated[bool, typer.Option(
-        "--once", help="One micro-batch of everything available, then stop.")] = False,
+        "--once", help="One micro-batch (at most --max-records-per-batch), then stop.")]
+    = False,
     available_now: Annotated[bool, typer.Option(
         "--available-now", help="Everything available at the start, in micro-batches, "
                                 "then stop.")] = False,

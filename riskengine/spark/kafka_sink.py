@@ -16,12 +16,17 @@ being produced and the last batch id whose messages were all acknowledged:
 - a batch that had begun and not finished (a crash while producing) is produced again
   with every decision marked ``"redelivery": true`` — the same decisions but for
   `latency_ms`, which consumers upsert by `event_id`, as after a stream worker crash.
+
+When the job is asked to stop, the writer begins no batch any more: a batch that reaches
+it ends the query untouched (nothing produced, nothing in the ledger), and the next start
+runs it as a new one.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +40,7 @@ from riskengine.files import read_json, write_json_atomic
 from riskengine.stream.base import KafkaTopic, PoisonMessage, StreamError
 from riskengine.stream.codec import dead_letter_headers
 
-__all__ = ["LEDGER_NAME", "BatchWriter", "SinkLedger", "SinkTarget", "produce_rows"]
+__all__ = ["LEDGER_NAME", "BatchHeld", "BatchWriter", "SinkLedger", "SinkTarget", "produce_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +159,28 @@ def _produce(producer: Any, topic: str, value: bytes | None, key: bytes | None,
             producer.poll(0.1)
 
 
+class BatchHeld(StreamError):
+    """The job is stopping: a batch that reaches the writer now is left, whole, for the
+    next start (it ends the query)."""
+
+
 @dataclass
 class BatchWriter:
     """The `foreachBatch` function: produce a micro-batch once (see the module
-    docstring); `counts` adds up what was produced."""
+    docstring); `counts` adds up what was produced. Once `stopping` is set it begins no
+    batch: it records the batch id in `held` and raises `BatchHeld`."""
 
     target: SinkTarget
     ledger: SinkLedger
+    stopping: threading.Event = field(default_factory=threading.Event)
     counts: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    held: int | None = None
 
     def __call__(self, frame: Any, batch_id: int) -> None:
+        if self.stopping.is_set():
+            self.held = batch_id
+            raise BatchHeld(f"stopping: batch {batch_id} is left for the next start")
         status = self.ledger.status(batch_id)
         if status == "done":
             log.info("batch %d reached the sink before: not produced again", batch_id)

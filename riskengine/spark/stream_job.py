@@ -78,9 +78,10 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
     decided = reader.load().groupBy("partition").transformWithStateInPandas(
         PartitionDecider(source, settings.scene, settings.source.topic), OUTPUT_SCHEMA,
         "Append", "None")
+    stop = stop if stop is not None else threading.Event()
     writer = BatchWriter(SinkTarget(settings.sink, settings.dead_letter,
                                     settings.source.topic, dict(settings.producer_options)),
-                         SinkLedger(settings.checkpoint))
+                         SinkLedger(settings.checkpoint), stop)
     stream = (decided.writeStream.foreachBatch(writer)
               .option("checkpointLocation", str(settings.checkpoint)))
     if settings.once:
@@ -98,7 +99,9 @@ def run_stream_job(config: ConfigSource, settings: SparkStreamSettings, *,
         if query.isActive:
             query.stop()
     failure = query.exception()
-    if failure is not None:
+    if writer.held is not None:
+        log.info("stopped: batch %d is left for the next start", writer.held)
+    elif failure is not None:
         raise StreamError(f"the stream job failed: {_reason(failure)}")
     counts = writer.counts
     return WorkerStats(
@@ -122,16 +125,18 @@ def _start(session: Any, stream: Any, partitions: int) -> Any:
         session.conf.set(key, previous)
 
 
-def _wait(query: Any, stop: threading.Event | None) -> None:
-    """Until the query ends, or `stop` is set: then let the batch in flight finish (for
-    up to `STOP_WAIT_S`) and stop it."""
+def _wait(query: Any, stop: threading.Event) -> None:
+    """Until the query ends, or `stop` is set: then the writer begins no batch any more
+    (one that reaches it ends the query, left for the next start), the batch in flight
+    finishes (for up to `STOP_WAIT_S`), and the query is stopped."""
     from pyspark.errors import StreamingQueryException
 
     try:
         while query.isActive:
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 deadline = time.monotonic() + STOP_WAIT_S
-                while query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                while (query.isActive and query.status.get("isTriggerActive")
+                       and time.monotonic() < deadline):
                     time.sleep(0.05)
                 query.stop()
                 return

@@ -44,7 +44,7 @@ class SparkStreamSettings:
     master: str | None = None
     trigger_ms: int = 1000
     once: bool = False
-    """One micro-batch of everything available, then stop."""
+    """One micro-batch (of at most `max_records_per_batch` messages), then stop."""
     available_now: bool = False
     """Everything available when the job starts, in micro-batches of at most
     `max_records_per_batch`, then stop."""

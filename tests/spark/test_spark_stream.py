@@ -5,13 +5,16 @@ the redelivery marks."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from riskengine.engine import Engine
 from riskengine.files import read_json, write_json_atomic
 from riskengine.spark.kafka_sink import LEDGER_NAME
 from riskengine.spark.stream_job import run_stream_job
@@ -26,7 +29,7 @@ from tests.spark.streamtools import (
     essence,
     run_worker,
 )
-from tests.stream.kafkatools import new_topics, produce, produce_events
+from tests.stream.kafkatools import new_topics, produce, produce_events, read_all
 
 
 @pytest.fixture(scope="module")
@@ -104,18 +107,19 @@ def test_demo_traffic_with_poison_then_batches_run_again_after_crashes(
     checkpoint = tmp_path / "ck"
     produce(bootstrap, topics["events"], stream)
     job = _job(bootstrap, topics, checkpoint, max_records_per_batch=300)
-    stats = run_stream_job(None, job, spark=spark)
+    stats = run_stream_job(None, replace(job, available_now=False, once=True,
+                                         max_records_per_batch=None), spark=spark)
     assert (stats.decided, stats.dead_lettered, stats.redelivered) == (len(first), 6, 0)
 
-    # a crash after batch 1's messages were all acknowledged: not produced again, its
+    # a crash after batch 0's messages were all acknowledged: not produced again, its
     # state rebuilt (the next events' features count it)
-    assert _crash_before_the_commit_log(checkpoint, while_producing=False) == 1
+    assert _crash_before_the_commit_log(checkpoint, while_producing=False) == 0
     produce_events(bootstrap, topics["events"], second)
     stats = run_stream_job(None, job, spark=spark)
     assert (stats.decided, stats.redelivered) == (len(second), 0)
 
-    # a crash while batch 2's messages were being produced: produced again, marked
-    assert _crash_before_the_commit_log(checkpoint, while_producing=True) == 2
+    # a crash while batch 1's messages were being produced: produced again, marked
+    assert _crash_before_the_commit_log(checkpoint, while_producing=True) == 1
     produce_events(bootstrap, topics["events"], third)
     stats = run_stream_job(None, job, spark=spark)
     assert (stats.decided, stats.redelivered) == (len(second) + len(third), len(second))
@@ -133,3 +137,40 @@ def test_demo_traffic_with_poison_then_batches_run_again_after_crashes(
     assert got[:len(first) + len(second)] + got[len(first) + 2 * len(second):] == expected
     assert dead_letters(bootstrap, topics["spark_dead"], 6) == dead_letters(
         bootstrap, topics["worker_dead"], 6)
+
+
+
+def test_each_partition_decides_alone_and_a_stop_ends_between_batches(
+        spark: Any, bootstrap: str, tmp_path: Path) -> None:
+    events = demo_events(600, seed=41)
+    topics = new_topics(bootstrap, events=2, spark=1)
+    produce_events(bootstrap, topics["events"], events)  # keyed by pay_account
+    job = _job(bootstrap, topics, tmp_path / "ck", max_records_per_batch=200)
+    stop = threading.Event()
+
+    def stop_after_the_first_decisions() -> None:
+        read_all(bootstrap, topics["spark"], 1, 1, timeout=300)
+        stop.set()
+
+    stopper = threading.Thread(target=stop_after_the_first_decisions)
+    stopper.start()
+    first = run_stream_job(None, replace(job, available_now=False, trigger_ms=100),
+                           spark=spark, stop=stop)
+    stopper.join()
+    assert 0 < first.decided < len(events)
+    ledger = read_json(job.checkpoint / LEDGER_NAME)
+    assert ledger["started"] == ledger["done"] == _commit_files(job.checkpoint)[-1]
+    rest = run_stream_job(None, job, spark=spark)
+    assert first.decided + rest.decided == len(events) and rest.redelivered == 0
+
+    got = decisions(bootstrap, topics["spark"], len(events))
+    partition_of = {d["event_id"]: d["source"]["partition"] for d in got}
+    assert len(partition_of) == len(events) and set(partition_of.values()) == {0, 1}
+    for partition in (0, 1):  # each as a replay of that partition alone (LSNs included)
+        engine = Engine.from_config(None)
+        expected = [essence(engine.evaluate("transfer", e).to_dict()) for e in events
+                    if partition_of[e["event_id"]] == partition]
+        mine = sorted((d for d in got if d["source"]["partition"] == partition),
+                      key=lambda d: d["source"]["offset"])
+        assert [{k: v for k, v in essence(d).items() if k not in ("source", "redelivery")}
+                for d in mine] == expected
