@@ -39,6 +39,7 @@ from riskengine.spark.partition_state import (
     ENTRY_SCHEMA,
     KEY_SCHEMA,
     PartitionState,
+    Stores,
 )
 from riskengine.state.memory import MemoryState
 from riskengine.stream.base import PoisonMessage
@@ -113,8 +114,9 @@ class PartitionDecider(StatefulProcessor):
         self.topic = topic
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.clock = handle.getValueState("clock", CLOCK_SCHEMA)
-        self.entries = handle.getMapState("entries", KEY_SCHEMA, ENTRY_SCHEMA)
+        self.stores = Stores(handle.getValueState("clock", CLOCK_SCHEMA),
+                             handle.getMapState("keys", KEY_SCHEMA, ENTRY_SCHEMA),
+                             handle.getMapState("ids", KEY_SCHEMA, ENTRY_SCHEMA))
         prepared = _prepare(self.config, self.scene)
         self.worker = prepared.worker
         self.parse = prepared.parse
@@ -129,10 +131,10 @@ class PartitionDecider(StatefulProcessor):
         keys = [None if k is None else bytes(k) for k in frame["key"]]
         values = [None if v is None else bytes(v) for v in frame["value"]]
         state = self.state
-        loaded = state.load(self.clock, self.entries, state.keys_of(self._events(values)))
+        loaded = state.load(self.stores, state.keys_of(self._events(values)))
         outcomes = self.worker.decide_batch(
             values, lambda i: f"{self.topic}[{partition}]@{offsets[i]}")
-        state.save(self.clock, self.entries, loaded, self.idempotency_max)
+        state.save(self.stores, loaded, self.idempotency_max)
         out: list[tuple[Any, ...]] = []
         for offset, message_key, value, outcome in zip(offsets, keys, values, outcomes,
                                                        strict=True):

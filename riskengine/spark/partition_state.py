@@ -5,11 +5,12 @@ the scene clock G, so a micro-batch needs only the keys its events touch. Per so
 partition (the grouping key of the stateful operator) the store holds:
 
 - one *clock* value: G, the partition's LSN counter, each key table's `partial_until`,
-  the G of the last sweep, and how many event ids are remembered;
-- one *entry* per key, ``(space, key) → (newest, row)``: a feature key table's entity
-  (space ``f:<by fields>``), a sequence pattern's key (``p:<pattern>``) or a remembered
-  event id (``i``); `row` is the entry's row as the in-memory state dumps it (pickled),
-  `newest` its newest event time (for a remembered id, the event's time).
+  the G of the last sweeps, and how many event ids are remembered;
+- in the *keys* map one entry per key, ``(space, key) → (newest, row)``: a feature key
+  table's entity (space ``f:<by fields>``) or a sequence pattern's key (``p:<pattern>``);
+  in the *ids* map one per remembered event id (space ``i``). `row` is the entry's row as
+  the in-memory state dumps it (pickled), `newest` its newest event time (for a
+  remembered id, the event's time).
 
 Per batch `PartitionState.load` reads the clock and the entries of the batch's keys into
 a `MemoryPart` (riskengine/state/memory.py), the engine decides the batch there in offset
@@ -17,11 +18,12 @@ order, and `save` writes back the entries that changed, removes the ones the eng
 dropped (a key gone idle on a touch), and stores the clock. The cost of a batch grows
 with the keys it touches, not with the state.
 
-Idle keys that nothing touches again are removed by a sweep over the partition's entries
-once G has moved on by the smallest horizon since the last one: a key table's entity when
-``newest ≤ G − L − Rmax(B)``, a pattern key past its keep span, an event id past the
-idempotency horizon — exactly what the engine would treat as forgotten on a touch. The cap
-on remembered ids (`idempotency_max`) is applied after each batch, oldest LSN first.
+Idle keys that nothing touches again are removed by a sweep over the partition's keys
+once G has moved on by their smallest horizon since the last one (a key table's entity
+when ``newest ≤ G − L − Rmax(B)``, a pattern key past its keep span: exactly what the
+engine would treat as forgotten on a touch), and remembered ids by a sweep over the ids
+once G has moved on by the idempotency horizon (those past it). The cap on remembered
+ids (`idempotency_max`) is applied after each batch, oldest LSN first.
 `max_entities` does not bound the store (it is on disk, not in memory): no key is evicted
 for size, so no decision is marked `degraded` for it.
 
@@ -43,10 +45,10 @@ from riskengine.state.memory import MemoryPart, MemoryState
 from riskengine.state.redis.codec import key_text
 
 __all__ = ["CLOCK_SCHEMA", "ENTRY_SCHEMA", "KEY_SCHEMA", "ClockStore", "EntryStore",
-           "PartitionState"]
+           "PartitionState", "Stores"]
 
-CLOCK_SCHEMA = ("clock BIGINT, lsn BIGINT, swept_at BIGINT, held_ids BIGINT, "
-                "partial_until STRING")
+CLOCK_SCHEMA = ("clock BIGINT, lsn BIGINT, keys_swept_at BIGINT, ids_swept_at BIGINT, "
+                "held_ids BIGINT, partial_until STRING")
 KEY_SCHEMA = "space STRING, key STRING"
 ENTRY_SCHEMA = "newest BIGINT, row BINARY"
 
@@ -81,11 +83,24 @@ def _text(value: Any) -> str:
     return key_text(value if isinstance(value, tuple) else (value,))
 
 
+@dataclass(frozen=True)
+class Stores:
+    """One source partition's state in the store: its clock, its keys, its ids."""
+
+    clock: ClockStore
+    keys: EntryStore
+    ids: EntryStore
+
+    def of(self, key: Key) -> EntryStore:
+        return self.ids if key[0] == IDS else self.keys
+
+
 @dataclass
 class _Clock:
     clock: int = NEVER
     lsn: int = 0
-    swept_at: int = NEVER
+    keys_swept_at: int = NEVER
+    ids_swept_at: int = NEVER
     held_ids: int = 0
     partial_until: dict[str, int] = field(default_factory=dict)
 
@@ -94,12 +109,13 @@ class _Clock:
         row = store.get()
         if row is None:
             return cls()
-        clock, lsn, swept_at, held_ids, partial = row
-        return cls(int(clock), int(lsn), int(swept_at), int(held_ids), orjson.loads(partial))
+        clock, lsn, keys_swept_at, ids_swept_at, held_ids, partial = row
+        return cls(int(clock), int(lsn), int(keys_swept_at), int(ids_swept_at),
+                   int(held_ids), orjson.loads(partial))
 
     def write(self, store: ClockStore) -> None:
-        store.update((self.clock, self.lsn, self.swept_at, self.held_ids,
-                      orjson.dumps(self.partial_until).decode()))
+        store.update((self.clock, self.lsn, self.keys_swept_at, self.ids_swept_at,
+                      self.held_ids, orjson.dumps(self.partial_until).decode()))
 
 
 @dataclass
@@ -124,8 +140,9 @@ class PartitionState:
         self._patterns = tuple(("p:" + p.spec.name, p) for p in part.patterns.patterns)
         self._horizons = {space: idle for space, _, idle in self._tables}
         self._horizons.update({space: p.keep_ms for space, p in self._patterns})
+        self.keys_sweep_every = max(1, min(self._horizons.values(), default=1))
         self._horizons[IDS] = part.idempotency_horizon_ms
-        self.sweep_every = max(1, min(self._horizons.values()))
+        self.ids_sweep_every = max(1, part.idempotency_horizon_ms)
 
     # reading ----------------------------------------------------------------------------
 
@@ -151,14 +168,13 @@ class PartitionState:
                 wanted.add((IDS, event_id))
         return wanted
 
-    def load(self, clock_store: ClockStore, entries: EntryStore, keys: Iterable[Key]
-             ) -> Loaded:
+    def load(self, stores: Stores, keys: Iterable[Key]) -> Loaded:
         """Put the partition's clock and the entries of `keys` into the part (everything
         else in it is cleared)."""
-        clock = _Clock.read(clock_store)
+        clock = _Clock.read(stores.clock)
         rows: dict[Key, bytes] = {}
         for key in keys:
-            found = entries.getValue(key)
+            found = stores.of(key).getValue(key)
             if found is not None:
                 rows[key] = bytes(found[1])
         tables: dict[str, list[Any]] = {space[2:]: [] for space, _, _ in self._tables}
@@ -195,8 +211,7 @@ class PartitionState:
         for event_id, record in data["seen"]:
             yield (IDS, event_id), record[0], record
 
-    def save(self, clock_store: ClockStore, entries: EntryStore, loaded: Loaded,
-             idempotency_max: int) -> None:
+    def save(self, stores: Stores, loaded: Loaded, idempotency_max: int) -> None:
         """Write back what the batch changed, then the clock; sweep idle entries when G
         has moved on far enough, and cap the remembered ids."""
         clock = loaded.clock
@@ -206,11 +221,11 @@ class PartitionState:
             kept.add(key)
             raw = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
             if before.get(key) != raw:
-                entries.updateValue(key, (newest, raw))
+                stores.of(key).updateValue(key, (newest, raw))
                 if key not in before and key[0] == IDS:
                     clock.held_ids += 1
         for key in before.keys() - kept:
-            entries.removeKey(key)
+            stores.of(key).removeKey(key)
             if key[0] == IDS:
                 clock.held_ids -= 1
         features = self.part.features
@@ -218,29 +233,32 @@ class PartitionState:
         clock.lsn = self.memory.lsn
         clock.partial_until = {space[2:]: table.partial_until for (space, _, _), table
                                in zip(self._tables, features.tables, strict=True)}
-        if clock.swept_at == NEVER:
-            clock.swept_at = clock.clock
-        elif clock.clock - clock.swept_at >= self.sweep_every:
-            self._sweep(entries, clock)
-        if clock.held_ids > idempotency_max:
-            self._cap_ids(entries, clock, idempotency_max)
-        clock.write(clock_store)
-
-    def _sweep(self, entries: EntryStore, clock: _Clock) -> None:
-        """Remove the entries no event can need any more (see the module docstring)."""
         g = clock.clock
+        if clock.keys_swept_at == NEVER:
+            clock.keys_swept_at = clock.ids_swept_at = g
+        if g - clock.keys_swept_at >= self.keys_sweep_every:
+            self._sweep(stores.keys, g)
+            clock.keys_swept_at = g
+        if g - clock.ids_swept_at >= self.ids_sweep_every:
+            clock.held_ids -= self._sweep(stores.ids, g)
+            clock.ids_swept_at = g
+        if clock.held_ids > idempotency_max:
+            self._cap_ids(stores.ids, clock, idempotency_max)
+        clock.write(stores.clock)
+
+    def _sweep(self, entries: EntryStore, g: int) -> int:
+        """Remove the entries no event can need any more at clock `g` (see the module
+        docstring); returns how many."""
         horizons = self._horizons
         gone = [key for key, (newest, _) in entries.iterator()
                 if newest <= g - horizons.get(key[0], 0)]
         for key in gone:
             entries.removeKey(key)
-            clock.held_ids -= key[0] == IDS
-        clock.swept_at = g
+        return len(gone)
 
-    def _cap_ids(self, entries: EntryStore, clock: _Clock, idempotency_max: int) -> None:
+    def _cap_ids(self, ids: EntryStore, clock: _Clock, idempotency_max: int) -> None:
         """Forget the remembered ids of the lowest LSNs past `idempotency_max`."""
-        held = sorted((pickle.loads(raw)[1], tuple(key)) for key, (_, raw)
-                      in entries.iterator() if key[0] == IDS)
+        held = sorted((pickle.loads(raw)[1], tuple(key)) for key, (_, raw) in ids.iterator())
         for _, key in held[:len(held) - idempotency_max]:
-            entries.removeKey(key)
+            ids.removeKey(key)
         clock.held_ids = min(len(held), idempotency_max)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from riskengine.engine import Engine
-from riskengine.spark.partition_state import IDS, PartitionState
+from riskengine.spark.partition_state import IDS, PartitionState, Stores
 from riskengine.state.memory import MemoryState
 from riskengine.synth import generate_transfers
 from tests.hostile import HOSTILE_SEEDS, hostile_config, hostile_stream
@@ -54,7 +54,7 @@ def _view(d: Any) -> dict[str, Any]:
     return body
 
 
-Run = tuple[list[dict[str, Any]], FakeValue, FakeMap, PartitionState, Engine]
+Run = tuple[list[dict[str, Any]], Stores, PartitionState, Engine]
 
 
 def _in_batches(config: Any, scene: str, events: list[dict[str, Any]], size: int) -> Run:
@@ -63,15 +63,15 @@ def _in_batches(config: Any, scene: str, events: list[dict[str, Any]], size: int
     memory = engine.state
     assert isinstance(memory, MemoryState)
     state = PartitionState(memory, memory.part(scene, None))
-    clock, entries = FakeValue(), FakeMap()
+    stores = Stores(FakeValue(), FakeMap(), FakeMap())
     parse = engine.scene(scene).parse
     out: list[dict[str, Any]] = []
     for start in range(0, len(events), size):
         batch = [parse(e) for e in events[start:start + size]]
-        loaded = state.load(clock, entries, state.keys_of(batch))
+        loaded = state.load(stores, state.keys_of(batch))
         out += [_view(d) for d in engine.decide_parsed(scene, batch)]
-        state.save(clock, entries, loaded, engine.scene(scene).idempotency_max)
-    return out, clock, entries, state, engine
+        state.save(stores, loaded, engine.scene(scene).idempotency_max)
+    return out, stores, state, engine
 
 
 def _expected(config: Any, scene: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,33 +89,41 @@ def test_hostile_streams_in_batches_equal_the_engine(seed: int, size: int) -> No
     assert got == _expected(config, "s", events)
 
 
+def _held(stores: Stores) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    keys, ids = stores.keys, stores.ids
+    assert isinstance(keys, FakeMap) and isinstance(ids, FakeMap)
+    return keys.data, ids.data
+
+
 def test_random_stream_with_idle_gaps_equals_the_engine_and_forgets_idle_keys() -> None:
     config = scene_config(STREAM_FEATURES, "5m")
     events = random_stream(7, 1500)
-    got, clock, entries, state, engine = _in_batches(config, "s", events, 50)
+    got, stores, state, engine = _in_batches(config, "s", events, 50)
     assert got == _expected(config, "s", events)
-    # after two quiet days, one event: every key the sweep may drop is gone
+    keys, ids = _held(stores)
+    assert len(keys) > 20 and len(ids) > 20
+    # after two quiet days, one event: every key and id the sweeps may drop is gone
     last = max(e["timestamp"] for e in events)
     after = {"event_id": "after-two-days", "timestamp": last + 50 * HOUR, "acct": "Z"}
-    before = len(entries.data)
     batch = [engine.scene("s").parse(after)]
-    loaded = state.load(clock, entries, state.keys_of(batch))
+    loaded = state.load(stores, state.keys_of(batch))
     engine.decide_parsed("s", batch)
-    state.save(clock, entries, loaded, 1_000_000)
-    spaces = {space for space, _ in entries.data}
-    assert before > 20 and len(entries.data) <= 3, spaces  # the new key and its id
-    assert clock.value is not None and clock.value[3] == sum(
-        1 for space, _ in entries.data if space == IDS)
+    state.save(stores, loaded, 1_000_000)
+    assert {space for space, _ in keys} <= {"f:acct"} and len(keys) <= 1
+    assert list(ids) == [(IDS, "after-two-days")]
+    clock = stores.clock.get()
+    assert clock is not None and clock[4] == 1
 
 
 def test_a_batch_reads_only_the_keys_it_touches() -> None:
     events = [{k: v for k, v in e.items() if k != "label"} for e in generate_transfers(400, 5)]
-    _, clock, entries, state, engine = _in_batches(None, "transfer", events, 200)
-    held = len(entries.data)
-    entries.reads = 0
+    _, stores, state, engine = _in_batches(None, "transfer", events, 200)
+    keys, _ = _held(stores)
+    assert isinstance(stores.keys, FakeMap) and isinstance(stores.ids, FakeMap)
+    stores.keys.reads = stores.ids.reads = 0
     batch = [engine.scene("transfer").parse(events[-1] | {"event_id": "one-more"})]
-    state.load(clock, entries, state.keys_of(batch))
-    assert 1 <= entries.reads <= 6 < held  # its accounts, device, pair and id
+    state.load(stores, state.keys_of(batch))
+    assert stores.ids.reads == 1 and 1 <= stores.keys.reads <= 5 < len(keys)
 
 
 def test_the_remembered_ids_are_capped_oldest_first() -> None:
@@ -125,9 +133,10 @@ def test_the_remembered_ids_are_capped_oldest_first() -> None:
     events = [{"event_id": f"e{i}", "timestamp": t + i, "acct": "A"} for i in range(10)]
     events += [{"event_id": "e9", "timestamp": t + 9, "acct": "A"},   # held: a duplicate
                {"event_id": "e2", "timestamp": t + 2, "acct": "A"}]   # forgotten: decided
-    got, clock, entries, _, _ = _in_batches(config, "s", events, 1)
+    got, stores, _, _ = _in_batches(config, "s", events, 1)
     assert [d["duplicate"] for d in got[-2:]] == [True, False]
     assert got == _expected(config, "s", events)
-    ids = sorted(pickle.loads(raw)[1] for (space, _), (_, raw) in entries.data.items()
-                 if space == IDS)
-    assert len(ids) == 5 and clock.value is not None and clock.value[3] == 5
+    _, ids = _held(stores)
+    assert sorted(pickle.loads(raw)[1] for _, raw in ids.values()) == [7, 8, 9, 10, 11]
+    clock = stores.clock.get()
+    assert clock is not None and clock[4] == 5
