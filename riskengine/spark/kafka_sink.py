@@ -55,13 +55,20 @@ class SinkLedger:
         self.path = checkpoint / LEDGER_NAME
 
     def _read(self) -> dict[str, int]:
-        data = read_json(self.path)
+        try:
+            data = read_json(self.path)
+        except (OSError, ValueError) as exc:
+            raise StreamError(f"{self.path} cannot be read: {exc}") from None
         if data is None:
             return {"started": -1, "done": -1}
         if not isinstance(data, dict) or not all(
                 isinstance(data.get(k), int) for k in ("started", "done")):
             raise StreamError(f"{self.path} is not a sink ledger of riskengine")
         return {"started": data["started"], "done": data["done"]}
+
+    def started(self) -> int:
+        """The last batch id whose messages were begun (-1: none)."""
+        return self._read()["started"]
 
     def status(self, batch_id: int) -> str:
         """``done`` (produced before), ``again`` (begun before, maybe in part) or

@@ -17,7 +17,7 @@ from typing import Any
 
 from riskengine.engine import Engine
 from riskengine.files import read_json, write_json_atomic
-from riskengine.spark.kafka_sink import LEDGER_NAME
+from riskengine.spark.kafka_sink import LEDGER_NAME, SinkLedger
 from riskengine.stream.base import KafkaTopic, StreamError, parse_kafka_url
 from riskengine.stream.runner import split_options
 
@@ -97,14 +97,30 @@ def check_checkpoint(settings: SparkStreamSettings) -> None:
             raise StreamError(f"--checkpoint {str(folder)!r} is not empty and is not the "
                               f"checkpoint of a riskengine spark-stream job (it holds "
                               f"{', '.join(sorted(others)[:5])}): give an empty or new folder")
-        return
-    job = _job(settings)
-    if found != job:
-        described = (f"{found.get('source')} for scene {found.get('scene')!r}"
-                     if isinstance(found, dict) else repr(found)[:200])
-        raise StreamError(f"--checkpoint {str(folder)!r} belongs to the job reading "
-                          f"{described}, not {job['source']} for scene {settings.scene!r}: "
-                          "give another folder")
+    else:
+        job = _job(settings)
+        if found != job:
+            described = (f"{found.get('source')} for scene {found.get('scene')!r}"
+                         if isinstance(found, dict) else repr(found)[:200])
+            raise StreamError(f"--checkpoint {str(folder)!r} belongs to the job reading "
+                              f"{described}, not {job['source']} for scene "
+                              f"{settings.scene!r}: give another folder")
+    _check_ledger(folder)
+
+
+def _check_ledger(folder: Path) -> None:
+    """The sink's ledger is readable and says no more than Spark's offset log: a batch
+    reaches the sink only after Spark logged its offsets (a ledger ahead of the log means
+    the folder was changed by hand, and the sink would skip batches it never produced)."""
+    ledger = SinkLedger(folder)
+    begun = ledger.started()
+    offsets = folder / "offsets"
+    planned = max((int(p.name) for p in offsets.iterdir() if p.name.isdigit()),
+                  default=-1) if offsets.is_dir() else -1
+    if begun > planned:
+        raise StreamError(f"{ledger.path} says batch {begun} reached the sink, but Spark's "
+                          f"offset log in {str(folder)!r} ends at batch {planned}: the "
+                          "folder was changed by hand; give a new folder")
 
 
 def claim_checkpoint(settings: SparkStreamSettings) -> None:

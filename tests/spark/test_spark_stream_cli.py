@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from riskengine.spark import stream_settings
+from riskengine.spark.kafka_sink import LEDGER_NAME
 from riskengine.spark.stream_settings import JOB_FILE
 from tests.cli.clitools import run
 from tests.servers import free_port, kafka_server
@@ -86,6 +87,14 @@ def test_bad_checkpoint_folders_exit_2(bootstrap: str, tmp_path: Path) -> None:
     (other / JOB_FILE).write_bytes(orjson.dumps({"source": "kafka://h:1/else",
                                                  "scene": "transfer"}))
     _refused(_args(bootstrap, topics, other), 2, "belongs to the job reading kafka://h:1/else")
+    ahead = tmp_path / "ahead"  # Spark's logs deleted by hand, the ledger kept
+    ahead.mkdir()
+    (ahead / JOB_FILE).write_bytes(orjson.dumps({
+        "source": f"kafka://{bootstrap}/{topics['events']}", "scene": "transfer"}))
+    (ahead / LEDGER_NAME).write_bytes(orjson.dumps({"started": 3, "done": 3}))
+    _refused(_args(bootstrap, topics, ahead), 2, "offset log in")
+    (ahead / LEDGER_NAME).write_text("[")
+    _refused(_args(bootstrap, topics, ahead), 2, "cannot be read")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / JOB_FILE).write_text("{not json")
