@@ -1,4 +1,5 @@
-"""The `riskengine` command line: generate traffic, replay it, validate a config, demo.
+"""The `riskengine` command line: generate traffic, replay it, backtest rules, backfill a
+state, validate a config, demo.
 
 Exit codes: 0 success; 1 the work ran but failed (an invalid config for `validate`, an
 engine failure during a replay, a file that became unreadable or unwritable midway);
@@ -13,12 +14,13 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import typer
@@ -34,18 +36,30 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from riskengine.batch.io import InputError, file_format, open_reader, open_writer
+from riskengine.batch.io import (
+    InputError,
+    ParquetReader,
+    RowReader,
+    file_format,
+    open_reader,
+    open_writer,
+)
 from riskengine.batch.replay import (
     DECISION_FIELDS,
     DECISION_SCHEMA,
     ERROR_FIELDS,
+    check_parquet,
     field_types,
     replay_rows,
 )
 from riskengine.batch.report import ReplayStats, render_summary
+from riskengine.config import ProjectConfig, load_config
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError, RiskEngineError
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
+
+if TYPE_CHECKING:
+    from riskengine.batch.backfill import Compute
 
 __all__ = ["app"]
 
@@ -205,20 +219,53 @@ def _load_engine(config: Path | None, code: int, state: str | None = None) -> En
     when the config or the state cannot be used."""
     from riskengine.state.redis.codec import StateUnavailableError
 
-    if config is not None and not config.exists():
-        _fail(f"config file {str(config)!r} does not exist", code)
+    project = _load_config(config, code)
     try:
         if state is None:
-            return Engine.from_config(config)
-        from riskengine.config import load_config
+            return Engine(project)
         from riskengine.service.shared import shared_engine
 
-        return shared_engine(load_config(config), state, require_state=True)
+        return shared_engine(project, state, require_state=True)
     except StateUnavailableError as exc:
         _fail(str(exc), code)
     except RiskEngineError as exc:
         _fail(f"invalid config: {exc}", code)
 
+
+def _load_config(config: Path | None, code: int) -> ProjectConfig:
+    """The project config at `config` (None: the example); exits `code` when it cannot be
+    used."""
+    if config is not None and not config.exists():
+        _fail(f"config file {str(config)!r} does not exist", code)
+    try:
+        return load_config(config)
+    except RiskEngineError as exc:
+        _fail(f"invalid config: {exc}", code)
+
+
+def _error_printer(console: Console, further: str) -> Callable[[dict[str, Any]], None]:
+    """Prints the first `SHOWN_ERRORS` bad rows on `console`, then `further` once."""
+    shown = 0
+
+    def show_error(record: dict[str, Any]) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= SHOWN_ERRORS:
+            console.print(Text.assemble((f"row {record['row']}: ", "yellow"), record["error"]),
+                          soft_wrap=True)
+        elif shown == SHOWN_ERRORS + 1:
+            console.print(further, markup=False, soft_wrap=True)
+
+    return show_error
+
+
+def _open_input(engine: Engine, scene: str, source: Path) -> RowReader:
+    """The rows of `source` for `scene`: CSV typed by the scene schema, a Parquet file's
+    columns checked against the scene before any row (InputError otherwise)."""
+    reader = open_reader(source, field_types(engine, scene))
+    if isinstance(reader, ParquetReader):
+        check_parquet(engine, scene, reader.file.schema_arrow, repr(str(source)))
+    return reader
 
 
 def _errors_path(output: Path) -> Path:
@@ -231,7 +278,7 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     if scene not in engine.scenes:
         _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
     try:
-        reader = open_reader(source, field_types(engine, scene))
+        reader = _open_input(engine, scene, source)
         out_format = file_format(output)
     except InputError as exc:
         _fail(str(exc), 2)
@@ -242,19 +289,7 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     if errors.resolve() in (output.resolve(), source.resolve()):
         _fail("the errors file must differ from the input and the output", 2)
     console = _stderr()
-    shown = 0
-
-    def show_error(record: dict[str, Any]) -> None:
-        nonlocal shown
-        shown += 1
-        if shown <= SHOWN_ERRORS:
-            where = f"row {record['row']}"
-            console.print(Text.assemble((f"{where}: ", "yellow"), record["error"]),
-                          soft_wrap=True)
-        elif shown == SHOWN_ERRORS + 1:
-            console.print(f"further errors are only written to {errors}", markup=False,
-                          soft_wrap=True)
-
+    show_error = _error_printer(console, f"further errors are only written to {errors}")
     try:
         out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA)
         try:
@@ -288,23 +323,80 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     return stats, code
 
 
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", show_default=False,
+    help="Project config (YAML); default: the example config shipped with riskengine.")]
+LimitOption = Annotated[int | None, typer.Option(
+    min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
+MasterOption = Annotated[str | None, typer.Option(
+    show_default=False,
+    help="Spark master URL for --runner spark (default local[2]; local[*], "
+         "spark://host:7077, yarn, k8s://…).")]
+PartitionsOption = Annotated[int | None, typer.Option(
+    min=1, show_default=False,
+    help="Shuffle partitions for --runner spark (default: twice the cores).")]
+
+
+class Runner(StrEnum):
+    local = "local"
+    spark = "spark"
+
+
+def _replay_on_spark(config: Path | None, scene: str, source: str, output: str,
+                     errors: Path | None, limit: int | None, master: str | None,
+                     partitions: int | None) -> tuple[ReplayStats, int, str]:
+    """`replay --runner spark`: the stats, the exit code and the errors file."""
+    from riskengine.spark.replay import (
+        SparkReplay,
+        default_errors_path,
+        input_format,
+        spark_replay,
+    )
+    from riskengine.spark.session import SparkUnavailableError, spark_session
+
+    if "://" not in source and not Path(source).exists():
+        _fail(f"input {source!r} does not exist", 2)
+    fmt = input_format(source)
+    if fmt is None:
+        _fail("the Spark runner reads JSON Lines or Parquet; convert CSV first "
+              "(riskengine replay --runner local reads CSV)", 2)
+    if output.rstrip("/").lower().endswith((".jsonl", ".ndjson", ".csv")):
+        _fail("the Spark runner writes a Parquet directory: give OUTPUT without .jsonl "
+              "(e.g. decisions.parquet)", 2)
+    engine = _load_engine(config, 2)
+    if scene not in engine.scenes:
+        _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
+    errors_text = str(errors) if errors is not None else default_errors_path(output)
+    console = _stderr()
+    job = SparkReplay.of(engine.config, scene)
+    try:
+        with console.status("starting Spark") as status:
+            spark = spark_session(master, shuffle_partitions=partitions)
+            result = spark_replay(spark, job, source, fmt, output, errors_text,
+                                  partitions=partitions, limit=limit,
+                                  on_stage=lambda stage: status.update(f"Spark: {stage}"))
+    except SparkUnavailableError as exc:
+        _fail(str(exc), 2)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    return result.stats, 1 if result.stats.errors.get("internal") else 0, errors_text
+
+
 @app.command()
 def replay(
-    input: Annotated[Path, typer.Argument(
+    input: Annotated[str, typer.Argument(
         show_default=False, metavar="INPUT",
-        help="Events to replay, in arrival order: .jsonl, .csv or .parquet.")],
-    output: Annotated[Path, typer.Option(
+        help="Events to replay, in arrival order: .jsonl, .csv or .parquet (with --runner "
+             "spark: .jsonl or Parquet, a file or a directory, any Spark path such as "
+             "s3a://… or hdfs://…).")],
+    output: Annotated[str, typer.Option(
         "--output", "-o", show_default=False,
-        help="Decisions to write: .jsonl or .parquet (one record per decided row).")],
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False,
-        help="Project config (YAML); default: the example config shipped with riskengine.")]
-    = None,
+        help="Decisions to write: .jsonl or .parquet (one record per decided row); with "
+             "--runner spark a Parquet directory that must not exist.")],
+    config: ConfigOption = None,
     scene: Annotated[str, typer.Option("--scene", "-s", help="Scene to evaluate the rows in.")]
     = "transfer",
-    limit: Annotated[int | None, typer.Option(
-        min=0, show_default=False, help="Stop after this many rows (bad rows included).")]
-    = None,
+    limit: LimitOption = None,
     errors: Annotated[Path | None, typer.Option(
         show_default=False,
         help="Where bad rows go (JSON Lines); default: next to OUTPUT, named "
@@ -312,6 +404,11 @@ def replay(
     = None,
     summary_json: Annotated[Path | None, typer.Option(
         show_default=False, help="Also write the summary as JSON to this file.")] = None,
+    runner: Annotated[Runner, typer.Option(
+        help="local: this process, in file order; spark: the same decisions computed by "
+             "key on Spark (pip install 'riskengine[spark]').")] = Runner.local,
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
 ) -> None:
     """Replay an event file through the engine and summarise the decisions.
 
@@ -327,18 +424,212 @@ def replay(
     a bad config or an unknown scene.
     """
     with _user_errors():
-        if not input.exists():
-            _fail(f"input file {str(input)!r} does not exist", 2)
-        engine = _load_engine(config, 2)
-        errors_path = errors if errors is not None else _errors_path(output)
-        stats, code = _replay(engine, scene, input, output, errors_path, limit)
-        render_summary(stats, _stdout(), str(errors_path))
+        if runner is Runner.spark:
+            stats, code, errors_text = _replay_on_spark(
+                config, scene, input, output, errors, limit, master, partitions)
+            render_summary(stats, _stdout(), errors_text)
+        else:
+            source, target = Path(input), Path(output)
+            if not source.exists():
+                _fail(f"input file {input!r} does not exist", 2)
+            engine = _load_engine(config, 2)
+            errors_path = errors if errors is not None else _errors_path(target)
+            stats, code = _replay(engine, scene, source, target, errors_path, limit)
+            render_summary(stats, _stdout(), str(errors_path))
         if summary_json is not None:
             try:
                 summary_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n",
                                         encoding="utf-8")
             except OSError as exc:
                 _fail(f"cannot write {str(summary_json)!r}: {exc.strerror or exc}", 1)
+        if code:
+            raise typer.Exit(code)
+
+
+# backfill -------------------------------------------------------------------------------
+
+
+def _spark_backfill(config: ProjectConfig, scene: str, source: Path, fmt: str,
+                    master: str | None, partitions: int | None, limit: int | None,
+                    on_error: Callable[[dict[str, Any]], None]) -> Compute:
+    """`backfill --runner spark`'s step 1 (Spark starts when it runs)."""
+    from riskengine.spark.backfill import spark_backfill
+    from riskengine.spark.replay import SparkReplay
+    from riskengine.spark.session import spark_session
+
+    def compute(engine: Engine) -> ReplayStats:
+        spark = spark_session(master, shuffle_partitions=partitions)
+        return spark_backfill(
+            spark, SparkReplay.of(config, scene), engine, str(source.resolve()), fmt,
+            partitions or int(spark.conf.get("spark.sql.shuffle.partitions")), limit=limit,
+            on_error=on_error)
+    return compute
+
+
+@app.command()
+def backfill(
+    input: Annotated[Path, typer.Argument(
+        show_default=False, metavar="INPUT",
+        help="History, in arrival order: .jsonl, .csv or .parquet.")],
+    state_dir: Annotated[Path | None, typer.Option(
+        show_default=False, help="Write the snapshot that `riskengine serve --state-dir` "
+                                 "restores.")] = None,
+    state: Annotated[str | None, typer.Option(
+        show_default=False, help="Fill the shared state: redis://host:port/db or "
+                                 "redis+cluster://host:port,host:port.")] = None,
+    config: ConfigOption = None,
+    scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
+    = "transfer",
+    limit: LimitOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the state the target holds already.")] = False,
+    decision_log: Annotated[str | None, typer.Option(
+        show_default=False, help="--state-dir: the decision log the service will use, if "
+                                 "not its default (SQLite in the state dir).")] = None,
+    errors: Annotated[Path | None, typer.Option(
+        show_default=False, help="Also write every bad row here (JSON Lines).")] = None,
+    runner: Annotated[Runner, typer.Option(
+        help="local: this process, in file order; spark: computed by key on Spark "
+             "(--state-dir only).")] = Runner.local,
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
+) -> None:
+    """Fill a scene's state from history so that a service starts warm.
+
+    Rows are run through the engine in file order, exactly as `replay` runs them
+    (decisions are not written); a row that cannot be read or that the engine refuses is
+    printed (the first 10) and counted, and the run goes on. The state goes to --state-dir
+    (a snapshot, written once all rows went through) or to --state (Redis); a target that
+    already holds state is refused unless --force.
+
+    Exit code 0 on success; 1 when the run stopped midway (the input became unreadable,
+    Redis stopped answering, an engine failure); 2 for a missing input, a bad config, an
+    unknown scene, a target that holds state, or Redis that cannot be reached.
+    """
+    from riskengine.batch.backfill import BackfillStoppedError, render_backfill
+    from riskengine.batch.backfill import backfill as run_backfill
+    from riskengine.batch.state_targets import RedisTarget, StateDirTarget
+    from riskengine.spark.replay import input_format
+    from riskengine.spark.session import SparkUnavailableError
+
+    with _user_errors():
+        if (state_dir is None) == (state is None):
+            _fail("give --state-dir DIR (a service's snapshot) or --state redis://… "
+                  "(the shared state), one of them", 2)
+        if decision_log is not None and state_dir is None:
+            _fail("--decision-log goes with --state-dir", 2)
+        if runner is Runner.spark and state_dir is None:
+            _fail("the Spark runner writes a state dir (--state-dir); fill Redis with "
+                  "--runner local", 2)
+        if not input.exists():
+            _fail(f"input file {str(input)!r} does not exist", 2)
+        engine = _load_engine(config, 2)
+        if scene not in engine.scenes:
+            _fail(f"unknown scene {scene!r}; this config has {', '.join(engine.scenes)}", 2)
+        if errors is not None and errors.resolve() == input.resolve():
+            _fail("the errors file would overwrite the input", 2)
+        fmt = input_format(str(input)) if runner is Runner.spark else None
+        if runner is Runner.spark and fmt is None:
+            _fail("the Spark runner reads JSON Lines or Parquet; use --runner local for CSV",
+                  2)
+        try:
+            reader = _open_input(engine, scene, input) if fmt is None else None
+            bad_rows = open_writer(errors, ERROR_FIELDS) if errors is not None else None
+        except InputError as exc:
+            _fail(str(exc), 2)
+        target = (StateDirTarget(engine.config, state_dir, decision_log=decision_log,
+                                 force=force) if state_dir is not None
+                  else RedisTarget(engine.config, str(state), force=force))
+        console = _stderr()
+        further = ("further errors are only written to " + str(errors) if errors is not None
+                   else "further errors are only counted (--errors FILE keeps them all)")
+        show = _error_printer(console, further)
+        compute = None
+        if fmt is not None:  # Spark: its bad rows come to `show` here, written here too
+
+            def show_and_keep(record: dict[str, Any]) -> None:
+                show(record)
+                if bad_rows is not None:
+                    bad_rows.write(record)
+
+            compute = _spark_backfill(engine.config, scene, input, fmt, master, partitions,
+                                      limit, show_and_keep)
+        try:
+            with _progress(console, rows_field=True) as progress:
+                task = progress.add_task(f"backfilling {input.name}",
+                                         total=reader.total if reader else None, rows=0)
+
+                def advance(rows: int, done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total, rows=rows)
+
+                summary = run_backfill(target, scene, reader, errors=bad_rows, limit=limit,
+                                       source=str(input), on_error=show,
+                                       on_progress=advance, compute=compute)
+        except SparkUnavailableError as exc:
+            _fail(str(exc), 2)
+        except BackfillStoppedError as exc:
+            _fail(f"backfill stopped: {exc}", 1)
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
+        finally:
+            if bad_rows is not None:
+                bad_rows.close()
+        render_backfill(summary, _stdout())
+
+
+# backtest -------------------------------------------------------------------------------
+
+
+@app.command()
+def backtest(
+    input: Annotated[Path, typer.Argument(
+        show_default=False, metavar="INPUT",
+        help="Past events, in arrival order: .jsonl, .csv or .parquet.")],
+    candidate: Annotated[Path, typer.Option(
+        show_default=False,
+        help="The candidate ruleset: JSON (or .yaml) {\"rules\": [...], \"policy\": {...}}, "
+             "what PUT /v1/scenes/S/ruleset takes.")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", show_default=False,
+        help="Project config (YAML) with the live ruleset; default: the shipped example.")]
+    = None,
+    scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
+    = "transfer",
+    label_column: Annotated[str, typer.Option(
+        help="Column with the ground truth (legit or a fraud label), kept from the rules; "
+             "absent: no precision or recall.")] = "label",
+    report: Annotated[Path | None, typer.Option(
+        show_default=False, file_okay=False,
+        help="Write report.md, report.json, PNG charts and errors.jsonl to this new "
+             "directory.")] = None,
+    limit: LimitOption = None,
+    runner: Annotated[str, typer.Option(
+        help="Where it runs: local (in this process) or spark (by key on Spark; JSON Lines "
+             "or Parquet, a file or a directory).")] = "local",
+    master: MasterOption = None,
+    partitions: PartitionsOption = None,
+) -> None:
+    """What a candidate ruleset would have decided on past events, beside the live one.
+
+    Each event is decided once by the engine (features and the live rules), then by the
+    candidate on the same features. Prints the decision mix of both, the decisions that
+    change, rule hits and, with labels, precision, recall and F1. Bad rows are counted
+    and shown as in replay. Exit code 0 on success, 1 if the run or the report failed
+    midway or the engine failed on a row, 2 for a missing input, a bad config or
+    candidate, an unknown scene or an unusable report directory.
+    """
+    from riskengine.batch.backtest_command import BacktestCommandError, backtest_command
+
+    with _user_errors():
+        engine = _load_engine(config, 2)
+        try:
+            code = backtest_command(
+                engine, source=input, candidate=candidate, scene=scene,
+                label_column=label_column, report=report, limit=limit, runner=runner,
+                master=master, partitions=partitions, out=_stdout(), err=_stderr(),
+                progress=lambda: _progress(_stderr(), rows_field=True))
+        except BacktestCommandError as exc:
+            _fail(str(exc), exc.code)
         if code:
             raise typer.Exit(code)
 
@@ -376,10 +667,7 @@ def _scene_tables(engine: Engine, scene: str) -> list[Table]:
 
 @app.command()
 def validate(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False,
-        help="Project config (YAML); default: the example config shipped with riskengine.")]
-    = None,
+    config: ConfigOption = None,
 ) -> None:
     """Load and compile a config; print its scenes, features, rules and lists.
 
@@ -658,10 +946,9 @@ def spark_stream(
     checkpoint: Annotated[Path, typer.Option(
         help="Checkpoint folder: offsets, state store, sink ledger; keep it to resume.")],
     master: Annotated[str | None, typer.Option(
-        show_default=False, help="Spark master URL (default local[2]).")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", show_default=False, dir_okay=False,
-        help="Project config (YAML); default: the shipped example.")] = None,
+        show_default=False, help="Spark master URL (default local[2]; local[*], "
+                                 "spark://host:7077, yarn, k8s://…).")] = None,
+    config: ConfigOption = None,
     scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
     = "transfer",
     dead_letter: Annotated[str | None, typer.Option(

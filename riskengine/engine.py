@@ -136,6 +136,14 @@ class Engine:
         in memory its keys, remembered ids and clock; shared state keeps one clock."""
         self.state.drop_clock(clock)
 
+    def clock(self, scene: str) -> int | None:
+        """The scene clock G (docs/semantics.md) of the one clock domain None: the newest
+        time of the scene's events taken on time; None before the first. Raises
+        `UnknownSceneError` (and, with shared state, the state's error when it cannot be
+        reached)."""
+        self.scene(scene)
+        return self.state.clock(scene)
+
     def entity(self, scene: str, field: str, value: Any) -> tuple[int | None, dict[str, Any]]:
         """The current values of the features of `scene` keyed by `field` alone, for the
         entity `value`: `(as_of, {name: value})`, as_of being the scene's event clock

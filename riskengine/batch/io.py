@@ -45,6 +45,8 @@ __all__ = [
     "file_format",
     "open_reader",
     "open_writer",
+    "parquet_records",
+    "with_id",
 ]
 
 MAX_LINE_BYTES = 1 << 20
@@ -353,6 +355,23 @@ def _needs_fixing(kind: pa.DataType) -> bool:
                 or pa.types.is_large_binary(kind))
 
 
+def parquet_records(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """The rows of an Arrow record batch as events (times as epoch ms, no NaN; see
+    `ParquetReader`), without ids."""
+    fix = [field.name for field in batch.schema if _needs_fixing(field.type)]
+    records: list[dict[str, Any]] = batch.to_pylist()
+    if fix:
+        for record in records:
+            for name in fix:
+                record[name] = _fix_value(record[name])
+    return records
+
+
+def with_id(event: dict[str, Any], number: int) -> dict[str, Any]:
+    """`event` with ``row-<number>`` as its id when it has none (in place)."""
+    return _with_id(event, number)
+
+
 class ParquetReader:
     """Parquet, read a record batch at a time.
 
@@ -373,11 +392,8 @@ class ParquetReader:
         number = 0
         try:
             for batch in self.file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-                fix = [field.name for field in batch.schema if _needs_fixing(field.type)]
-                for record in batch.to_pylist():
+                for record in parquet_records(batch):
                     number += 1
-                    for name in fix:
-                        record[name] = _fix_value(record[name])
                     yield Row(number, _with_id(record, number))
                 self.done = number
         except (pa.ArrowException, OSError) as exc:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from riskengine.batch.columns import check_columns
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
 from riskengine.decision import Decision
@@ -33,8 +34,9 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.features.dsl import NUMERIC_FUNCTIONS
 
-__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "decision_record",
-           "field_types", "replay_rows"]
+__all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "LABEL_COLUMN",
+           "check_parquet", "decision_record", "error_record", "field_types", "pop_label",
+           "replay_rows", "required_fields"]
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
@@ -61,6 +63,8 @@ DECISION_SCHEMA = pa.schema([
 
 ERROR_FIELDS = ("row", "event_id", "kind", "error", "field", "excerpt")
 
+LABEL_COLUMN = "label"
+
 PROGRESS_EVERY = 1024
 
 ErrorHook = Callable[[dict[str, Any]], None]
@@ -75,6 +79,20 @@ def field_types(engine: Engine, scene: str) -> dict[str, str]:
              if spec.func in NUMERIC_FUNCTIONS}
     types.update({spec.name: spec.type for spec in config.schema})
     return types
+
+
+def required_fields(engine: Engine, scene: str) -> list[str]:
+    """The fields every event of a scene must have: ``timestamp`` and the schema's
+    non-optional fields."""
+    return ["timestamp", *(spec.name for spec in engine.config.scenes[scene].schema
+                           if spec.required)]
+
+
+def check_parquet(engine: Engine, scene: str, schema: pa.Schema, source: str) -> None:
+    """Refuse a Parquet input whose columns cannot hold the scene's events (see
+    riskengine/batch/columns.py), naming the column."""
+    check_columns(schema, field_types(engine, scene), required_fields(engine, scene),
+                  source, scene)
 
 
 def decision_record(row: int, decision: Decision, label: str | None,
@@ -104,8 +122,9 @@ def decision_record(row: int, decision: Decision, label: str | None,
     return record
 
 
-def _label(event: dict[str, Any]) -> str | None:
-    label = event.pop("label", None)
+def pop_label(event: dict[str, Any], column: str = LABEL_COLUMN) -> str | None:
+    """Take the ground-truth label out of `event` (so no rule can read it), as text."""
+    label = event.pop(column, None)
     if label is None or isinstance(label, str):
         return label
     return str(label)
@@ -139,7 +158,7 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
         if event is None:
             _error(stats, errors, on_error, row, "input", row.error or "unreadable row")
             continue
-        label = _label(event)
+        label = pop_label(event)
         try:
             decision = evaluate(scene, event)
         except RiskEngineError as exc:
@@ -160,9 +179,15 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
 def _error(stats: ReplayStats, errors: RecordWriter, hook: ErrorHook | None, row: Row,
            kind: str, message: str, field: str | None = None) -> None:
     stats.errors[kind] += 1
-    event_id = row.event.get("event_id") if row.event is not None else None
-    record = {"row": row.number, "event_id": event_id if isinstance(event_id, str) else None,
-              "kind": kind, "error": message, "field": field, "excerpt": row.excerpt}
+    record = error_record(row, kind, message, field)
     errors.write(record)
     if hook is not None:
         hook(record)
+
+
+def error_record(row: Row, kind: str, message: str, field: str | None = None
+                 ) -> dict[str, Any]:
+    """The error record of a row (see the module docstring)."""
+    event_id = row.event.get("event_id") if row.event is not None else None
+    return {"row": row.number, "event_id": event_id if isinstance(event_id, str) else None,
+            "kind": kind, "error": message, "field": field, "excerpt": row.excerpt}

@@ -13,19 +13,17 @@ rate).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
 
+from riskengine.batch.metrics import DECISIONS, LEGIT, Detection, label_order
 from riskengine.decision import Decision
 
-__all__ = ["DECISIONS", "LEGIT", "ReplayStats", "render_summary"]
-
-DECISIONS = ("accept", "review", "reject")
-LEGIT = "legit"
+__all__ = ["DECISIONS", "LEGIT", "ReplayStats", "percent", "render_summary"]
 
 
 @dataclass
@@ -65,14 +63,27 @@ class ReplayStats:
 
     def add(self, decision: Decision, label: str | None) -> None:
         """Count one decision; `label` is the event's ground truth, if it has one."""
-        self.decisions[decision.decision] += 1
-        if decision.late:
+        self.count(decision.decision, decision.late, decision.degraded,
+                   decision.rule_errors,
+                   [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits],
+                   label)
+
+    def add_record(self, record: Mapping[str, Any]) -> None:
+        """Count one decision record (riskengine/batch/replay.py `decision_record`)."""
+        self.count(record["decision"], record["late"], record["degraded"],
+                   record["rule_errors"], [*record["hits"], *record["shadow_hits"]],
+                   record.get("label"))
+
+    def count(self, decision: str, late: bool, degraded: bool, rule_errors: Iterable[str],
+              hit_ids: list[str], label: str | None) -> None:
+        """Count one decision from its parts (`hit_ids`: active and shadow hits)."""
+        self.decisions[decision] += 1
+        if late:
             self.late += 1
-        if decision.degraded:
+        if degraded:
             self.degraded += 1
-        for rule_id in decision.rule_errors:
+        for rule_id in rule_errors:
             self.rule_errors[rule_id] += 1
-        hit_ids = [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits]
         self.hits.update(hit_ids)
         if label is None:
             return
@@ -80,12 +91,26 @@ class ReplayStats:
         by_label = self.label_decisions.get(label)
         if by_label is None:
             by_label = self.label_decisions[label] = Counter()
-        by_label[decision.decision] += 1
+        by_label[decision] += 1
         for rule_id in hit_ids:
             per_rule = self.rule_label_hits.get(rule_id)
             if per_rule is None:
                 per_rule = self.rule_label_hits[rule_id] = Counter()
             per_rule[label] += 1
+
+    def merge(self, other: ReplayStats) -> None:
+        """Add the counts of `other` (a replay of another part of the same input)."""
+        self.rows += other.rows
+        self.late += other.late
+        self.degraded += other.degraded
+        for mine, theirs in ((self.decisions, other.decisions), (self.errors, other.errors),
+                             (self.rule_errors, other.rule_errors), (self.hits, other.hits),
+                             (self.labels, other.labels)):
+            mine.update(theirs)
+        for table, more in ((self.label_decisions, other.label_decisions),
+                            (self.rule_label_hits, other.rule_label_hits)):
+            for key, counts in more.items():
+                table.setdefault(key, Counter()).update(counts)
 
     def rule_ids(self) -> list[tuple[str, str]]:
         """(rule id, mode) for the configured rules, then any other rule that hit."""
@@ -96,13 +121,12 @@ class ReplayStats:
     def rule_quality(self, rule_id: str) -> dict[str, Any]:
         """Hits, precision, recall and recall per label of one rule."""
         per_label = self.rule_label_hits.get(rule_id, Counter())
-        flagged = sum(per_label.values())
         true_pos = sum(n for label, n in per_label.items() if label != LEGIT)
-        positives = self.positives
+        detection = Detection.of(true_pos, sum(per_label.values()), self.positives)
         return {
             "hits": self.hits.get(rule_id, 0),
-            "precision": true_pos / flagged if flagged else None,
-            "recall": true_pos / positives if positives else None,
+            "precision": detection.precision,
+            "recall": detection.recall,
             "recall_by_label": {label: per_label.get(label, 0) / n
                                 for label, n in sorted(self.labels.items())},
         }
@@ -134,18 +158,12 @@ class ReplayStats:
             "rules": [{"rule_id": rule_id, "mode": mode, **self.rule_quality(rule_id)}
                       for rule_id, mode in self.rule_ids()],
             "labels": {label: self.label_outcomes(label)
-                       for label in _label_order(self.labels)},
+                       for label in label_order(self.labels)},
         }
 
 
-def _label_order(labels: Counter[str]) -> list[str]:
-    """``legit`` first, then the attack labels by how often they occur."""
-    rest = sorted((label for label in labels if label != LEGIT),
-                  key=lambda label: (-labels[label], label))
-    return ([LEGIT] if LEGIT in labels else []) + rest
-
-
-def _pct(part: float | None, whole: float | None = 1.0) -> str:
+def percent(part: float | None, whole: float | None = 1.0) -> str:
+    """`part` as a share of `whole` (a fraction when `whole` is omitted); ``–`` for none."""
     if part is None or not whole:
         return "–"
     share = 100.0 * part / whole
@@ -184,7 +202,7 @@ def _decisions(stats: ReplayStats) -> Table:
     table.add_column("%", justify="right")
     for decision in DECISIONS:
         count = stats.decisions.get(decision, 0)
-        table.add_row(decision, f"{count:,}", _pct(count, stats.evaluated))
+        table.add_row(decision, f"{count:,}", percent(count, stats.evaluated))
     return table
 
 
@@ -203,14 +221,14 @@ def _rules(stats: ReplayStats) -> Table:
         table.add_column("recall by label")
     for rule_id, mode in stats.rule_ids():
         quality = stats.rule_quality(rule_id)
-        cells = [rule_id, mode, f"{quality['hits']:,}", _pct(quality["hits"], stats.evaluated)]
+        cells = [rule_id, mode, f"{quality['hits']:,}", percent(quality["hits"], stats.evaluated)]
         if labelled:
             by_label = quality["recall_by_label"]
             caught = sorted(((rate, label) for label, rate in by_label.items()
                              if label != LEGIT and rate > 0), reverse=True)
-            cells += [_pct(quality["precision"]), _pct(quality["recall"]),
-                      _pct(by_label.get(LEGIT)),
-                      ", ".join(f"{label} {_pct(rate)}" for rate, label in caught) or "–"]
+            cells += [percent(quality["precision"]), percent(quality["recall"]),
+                      percent(by_label.get(LEGIT)),
+                      ", ".join(f"{label} {percent(rate)}" for rate, label in caught) or "–"]
         table.add_row(*cells)
     return table
 
@@ -224,10 +242,10 @@ def _labels(stats: ReplayStats) -> Table:
     for decision in DECISIONS:
         table.add_column(decision, justify="right")
     table.add_column("caught", justify="right")
-    for label in _label_order(stats.labels):
+    for label in label_order(stats.labels):
         outcome = stats.label_outcomes(label)
         table.add_row(label, f"{outcome['events']:,}",
-                      *(f"{outcome[d]:,}" for d in DECISIONS), _pct(outcome["caught_rate"]))
+                      *(f"{outcome[d]:,}" for d in DECISIONS), percent(outcome["caught_rate"]))
     return table
 
 

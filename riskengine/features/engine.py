@@ -122,6 +122,19 @@ class SceneFeatures:
                 self.sweep()
         return out, late, degraded
 
+    def compute_at(self, event: dict[str, Any], lsn: int, clock: int
+                   ) -> tuple[dict[str, Any], bool, bool]:
+        """`compute_general` for a forked runtime that computes a key group alone: the
+        scene clock G before the event (NEVER before the first) comes from the runtime's
+        one ordered pass over every event of the scene, not from the events this instance
+        saw. Since whether an event is stored on a key depends on G alone
+        (docs/semantics.md), the values equal the whole engine's."""
+        self.global_max = clock
+        values = self.fast(event, lsn)
+        if values is not None:
+            return values, False, False
+        return self.compute_general(event, lsn)
+
     def _score_late(self, event: dict[str, Any], lsn: int, state: Entity | None,
                     table: KeyTable, buffers: tuple[tuple[BufferOps, Any], ...],
                     out: dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ from riskengine.rules.expr import ExprNames, Translation, make_function, transla
 if TYPE_CHECKING:
     from riskengine.lists import Lists
 
-__all__ = ["ACTIONS", "MODES", "Hit", "Policy", "Rule", "Ruleset", "Verdict"]
+__all__ = ["ACTIONS", "MAX_RULES", "MODES", "Hit", "Policy", "Rule", "Ruleset", "Verdict",
+           "ruleset_from_body"]
 
 ACTIONS = ("accept", "review", "reject")
 MODES = ("active", "shadow")
@@ -33,6 +34,8 @@ _RULE_KEYS = ("id", "when", "score", "action", "reason", "mode")
 _POLICY_KEYS = ("review_at", "reject_at", "default")
 _MAX_ID_LEN = 200
 _MAX_SCORE = 1e9  # per rule; the scores of the hits add up, so a total stays finite
+MAX_RULES = 2000
+"""Most rules one ruleset body may hold (the admin API, a candidate file)."""
 
 
 def _number(value: object, what: str) -> float:
@@ -273,6 +276,28 @@ class Ruleset:
 
     def __repr__(self) -> str:
         return f"Ruleset(scene={self.scene!r}, version={self.version!r}, rules={len(self.rules)})"
+
+
+def ruleset_from_body(scene: str, body: object, names: ExprNames, default_policy: Policy,
+                      version: str | None = None) -> Ruleset:
+    """Validate a ``{"rules": [...], "policy": {...}}`` body (what the admin API accepts;
+    the policy optional, `default_policy` when absent) into a compiled ruleset."""
+    if not isinstance(body, Mapping):
+        raise ConfigError("a ruleset is a JSON object with 'rules' (a list) and an "
+                          "optional 'policy'")
+    unknown = set(body) - {"rules", "policy"}
+    if unknown:
+        raise ConfigError(f"unknown ruleset keys {sorted(map(str, unknown))[:5]}; "
+                          "allowed: rules, policy")
+    rules = body.get("rules")
+    if not isinstance(rules, list):
+        raise ConfigError("'rules' must be a list of rules")
+    if len(rules) > MAX_RULES:
+        raise ConfigError(f"a ruleset holds at most {MAX_RULES} rules")
+    policy = body.get("policy", default_policy.to_dict())
+    if not isinstance(policy, Mapping):
+        raise ConfigError("'policy' must be an object")
+    return Ruleset.build(scene, rules, dict(policy), names, version)
 
 
 def content_version(rules: Sequence[Rule], policy: Policy) -> str:

@@ -24,10 +24,9 @@ from riskengine.config import SceneConfig
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.files import read_json, write_json_atomic
-from riskengine.rules.ruleset import Ruleset
+from riskengine.rules.ruleset import Ruleset, ruleset_from_body
 
 MAX_VERSIONS = 100
-MAX_RULES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +84,7 @@ class RulesetRegistry:
     def build(self, scene: str, body: object) -> Ruleset:
         """Validate a ``{"rules": [...], "policy": {...}}`` body into a compiled ruleset."""
         runtime = self.engine.scene(scene)
-        if not isinstance(body, Mapping):
-            raise ConfigError("a ruleset is a JSON object with 'rules' (a list) and an "
-                              "optional 'policy'")
-        unknown = set(body) - {"rules", "policy"}
-        if unknown:
-            raise ConfigError(f"unknown ruleset keys {sorted(map(str, unknown))[:5]}; "
-                              "allowed: rules, policy")
-        rules = body.get("rules")
-        if not isinstance(rules, list):
-            raise ConfigError("'rules' must be a list of rules")
-        if len(rules) > MAX_RULES:
-            raise ConfigError(f"a ruleset holds at most {MAX_RULES} rules")
-        policy = body.get("policy", runtime.ruleset.policy.to_dict())
-        if not isinstance(policy, Mapping):
-            raise ConfigError("'policy' must be an object")
-        return Ruleset.build(scene, rules, dict(policy), runtime.names)
+        return ruleset_from_body(scene, body, runtime.names, runtime.ruleset.policy)
 
     def put(self, scene: str, ruleset: Ruleset, *, source: str, activate: bool = True) -> bool:
         """Record a built ruleset as a version; make it live if `activate`.

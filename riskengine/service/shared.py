@@ -22,7 +22,7 @@ from riskengine.config import ProjectConfig
 from riskengine.engine import Engine
 from riskengine.lists import ListEntry, parse_expiry
 from riskengine.service.rulesets import RulesetRegistry
-from riskengine.state.redis.backend import RedisState
+from riskengine.state.redis.backend import DEFAULT_STATE_TIMEOUT_MS, RedisState
 from riskengine.state.redis.bus import RulesetBus
 from riskengine.state.redis.lists import RedisListStore
 
@@ -50,11 +50,14 @@ GUARD_DEPTH = 2
 one hot entity when Redis crashes are both recognised on retry."""
 
 
-def shared_engine(config: ProjectConfig, url: str, *, require_state: bool = False
-                  ) -> Engine:
-    """An engine whose state is the Redis at `url` (as the service and the worker use it)."""
+def shared_engine(config: ProjectConfig, url: str, *, require_state: bool = False,
+                  state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Engine:
+    """An engine whose state is the Redis at `url` (as the service and the worker use it;
+    a batch job that would rather wait than answer with a fallback gives a longer
+    `state_timeout_ms`)."""
     return Engine(config, RedisState.connect(url, require_state=require_state,
-                                             guard_depth=GUARD_DEPTH))
+                                             guard_depth=GUARD_DEPTH,
+                                             state_timeout_ms=state_timeout_ms))
 
 
 def _client(engine: Engine) -> Any:

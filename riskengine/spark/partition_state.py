@@ -141,8 +141,8 @@ class PartitionState:
         self._horizons = {space: idle for space, _, idle in self._tables}
         self._horizons.update({space: p.keep_ms for space, p in self._patterns})
         self.keys_sweep_every = max(1, min(self._horizons.values(), default=1))
-        self._horizons[IDS] = part.idempotency_horizon_ms
-        self.ids_sweep_every = max(1, part.idempotency_horizon_ms)
+        self._horizons[IDS] = part.ids.horizon_ms
+        self.ids_sweep_every = max(1, part.ids.horizon_ms)
 
     # reading ----------------------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class StateBackend(Protocol):
         """Forget the state of clock domain `clock` (a partition no longer read here)."""
         ...
 
+    def clock(self, scene: str) -> int | None:
+        """See `Engine.clock`."""
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Per scene: what the backend counts."""
         ...

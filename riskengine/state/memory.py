@@ -7,17 +7,16 @@ patterns' per-key state, and the idempotency records. A partition's state is its
 a replay of that partition alone would have it, and goes whole when the partition goes to
 another worker (`drop_clock`). LSNs are this process's arrival order, across domains.
 
-Idempotency: `seen` maps each remembered event id to a compact `Record` (the feature
-values inline, the rule outcome shared with the decision, no dict, no objects of its own
-beyond the record). A duplicate gets an equal `Decision` rebuilt from it, marked
-`duplicate`.
+Idempotency: `ids` (riskengine/state/idempotency.py) maps each remembered event id to a
+compact `Record` (the feature values inline, the rule outcome shared with the decision, no
+dict, no objects of its own beyond the record). A duplicate gets an equal `Decision`
+rebuilt from it, marked `duplicate`.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from collections import deque
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from time import perf_counter
@@ -33,11 +32,11 @@ from riskengine.lists import Lists
 from riskengine.patterns import ScenePatterns
 from riskengine.rules.ruleset import Outcome
 from riskengine.scene import SceneRuntime
+from riskengine.state.idempotency import RememberedIds
 
-__all__ = ["SNAPSHOT_FORMAT", "MemoryPart", "MemoryScene", "MemoryState"]
+__all__ = ["SNAPSHOT_FORMAT", "MemoryPart", "MemoryScene", "MemoryState", "record_of"]
 
 SNAPSHOT_FORMAT = 3
-_FORGET_EVERY = 64
 
 Record = tuple[Any, ...]
 """A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
@@ -45,6 +44,17 @@ list_hits, late + 2·degraded, ruleset_version, *feature values)``; the outcome 
 other tuples are the decision's own (mostly shared constants), so a record is one tuple
 of its own."""
 _T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
+
+
+def record_of(decision: Decision, outcome: Outcome | None = None) -> Record:
+    """The remembered form of `decision` (`outcome`: the rules' outcome it came from,
+    shared to save memory; rebuilt from the decision when not given)."""
+    if outcome is None:
+        outcome = (decision.decision, decision.score, decision.hits, decision.shadow_hits,
+                   decision.rule_errors)
+    return (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
+            decision.list_hits, decision.late + 2 * decision.degraded,
+            decision.ruleset_version, *decision.features.values())
 
 
 class MemoryState:
@@ -87,6 +97,13 @@ class MemoryState:
         for scene in self._scenes.values():
             scene.parts.pop(clock, None)
 
+    def clock(self, scene: str) -> int | None:
+        """G of `scene` in the one clock domain None (None before its first event)."""
+        part = self._scenes[scene].parts.get(None)
+        if part is None or part.features.global_max == NEVER:
+            return None
+        return part.features.global_max
+
     def stats(self) -> dict[str, Any]:
         """Entities, retained entries and remembered event ids per scene (and the keys
         and entries of its sequence patterns, if it has any), over all its parts."""
@@ -97,7 +114,7 @@ class MemoryState:
             if scene.runtime.patterns:
                 totals.update(pattern_keys=0, pattern_entries=0)
             for part in scene.parts.values():
-                counts = {**part.features.stats(), "remembered_ids": len(part.seen),
+                counts = {**part.features.stats(), "remembered_ids": len(part.ids),
                           **(part.patterns.stats() if part.patterns else {})}
                 for key, value in counts.items():
                     totals[key] += value
@@ -131,12 +148,17 @@ class MemoryState:
                                 f"{SNAPSHOT_FORMAT})")
         self.lsn = payload["lsn"]
         for name, parts in payload["scenes"].items():
-            scene = self._scenes.get(name)
-            if scene is None:
-                continue
-            scene.parts.clear()
-            for clock, data in parts:
-                scene.part(clock).load(data)
+            if name in self._scenes:
+                self.load_scene(name, parts)
+
+    def load_scene(self, name: str, parts: list[tuple[Hashable, dict[str, Any]]]) -> None:
+        """Replace scene `name`'s state with `parts`: (clock domain, `MemoryPart.dump()`)
+        pairs, as a snapshot holds them (or as a runtime computing the state elsewhere
+        assembles them, riskengine/spark/backfill.py)."""
+        scene = self._scenes[name]
+        scene.parts.clear()
+        for clock, data in parts:
+            scene.part(clock).load(data)
 
     def close(self) -> None:
         pass
@@ -198,11 +220,7 @@ class MemoryPart:
                                       config.max_entities, runtime.compile_where, lists)
         self.fast = self.features.fast
         self.patterns = ScenePatterns(config.patterns, config.lateness_ms, runtime.where_names)
-        self.idempotency_horizon_ms = runtime.idempotency_horizon_ms
-        self.idempotency_max = runtime.idempotency_max
-        self.seen: dict[str, Record] = {}
-        self.seen_order: deque[str] = deque()
-        self.forget_countdown = _FORGET_EVERY
+        self.ids = RememberedIds(runtime.idempotency_horizon_ms, runtime.idempotency_max)
 
     def use_lists(self, lists: Lists) -> None:
         """Read lists from `lists`: the filters of the general path and of the fast path
@@ -217,9 +235,9 @@ class MemoryPart:
         remembering."""
         features = self.features
         event_id = event["event_id"]
-        previous = self.seen.get(event_id)
-        if previous is not None and previous[_T] > (
-                features.global_max - self.idempotency_horizon_ms):
+        ids = self.ids
+        previous = ids.records.get(event_id)
+        if previous is not None and ids.fresh(previous, features.global_max):
             return self.recall(event_id, previous)
         state = self.state
         state.lsn = lsn = state.lsn + 1
@@ -250,53 +268,16 @@ class MemoryPart:
     def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
         """Keep `decision` for its id; `known`: the id is held already (an entry past
         its horizon, decided again)."""
-        event_id = decision.event_id
-        seen = self.seen
-        seen[event_id] = (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
-                          decision.list_hits, decision.late + 2 * decision.degraded,
-                          decision.ruleset_version, *decision.features.values())
-        if not known:
-            self.seen_order.append(event_id)
-            if len(seen) > self.idempotency_max:
-                self.cap_ids()
-        self.forget_countdown -= 1
-        if not self.forget_countdown:
-            self.forget_old_ids()
-
-    def forget_old_ids(self) -> None:
-        """Drop ids whose event left the horizon (arrival order), and any over the cap."""
-        self.forget_countdown = _FORGET_EVERY
-        order = self.seen_order
-        seen = self.seen
-        horizon = self.features.global_max - self.idempotency_horizon_ms
-        while order:
-            event_id = order[0]
-            record = seen.get(event_id)
-            if record is not None and record[_T] > horizon:
-                break
-            order.popleft()
-            if record is not None:
-                del seen[event_id]
-        self.cap_ids()
-
-    def cap_ids(self) -> None:
-        seen = self.seen
-        order = self.seen_order
-        while len(seen) > self.idempotency_max:
-            seen.pop(order.popleft(), None)
+        self.ids.remember(decision.event_id, record_of(decision, outcome), known,
+                          self.features.global_max)
 
     def dump(self) -> dict[str, Any]:
         """The part's state (no references to live objects)."""
-        seen = self.seen
         return {"features": self.features.dump(),
-                "seen": [(i, seen[i]) for i in self.seen_order if i in seen],
+                "seen": self.ids.dump(),
                 "patterns": self.patterns.dump()}
 
     def load(self, data: dict[str, Any]) -> None:
         self.features.load(data["features"])
-        self.seen.clear()
-        self.seen_order.clear()
-        for event_id, record in data["seen"]:
-            self.seen[event_id] = record
-            self.seen_order.append(event_id)
+        self.ids.load(data["seen"])
         self.patterns.load(data.get("patterns", {}))

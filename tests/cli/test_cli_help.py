@@ -13,7 +13,8 @@ COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands
 
 
 def test_every_command_is_listed() -> None:
-    assert {"generate", "replay", "validate", "serve", "demo", "worker"} <= set(COMMANDS)
+    assert {"generate", "replay", "backfill", "backtest", "validate", "serve", "demo",
+            "worker"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

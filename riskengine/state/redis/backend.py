@@ -252,6 +252,11 @@ class RedisState:
         """Nothing to drop: a partition's clock and state in Redis stay for whichever
         worker reads it next."""
 
+    def clock(self, scene: str) -> int | None:
+        """G of `scene` as it stands in Redis (one round trip; raises the Redis error
+        when the state cannot be reached)."""
+        return self._clock.read(scene)
+
     # -- the breaker ------------------------------------------------------------------
 
     def failed(self, exc: BaseException) -> None:
