@@ -49,6 +49,7 @@ from riskengine.batch.replay import (
     DECISION_SCHEMA,
     ERROR_FIELDS,
     check_parquet,
+    decision_writes_alike,
     field_types,
     replay_rows,
 )
@@ -56,6 +57,7 @@ from riskengine.batch.report import ReplayStats, render_summary
 from riskengine.config import ProjectConfig, load_config
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError, RiskEngineError
+from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
 
 if TYPE_CHECKING:
@@ -216,15 +218,18 @@ def generate(
 
 def _load_engine(config: Path | None, code: int, state: str | None = None) -> Engine:
     """The engine of `config` (in memory, or on the shared Redis `state`); exits `code`
-    when the config or the state cannot be used."""
+    when the config or the state cannot be used. The Redis client is imported only for
+    shared state (a replay starts faster without it)."""
+    project = _load_config(config, code)
+    if state is None:
+        try:
+            return Engine(project)
+        except RiskEngineError as exc:
+            _fail(f"invalid config: {exc}", code)
+    from riskengine.service.shared import shared_engine
     from riskengine.state.redis.codec import StateUnavailableError
 
-    project = _load_config(config, code)
     try:
-        if state is None:
-            return Engine(project)
-        from riskengine.service.shared import shared_engine
-
         return shared_engine(project, state, require_state=True)
     except StateUnavailableError as exc:
         _fail(str(exc), code)
@@ -291,7 +296,8 @@ def _replay(engine: Engine, scene: str, source: Path, output: Path, errors: Path
     console = _stderr()
     show_error = _error_printer(console, f"further errors are only written to {errors}")
     try:
-        out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA)
+        out = open_writer(output, DECISION_FIELDS, DECISION_SCHEMA,
+                          jsonl_alike=decision_writes_alike)
         try:
             err = open_writer(errors, ERROR_FIELDS)
         except BaseException:
@@ -434,7 +440,8 @@ def replay(
                 _fail(f"input file {input!r} does not exist", 2)
             engine = _load_engine(config, 2)
             errors_path = errors if errors is not None else _errors_path(target)
-            stats, code = _replay(engine, scene, source, target, errors_path, limit)
+            with settled_memory(BATCH_YOUNG_THRESHOLD):  # the GC off the engine's state
+                stats, code = _replay(engine, scene, source, target, errors_path, limit)
             render_summary(stats, _stdout(), str(errors_path))
         if summary_json is not None:
             try:

@@ -14,7 +14,9 @@ leading zero: ``007`` stays text), except `event_id`, `type` and `label`, always
 An empty value is null. A value that does not convert stays text, so the engine's schema
 check refuses it with the field's name.
 
-Writers stream too: JSON Lines line by line, Parquet in record batches.
+Writers stream too: JSON Lines through a large buffer, Parquet in record batches. JSON Lines
+are read and written with orjson wherever it gives exactly what the json module gives
+(riskengine/batch/fastjson.py), with the json module everywhere else.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import IO, Any, Protocol
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from riskengine.batch.fastjson import dumps_line, parse_object, writes_alike
+from riskengine.batch.lines import LineBlocks
 from riskengine.exceptions import RiskEngineError
 
 __all__ = [
@@ -53,6 +57,7 @@ MAX_LINE_BYTES = 1 << 20
 """Longest accepted JSON Lines / CSV line (1 MiB); longer lines are skipped as errors."""
 
 PARQUET_BATCH_ROWS = 16_384
+WRITE_BUFFER_BYTES = 1 << 20
 EXCERPT_CHARS = 200
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -157,7 +162,13 @@ class _Lines:
 
 
 class JsonlReader:
-    """JSON Lines: one JSON object per line."""
+    """JSON Lines: one JSON object per line.
+
+    Lines are read a block at a time and parsed by orjson where it reads exactly what
+    ``json.loads`` reads (riskengine/batch/fastjson.py); every other line (blank, not an
+    object, malformed, or one of the cases orjson reads differently) goes through `_parse`,
+    the json module's reading, so rows, values and error messages are json's.
+    """
 
     def __init__(self, path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.path = path
@@ -166,19 +177,24 @@ class JsonlReader:
         self.done = 0
 
     def __iter__(self) -> Iterator[Row]:
+        parse, slow = parse_object, self._parse
         with self.path.open("rb") as handle:
-            lines = _Lines(handle, self.max_line_bytes)
-            overlong = 0
-            for number, line in enumerate(lines, start=1):
-                self.done = lines.done
-                if lines.overlong != overlong:
-                    overlong = lines.overlong
-                    yield Row(number, None, f"line is longer than {self.max_line_bytes} bytes")
-                    continue
-                if not line.strip():
-                    continue
-                yield self._parse(number, line)
-            self.done = lines.done
+            blocks = LineBlocks(handle, self.max_line_bytes)
+            number = 0
+            for lines, terminated in blocks:
+                self.done = blocks.done
+                for line in lines:
+                    number += 1
+                    if line is None:
+                        yield Row(number, None,
+                                  f"line is longer than {self.max_line_bytes} bytes")
+                        continue
+                    event = parse(line)
+                    if event is not None:
+                        yield Row(number, _with_id(event, number))
+                    elif line.strip():
+                        yield slow(number, line + b"\n" if terminated else line)
+            self.done = blocks.done
 
     @staticmethod
     def _parse(number: int, line: bytes) -> Row:
@@ -423,17 +439,35 @@ class RecordWriter:
         self.close()
 
 
-class JsonlWriter(RecordWriter):
-    """One compact JSON object per line, keys in the order given."""
+def _values_alike(record: Mapping[str, Any]) -> bool:
+    return writes_alike(record.values())
 
-    def __init__(self, path: Path) -> None:
+
+class JsonlWriter(RecordWriter):
+    """One compact JSON object per line, keys in the order given, through a large buffer.
+
+    A line is json's ``JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+    default=str)``, encoded by orjson when `alike(record)` says orjson writes the record's
+    values the same (riskengine/batch/fastjson.py); by default every value is checked. A
+    caller that knows which fields can hold floats passes a cheaper check. Lines go to the
+    file's buffer one by one (holding a block of lines to join costs more: the memory of
+    each block is returned to the system and taken again).
+    """
+
+    def __init__(self, path: Path, alike: Callable[[Mapping[str, Any]], bool] = _values_alike,
+                 buffer_bytes: int = WRITE_BUFFER_BYTES) -> None:
         self.path = path
-        self._handle = path.open("w", encoding="utf-8", newline="\n")
+        self.alike = alike
+        self._handle = path.open("wb", buffering=buffer_bytes)
+        self._write = self._handle.write
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                                        default=str).encode
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(self._dumps(record) + "\n")
+        line = dumps_line(record) if self.alike(record) else None
+        if line is None:
+            line = (self._dumps(record) + "\n").encode("utf-8")
+        self._write(line)
 
     def close(self) -> None:
         self._handle.close()
@@ -490,16 +524,18 @@ class ParquetWriter(RecordWriter):
             self._writer.close()
 
 
-def open_writer(path: Path, fields: Iterable[str],
-                parquet_schema: pa.Schema | None = None) -> RecordWriter:
-    """A writer for `path` by extension: JSON Lines, CSV (columns `fields`) or Parquet."""
+def open_writer(path: Path, fields: Iterable[str], parquet_schema: pa.Schema | None = None,
+                *, jsonl_alike: Callable[[Mapping[str, Any]], bool] = _values_alike
+                ) -> RecordWriter:
+    """A writer for `path` by extension: JSON Lines, CSV (columns `fields`) or Parquet.
+    `jsonl_alike` is the JSON Lines writer's check (see `JsonlWriter`)."""
     fmt = file_format(path)
     if not path.parent.is_dir():
         raise InputError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} "
                          "does not exist")
     try:
         if fmt == "jsonl":
-            return JsonlWriter(path)
+            return JsonlWriter(path, jsonl_alike)
         if fmt == "csv":
             return CsvWriter(path, fields)
         if parquet_schema is None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from riskengine.batch.columns import check_columns
+from riskengine.batch.fastjson import float_writes_alike, writes_alike
 from riskengine.batch.io import RecordWriter, Row, RowReader
 from riskengine.batch.report import ReplayStats
 from riskengine.decision import Decision
@@ -35,8 +36,8 @@ from riskengine.exceptions import RiskEngineError
 from riskengine.features.dsl import NUMERIC_FUNCTIONS
 
 __all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "LABEL_COLUMN",
-           "check_parquet", "decision_record", "error_record", "field_types", "pop_label",
-           "replay_rows", "required_fields"]
+           "check_parquet", "decision_record", "decision_writes_alike", "error_record",
+           "field_types", "pop_label", "replay_rows", "required_fields"]
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
@@ -101,6 +102,7 @@ def decision_record(row: int, decision: Decision, label: str | None,
     features: Any = decision.features
     if features_as_json:
         features = json.dumps(features, ensure_ascii=False, default=str)
+    hits, shadow_hits = decision.hits, decision.shadow_hits
     record: dict[str, Any] = {
         "row": row,
         "event_id": decision.event_id,
@@ -108,18 +110,28 @@ def decision_record(row: int, decision: Decision, label: str | None,
         "timestamp": decision.timestamp,
         "decision": decision.decision,
         "score": decision.score,
-        "hits": [h.rule_id for h in decision.hits],
-        "shadow_hits": [h.rule_id for h in decision.shadow_hits],
-        "list_hits": list(decision.list_hits),
+        "hits": [h.rule_id for h in hits] if hits else [],
+        "shadow_hits": [h.rule_id for h in shadow_hits] if shadow_hits else [],
+        "list_hits": [*decision.list_hits],
         "late": decision.late,
         "degraded": decision.degraded,
         "ruleset_version": decision.ruleset_version,
-        "rule_errors": list(decision.rule_errors),
+        "rule_errors": [*decision.rule_errors],
     }
     if label is not None:
         record["label"] = label
     record["features"] = features
     return record
+
+
+def decision_writes_alike(record: Mapping[str, Any]) -> bool:
+    """orjson writes this decision record as json does (riskengine/batch/fastjson.py).
+    Only `score` and the feature values can hold floats or values taken from the input;
+    the other fields are ints, bools and strings (and lists of them) by construction."""
+    features = record["features"]
+    return float_writes_alike(record["score"]) and (
+        writes_alike(features.values()) if features.__class__ is dict
+        else writes_alike((features,)))
 
 
 def pop_label(event: dict[str, Any], column: str = LABEL_COLUMN) -> str | None:
@@ -146,14 +158,18 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
                         rules=[(rule.id, rule.mode) for rule in engine.ruleset(scene).rules])
     evaluate = engine.evaluate
     write = output.write
+    count = stats.add
+    last = limit if limit is not None else -1
+    rows = 0
     started = time.perf_counter()
     row: Row
     for row in reader:
-        if limit is not None and stats.rows >= limit:
+        if rows == last:
             break
-        stats.rows += 1
-        if on_progress is not None and stats.rows % PROGRESS_EVERY == 0:
-            on_progress(stats.rows, reader.done, reader.total)
+        rows += 1
+        if on_progress is not None and not rows % PROGRESS_EVERY:
+            stats.rows = rows
+            on_progress(rows, reader.done, reader.total)
         event = row.event
         if event is None:
             _error(stats, errors, on_error, row, "input", row.error or "unreadable row")
@@ -169,7 +185,8 @@ def replay_rows(engine: Engine, scene: str, reader: RowReader, output: RecordWri
             _error(stats, errors, on_error, row, "internal", f"{type(exc).__name__}: {exc}")
             continue
         write(decision_record(row.number, decision, label, features_as_json=features_as_json))
-        stats.add(decision, label)
+        count(decision, label)
+    stats.rows = rows
     stats.elapsed_s = time.perf_counter() - started
     if on_progress is not None:
         on_progress(stats.rows, reader.done, reader.total)

@@ -63,9 +63,10 @@ class ReplayStats:
 
     def add(self, decision: Decision, label: str | None) -> None:
         """Count one decision; `label` is the event's ground truth, if it has one."""
-        self.count(decision.decision, decision.late, decision.degraded,
-                   decision.rule_errors,
-                   [h.rule_id for h in decision.hits] + [h.rule_id for h in decision.shadow_hits],
+        hits, shadow_hits = decision.hits, decision.shadow_hits
+        self.count(decision.decision, decision.late, decision.degraded, decision.rule_errors,
+                   [h.rule_id for h in hits] + [h.rule_id for h in shadow_hits]
+                   if hits or shadow_hits else [],  # most decisions hit nothing
                    label)
 
     def add_record(self, record: Mapping[str, Any]) -> None:
@@ -84,7 +85,8 @@ class ReplayStats:
             self.degraded += 1
         for rule_id in rule_errors:
             self.rule_errors[rule_id] += 1
-        self.hits.update(hit_ids)
+        if hit_ids:
+            self.hits.update(hit_ids)
         if label is None:
             return
         self.labels[label] += 1

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from pathlib import Path
@@ -24,6 +23,7 @@ from riskengine.decisionlog import DecisionLog
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog, ListEntry, ListStore
+from riskengine.longlived import settle_memory
 from riskengine.service.listjournal import ListJournal
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.rulesets import RulesetRegistry
@@ -215,24 +215,3 @@ class _NoChanges:
 
     def delete(self, name: str, value: str) -> bool:
         raise RiskEngineError("the lists are not connected yet")
-
-
-def settle_memory() -> None:
-    """Keep the garbage collector off the long-lived state (`gc.freeze`).
-
-    The state is millions of long-lived containers without reference cycles; left in the
-    collected generations, every older-generation collection walks all of them and stops
-    the event loop for longer as the state grows (seconds at a few hundred thousand
-    events). So whatever survives a generation-1 collection is frozen at once (a
-    `gc.callbacks` hook), and everything alive is frozen after recovery and after every
-    snapshot: collections only ever walk what was made since the last young collection.
-    Cyclic garbage that gets frozen is not reclaimed; the engine makes none.
-    """
-    gc.freeze()
-    if _freeze_survivors not in gc.callbacks:
-        gc.callbacks.append(_freeze_survivors)
-
-
-def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    if phase == "stop" and info.get("generation", 0) >= 1:
-        gc.freeze()
