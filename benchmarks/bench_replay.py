@@ -203,6 +203,12 @@ def count_records(output: Path) -> int:
         return sum(1 for _ in handle)
 
 
+def shown(command: list[str]) -> str:
+    """A runner's command as a reader would type it (no paths of this machine)."""
+    words = ["python" if word == sys.executable else word for word in command]
+    return " ".join("CONFIG" if word.endswith("seed-config.yaml") else word for word in words)
+
+
 def rates(values: list[float], events: int) -> dict[str, float]:
     return {"best_eps": round(events / min(values)),
             "median_eps": round(events / statistics.median(values))}
@@ -211,7 +217,7 @@ def rates(values: list[float], events: int) -> dict[str, float]:
 def report_of(outcomes: list[Outcome], events: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for outcome in outcomes:
-        entry: dict[str, Any] = {"command": " ".join(outcome.runner.command)}
+        entry: dict[str, Any] = {"command": shown(outcome.runner.command)}
         if outcome.skipped or outcome.failed or not outcome.runs:
             entry["skipped"] = outcome.skipped
             entry["failed"] = outcome.failed

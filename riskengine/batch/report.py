@@ -64,10 +64,13 @@ class ReplayStats:
     def add(self, decision: Decision, label: str | None) -> None:
         """Count one decision; `label` is the event's ground truth, if it has one."""
         hits, shadow_hits = decision.hits, decision.shadow_hits
-        self.count(decision.decision, decision.late, decision.degraded, decision.rule_errors,
-                   [h.rule_id for h in hits] + [h.rule_id for h in shadow_hits]
-                   if hits or shadow_hits else [],  # most decisions hit nothing
-                   label)
+        if (hits or shadow_hits or label is not None or decision.late or decision.degraded
+                or decision.rule_errors):
+            self.count(decision.decision, decision.late, decision.degraded,
+                       decision.rule_errors,
+                       [h.rule_id for h in hits] + [h.rule_id for h in shadow_hits], label)
+        else:  # most decisions of a replay: all that `count` would do for them
+            self.decisions[decision.decision] += 1
 
     def add_record(self, record: Mapping[str, Any]) -> None:
         """Count one decision record (riskengine/batch/replay.py `decision_record`)."""
