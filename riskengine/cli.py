@@ -56,7 +56,7 @@ from riskengine.batch.replay import (
 from riskengine.batch.report import ReplayStats, render_summary
 from riskengine.config import ProjectConfig, load_config
 from riskengine.engine import Engine
-from riskengine.exceptions import RiskEngineError
+from riskengine.exceptions import ConfigError, RiskEngineError
 from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_start
 
@@ -941,6 +941,72 @@ def worker(
                         f"{stats.redelivered:,} redeliveries"
                         + (f", {stats.rebuilt:,} re-read to rebuild the state after an "
                            f"unclean stop" if stats.rebuilt else ""), markup=False)
+
+
+# spark-stream ---------------------------------------------------------------------------
+
+
+@app.command("spark-stream")
+def spark_stream(
+    source: Annotated[str, typer.Option(help="Input (JSON events): kafka://host:port/topic.")],
+    sink: Annotated[str, typer.Option(help="Decisions: kafka://host:port/topic.")],
+    checkpoint: Annotated[Path, typer.Option(
+        help="Checkpoint folder: offsets, state store, sink ledger; keep it to resume.")],
+    master: Annotated[str | None, typer.Option(
+        show_default=False, help="Spark master URL (default local[2]; local[*], "
+                                 "spark://host:7077, yarn, k8s://…).")] = None,
+    config: ConfigOption = None,
+    scene: Annotated[str, typer.Option("--scene", "-s", help="Scene of the events.")]
+    = "transfer",
+    dead_letter: Annotated[str | None, typer.Option(
+        show_default=False, help="Poison messages: kafka://host:port/topic (default: "
+                                 "logged and skipped).")] = None,
+    trigger_ms: Annotated[int, typer.Option(min=0, help="Milliseconds between micro-batches.")]
+    = 1000,
+    once: Annotated[bool, typer.Option(
+        "--once", help="One micro-batch (at most --max-records-per-batch), then stop.")]
+    = False,
+    available_now: Annotated[bool, typer.Option(
+        "--available-now", help="Everything available at the start, in micro-batches, "
+                                "then stop.")] = False,
+    max_records_per_batch: Annotated[int | None, typer.Option(
+        min=1, show_default=False, help="At most this many messages per micro-batch.")]
+    = None,
+    kafka_option: Annotated[list[str] | None, typer.Option(
+        "--kafka-option", "-X", show_default=False,
+        help="librdkafka KEY=VALUE; prefix consumer: or producer: for one client only.")]
+    = None,
+) -> None:
+    """Decide a Kafka topic with Spark Structured Streaming into a decisions topic.
+
+    The stream worker's decisions (per partition in offset order, its own scene clock),
+    with the state in Spark's state store and offsets in the checkpoint. Exit code 2 for a
+    bad option, config, scene or checkpoint folder; 1 when the job cannot run or fails.
+    """
+    import logging
+
+    from riskengine.spark import stream_command
+
+    with _user_errors():
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("py4j").setLevel(logging.WARNING)
+        if config is not None and not config.exists():
+            _fail(f"config file {str(config)!r} does not exist", 2)
+        try:
+            settings = stream_command.prepare(
+                config=config, source=source, sink=sink, dead_letter=dead_letter,
+                checkpoint=checkpoint, scene=scene, master=master, trigger_ms=trigger_ms,
+                once=once, available_now=available_now,
+                max_records_per_batch=max_records_per_batch, kafka_options=kafka_option or [])
+        except ConfigError as exc:
+            _fail(f"invalid config: {exc}", 2)
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
+        try:
+            line = stream_command.run(config, settings)
+        except RiskEngineError as exc:
+            _fail(str(exc), 1)
+        _stdout().print(line, markup=False)
 
 
 def run() -> None:

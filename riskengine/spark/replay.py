@@ -18,7 +18,7 @@ Stages (each a Spark stage; the Python steps run the engine's own code in the wo
    duplicate (with their own row and label).
 5. **write** — the decisions in row order, as Parquet, to a temporary directory beside
    OUTPUT, renamed to OUTPUT once complete (nothing half-written at OUTPUT); errors to a
-   JSON Lines file; the summary from aggregations of the written decisions.
+   JSON Lines file; the summary counted per partition of the written decisions.
 
 The decision records equal `riskengine replay --runner local` on the same input (every
 field; latency is not in a record). Differences a user can meet, by design: the Spark
@@ -30,7 +30,6 @@ UTF-8, so a line the local replay reports as "not UTF-8 text" is read with U+FFF
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pickle
 import time
@@ -577,15 +576,6 @@ def _summary(spark: Any, job: SparkReplay, output: str, errors: str, rows: Any,
         write_errors(rows, stats.errors, out.write)
     stats.rows = stats.evaluated + stats.error_count
     return stats
-
-
-def spark_output_records(spark: Any, output: str) -> Iterator[dict[str, Any]]:
-    """The decision records of a Spark replay's output, in row order, as the local replay
-    writes them (``features`` parsed back from its JSON text)."""
-    for item in spark.read.parquet(output).orderBy("row").toLocalIterator():
-        record = item.asDict(recursive=True)
-        record["features"] = json.loads(record["features"])
-        yield record
 
 
 def input_format(source: str) -> str | None:

@@ -87,6 +87,12 @@ class MemoryState:
         as_of = features.global_max if features.global_max != NEVER else None
         return as_of, found
 
+    def part(self, scene: str, clock: Hashable) -> MemoryPart:
+        """The state of `scene` in clock domain `clock` (made empty on first use): what a
+        runtime keeping its state elsewhere loads before deciding and dumps after (the
+        Spark stream job, riskengine/spark/partition_state.py)."""
+        return self._scenes[scene].part(clock)
+
     def drop_clock(self, clock: Hashable) -> None:
         for scene in self._scenes.values():
             scene.parts.pop(clock, None)

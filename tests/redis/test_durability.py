@@ -87,6 +87,14 @@ class AofRedis:
             self.process.wait()
             self.process = None
 
+    def wait_written(self, needle: bytes, timeout_s: float = 20.0) -> None:
+        """Wait until the AOF file holds `needle`: with ``appendfsync everysec`` a busy
+        Redis may hold its AOF writes back for up to two seconds after it replied."""
+        deadline = time.monotonic() + timeout_s
+        while needle not in self.tail().read_bytes():
+            assert time.monotonic() < deadline, f"{needle!r} never reached the AOF"
+            time.sleep(0.05)
+
     def tail(self) -> Path:
         """The AOF file being appended to (the last incremental file of the manifest)."""
         folder = self.root / "appendonlydir"
@@ -337,6 +345,7 @@ def test_entity_kept_but_record_lost(server: AofRedis, where: str, guard_depth: 
     with engine_on(server.url, guard_depth=guard_depth) as engine:
         first = [engine.evaluate(SCENE, event) for event in events]
     last = events[-1]
+    server.wait_written(f"re:id:{{{SCENE}|{last['event_id']}}}".encode())
     server.crash()
     tail = server.tail()
     blocks, record_at = commands_of_last_event(tail.read_bytes(), last["event_id"])
