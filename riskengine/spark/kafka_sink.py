@@ -105,6 +105,8 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
     `redelivery` every decision is marked as one."""
     from confluent_kafka import Producer
 
+    from riskengine.stream.kafka.sink import produce
+
     pending = iter(rows)
     first = next(pending, None)
     if first is None:  # an empty task connects to nothing
@@ -129,7 +131,7 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
             value = bytes(row.value)
             if redelivery and not row.redelivery:
                 value = orjson.dumps({**orjson.loads(value), "redelivery": True})
-            _produce(producer, target.sink.topic, value, bytes(row.key), None, delivered)
+            produce(producer, target.sink.topic, value, bytes(row.key), None, delivered)
             counts["decided"] += 1
             counts["redelivered"] += redelivery or bool(row.redelivery)
             counts[f"decision:{row.decision}"] += 1
@@ -141,7 +143,7 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
             continue
         error = PoisonMessage(row.error_kind, row.error_message, field=row.error_field)
         headers = dead_letter_headers(error, target.source_topic, row.partition, row.offset)
-        _produce(dead_producer, dead.topic, None if row.value is None else bytes(row.value),
+        produce(dead_producer, dead.topic, None if row.value is None else bytes(row.value),
                  None if row.key is None else bytes(row.key), headers, delivered)
     left = producer.flush(FLUSH_TIMEOUT_S)
     if dead_producer is not None and dead_producer is not producer:
@@ -150,20 +152,6 @@ def produce_rows(target: SinkTarget, redelivery: bool, rows: Iterable[Any]
         problems = "; ".join(failures[:5]) or f"{left} still unacknowledged"
         raise StreamError(f"the broker did not take the decisions ({problems})")
     yield from counts.items()
-
-
-def _produce(producer: Any, topic: str, value: bytes | None, key: bytes | None,
-             headers: list[tuple[str, bytes]] | None, on_delivery: Any) -> None:
-    """`produce`, waiting for room when the local queue is full."""
-    while True:
-        try:
-            if headers is None:
-                producer.produce(topic, value, key, on_delivery=on_delivery)
-            else:
-                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.1)
 
 
 class BatchHeld(StreamError):

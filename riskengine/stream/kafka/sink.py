@@ -47,13 +47,13 @@ class KafkaSink:
         _, topic, partition, offset = message
         value = decision_message(decision, {"topic": topic, "partition": partition,
                                             "offset": offset}, redelivery)
-        _produce(self._producer, self.topic, value, decision.event_id, None, self._delivered)
+        produce(self._producer, self.topic, value, decision.event_id, None, self._delivered)
 
     def dead_letter(self, message: Record, error: PoisonMessage) -> bool:
         if self._dead is None:
             return False
         msg, topic, partition, offset = message
-        _produce(*self._dead, msg.value(), msg.key(),
+        produce(*self._dead, msg.value(), msg.key(),
                  dead_letter_headers(error, topic, partition, offset), self._delivered)
         return True
 
@@ -71,7 +71,7 @@ class KafkaSink:
         """Nothing to release: a flushed producer holds nothing unsent."""
 
 
-def _produce(producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
+def produce(producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
              headers: list[tuple[str, bytes]] | None, on_delivery: Any) -> None:
     """`produce`, waiting for room when the local queue is full."""
     while True:
