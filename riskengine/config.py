@@ -18,6 +18,7 @@ import yaml
 from riskengine.durations import parse_duration
 from riskengine.events import FieldSpec
 from riskengine.exceptions import ConfigError, RiskEngineError
+from riskengine.experiment import ExperimentSpec, parse_experiment
 from riskengine.features.dsl import FeatureSpec, parse_feature
 from riskengine.patterns import PatternSpec, parse_patterns
 
@@ -30,7 +31,7 @@ DEFAULT_MAX_ENTITIES = 5_000_000
 _PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
                          "ruleset_version", "idempotency_max", "max_entities", "fallback",
-                         "patterns"})
+                         "patterns", "experiment"})
 FALLBACKS = ("accept", "review", "reject")
 DEFAULT_FALLBACK = "review"
 """The decision given when a scene's state cannot be reached (`fallback:` per scene)."""
@@ -58,6 +59,8 @@ class SceneConfig:
     max_entities: int = DEFAULT_MAX_ENTITIES
     fallback: str = DEFAULT_FALLBACK
     patterns: tuple[PatternSpec, ...] = ()
+    experiment: ExperimentSpec | None = None
+    """Challengers beside the champion `rules` (riskengine/experiment.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,8 @@ def _scene(name: str, raw: object) -> SceneConfig:
         max_entities=_positive_int(raw, "max_entities", DEFAULT_MAX_ENTITIES, name),
         fallback=_fallback(raw, name),
         patterns=parse_patterns(raw.get("patterns"), name),
+        experiment=parse_experiment(raw.get("experiment"), name,
+                                    tuple(spec.name for spec in schema)),
     )
 
 

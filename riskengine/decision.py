@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from riskengine.rules.ruleset import Hit
+
+if TYPE_CHECKING:
+    from riskengine.experiment import ArmOutcome
 
 
 @dataclass(slots=True)
@@ -38,6 +42,15 @@ class Decision:
     duplicate: bool = False
     """The event id was decided before: this is that decision, and nothing changed (no
     state, no clock, no decision-log row)."""
+    arm: str = "champion"
+    """The experiment arm that answered (riskengine/experiment.py); `ruleset_version` is
+    that arm's."""
+    arms: tuple[ArmOutcome, ...] = ()
+    """Every other arm's result for this event (shadow arms, the champion when a
+    challenger answered); empty without an experiment and for a duplicate."""
+    models: Mapping[str, str] = field(default_factory=dict)
+    """The version of each model scored for this decision (scores are in `features`
+    under ``model:<name>``)."""
 
     @property
     def fallback(self) -> bool:
@@ -67,4 +80,7 @@ class Decision:
             "timestamp": self.timestamp,
             "rule_errors": list(self.rule_errors),
             "duplicate": self.duplicate,
+            "arm": self.arm,
+            "arms": {a.arm: a.to_dict() for a in self.arms},
+            "models": dict(self.models),
         }

@@ -1,22 +1,25 @@
 """A scene as deciding needs it, prepared once from its config — whatever holds the state.
 
 `SceneRuntime` holds what the config fixes: the event parser, the list checks, the
-compiled `where` filters and sequence patterns, the live ruleset, the feature names. Its
-`decide` is the one decision path of every runtime: an event whose feature and pattern
-values the state backend computed (riskengine/state/) becomes a `Decision` through the
-list checks, the ruleset and the policy.
+compiled `where` filters and sequence patterns, the feature names, and the `Lineup` that
+is live: the champion ruleset, the experiment's challengers (riskengine/experiment.py)
+and the model scorers. Its `decide` is the one decision path of every runtime: an event
+whose feature and pattern values the state backend computed (riskengine/state/) becomes
+a `Decision` through the model scores, the list checks, the arms' rulesets and the policy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from riskengine.config import SceneConfig
 from riskengine.decision import Decision
 from riskengine.events import EventParser
 from riskengine.exceptions import ConfigError, EventValidationError
+from riskengine.experiment import CHAMPION, ArmOutcome, Experiment
 from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
 from riskengine.features.plan import Predicate
 from riskengine.lists import Lists
@@ -24,9 +27,31 @@ from riskengine.patterns import ScenePatterns
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.rules.ruleset import Outcome, Ruleset
 
-__all__ = ["MAX_BATCH", "SceneRuntime", "parse_batch"]
+__all__ = ["MAX_BATCH", "Lineup", "ModelScores", "SceneRuntime", "parse_batch"]
 
 MAX_BATCH = 100_000
+
+
+class ModelScores(Protocol):
+    """The scene's model scorers as deciding sees them (riskengine/models/)."""
+
+    versions: Mapping[str, str]
+    """Each model's live version, reported in every decision."""
+
+    def score(self, event: Mapping[str, Any], features: dict[str, Any]) -> None:
+        """Put each model's score (None when it failed) in `features` under
+        ``model:<name>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lineup:
+    """What decides a scene's events, swapped as one (one attribute assignment): a
+    decision reads it once, so it is made by exactly one champion, experiment and set of
+    model versions."""
+
+    ruleset: Ruleset
+    experiment: Experiment | None = None
+    models: ModelScores | None = None
 
 
 class SceneRuntime:
@@ -57,11 +82,32 @@ class SceneRuntime:
                                      allow_features=False)
         self.patterns = ScenePatterns(config.patterns, config.lateness_ms, self.where_names)
         self.feature_names = (*(s.name for s in config.features), *self.patterns.keys)
-        self.ruleset = Ruleset.build(config.name, list(config.rules), dict(config.policy),
-                                     self.names, config.ruleset_version)
+        self.lineup = Lineup(Ruleset.build(config.name, list(config.rules),
+                                           dict(config.policy), self.names,
+                                           config.ruleset_version))
+        if config.experiment is not None:
+            self.experiment = Experiment.build(config.experiment, config.name, self.names,
+                                               self.ruleset.policy)
         self.max_window_ms = max((s.window_ms for s in config.features), default=0)
         self.idempotency_horizon_ms = config.lateness_ms + self.max_window_ms
         self.idempotency_max = config.idempotency_max
+
+    @property
+    def ruleset(self) -> Ruleset:
+        """The champion: the live ruleset."""
+        return self.lineup.ruleset
+
+    @ruleset.setter
+    def ruleset(self, ruleset: Ruleset) -> None:
+        self.lineup = replace(self.lineup, ruleset=ruleset)
+
+    @property
+    def experiment(self) -> Experiment | None:
+        return self.lineup.experiment
+
+    @experiment.setter
+    def experiment(self, experiment: Experiment | None) -> None:
+        self.lineup = replace(self.lineup, experiment=experiment)
 
     def compile_where(self, spec: FeatureSpec) -> Predicate:
         """A feature's `where` filter, compiled against the scene's lists."""
@@ -75,18 +121,34 @@ class SceneRuntime:
     def decide(self, event: dict[str, Any], lsn: int, features: dict[str, Any], late: bool,
                degraded: bool, lists: Lists, started: float) -> tuple[Decision, Outcome]:
         """The decision of an event whose features (and pattern values) are computed:
-        list checks, the live ruleset, the policy; with the rules' outcome (shared by
-        the remembered record). Every runtime's one decision path; `started` is the
-        `perf_counter()` the event's latency counts from."""
+        model scores (added to `features`), list checks, the arms' rulesets and policies;
+        with the answering arm's outcome (shared by the remembered record). Every
+        runtime's one decision path; `started` is the `perf_counter()` the event's latency
+        counts from."""
         t = event["timestamp"]
+        lineup = self.lineup
+        models = lineup.models
+        if models is not None:
+            models.score(event, features)
         list_hits = self.list_hits(lists, event, t) if self.list_checks else ()
-        ruleset = self.ruleset
-        outcome = ruleset.outcome(event, features, lists)
+        experiment = lineup.experiment
+        if experiment is None:
+            ruleset = lineup.ruleset
+            outcome = ruleset.outcome(event, features, lists)
+            arm, others = CHAMPION, _NO_ARMS
+        else:
+            arm, ruleset, outcome, others = experiment.decide(event, features, lists,
+                                                              lineup.ruleset)
         action, score, hits, shadow_hits, errors = outcome
         return Decision(  # positional: this is the per-event path
             event["event_id"], self.name, action, score, hits, shadow_hits, features,
             list_hits, ruleset.version, late, degraded, (perf_counter() - started) * 1000.0,
-            lsn, t, errors), outcome
+            lsn, t, errors, False, arm, others,
+            _NO_MODELS if models is None else models.versions), outcome
+
+
+_NO_ARMS: tuple[ArmOutcome, ...] = ()
+_NO_MODELS: Mapping[str, str] = {}
 
 
 def parse_batch(runtime: SceneRuntime, events: Iterable[Mapping[str, Any]]

@@ -24,6 +24,7 @@ from typing import Any
 
 from riskengine.decision import Decision
 from riskengine.exceptions import SnapshotError
+from riskengine.experiment import CHAMPION
 from riskengine.features.engine import SceneFeatures
 from riskengine.features.fastpath import build_fast_path
 from riskengine.features.history import NEVER
@@ -40,9 +41,10 @@ SNAPSHOT_FORMAT = 3
 
 Record = tuple[Any, ...]
 """A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
-list_hits, late + 2·degraded, ruleset_version, *feature values)``; the outcome and the
+list_hits, late + 2·degraded, version, *feature values)``; the outcome and the
 other tuples are the decision's own (mostly shared constants), so a record is one tuple
-of its own."""
+of its own. `version` is the ruleset version, or ``(arm, version)`` for a decision a
+challenger answered (riskengine/experiment.py)."""
 _T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
 
 
@@ -54,7 +56,8 @@ def record_of(decision: Decision, outcome: Outcome | None = None) -> Record:
                    decision.rule_errors)
     return (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
             decision.list_hits, decision.late + 2 * decision.degraded,
-            decision.ruleset_version, *decision.features.values())
+            decision.ruleset_version if decision.arm == CHAMPION
+            else (decision.arm, decision.ruleset_version), *decision.features.values())
 
 
 class MemoryState:
@@ -259,11 +262,15 @@ class MemoryPart:
         """The remembered decision of `event_id`, rebuilt from its record and marked
         `duplicate`."""
         action, score, hits, shadow_hits, errors = record[_OUTCOME]
+        version = record[_VERSION]
+        arm = CHAMPION
+        if type(version) is tuple:
+            arm, version = version
         return Decision(event_id, self.runtime.name, action, score, hits, shadow_hits,
                         dict(zip(self.runtime.feature_names, record[_VALUES:], strict=True)),
-                        record[_LIST_HITS], record[_VERSION], bool(record[_FLAGS] & 1),
+                        record[_LIST_HITS], version, bool(record[_FLAGS] & 1),
                         bool(record[_FLAGS] & 2),
-                        record[_LATENCY], record[_LSN], record[_T], errors, True)
+                        record[_LATENCY], record[_LSN], record[_T], errors, True, arm)
 
     def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
         """Keep `decision` for its id; `known`: the id is held already (an entry past
