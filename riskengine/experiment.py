@@ -38,7 +38,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from riskengine.exceptions import ConfigError, RiskEngineError
 from riskengine.rules.ruleset import Outcome, Policy, Ruleset
@@ -226,10 +226,9 @@ def _split(raw: object, arms: tuple[ArmSpec, ...], what: str) -> dict[str, float
     return split
 
 
-@dataclass(frozen=True, slots=True)
-class ArmOutcome:
+class ArmOutcome(NamedTuple):
     """What an arm that did not answer decided for an event: its name, mode, ruleset
-    version and the rules' outcome."""
+    version and the rules' outcome (a tuple: made per arm per event)."""
 
     arm: str
     mode: str
@@ -243,11 +242,14 @@ class ArmOutcome:
                 "shadow_hits": [h.rule_id for h in shadow_hits], "rule_errors": list(errors)}
 
 
+_new = tuple.__new__  # an ArmOutcome without the Python-level __new__ (per arm per event)
+
+
 class Experiment:
     """A compiled experiment (see the module docstring): built once per version, then
     `decide` on every event of the scene."""
 
-    __slots__ = ("_bounds", "_deciders", "_shadows", "by_name", "key", "salt", "spec",
+    __slots__ = ("_bounds", "_challengers", "_deciders", "by_name", "key", "salt", "spec",
                  "version")
 
     def __init__(self, spec: ExperimentSpec, rulesets: Mapping[str, Ruleset]) -> None:
@@ -268,9 +270,11 @@ class Experiment:
                 total += width
                 bounds.append(total)
                 deciders.append(name)
-        self._bounds = tuple(bounds)
+        # The champion alone at 100 % needs no hash.
+        self._bounds = () if deciders == [CHAMPION] else tuple(bounds)
         self._deciders = tuple(deciders)
-        self._shadows = tuple(name for name, mode in modes.items() if mode == "shadow")
+        self._challengers = tuple((name, modes[name], ruleset.version, ruleset.outcome)
+                                  for name, ruleset in self.by_name.items())
 
     @classmethod
     def build(cls, spec: ExperimentSpec, scene: str, names: ExprNames,
@@ -299,8 +303,10 @@ class Experiment:
 
     def assign(self, event: Mapping[str, Any]) -> str:
         """The deciding arm of `event` by its `key` value (the champion without one)."""
+        if not self._bounds:
+            return CHAMPION
         value = event.get(self.key)
-        if value is None or not self._bounds:
+        if value is None:
             return CHAMPION
         bucket = arm_bucket(self.salt, value)
         return self._deciders[bisect.bisect_right(self._bounds, bucket)]
@@ -308,19 +314,20 @@ class Experiment:
     def decide(self, event: Mapping[str, Any], features: Mapping[str, Any], lists: Lists,
                champion: Ruleset) -> tuple[str, Ruleset, Outcome, tuple[ArmOutcome, ...]]:
         """The answering arm, its ruleset and outcome, and every other arm's result."""
-        answering = self.assign(event)
-        others: list[ArmOutcome] = []
-        answer: Outcome | None = None
-        chosen = champion
-        for name, ruleset in ((CHAMPION, champion), *self.by_name.items()):
-            outcome = ruleset.outcome(event, features, lists)
+        answer = champion.outcome(event, features, lists)
+        answering = self.assign(event) if self._bounds else CHAMPION
+        if answering == CHAMPION:
+            return CHAMPION, champion, answer, tuple([
+                _new(ArmOutcome, (name, mode, version, outcome(event, features, lists)))
+                for name, mode, version, outcome in self._challengers])
+        others = [_new(ArmOutcome, (CHAMPION, "decide", champion.version, answer))]
+        for name, mode, version, outcome in self._challengers:
+            result = outcome(event, features, lists)
             if name == answering:
-                answer, chosen = outcome, ruleset
+                answer = result
             else:
-                others.append(ArmOutcome(name, "shadow" if name in self._shadows else
-                                         "decide", ruleset.version, outcome))
-        assert answer is not None
-        return answering, chosen, answer, tuple(others)
+                others.append(_new(ArmOutcome, (name, mode, version, result)))
+        return answering, self.by_name[answering], answer, tuple(others)
 
     def without(self, arm: str) -> ExperimentSpec | None:
         """The spec with `arm` gone (it was promoted): its share goes to the champion;
