@@ -7,10 +7,13 @@ Decisions are written as they are made, one record per row that was decided.
 
 Each decision record holds `row` (the input row number), `event_id`, `lsn`, `timestamp`,
 `decision`, `score`, `hits` and `shadow_hits` (rule ids), `list_hits`, `late`,
-`degraded`, `ruleset_version`, `rule_errors`, `features`, and `label` when the input row
-had one. The label is ground truth for the summary: it is taken out of the event before
-the engine sees it, so no rule can read it. In Parquet, `features` is a JSON object in a
-string column (feature values mix numbers, text and nulls).
+`degraded`, `ruleset_version`, `arm` (the experiment arm that answered; ``champion``
+without an experiment), `rule_errors`, `features`, `arms` when the scene runs an
+experiment (every other arm's decision, score and hits: riskengine/experiment.py), and
+`label` when the input row had one. The label is ground truth for the summary: it is
+taken out of the event before the engine sees it, so no rule can read it. In Parquet,
+`features` is a JSON object in a string column (feature values mix numbers, text and
+nulls), and so is `arms`.
 
 Each error record holds `row`, `event_id` (when known), `kind` (``input``: unreadable
 row; ``event``: refused by the engine; ``internal``: an engine failure, a bug to report),
@@ -41,7 +44,7 @@ __all__ = ["DECISION_FIELDS", "DECISION_SCHEMA", "ERROR_FIELDS", "LABEL_COLUMN",
 
 DECISION_FIELDS = ("row", "event_id", "lsn", "timestamp", "decision", "score", "hits",
                    "shadow_hits", "list_hits", "late", "degraded", "ruleset_version",
-                   "rule_errors", "label", "features")
+                   "arm", "rule_errors", "label", "features", "arms")
 
 DECISION_SCHEMA = pa.schema([
     ("row", pa.int64()),
@@ -56,11 +59,13 @@ DECISION_SCHEMA = pa.schema([
     ("late", pa.bool_()),
     ("degraded", pa.bool_()),
     ("ruleset_version", pa.string()),
+    ("arm", pa.string()),
     ("rule_errors", pa.list_(pa.string())),
     ("label", pa.string()),
     ("features", pa.string()),
+    ("arms", pa.string()),
 ])
-"""Parquet layout of decision records (`features` holds a JSON object)."""
+"""Parquet layout of decision records (`features` and `arms` hold JSON objects)."""
 
 ERROR_FIELDS = ("row", "event_id", "kind", "error", "field", "excerpt")
 
@@ -116,22 +121,30 @@ def decision_record(row: int, decision: Decision, label: str | None,
         "late": decision.late,
         "degraded": decision.degraded,
         "ruleset_version": decision.ruleset_version,
+        "arm": decision.arm,
         "rule_errors": [*decision.rule_errors],
     }
     if label is not None:
         record["label"] = label
     record["features"] = features
+    if decision.arms:
+        arms: Any = {a.arm: a.to_dict() for a in decision.arms}
+        record["arms"] = json.dumps(arms, ensure_ascii=False) if features_as_json else arms
     return record
 
 
 def decision_writes_alike(record: Mapping[str, Any]) -> bool:
     """orjson writes this decision record as json does (riskengine/batch/fastjson.py).
-    Only `score` and the feature values can hold floats or values taken from the input;
+    Only the scores (the arms' too) and the feature values can hold floats or values
+    taken from the input;
     the other fields are ints, bools and strings (and lists of them) by construction."""
     features = record["features"]
+    arms = record.get("arms")
     return float_writes_alike(record["score"]) and (
         writes_alike(features.values()) if features.__class__ is dict
-        else writes_alike((features,)))
+        else writes_alike((features,))) and (
+        arms is None or arms.__class__ is not dict
+        or all(float_writes_alike(arm["score"]) for arm in arms.values()))
 
 
 def pop_label(event: dict[str, Any], column: str = LABEL_COLUMN) -> str | None:

@@ -14,6 +14,7 @@ import yaml
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
 from tests.cli.clitools import Generated, read_jsonl, run
+from tests.engine.test_experiment import example_with, experiment
 
 T0 = 1_767_571_200_000
 
@@ -94,6 +95,7 @@ def test_parquet_output_holds_the_same_records(generated: Generated, tmp_path: P
     rows = pq.read_table(output).to_pylist()
     for row in rows:
         row["features"] = json.loads(row["features"])
+        assert row.pop("arms") is None  # a column of every row; JSONL has it with arms only
     assert rows == read_jsonl(generated.decisions)
     assert (tmp_path / "decisions.errors.jsonl").read_text(encoding="utf-8") == ""
 
@@ -231,3 +233,30 @@ def test_unreadable_parquet_is_a_clear_error(tmp_path: Path) -> None:
     result = run("replay", source, "-o", tmp_path / "out.jsonl")
     assert result.exit_code == 2
     assert "not a readable Parquet file" in result.stderr
+
+
+# Experiments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_replay_of_an_experiment_writes_the_arm_and_the_other_arms(
+        generated: Generated, tmp_path: Path, suffix: str) -> None:
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump(example_with(experiment())), encoding="utf-8")
+    output = tmp_path / f"decisions.{suffix}"
+    result = run("replay", generated.jsonl, "-o", output, "--config", config)
+    assert result.exit_code == 0, result.output
+    if suffix == "parquet":
+        rows = pq.read_table(output).to_pylist()
+        for row in rows:
+            row["arms"] = json.loads(row["arms"])
+    else:
+        rows = read_jsonl(output)
+    engine = Engine.from_config(config)
+    for row, event in zip(rows, read_jsonl(generated.jsonl), strict=True):
+        event.pop("label")
+        decision = engine.evaluate("transfer", event)
+        assert (row["arm"], row["decision"], row["ruleset_version"]) == (
+            decision.arm, decision.decision, decision.ruleset_version)
+        assert row["arms"] == {a.arm: a.to_dict() for a in decision.arms}
+    assert {row["arm"] for row in rows} == {"champion", "strict", "loose"}

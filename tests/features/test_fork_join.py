@@ -14,6 +14,7 @@ from riskengine.batch.fork import KeyGroups, Sequencer, fork_replay, key_hash
 from riskengine.config import ProjectConfig, load_config
 from riskengine.exceptions import EventValidationError
 from riskengine.synth import generate_transfers
+from tests.engine.test_experiment import example_with, experiment
 from tests.features.test_oracle_hypothesis import (
     HISTORY_FEATURES,
     LATENESS,
@@ -79,6 +80,16 @@ def test_the_example_config_forked_equals_the_engine() -> None:
               for e in generate_transfers(3_000, seed=5)]
     expected, got = both(load_config(None), "transfer", events)
     assert any(e["decision"] != "accept" for e in expected)
+    assert got == expected
+
+
+def test_an_experiment_forked_equals_the_engine_arm_for_arm() -> None:
+    events = [{k: v for k, v in e.items() if k != "label"}
+              for e in generate_transfers(2_000, seed=6)]
+    expected, got = both(example_with(experiment()), "transfer", events)
+    assert {e["arm"] for e in expected} == {"champion", "strict", "loose"}
+    assert all(set(e["arms"]) | {e["arm"]} == {"champion", "strict", "loose", "watch"}
+               for e in expected if not e["duplicate"])
     assert got == expected
 
 
