@@ -166,6 +166,8 @@ class RolloutGuard:
             tally = pending[key] = [0, 0, 0, 0]
         tally[0] += 1
         tally[slot] += 1
+        if not decision.models:
+            return
         for name, version in decision.models.items():
             key = (decision.scene, MODEL_KIND + name, version)
             tally = pending.get(key)
