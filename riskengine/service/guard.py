@@ -185,20 +185,26 @@ class RolloutGuard:
         deltas = {key: Tally(*counts) for key, counts in pending.items()}
         try:
             await asyncio.to_thread(self.store.add, deltas)
-            await asyncio.to_thread(self.review)
         except _ERRORS as exc:
             for key, delta in deltas.items():  # not added: keep them for the next flush
                 counts = self._pending.setdefault(key, [0, 0, 0, 0])
                 for i, value in enumerate(delta):
                     counts[i] += value
-            if not self._store_failing:
-                log.error("the guard's store failed, counts are kept for the next flush: %s",
-                          exc)
-            self._store_failing = True
+            self._failed("counts are kept for the next flush", exc)
+            return
+        try:
+            await asyncio.to_thread(self.review)
+        except _ERRORS as exc:
+            self._failed("the watches are reviewed at the next flush", exc)
             return
         if self._store_failing:
             log.info("the guard's store answers again")
         self._store_failing = False
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if not self._store_failing:  # once per outage
+            log.error("the guard's store failed, %s: %s", what, exc)
+        self._store_failing = True
 
     def review(self) -> None:
         """Conclude every watch that has its N decisions."""

@@ -5,13 +5,15 @@ on the previous version."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from riskengine.service.settings import GuardSettings
 from tests.servers import redis_server
 from tests.service.helpers import ADMIN_HEADERS
 from tests.service.process import ServiceProcess
@@ -92,3 +94,21 @@ def test_two_services_roll_back_once_and_both_end_on_the_previous_version(
         assert versions[bad]["rolled_back_by_guard"]["state"] == "rolled_back"
     logged = "".join(path.read_text() for path in tmp_path.glob("serve-*.log"))
     assert logged.count(f"ruleset {bad} rolled back to {before} by the guard") == 1
+
+
+def test_without_redis_the_service_keeps_deciding_and_the_guard_answers_503(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    with redis_server() as url:
+        client = make_client(state=url, state_dir=tmp_path / "s", guard=GuardSettings(N))
+        assert client.post("/v1/transfer/evaluate", json=traffic(1)[0]).status_code == 200
+        assert client.get("/v1/scenes/transfer/guard",
+                          headers=ADMIN_HEADERS).json()["enabled"] is True
+    for event in traffic(5, seed=4):  # Redis is gone: fallback decisions, not counted
+        answer = client.post("/v1/transfer/evaluate", json=event)
+        assert answer.status_code == 200 and answer.json()["degraded"] is True
+    down = client.get("/v1/scenes/transfer/guard", headers=ADMIN_HEADERS)
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "state_unavailable"
+    versions = client.get("/v1/scenes/transfer/ruleset/versions", headers=ADMIN_HEADERS)
+    assert versions.status_code == 200  # the marks are left out while Redis is away
+    assert all(v["rolled_back_by_guard"] is None for v in versions.json())

@@ -5,10 +5,12 @@ Two guards on one store (two workers) reach a breaching verdict and roll back on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from riskengine.decision import Decision
@@ -18,6 +20,7 @@ from riskengine.service.guardstore import (
     MemoryGuardStore,
     RedisGuardStore,
     Tally,
+    VersionKey,
     Watch,
 )
 from riskengine.service.settings import GuardSettings
@@ -188,3 +191,34 @@ def test_champion_decisions_are_counted_by_ruleset_and_model_version(
     assert store.totals("transfer", "model:fraud", "m2") == Tally(1, 0, 1, 0)
     asyncio.run(guard.flush_now())  # nothing new: nothing added
     assert store.totals("transfer", "ruleset", "v1") == Tally(3, 1, 1, 1)
+
+
+class FlakyStore(MemoryGuardStore):
+    """A store whose next `failures` adds raise, as Redis does when it is away."""
+
+    failures = 0
+
+    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("Redis went away")
+        super().add(deltas)
+
+
+def test_counts_the_store_refused_are_added_with_the_next_flush(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore(DEPTH)
+    registry = CollectorRegistry()
+    guard = RolloutGuard(GuardSettings(), store, ["transfer"],
+                         Counter("rollbacks", "", ["scene", "kind"], registry=registry))
+    store.failures = 2
+    guard.count(decided("reject", "v1"))
+    asyncio.run(guard.flush_now())
+    guard.count(decided("accept", "v1"))
+    asyncio.run(guard.flush_now())
+    assert store.totals("transfer", "ruleset", "v1") == Tally()
+    guard.count(decided("review", "v1"))
+    asyncio.run(guard.flush_now())
+    assert store.totals("transfer", "ruleset", "v1") == Tally(3, 1, 1, 1)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "Redis went away" in errors[0].getMessage()  # once
