@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error handling, lifespan (recover, watch, snapshot).
+"""The FastAPI application: routes, error handling, lifespan (recover, watch, snapshot,
+the guard's flushes).
 
 The hot paths (`/v1/{scene}/evaluate`, `/batch`) are answered by `EvaluateLane`
 (lane.py) in front of this app; their routes here document them (the Pydantic models

@@ -32,7 +32,7 @@ Guarding another kind of version
 --------------------------------
 The owner of a kind (``"ruleset"``, or ``"model:<name>"`` for a model) registers how to
 roll it back, once at start, then tells the guard each time one of its versions goes
-live::
+live (the service's guard is `ServiceRuntime.guard`, None when the guard is off)::
 
     guard.register_rollback("model:fraud", rollback)    # before any on_version_live
     guard.on_version_live(scene, "model:fraud", version, previous)

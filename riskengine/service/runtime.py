@@ -1,5 +1,5 @@
 """The service's state around one `Engine`: the decision log, recovery, snapshots, lists,
-ruleset versions and config reloads.
+ruleset versions, config reloads and the guarded rollout of new versions (guard.py).
 
 Durability: an evaluate request is answered after its decision (with the event) is
 committed to the decision log. How the state survives a restart is the `Persistence`
