@@ -796,22 +796,44 @@ def serve(
     watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
                                              "file changes.")] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    guard_decisions: Annotated[int | None, typer.Option(
+        show_default=False, help="Guarded rollout: judge a new ruleset version on its first N "
+                                 "decisions against the previous version's last N (turns "
+                                 "the guard on; default N 1000).")] = None,
+    guard_factor: Annotated[float | None, typer.Option(
+        show_default=False, help="Guarded rollout: roll back when the review or reject rate "
+                                 "is above this many times the previous one (default 3).")]
+    = None,
+    guard_min_delta: Annotated[float | None, typer.Option(
+        show_default=False, help="Guarded rollout: the rate must also be more than this "
+                                 "above the previous one, as a fraction (default 0.01).")]
+    = None,
 ) -> None:
     """Run the HTTP decision service (FastAPI on uvicorn). API docs at /docs.
 
     Tokens come from RISKENGINE_ADMIN_TOKEN / RISKENGINE_API_TOKEN or the config's
     `service:` section; without an admin token one is written to STATE_DIR/admin-token.
+    A --guard-* flag turns the guarded rollout on (in place of the config's
+    `service: guard:`).
     """
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
-    from riskengine.service.settings import ServiceSettings
+    from riskengine.service.settings import ServiceSettings, parse_guard
 
     with _user_errors():
         if config is not None and not config.exists():
             _fail(f"config file {str(config)!r} does not exist", 2)
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             _fail("--log-level must be debug, info, warning or error", 2)
+        flags = {name: value for name, value in (("decisions", guard_decisions),
+                                                  ("factor", guard_factor),
+                                                  ("min_delta", guard_min_delta))
+                 if value is not None}
+        try:
+            guard = parse_guard(flags, "--guard-*") if flags else None
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
-                                   state=state, watch_config=watch)
+                                   state=state, watch_config=watch, guard=guard)
         if workers > 1:
             try:
                 run_workers(settings, host=host, port=port, workers=workers,

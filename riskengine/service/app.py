@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error handling, lifespan (recover, watch, snapshot).
+"""The FastAPI application: routes, error handling, lifespan (recover, watch, snapshot,
+the guard's flushes).
 
 The hot paths (`/v1/{scene}/evaluate`, `/batch`) are answered by `EvaluateLane`
 (lane.py) in front of this app; their routes here document them (the Pydantic models
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import Response
 
 from riskengine.events import parse_timestamp
@@ -23,12 +24,15 @@ from riskengine.exceptions import EventValidationError, RiskEngineError
 from riskengine.service import models
 from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, documented, install_handlers
+from riskengine.service.guard import FLUSH_EVERY_S
+from riskengine.service.guard_routes import add_guard_routes
 from riskengine.service.lane import (
     EvaluateLane,
     check_content_type,
     check_declared_length,
     parse_json,
 )
+from riskengine.service.params import Auth, SceneName
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -38,8 +42,6 @@ log = logging.getLogger("riskengine.service")
 
 JSON = "application/json"
 RETENTION_EVERY_S = 3600.0
-Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
-SceneName = Annotated[str, Path(max_length=200)]
 ListName = Annotated[str, Path(max_length=200)]
 ListValue = Annotated[str, Path(min_length=1, max_length=1000)]
 
@@ -68,6 +70,8 @@ def create_app(settings: ServiceSettings | None = None,
             stop, in_thread=True)))
         if s.watch_config and s.config is not None:
             tasks.append(asyncio.create_task(watch_config(rt, stop)))
+        if rt.guard is not None:
+            tasks.append(asyncio.create_task(_every(FLUSH_EVERY_S, rt.guard.flush_now, stop)))
         try:
             yield
         finally:
@@ -234,6 +238,8 @@ def create_app(settings: ServiceSettings | None = None,
         return Response(orjson.dumps({"scene": scene, "version": ruleset.version,
                                       "active": True, "changed": before != version}),
                         media_type=JSON)
+
+    add_guard_routes(app, rt, admin)
 
     # -- lists (admin) ---------------------------------------------------------------------
 

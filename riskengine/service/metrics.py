@@ -40,8 +40,13 @@ class ServiceMetrics:
                                 "may have cut short",
                                 ["scene"], registry=r)
         self.reloads = Counter("riskengine_ruleset_reloads_total",
-                               "Rulesets put live, by scene and source (config, api, rollback)",
+                               "Rulesets put live, by scene and source (config, api, rollback, "
+                               "guard, bus)",
                                ["scene", "source"], registry=r)
+        self.guard_rollbacks = Counter("riskengine_guard_rollbacks_total",
+                                       "New versions rolled back by the guarded rollout, by "
+                                       "scene and kind (ruleset, model:<name>)",
+                                       ["scene", "kind"], registry=r)
         self.reload_failures = Counter("riskengine_ruleset_reload_failures_total",
                                        "Refused rulesets, by source", ["source"], registry=r)
         self.errors = Counter("riskengine_request_errors_total",

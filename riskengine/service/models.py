@@ -106,6 +106,8 @@ class VersionModel(BaseModel):
     source: str
     rules: int
     active: bool
+    rolled_back_by_guard: dict[str, Any] | None = Field(
+        None, description="The guarded rollout's verdict when it rolled this version back")
 
 
 class ListEntryModel(BaseModel):

@@ -9,6 +9,11 @@ Versions and the live choice are kept in ``<state-dir>/rulesets.json``. At start
 config's rules are the ones recorded at the last start, the versions put through the API
 stay live across the restart; if the config file's rules changed while the service was
 down, the config wins (its version becomes live and the history is kept).
+
+`on_activate(scene, source, previous)` is told every change of the live version (source:
+config, api, rollback — an admin's activate —, guard — the guarded rollout's rollback —
+or bus — another worker's change); `notes(scene)` (set by the guarded rollout) gives the
+versions it rolled back, shown in `versions`.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ class RulesetRegistry:
     """The versions of every scene's ruleset, and which one is live."""
 
     def __init__(self, engine: Engine, path: Path | None,
-                 on_activate: Callable[[str, str], None] | None = None) -> None:
+                 on_activate: Callable[[str, str, str], None] | None = None) -> None:
         self.engine = engine
         self.path = path
         self._on_activate = on_activate
         self.on_publish: Callable[[str, str], None] | None = None  # shared state: the bus
+        self.notes: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None
+        """version → how the guarded rollout rolled it back (`rolled_back_by_guard`)."""
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, RulesetVersion]] = {}
         self._active: dict[str, str] = {}
@@ -70,9 +77,12 @@ class RulesetRegistry:
 
     def versions(self, scene: str) -> list[dict[str, Any]]:
         self.engine.scene(scene)  # unknown scene: 404
+        notes = self.notes(scene) if self.notes is not None else {}
         with self._lock:
             active = self._active[scene]
-            return [v.summary(v.version == active) for v in self._versions[scene].values()]
+            return [{**v.summary(v.version == active),
+                     "rolled_back_by_guard": notes.get(v.version)}
+                    for v in self._versions[scene].values()]
 
     def get(self, scene: str, version: str) -> Ruleset | None:
         self.engine.scene(scene)
@@ -93,6 +103,7 @@ class RulesetRegistry:
         """
         with self._lock:
             versions = self._versions[scene]
+            previous = self._active[scene]
             if ruleset.version not in versions:
                 versions[ruleset.version] = RulesetVersion(ruleset.version, ruleset, _now_ms(),
                                                            source)
@@ -102,25 +113,29 @@ class RulesetRegistry:
                 self._make_live(scene, versions[ruleset.version].ruleset)
             self._save()
         if changed and self._on_activate:
-            self._on_activate(scene, source)
+            self._on_activate(scene, source, previous)
         if changed and self.on_publish:
             self.on_publish(scene, source)
         return changed
 
-    def activate(self, scene: str, version: str) -> Ruleset | None:
-        """Put a stored version live again (rollback); None if there is no such version."""
+    def activate(self, scene: str, version: str, *, source: str = "rollback",
+                 replacing: str | None = None) -> Ruleset | None:
+        """Put a stored version live again (rollback); None if there is no such version,
+        or if `replacing` is given and is not the live version (the change it was meant
+        to undo has been replaced already)."""
         self.engine.scene(scene)
         with self._lock:
             entry = self._versions[scene].get(version)
-            if entry is None:
+            previous = self._active[scene]
+            if entry is None or replacing not in (None, previous):
                 return None
-            changed = self._active[scene] != version
+            changed = previous != version
             self._make_live(scene, entry.ruleset)
             self._save()
         if changed and self._on_activate:
-            self._on_activate(scene, "rollback")
+            self._on_activate(scene, source, previous)
         if changed and self.on_publish:
-            self.on_publish(scene, "rollback")
+            self.on_publish(scene, source)
         return entry.ruleset
 
     def reload_config(self, scenes: Mapping[str, SceneConfig]) -> list[str]:

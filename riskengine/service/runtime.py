@@ -1,5 +1,5 @@
 """The service's state around one `Engine`: the decision log, recovery, snapshots, lists,
-ruleset versions and config reloads.
+ruleset versions, config reloads and the guarded rollout of new versions (guard.py).
 
 Durability: an evaluate request is answered after its decision (with the event) is
 committed to the decision log. How the state survives a restart is the `Persistence`
@@ -30,6 +30,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
 from riskengine.service.errors import ApiError
+from riskengine.service.guard import RULESET, WATCHED_SOURCES, RolloutGuard, guard_rulesets
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.persistence import (
     SNAPSHOT_FILE,
@@ -64,6 +65,10 @@ class ServiceRuntime:
         self.engine: Engine = self.persistence.engine
         self.rulesets = RulesetRegistry(self.engine, self.persistence.rulesets_file,
                                         on_activate=self._activated)
+        self.guard: RolloutGuard | None = None
+        if self.settings.guard is not None:
+            self.guard = guard_rulesets(self.settings.guard, self.engine, self.rulesets,
+                                        self.state_dir, self.metrics.guard_rollbacks)
         self.persistence.start(self.rulesets)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
@@ -134,6 +139,8 @@ class ServiceRuntime:
             if decision.fallback:
                 return None
         self.metrics.observe(decision)
+        if self.guard is not None:
+            self.guard.count(decision)
         return _record(decision, event)
 
     def decide_many(self, scene: str, raws: Sequence[object]
@@ -183,10 +190,12 @@ class ServiceRuntime:
         self.config = config
         return changed
 
-    def _activated(self, scene: str, source: str) -> None:
+    def _activated(self, scene: str, source: str, previous: str) -> None:
+        version = self.engine.ruleset(scene).version
         self.metrics.reloads.labels(scene, source).inc()
-        log.info("scene %s: ruleset %s live (%s)", scene, self.engine.ruleset(scene).version,
-                 source)
+        log.info("scene %s: ruleset %s live (%s)", scene, version, source)
+        if self.guard is not None and source in WATCHED_SOURCES:
+            self.guard.on_version_live(scene, RULESET, version, previous)
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE

@@ -43,9 +43,11 @@ def run_workers(settings: ServiceSettings, *, host: str, port: int, workers: int
     from riskengine.config import load_config
     from riskengine.state.redis.backend import refuse_other_layouts
 
-    # each worker would refuse state of another layout and exit, and be started again:
-    # refuse it here, once
-    refuse_other_layouts(str(settings.state), load_config(settings.config).scenes)
+    # each worker would refuse state of another layout or invalid service settings and
+    # exit, and be started again: refuse them here, once
+    config = load_config(settings.config)
+    settings.with_service_section(config.service)
+    refuse_other_layouts(str(settings.state), config.scenes)
     os.environ[SETTINGS_ENV] = settings.to_env()
     uvicorn.run("riskengine.service.server:worker_app", factory=True, host=host, port=port,
                 workers=workers, loop="uvloop", http="httptools", access_log=False,

@@ -1,5 +1,9 @@
 """Service settings: command-line flags, the config's `service:` section and environment.
 
+The guarded rollout (riskengine/service/guard.py) is off unless the section has ``guard:``
+(``{decisions, factor, min_delta}``, each optional: `GuardSettings`) or a ``--guard-*``
+flag is given; flags replace the config's guard section as a whole.
+
 Tokens are read from the environment (``RISKENGINE_ADMIN_TOKEN``,
 ``RISKENGINE_API_TOKEN``) or the project config (``service: {admin_token, api_token}``),
 never from the command line (it shows in ``ps``). Without an admin token the service makes
@@ -9,6 +13,7 @@ one at start and writes it to ``<state-dir>/admin-token`` (mode 0600); it is nev
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -21,8 +26,62 @@ from riskengine.exceptions import ConfigError
 
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
-_SERVICE_KEYS = frozenset({"admin_token", "api_token", "max_body_bytes", "max_batch",
+_SERVICE_KEYS = frozenset({"admin_token", "api_token", "guard", "max_body_bytes", "max_batch",
                            "retention", "snapshot_interval", "watch_config"})
+_GUARD_KEYS = ("decisions", "factor", "min_delta")
+MAX_GUARD_DECISIONS = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """When a new version goes live, its review and reject rates over its first
+    `decisions` decisions are compared with the previous version's over its last
+    `decisions`: a rate above `factor` × the previous one and more than `min_delta`
+    above it (both) rolls the new version back."""
+
+    decisions: int = 1000
+    factor: float = 3.0
+    min_delta: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decisions": self.decisions, "factor": self.factor,
+                "min_delta": self.min_delta}
+
+
+def parse_guard(raw: object, what: str = "service: guard") -> GuardSettings:
+    """`GuardSettings` from a mapping with any of decisions, factor and min_delta (the
+    others keep their defaults); ConfigError naming the key for anything else."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{what} must be a mapping with any of {', '.join(_GUARD_KEYS)}, "
+                          f"e.g. {{decisions: 1000, factor: 3.0, min_delta: 0.01}}")
+    unknown = set(raw) - set(_GUARD_KEYS)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {sorted(map(str, unknown))}; allowed: "
+                          f"{', '.join(_GUARD_KEYS)}")
+    values: dict[str, Any] = {}
+    if "decisions" in raw:
+        number = raw["decisions"]
+        if (isinstance(number, bool) or not isinstance(number, int)
+                or not 1 <= number <= MAX_GUARD_DECISIONS):
+            raise ConfigError(f"{what}: decisions must be an integer from 1 to "
+                              f"{MAX_GUARD_DECISIONS:,}, not {number!r:.40}")
+        values["decisions"] = number
+    if "factor" in raw:
+        values["factor"] = _guard_number(raw["factor"], f"{what}: factor", 1.0, math.inf,
+                                         "1 or more (1: any increase counts)")
+    if "min_delta" in raw:
+        values["min_delta"] = _guard_number(raw["min_delta"], f"{what}: min_delta", 0.0,
+                                            1.0, "a rate from 0 up to (not including) 1")
+    return GuardSettings(**values)
+
+
+def _guard_number(value: object, what: str, low: float, high: float, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number, {expected}; got {value!r:.40}")
+    number = float(value)
+    if not (math.isfinite(number) and low <= number < high):
+        raise ConfigError(f"{what} must be {expected}; got {value!r:.40}")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +99,7 @@ class ServiceSettings:
     retention_ms: int = 30 * 86_400_000
     snapshot_interval_s: float = 300.0
     watch_config: bool = True
+    guard: GuardSettings | None = None  # None: no guarded rollout
 
     def with_service_section(self, section: Mapping[str, Any] | None) -> ServiceSettings:
         """Apply the config's `service:` section, then the environment (which wins)."""
@@ -71,6 +131,10 @@ class ServiceSettings:
                 section["snapshot_interval"], what="service snapshot_interval") / 1000.0
         if "watch_config" in section:
             values["watch_config"] = bool(section["watch_config"])
+        if section.get("guard") is not None:
+            guard = parse_guard(section["guard"])  # refused when invalid, even under flags
+            if self.guard is None:
+                values["guard"] = guard
         for key, env in (("admin_token", ADMIN_TOKEN_ENV), ("api_token", API_TOKEN_ENV)):
             token = os.environ.get(env)
             if token:
@@ -83,14 +147,16 @@ class ServiceSettings:
         return json.dumps({
             "config": None if self.config is None else str(self.config),
             "state_dir": str(self.state_dir), "decision_log": self.decision_log,
-            "state": self.state, "watch_config": self.watch_config})
+            "state": self.state, "watch_config": self.watch_config,
+            "guard": None if self.guard is None else self.guard.to_dict()})
 
     @classmethod
     def from_env(cls, text: str) -> ServiceSettings:
         data = json.loads(text)
         return cls(config=None if data["config"] is None else Path(data["config"]),
                    state_dir=Path(data["state_dir"]), decision_log=data["decision_log"],
-                   state=data["state"], watch_config=data["watch_config"])
+                   state=data["state"], watch_config=data["watch_config"],
+                   guard=None if data.get("guard") is None else parse_guard(data["guard"]))
 
     def ensure_admin_token(self) -> ServiceSettings:
         """Without an admin token, make one and write it to ``state_dir/admin-token``."""

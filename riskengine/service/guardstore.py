@@ -1,0 +1,343 @@
+"""Where the guarded rollout keeps its counts, watches and verdicts: in the process
+(`MemoryGuardStore`) or in Redis, shared by every worker (`RedisGuardStore`).
+
+Counts arrive in *flushes*: each process adds the decisions it counted since its last
+flush, per (scene, kind, version), as one `Tally` (riskengine/service/guard.py). A store
+keeps, per version, the running totals and the newest per-flush tallies (at most
+`depth` of them: each holds one decision or more, so they always cover the last `depth`
+decisions). A watch reads its version's totals minus the totals when it started (its
+*offset*); the previous version's last N decisions are the newest tallies whose sum
+first reaches N.
+
+Changes of a watch are compare-and-set: `replace` succeeds only when the scene's watch is
+still the one the caller read, `conclude` only when the watch is still in the state the
+caller expects, so when several workers reach the same verdict exactly one acts on it.
+
+Redis key layout (``<prefix>`` is the state's, ``re`` by default; ``{<scene>}`` is the
+Redis Cluster hash tag, so the scripts below touch one slot)::
+
+    <prefix>:guard:{<scene>}:<kind>:watch            hash: id, version, previous,
+        started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or "")
+    <prefix>:guard:{<scene>}:<kind>:verdicts         list: verdict JSON, newest first
+    <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject
+    <prefix>:guard:{<scene>}:<kind>:v:<version>:recent   list: "n,accept,review,reject"
+        per flush, newest first, trimmed to `depth`
+
+A version's counts expire `COUNTS_TTL_MS` after its last decision.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from riskengine.files import read_json, write_json_atomic
+
+VERDICTS_KEPT = 50
+"""Concluded watches kept per scene and kind (the guard endpoint's history)."""
+COUNTS_TTL_MS = 30 * 86_400_000
+MEMORY_VERSIONS_KEPT = 256
+"""Versions whose counts a `MemoryGuardStore` keeps (the least recently counted go)."""
+
+
+class Tally(NamedTuple):
+    """Decisions counted, and how many of them were accept, review and reject."""
+
+    n: int = 0
+    accept: int = 0
+    review: int = 0
+    reject: int = 0
+
+    def plus(self, other: Tally) -> Tally:
+        return Tally(*(a + b for a, b in zip(self, other, strict=True)))
+
+    def minus(self, other: Tally) -> Tally:
+        return Tally(*(a - b for a, b in zip(self, other, strict=True)))
+
+    def rate(self, outcome: str) -> float:
+        """The share of `outcome` (review or reject) among the decisions; 0 without any."""
+        return getattr(self, outcome) / self.n if self.n else 0.0
+
+    def text(self) -> str:
+        return ",".join(map(str, self))
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> Tally:
+        if not raw:
+            return cls()
+        return cls(*(int(part) for part in _text(raw).split(",")))
+
+
+NO_DECISIONS = Tally()
+
+VersionKey = tuple[str, str, str]
+"""(scene, kind, version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """The one watch of a (scene, kind): `version` went live after `previous`."""
+
+    scene: str
+    kind: str
+    id: str
+    version: str
+    previous: str
+    started_at_ms: int
+    state: str = "watching"  # watching, rolling_back, or a verdict's state
+    offset: Tally = NO_DECISIONS
+    verdict: Mapping[str, Any] | None = None
+
+
+class GuardStore(Protocol):
+    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+        """Add one flush of counts."""
+        ...
+
+    def totals(self, scene: str, kind: str, version: str) -> Tally: ...
+
+    def recent(self, scene: str, kind: str, version: str, decisions: int) -> Tally:
+        """The sum of the newest flushes of `version` that first reaches `decisions`
+        (all of them when they hold fewer)."""
+        ...
+
+    def watches(self, pairs: Iterable[tuple[str, str]]) -> list[Watch]:
+        """The current watch of each (scene, kind) that has one."""
+        ...
+
+    def replace(self, current: Watch | None, new: Watch,
+                retired: Mapping[str, Any] | None) -> bool:
+        """Make `new` the watch of its (scene, kind), its offset the version's totals now,
+        if the watch there is still `current` (None: none); record `retired` (the verdict
+        of a watch cut short) first. False when another change came first."""
+        ...
+
+    def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
+                 record: bool) -> bool:
+        """Move `watch` from state `expect` to `state` with `verdict`, and when `record`,
+        add the verdict to the history; False when the watch is gone or not in `expect`."""
+        ...
+
+    def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
+        """Concluded watches, newest first."""
+        ...
+
+
+def sum_newest(tallies: Iterable[Tally], decisions: int) -> Tally:
+    total = Tally()
+    for tally in tallies:
+        if total.n >= decisions:
+            break
+        total = total.plus(tally)
+    return total
+
+
+class MemoryGuardStore:
+    """One process's store; the verdicts are also written to `path` (when given), so the
+    versions list still marks what the guard rolled back after a restart."""
+
+    def __init__(self, depth: int, path: Path | None = None) -> None:
+        self.depth = depth
+        self.path = path
+        self._lock = threading.Lock()
+        self._totals: dict[VersionKey, Tally] = {}
+        self._recent: dict[VersionKey, deque[Tally]] = {}
+        self._watches: dict[tuple[str, str], Watch] = {}
+        self._verdicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._load()
+
+    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+        with self._lock:
+            for key, delta in deltas.items():
+                self._totals[key] = self._totals.pop(key, Tally()).plus(delta)
+                recent = self._recent.pop(key, None) or deque(maxlen=self.depth)
+                recent.appendleft(delta)
+                self._recent[key] = recent  # re-inserted: the dicts are in counting order
+            watched = {(w.scene, w.kind, w.version) for w in self._watches.values()}
+            watched |= {(w.scene, w.kind, w.previous) for w in self._watches.values()}
+            for key in [k for k in self._totals if k not in watched][
+                    :max(0, len(self._totals) - MEMORY_VERSIONS_KEPT)]:
+                del self._totals[key]
+                self._recent.pop(key, None)
+
+    def totals(self, scene: str, kind: str, version: str) -> Tally:
+        with self._lock:
+            return self._totals.get((scene, kind, version), Tally())
+
+    def recent(self, scene: str, kind: str, version: str, decisions: int) -> Tally:
+        with self._lock:
+            return sum_newest(self._recent.get((scene, kind, version), ()), decisions)
+
+    def watches(self, pairs: Iterable[tuple[str, str]]) -> list[Watch]:
+        with self._lock:
+            return [self._watches[pair] for pair in pairs if pair in self._watches]
+
+    def replace(self, current: Watch | None, new: Watch,
+                retired: Mapping[str, Any] | None) -> bool:
+        pair = (new.scene, new.kind)
+        with self._lock:
+            existing = self._watches.get(pair)
+            if (existing and existing.id) != (current and current.id):
+                return False
+            if retired is not None:
+                self._record(pair, retired)
+            offset = self._totals.get((new.scene, new.kind, new.version), Tally())
+            self._watches[pair] = replace(new, offset=offset)
+        return True
+
+    def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
+                 record: bool) -> bool:
+        pair = (watch.scene, watch.kind)
+        with self._lock:
+            current = self._watches.get(pair)
+            if current is None or current.id != watch.id or current.state != expect:
+                return False
+            self._watches[pair] = replace(current, state=state, verdict=dict(verdict))
+            if record:
+                self._record(pair, verdict)
+        return True
+
+    def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(v) for v in self._verdicts.get((scene, kind), ())]
+
+    def _record(self, pair: tuple[str, str], verdict: Mapping[str, Any]) -> None:
+        kept = self._verdicts.setdefault(pair, [])
+        kept.insert(0, dict(verdict))
+        del kept[VERDICTS_KEPT:]
+        if self.path is not None:
+            write_json_atomic(self.path, [{"scene": scene, "kind": kind, "verdicts": found}
+                                          for (scene, kind), found in self._verdicts.items()])
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        data = read_json(self.path)
+        for item in data if isinstance(data, list) else ():
+            if (isinstance(item, dict) and isinstance(item.get("scene"), str)
+                    and isinstance(item.get("kind"), str)
+                    and isinstance(item.get("verdicts"), list)):
+                self._verdicts[item["scene"], item["kind"]] = [
+                    v for v in item["verdicts"] if isinstance(v, dict)][:VERDICTS_KEPT]
+
+
+_REPLACE = """
+local current = redis.call('HGET', KEYS[1], 'id') or ''
+if current ~= ARGV[1] then return 0 end
+if ARGV[7] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[7])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[8]) - 1)
+end
+local t = redis.call('HMGET', KEYS[3], 'n', 'accept', 'review', 'reject')
+local offset = (t[1] or '0') .. ',' .. (t[2] or '0') .. ',' .. (t[3] or '0') .. ','
+  .. (t[4] or '0')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'id', ARGV[2], 'version', ARGV[3], 'previous', ARGV[4],
+  'started_at_ms', ARGV[5], 'state', ARGV[6], 'offset', offset, 'verdict', '')
+return 1
+"""
+
+_CONCLUDE = """
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1]
+   or redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'verdict', ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('LPUSH', KEYS[2], ARGV[4])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[6]) - 1)
+end
+return 1
+"""
+
+
+class RedisGuardStore:
+    """The store in Redis (key layout in the module docstring), shared by every worker
+    on the same state. Each call is one round trip (`add` and `watches` one pipeline)."""
+
+    def __init__(self, client: Any, depth: int, prefix: str = "re") -> None:
+        self.client = client
+        self.depth = depth
+        self.prefix = prefix
+        self._replace = client.register_script(_REPLACE)
+        self._conclude = client.register_script(_CONCLUDE)
+
+    def _key(self, scene: str, kind: str, tail: str) -> str:
+        return f"{self.prefix}:guard:{{{scene}}}:{kind}:{tail}"
+
+    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+        if not deltas:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for (scene, kind, version), delta in deltas.items():
+            totals = self._key(scene, kind, f"v:{version}")
+            recent = totals + ":recent"
+            for field, count in zip(Tally._fields, delta, strict=True):
+                if count:
+                    pipe.hincrby(totals, field, count)
+            pipe.lpush(recent, delta.text())
+            pipe.ltrim(recent, 0, self.depth - 1)
+            pipe.pexpire(totals, COUNTS_TTL_MS)
+            pipe.pexpire(recent, COUNTS_TTL_MS)
+        pipe.execute()
+
+    def totals(self, scene: str, kind: str, version: str) -> Tally:
+        values = self.client.hmget(self._key(scene, kind, f"v:{version}"), Tally._fields)
+        return Tally(*(int(v or 0) for v in values))
+
+    def recent(self, scene: str, kind: str, version: str, decisions: int) -> Tally:
+        raw = self.client.lrange(self._key(scene, kind, f"v:{version}:recent"), 0,
+                                 self.depth - 1)
+        return sum_newest(map(Tally.parse, raw), decisions)
+
+    def watches(self, pairs: Iterable[tuple[str, str]]) -> list[Watch]:
+        pairs = list(pairs)
+        pipe = self.client.pipeline(transaction=False)
+        for scene, kind in pairs:
+            pipe.hgetall(self._key(scene, kind, "watch"))
+        found = []
+        for (scene, kind), raw in zip(pairs, pipe.execute(), strict=True):
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            if fields.get("id"):
+                verdict = json.loads(fields["verdict"]) if fields.get("verdict") else None
+                found.append(Watch(scene, kind, fields["id"], fields["version"],
+                                   fields["previous"], int(fields["started_at_ms"]),
+                                   fields["state"], Tally.parse(fields["offset"]), verdict))
+        return found
+
+    def replace(self, current: Watch | None, new: Watch,
+                retired: Mapping[str, Any] | None) -> bool:
+        done = self._replace(
+            keys=[self._key(new.scene, new.kind, "watch"),
+                  self._key(new.scene, new.kind, "verdicts"),
+                  self._key(new.scene, new.kind, f"v:{new.version}")],
+            args=["" if current is None else current.id, new.id, new.version, new.previous,
+                  new.started_at_ms, new.state,
+                  "" if retired is None else _dumps(retired), VERDICTS_KEPT])
+        return bool(done)
+
+    def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
+                 record: bool) -> bool:
+        done = self._conclude(
+            keys=[self._key(watch.scene, watch.kind, "watch"),
+                  self._key(watch.scene, watch.kind, "verdicts")],
+            args=[watch.id, expect, state, _dumps(verdict), "1" if record else "0",
+                  VERDICTS_KEPT])
+        return bool(done)
+
+    def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
+        raw = self.client.lrange(self._key(scene, kind, "verdicts"), 0, VERDICTS_KEPT - 1)
+        return [json.loads(item) for item in raw]
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,224 @@
+"""The guard's stores, in the process and in a real redis-server, pass one contract: counts
+by version, the last N as whole flushes, compare-and-set watches; and the verdict test.
+Two guards on one store (two workers) reach a breaching verdict and roll back once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry, Counter
+
+from riskengine.decision import Decision
+from riskengine.service.guard import RolloutGuard, breaches
+from riskengine.service.guardstore import (
+    GuardStore,
+    MemoryGuardStore,
+    RedisGuardStore,
+    Tally,
+    VersionKey,
+    Watch,
+)
+from riskengine.service.settings import GuardSettings
+from riskengine.state.redis import connect
+from tests.servers import redis_server
+
+DEPTH = 10
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GuardStore]:
+    if request.param == "memory":
+        yield MemoryGuardStore(DEPTH, tmp_path / "guard.json")
+        return
+    client = connect(request.getfixturevalue("redis_url"))
+    client.flushdb()
+    yield RedisGuardStore(client, DEPTH)
+    client.close()
+
+
+def watch(version: str, previous: str, kind: str = "ruleset", id: str = "w1") -> Watch:
+    return Watch("transfer", kind, id, version, previous, 1000)
+
+
+def test_counts_by_version_and_the_last_n_as_whole_flushes(store: GuardStore) -> None:
+    store.add({("transfer", "ruleset", "v1"): Tally(5, 4, 1, 0),
+               ("transfer", "model:m", "m1"): Tally(5, 4, 1, 0)})
+    store.add({("transfer", "ruleset", "v1"): Tally(3, 1, 0, 2)})
+    store.add({("transfer", "ruleset", "v1"): Tally(4, 4, 0, 0)})
+    assert store.totals("transfer", "ruleset", "v1") == Tally(12, 9, 1, 2)
+    assert store.totals("transfer", "model:m", "m1") == Tally(5, 4, 1, 0)
+    assert store.totals("transfer", "ruleset", "unknown") == Tally()
+    # the newest flushes until they hold N: 4, then 4+3=7 >= 6
+    assert store.recent("transfer", "ruleset", "v1", 6) == Tally(7, 5, 0, 2)
+    assert store.recent("transfer", "ruleset", "v1", 4) == Tally(4, 4, 0, 0)
+    assert store.recent("transfer", "ruleset", "v1", 100) == Tally(12, 9, 1, 2)
+    for _ in range(DEPTH):  # only the newest `depth` flushes are kept
+        store.add({("transfer", "ruleset", "v1"): Tally(1, 0, 0, 1)})
+    assert store.recent("transfer", "ruleset", "v1", 100) == Tally(DEPTH, 0, 0, DEPTH)
+
+
+def test_watches_are_compare_and_set(store: GuardStore) -> None:
+    store.add({("transfer", "ruleset", "v2"): Tally(7, 7, 0, 0)})
+    first = watch("v2", "v1")
+    assert store.replace(None, first, None)
+    assert not store.replace(None, watch("v3", "v2", id="late"), None)  # read before first
+    [current] = store.watches([("transfer", "ruleset"), ("transfer", "model:m")])
+    assert (current.id, current.version, current.previous, current.state) == (
+        "w1", "v2", "v1", "watching")
+    assert current.offset == Tally(7, 7, 0, 0)  # counts from before it went live
+
+    verdict = {"version": "v2", "state": "rolling_back"}
+    assert store.conclude(current, "watching", "rolling_back", verdict, record=False)
+    assert not store.conclude(current, "watching", "rolling_back", verdict, record=False)
+    assert store.verdicts("transfer", "ruleset") == []
+    done = {"version": "v2", "state": "rolled_back"}
+    assert store.conclude(current, "rolling_back", "rolled_back", done, record=True)
+    assert store.verdicts("transfer", "ruleset") == [done]
+
+    [concluded] = store.watches([("transfer", "ruleset")])
+    retired = {"version": "v2", "state": "superseded"}
+    assert store.replace(concluded, watch("v3", "v2", id="w2"), retired)
+    assert store.verdicts("transfer", "ruleset") == [retired, done]  # newest first
+    assert not store.conclude(concluded, "rolled_back", "kept", done, record=True)  # gone
+
+
+def test_memory_verdicts_survive_a_restart(tmp_path: Path) -> None:
+    store = MemoryGuardStore(DEPTH, tmp_path / "guard.json")
+    store.replace(None, watch("v2", "v1"), None)
+    [current] = store.watches([("transfer", "ruleset")])
+    store.conclude(current, "watching", "kept", {"version": "v2", "state": "kept"}, True)
+    again = MemoryGuardStore(DEPTH, tmp_path / "guard.json")
+    assert again.verdicts("transfer", "ruleset") == [{"version": "v2", "state": "kept"}]
+    (tmp_path / "guard.json").write_text('{"not": "a list"}')
+    assert MemoryGuardStore(DEPTH, tmp_path / "guard.json").verdicts("transfer", "ruleset") == []
+
+
+@pytest.mark.parametrize(("new", "old", "expected"), [
+    (Tally(100, 0, 0, 100), Tally(100, 100, 0, 0), ["reject"]),  # 100 % vs 0 %
+    (Tally(1000, 995, 0, 5), Tally(1000, 1000, 0, 0), []),  # 0.5 % vs 0 %: under min_delta
+    (Tally(1000, 980, 0, 20), Tally(1000, 1000, 0, 0), ["reject"]),  # 2 % vs 0 %
+    (Tally(100, 25, 75, 0), Tally(100, 75, 25, 0), []),  # 75 % = 3 x 25 %: not above
+    (Tally(100, 24, 76, 0), Tally(100, 75, 25, 0), ["review"]),
+    (Tally(100, 38, 31, 31), Tally(100, 80, 10, 10), ["reject", "review"]),
+    (Tally(100, 80, 10, 10), Tally(100, 40, 30, 30), []),  # fewer: never a breach
+    (Tally(100, 100, 0, 0), Tally(), []),  # no baseline decisions, no breach
+])
+def test_a_rate_breaches_above_factor_times_and_min_delta_above(
+        new: Tally, old: Tally, expected: list[str]) -> None:
+    assert breaches(new, old, GuardSettings(decisions=100, factor=3.0,
+                                            min_delta=0.01)) == expected
+
+
+def test_two_guards_on_one_store_roll_back_once(store: GuardStore) -> None:
+    settings = GuardSettings(decisions=20)
+    calls: list[tuple[str, str, str, str]] = []
+    registry = CollectorRegistry()
+    total = Counter("rollbacks", "", ["scene", "kind"], registry=registry)
+    guards = []
+    for name in ("a", "b"):
+        guard = RolloutGuard(settings, store, ["transfer"], total)
+
+        def rollback(scene: str, version: str, previous: str, name: str = name) -> bool:
+            calls.append((name, scene, version, previous))
+            return True
+
+        guard.register_rollback("ruleset", rollback)
+        guards.append(guard)
+    a, b = guards
+    store.add({("transfer", "ruleset", "v1"): Tally(30, 30, 0, 0)})
+    a.on_version_live("transfer", "ruleset", "v2", "v1")
+    b.on_version_live("transfer", "ruleset", "v2", "v1")  # the same change: one watch
+    store.add({("transfer", "ruleset", "v2"): Tally(12, 0, 0, 12)})
+    store.add({("transfer", "ruleset", "v2"): Tally(12, 0, 0, 12)})
+    assert a.report("transfer")["watching"][0]["decisions"] == 24
+    a_report = a.report("transfer")
+    assert a_report == b.report("transfer")
+    for guard in (b, a, b, a):
+        guard.review()
+    assert [call[1:] for call in calls] == [("transfer", "v2", "v1")]
+    [verdict] = a.report("transfer")["verdicts"]
+    assert verdict["state"] == "rolled_back" and verdict["exceeded"] == ["reject"]
+    assert (verdict["decisions"], verdict["baseline"]["decisions"]) == (24, 30)
+    assert registry.get_sample_value("rollbacks_total",
+                                     {"scene": "transfer", "kind": "ruleset"}) == 1.0
+    assert a.rolled_back("transfer", "ruleset") == {"v2": verdict}
+
+
+def test_unknown_kinds_are_refused(store: GuardStore) -> None:
+    registry = CollectorRegistry()
+    guard = RolloutGuard(GuardSettings(), store, ["transfer"],
+                         Counter("rollbacks", "", ["scene", "kind"], registry=registry))
+    with pytest.raises(ValueError, match="no rollback registered"):
+        guard.on_version_live("transfer", "model:fraud", "m2", "m1")
+    with pytest.raises(ValueError, match="'ruleset' or 'model:<name>'"):
+        guard.register_rollback("models", lambda scene, version, previous: True)
+    guard.register_rollback("model:fraud", lambda scene, version, previous: True)
+    guard.on_version_live("transfer", "model:fraud", "m2", "m1")
+    assert [w["version"] for w in guard.report("transfer")["watching"]] == ["m2"]
+
+
+def decided(outcome: str, version: str, arm: str = "champion",
+            models: dict[str, str] | None = None) -> Decision:
+    return Decision("e", "transfer", outcome, 0.0, (), (), {}, (), version, False, False, 0.1,
+                    1, 0, arm=arm, models=models or {})
+
+
+def test_champion_decisions_are_counted_by_ruleset_and_model_version(
+        store: GuardStore) -> None:
+    registry = CollectorRegistry()
+    guard = RolloutGuard(GuardSettings(), store, ["transfer"],
+                         Counter("rollbacks", "", ["scene", "kind"], registry=registry))
+    for decision in (decided("accept", "v1", models={"fraud": "m1"}),
+                     decided("reject", "v1", models={"fraud": "m1"}),
+                     decided("review", "v1", models={"fraud": "m2"}),
+                     decided("reject", "v9", arm="strict")):  # a challenger answered
+        guard.count(decision)
+    asyncio.run(guard.flush_now())
+    assert store.totals("transfer", "ruleset", "v1") == Tally(3, 1, 1, 1)
+    assert store.totals("transfer", "ruleset", "v9") == Tally()
+    assert store.totals("transfer", "model:fraud", "m1") == Tally(2, 1, 0, 1)
+    assert store.totals("transfer", "model:fraud", "m2") == Tally(1, 0, 1, 0)
+    asyncio.run(guard.flush_now())  # nothing new: nothing added
+    assert store.totals("transfer", "ruleset", "v1") == Tally(3, 1, 1, 1)
+
+
+class FlakyStore(MemoryGuardStore):
+    """A store whose next `failures` adds raise, as Redis does when it is away."""
+
+    failures = 0
+
+    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("Redis went away")
+        super().add(deltas)
+
+
+def test_counts_the_store_refused_are_added_with_the_next_flush(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore(DEPTH)
+    registry = CollectorRegistry()
+    guard = RolloutGuard(GuardSettings(), store, ["transfer"],
+                         Counter("rollbacks", "", ["scene", "kind"], registry=registry))
+    store.failures = 2
+    guard.count(decided("reject", "v1"))
+    asyncio.run(guard.flush_now())
+    guard.count(decided("accept", "v1"))
+    asyncio.run(guard.flush_now())
+    assert store.totals("transfer", "ruleset", "v1") == Tally()
+    guard.count(decided("review", "v1"))
+    asyncio.run(guard.flush_now())
+    assert store.totals("transfer", "ruleset", "v1") == Tally(3, 1, 1, 1)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "Redis went away" in errors[0].getMessage()  # once
