@@ -21,8 +21,8 @@ Events without a label are left out of precision and recall.
 Money, with labels and an amount per event (the event's ``amount`` field, or another one
 the caller reads): per arm the amount *caught* (positives it flagged) and *blocked*
 (positives it rejected), and per rule the positives' amount it hit, split the same way by
-the arm's decision. Amounts are float sums: a merge in another order may differ in the
-last digits.
+the arm's decision. Amounts are summed without rounding error (`ExactSum`), so a merge
+in any order gives the same figures.
 
 A live experiment also says which arm *answered* each event and how long the decision
 took: per arm the events it answered and their latency (`LatencyHistogram`: count, mean
@@ -42,14 +42,16 @@ from typing import Any
 
 from riskengine.rules.ruleset import ACTIONS
 
-__all__ = ["DECISIONS", "FLAGGED", "LEGIT", "ArmComparison", "ArmResult", "Detection",
-           "LatencyHistogram", "amount_of", "is_flagged", "label_order"]
+__all__ = ["AMOUNT_FIELD", "DECISIONS", "FLAGGED", "LEGIT", "ArmComparison", "ArmResult",
+           "Detection", "ExactSum", "LatencyHistogram", "amount_of", "is_flagged", "label_order"]
 
 DECISIONS = ACTIONS
 FLAGGED = frozenset({"review", "reject"})
 """Decisions that raise an alert (what a fraud team looks at or blocks)."""
 LEGIT = "legit"
 """The one label that is not fraud."""
+AMOUNT_FIELD = "amount"
+"""The event field whose value is the money at stake, unless a caller names another."""
 
 _DAY_MS = 86_400_000
 
@@ -69,6 +71,46 @@ def amount_of(event: Mapping[str, Any], field: str) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+class ExactSum:
+    """A sum of floats kept as non-overlapping partial sums (Shewchuk's method, the one
+    `math.fsum` uses), so its `value` is the correctly rounded sum of everything added or
+    merged, in whatever order.
+
+    >>> total = ExactSum()
+    >>> for x in (0.1, 0.2, 0.3, 1e16, -1e16):
+    ...     total.add(x)
+    >>> total.value
+    0.6
+    """
+
+    __slots__ = ("partials",)
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        kept = 0
+        partials = self.partials
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)  # what the float addition lost
+            if low:
+                partials[kept] = low
+                kept += 1
+            x = high
+        partials[kept:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        for x in other.partials:
+            self.add(x)
+
+    @property
+    def value(self) -> float:
+        return math.fsum(self.partials)
 
 
 class LatencyHistogram:
@@ -127,7 +169,7 @@ class LatencyHistogram:
         for index in sorted(self.buckets):
             seen += self.buckets[index]
             if seen >= rank:
-                upper = self.FLOOR_MS * 2.0 ** (index / self.PER_DOUBLING)
+                upper: float = self.FLOOR_MS * 2.0 ** (index / self.PER_DOUBLING)
                 return min(self.max, max(self.min, upper))
         return self.max
 
@@ -213,12 +255,13 @@ class ArmComparison:
             arm: {} for arm in self.others}
         self.answered: Counter[str] = Counter()
         self.latency: dict[str, LatencyHistogram] = {arm: LatencyHistogram() for arm in arms}
-        self.positive_amount = 0.0
+        self.positive_amount = ExactSum()
         self.positives_without_amount = 0
-        self.caught_amount: dict[str, float] = dict.fromkeys(arms, 0.0)
-        self.blocked_amount: dict[str, float] = dict.fromkeys(arms, 0.0)
-        self.rule_money: dict[str, dict[str, list[float]]] = {arm: {} for arm in arms}
-        """Per arm and rule: [caught, blocked] amounts of the positives it hit."""
+        self.caught_amount = {arm: ExactSum() for arm in arms}
+        self.blocked_amount = {arm: ExactSum() for arm in arms}
+        self.rule_money: dict[str, dict[str, tuple[ExactSum, ExactSum]]] = {
+            arm: {} for arm in arms}
+        """Per arm and rule: the caught and blocked amounts of the positives it hit."""
 
     # -- accumulating ---------------------------------------------------------------------
 
@@ -236,7 +279,7 @@ class ArmComparison:
             if amount is None:
                 self.positives_without_amount += 1
             else:
-                self.positive_amount += amount
+                self.positive_amount.add(amount)
                 self._add_money(arms, amount)
         self.events += 1
         day = timestamp // _DAY_MS
@@ -278,17 +321,17 @@ class ArmComparison:
             flagged = result.decision in FLAGGED
             blocked = result.decision == "reject"
             if flagged:
-                self.caught_amount[arm] += amount
+                self.caught_amount[arm].add(amount)
             if blocked:
-                self.blocked_amount[arm] += amount
+                self.blocked_amount[arm].add(amount)
             per_rule = self.rule_money[arm]
             for rule_id in (*result.hits, *result.shadow_hits):
                 money = per_rule.get(rule_id)
                 if money is None:
-                    money = per_rule[rule_id] = [0.0, 0.0]
-                money[0] += amount
+                    money = per_rule[rule_id] = (ExactSum(), ExactSum())
+                money[0].add(amount)
                 if blocked:
-                    money[1] += amount
+                    money[1].add(amount)
 
     def merge(self, other: ArmComparison) -> ArmComparison:
         """Add `other`'s counts to this accumulator (and return it); both must compare the
@@ -301,16 +344,16 @@ class ArmComparison:
                 f"{self.baseline!r}, {self.samples} samples)")
         self.events += other.events
         self.answered.update(other.answered)
-        self.positive_amount += other.positive_amount
+        self.positive_amount.merge(other.positive_amount)
         self.positives_without_amount += other.positives_without_amount
         for arm in self.arms:
             self.latency[arm].merge(other.latency[arm])
-            self.caught_amount[arm] += other.caught_amount[arm]
-            self.blocked_amount[arm] += other.blocked_amount[arm]
+            self.caught_amount[arm].merge(other.caught_amount[arm])
+            self.blocked_amount[arm].merge(other.blocked_amount[arm])
             for rule_id, (caught, blocked) in other.rule_money[arm].items():
-                money = self.rule_money[arm].setdefault(rule_id, [0.0, 0.0])
-                money[0] += caught
-                money[1] += blocked
+                money = self.rule_money[arm].setdefault(rule_id, (ExactSum(), ExactSum()))
+                money[0].merge(caught)
+                money[1].merge(blocked)
         self.labels.update(other.labels)
         self.days.update(other.days)
         for arm in self.arms:
@@ -392,8 +435,10 @@ class ArmComparison:
 
     def rule_money_of(self, arm: str, rule_id: str) -> dict[str, float]:
         """The positives' amount a rule hit in `arm`: all of it, and where `arm` rejected."""
-        caught, blocked = self.rule_money[arm].get(rule_id, (0.0, 0.0))
-        return {"caught": caught, "blocked": blocked}
+        money = self.rule_money[arm].get(rule_id)
+        if money is None:
+            return {"caught": 0.0, "blocked": 0.0}
+        return {"caught": money[0].value, "blocked": money[1].value}
 
     def label_outcomes(self, arm: str, label: str) -> dict[str, Any]:
         """Decision counts of one label in `arm` and the share caught (review or reject)."""
@@ -457,10 +502,10 @@ class ArmComparison:
             data["label_outcomes"] = {
                 arm: {label: self.label_outcomes(arm, label) for label in data["labels"]}
                 for arm in arms}
-            data["money"] = {"positive_amount": self.positive_amount,
+            data["money"] = {"positive_amount": self.positive_amount.value,
                              "positives_without_amount": self.positives_without_amount,
-                             "caught": dict(self.caught_amount),
-                             "blocked": dict(self.blocked_amount)}
+                             "caught": {arm: self.caught_amount[arm].value for arm in arms},
+                             "blocked": {arm: self.blocked_amount[arm].value for arm in arms}}
         if self.answered:
             data["answered"] = {arm: self.answered.get(arm, 0) for arm in arms}
             data["latency_ms"] = {arm: self.latency[arm].to_dict() for arm in arms}

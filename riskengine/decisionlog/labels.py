@@ -74,10 +74,10 @@ def parse_label(raw: object, *, received_at: int) -> Label:
 
     >>> parse_label({"event_id": "e1", "label": "fraud"}, received_at=5).time
     5
-    >>> parse_label({"event_id": "e1", "label": "no way"}, received_at=5)
+    >>> parse_label({"event_id": "e1", "label": "no way"}, received_at=5).label
     Traceback (most recent call last):
     ...
-    riskengine.decisionlog.labels.LabelError: label must be 1..64 letters, digits and _ - . (not 'no way')
+    riskengine.decisionlog.labels.LabelError: label must be 1..64 letters, ...
     """
     if not isinstance(raw, Mapping):
         raise LabelError(f"a label is an object with {', '.join(LABEL_FIELDS)}, not "
