@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from riskengine.events import parse_timestamp
+from riskengine.events import parse_timestamp, parse_timestamp_text
 from riskengine.exceptions import EventValidationError, RiskEngineError
 
 __all__ = ["LABEL_FIELDS", "MAX_EVENT_ID", "MAX_SOURCE", "Label", "LabelError", "latest_labels",
@@ -107,12 +107,8 @@ def parse_label(raw: object, *, received_at: int) -> Label:
 def _label_time(value: object, default: int) -> int:
     if value is None or value == "":
         return default
-    if isinstance(value, str):
-        digits = value.removeprefix("-")
-        if digits.isascii() and digits.isdigit():
-            value = int(value)
     try:
-        return parse_timestamp(value)
+        return parse_timestamp_text(value) if isinstance(value, str) else parse_timestamp(value)
     except EventValidationError as exc:
         raise LabelError(str(exc).replace("timestamp", "time"), field="time") from None
 

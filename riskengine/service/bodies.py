@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Path, Request
 
-from riskengine.events import parse_timestamp
+from riskengine.events import parse_timestamp_text
 from riskengine.exceptions import EventValidationError
 from riskengine.service.errors import ApiError
 from riskengine.service.lane import check_content_type, check_declared_length, parse_json
@@ -39,9 +39,7 @@ def time_param(value: str | None, name: str) -> int | None:
     """An event-time query parameter: epoch ms or ISO-8601 (422 naming it otherwise)."""
     if value is None:
         return None
-    digits = value.removeprefix("-")  # ASCII digits only: int() refuses '²', takes '٣'
-    text: object = int(value) if digits.isascii() and digits.isdigit() else value
     try:
-        return parse_timestamp(text)
+        return parse_timestamp_text(value)
     except EventValidationError as exc:
         raise ApiError(422, f"{name}: {exc}", field=name) from None
