@@ -123,8 +123,8 @@ class PostgresLog(DecisionLog):
     def _create_schema(self, conn: Connection) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            found = conn.execute(" AND ".join(f"to_regclass('{table}') IS NOT NULL"
-                                              for table in _TABLES)).fetchone()
+            found = conn.execute("SELECT " + " AND ".join(
+                f"to_regclass('{table}') IS NOT NULL" for table in _TABLES)).fetchone()
             if not (found and found[0]):  # a user without CREATE rights can use an existing log
                 for statement in _SCHEMA:
                     conn.execute(statement)
