@@ -262,3 +262,35 @@ def test_the_api_and_the_cli_give_the_same_report(
     text = CliRunner().invoke(cli_app, ["experiments", "report", "--scene", "transfer",
                                         "--state-dir", str(tmp_path / "state")])
     assert text.exit_code == 0 and "Answered events" in text.stdout
+
+
+def test_a_config_reload_takes_a_changed_experiment_and_a_bad_one_changes_nothing(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    import yaml
+
+    from riskengine.config import EXAMPLE_CONFIG_PATH
+
+    config = tmp_path / "config.yaml"
+    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    config.write_text(yaml.safe_dump(raw))
+    client = make_client(config=config)
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    assert client.get(URL, headers=ADMIN_HEADERS).status_code == 404
+    raw["scenes"]["transfer"]["experiment"] = spec()
+    config.write_text(yaml.safe_dump(raw))
+    assert rt.reload_config() == ["transfer experiment"]
+    live = client.get(URL, headers=ADMIN_HEADERS).json()["version"]
+    assert evaluate(client, 1, "A-1")["experiment"] == live
+    # a bad experiment refuses the whole reload: the new champion rule stays out too
+    raw["scenes"]["transfer"]["rules"].append(
+        {"id": "everything", "when": "amount >= 0", "action": "review"})
+    raw["scenes"]["transfer"]["experiment"] = spec(split={"champion": 10, "strict": 10})
+    champion = client.get("/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS).json()
+    config.write_text(yaml.safe_dump(raw))
+    assert rt.reload_config() == []
+    assert client.get("/v1/scenes/transfer/ruleset",
+                      headers=ADMIN_HEADERS).json()["version"] == champion["version"]
+    del raw["scenes"]["transfer"]["experiment"]
+    config.write_text(yaml.safe_dump(raw))
+    assert set(rt.reload_config()) == {"transfer", "transfer experiment"}
+    assert client.get(URL, headers=ADMIN_HEADERS).status_code == 404
