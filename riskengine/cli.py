@@ -1,5 +1,6 @@
 """The `riskengine` command line: generate traffic, replay it, backtest rules, backfill a
-state, validate a config, demo.
+state, validate a config, demo; import labels and report a live experiment from the
+decision log.
 
 Exit codes: 0 success; 1 the work ran but failed (an invalid config for `validate`, an
 engine failure during a replay, a file that became unreadable or unwritable midway);
@@ -719,6 +720,11 @@ def demo(
     keep: Annotated[Path | None, typer.Option(
         show_default=False, file_okay=False,
         help="--offline: keep the generated events and the decisions here.")] = None,
+    url: Annotated[str | None, typer.Option(
+        show_default=False, help="Send to the service running at this URL (none is "
+                                 "started; labels need RISKENGINE_ADMIN_TOKEN).")] = None,
+    labels: Annotated[bool, typer.Option(
+        help="Send the traffic's labels to POST /v1/labels (live demo).")] = True,
 ) -> None:
     """Start the service with the example config and feed it labelled demo traffic.
 
@@ -738,11 +744,14 @@ def demo(
         try:
             stats = asyncio.run(run_demo(events=events, seed=seed, duration=duration,
                                          concurrency=concurrency, state_dir=state_dir,
-                                         config=None, console=out))
+                                         config=None, console=out, url=url, labels=labels))
         except RuntimeError as exc:
             _fail(f"demo failed: {exc}", 1)
     out.print(f"sent {stats.sent:,} events, {stats.errors:,} errors", markup=False)
-    if stats.errors:
+    if labels:
+        out.print(f"sent {stats.labels_sent:,} labels, {stats.label_errors:,} refused",
+                  markup=False)
+    if stats.errors or stats.label_errors:
         raise typer.Exit(1)
 
 
@@ -1029,6 +1038,132 @@ def spark_stream(
         except RiskEngineError as exc:
             _fail(str(exc), 1)
         _stdout().print(line, markup=False)
+
+
+# labels and experiments (the decision log) ---------------------------------------------
+
+labels_app = typer.Typer(no_args_is_help=True, help="Labels of decided events (fraud, "
+                                                    "legit, chargeback, …).")
+experiments_app = typer.Typer(no_args_is_help=True, help="Live experiments: the arms "
+                                                         "compared on logged decisions.")
+app.add_typer(labels_app, name="labels")
+app.add_typer(experiments_app, name="experiments")
+
+StateDirOption = Annotated[Path, typer.Option(
+    file_okay=False, help="The service's state directory (its SQLite decision log).")]
+DecisionLogOption = Annotated[str | None, typer.Option(
+    show_default=False, help="sqlite:///file.db or postgresql://user@host:port/db "
+                             "(default: SQLite in the state dir).")]
+
+
+def _existing_log(state_dir: Path, decision_log: str | None) -> Any:
+    """The decision log the service of `state_dir` (or `decision_log`) writes; a missing
+    SQLite default is a usage error, not a new empty log."""
+    from riskengine.decisionlog import DecisionLogError, open_log
+    from riskengine.service.runtime import DECISIONS_FILE
+
+    default = state_dir / DECISIONS_FILE
+    if decision_log is None and not default.exists():
+        _fail(f"no decision log at {str(default)!r}; give --state-dir of a service or "
+              "--decision-log URL", 2)
+    try:
+        return open_log(decision_log, path_default=default)
+    except DecisionLogError as exc:
+        _fail(str(exc), 2)
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="JSON Lines or CSV: event_id, "
+                                                              "label[, time, source].")],
+    state_dir: StateDirOption = Path("riskengine-state"),
+    decision_log: DecisionLogOption = None,
+) -> None:
+    """Store labels in the decision log (a newer label of an event replaces the older).
+
+    Bad rows are reported on stderr with their line numbers and the good ones stored;
+    the exit code is 1 when any row was bad, 2 when the file or the log cannot be used.
+    """
+    from riskengine.decisionlog import DecisionLogError
+    from riskengine.decisionlog.label_files import LabelFileError, import_labels
+
+    err = _stderr()
+    with _user_errors():
+        if not file.is_file():
+            _fail(f"label file {str(file)!r} does not exist", 2)
+        log = _existing_log(state_dir, decision_log)
+        try:
+            result = import_labels(log, file, lambda line, exc: err.print(
+                f"line {line}: {exc}", markup=False, soft_wrap=True))
+        except LabelFileError as exc:
+            _fail(str(exc), 2)
+        except DecisionLogError as exc:
+            _fail(str(exc), 1)
+        finally:
+            log.close()
+        _stdout().print(f"{result.stored:,} labels stored, {result.bad:,} bad rows of "
+                        f"{result.rows:,}", markup=False)
+        if result.bad:
+            raise typer.Exit(1)
+
+
+@experiments_app.command("report")
+def experiments_report(
+    scene: Annotated[str, typer.Option(help="The scene whose experiment to report.")],
+    since: Annotated[str | None, typer.Option(
+        show_default=False, help="From this event time (epoch ms or ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(
+        show_default=False, help="Before this event time (epoch ms or ISO-8601).")] = None,
+    state_dir: StateDirOption = Path("riskengine-state"),
+    decision_log: DecisionLogOption = None,
+    amount_field: Annotated[str, typer.Option(
+        help="The event field holding the money at stake.")] = "amount",
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Compare the arms of SCENE's experiment on its logged decisions, labels joined
+    (what GET /v1/scenes/{scene}/experiments answers): one report per experiment version,
+    the latest first."""
+    from riskengine.batch.backtest_report import ReportTable, comparison_tables, render_tables
+    from riskengine.batch.experiment_report import compare_experiments
+    from riskengine.decisionlog import DecisionLogError
+    from riskengine.events import parse_timestamp_text
+    from riskengine.exceptions import EventValidationError
+
+    with _user_errors():
+        bounds: dict[str, int | None] = {}
+        for name, value in (("since", since), ("until", until)):
+            try:
+                bounds[name] = None if value is None else parse_timestamp_text(value)
+            except EventValidationError as exc:
+                _fail(f"--{name}: {exc}", 2)
+        log = _existing_log(state_dir, decision_log)
+        try:
+            report = compare_experiments(log, scene, since=bounds["since"],
+                                         until=bounds["until"], amount_field=amount_field)
+        except DecisionLogError as exc:
+            _fail(str(exc), 1)
+        finally:
+            log.close()
+    out = _stdout()
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    if not report["experiments"]:
+        out.print(f"no decision of scene {scene!r} in the period was made by an experiment "
+                  f"({report['without_experiment']:,} without one)", markup=False)
+        return
+    for tally in report["experiments"]:
+        doc = tally["comparison"]
+        overview = ReportTable(f"Experiment {tally['version']}", ["", ""], align="ll")
+        overview.rows += [["scene", scene], ["events", f"{doc['events']:,}"],
+                          ["first event", str(tally["first_event"])],
+                          ["last event", str(tally["last_event"])],
+                          ["labelled", f"{doc['labelled']:,}"]]
+        overview.rows += [[f"{arm} ruleset", ", ".join(versions)]
+                          for arm, versions in tally["ruleset_versions"].items()]
+        render_tables([overview, *comparison_tables(doc, terminal=True)], out)
+    out.print(f"{report['without_experiment']:,} decisions without an experiment",
+              markup=False)
 
 
 def run() -> None:

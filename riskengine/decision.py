@@ -51,6 +51,9 @@ class Decision:
     models: Mapping[str, str] = field(default_factory=dict)
     """The version of each model scored for this decision (scores are in `features`
     under ``model:<name>``)."""
+    experiment: str | None = None
+    """The version of the scene's experiment that decided (``"x"`` + 12 hex digits), None
+    without one (and for a duplicate): the live comparison groups decisions by it."""
 
     @property
     def fallback(self) -> bool:
@@ -83,4 +86,5 @@ class Decision:
             "arm": self.arm,
             "arms": {a.arm: a.to_dict() for a in self.arms},
             "models": dict(self.models),
+            "experiment": self.experiment,
         }

@@ -19,6 +19,17 @@ MIN_TS_MS = 0
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
+def parse_timestamp_text(value: str) -> int:
+    """Event time from text (a query parameter, a CSV cell): epoch ms when it is ASCII
+    digits (with an optional minus), else ISO-8601 with offset (`parse_timestamp`).
+
+    >>> parse_timestamp_text("1700000000000") == parse_timestamp_text("2023-11-14T22:13:20Z")
+    True
+    """
+    digits = value.removeprefix("-")  # ASCII digits only: int() refuses '²', takes '٣'
+    return parse_timestamp(int(value) if digits.isascii() and digits.isdigit() else value)
+
+
 def parse_timestamp(value: object) -> int:
     """Event time as int epoch ms from epoch ms (int, integral float) or ISO-8601 with offset.
 

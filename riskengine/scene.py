@@ -144,7 +144,8 @@ class SceneRuntime:
             event["event_id"], self.name, action, score, hits, shadow_hits, features,
             list_hits, ruleset.version, late, degraded, (perf_counter() - started) * 1000.0,
             lsn, t, errors, False, arm, others,
-            _NO_MODELS if models is None else models.versions), outcome
+            _NO_MODELS if models is None else models.versions,
+            None if experiment is None else experiment.version), outcome
 
 
 _NO_ARMS: tuple[ArmOutcome, ...] = ()

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from riskengine.batch.arms import CANDIDATE, ArmDecider
 from riskengine.batch.candidate import describe_changes
 from riskengine.batch.io import ParquetReader, Row, RowReader, open_reader
-from riskengine.batch.metrics import ArmComparison, ArmResult
+from riskengine.batch.metrics import AMOUNT_FIELD, ArmComparison, ArmResult, amount_of
 from riskengine.batch.replay import (
     LABEL_COLUMN,
     check_parquet,
@@ -139,6 +139,7 @@ class EventArms(NamedTuple):
     timestamp: int
     label: str | None
     arms: dict[str, ArmResult]
+    amount: float | None = None
 
 
 def decide_rows(decider: ArmDecider, rows: Iterator[Row], run: BacktestRun, *,
@@ -171,7 +172,8 @@ def decide_rows(decider: ArmDecider, rows: Iterator[Row], run: BacktestRun, *,
         except Exception as exc:  # the engine failed on this row: report it and go on
             bad(row, "internal", f"{type(exc).__name__}: {exc}")
             continue
-        yield EventArms(row.number, decision.event_id, decision.timestamp, label, arms)
+        yield EventArms(row.number, decision.event_id, decision.timestamp, label, arms,
+                        amount_of(event, AMOUNT_FIELD))
 
 
 def run_local(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, BacktestRun]:
@@ -185,7 +187,8 @@ def run_local(backtest: Backtest, hooks: Hooks) -> tuple[ArmComparison, Backtest
     started = time.perf_counter()
     for decided in decide_rows(decider, iter(reader), run, label_column=backtest.label_column,
                                limit=backtest.limit, on_error=hooks.on_error):
-        add(decided.event_id, decided.timestamp, decided.label, decided.arms)
+        add(decided.event_id, decided.timestamp, decided.label, decided.arms,
+            amount=decided.amount)
         if progress is not None and run.rows % PROGRESS_EVERY == 0:
             progress(run.rows, reader.done, reader.total)
     run.elapsed_s = time.perf_counter() - started

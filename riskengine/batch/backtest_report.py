@@ -33,7 +33,8 @@ from riskengine.batch.replay import ERROR_FIELDS
 from riskengine.batch.report import percent
 from riskengine.exceptions import RiskEngineError
 
-__all__ = ["ReportDir", "ReportError", "markdown_report", "render_backtest", "tables"]
+__all__ = ["ReportDir", "ReportError", "ReportTable", "comparison_tables", "markdown_report",
+           "render_backtest", "render_tables", "tables"]
 
 TERMINAL_TRANSITIONS = 10
 TERMINAL_DAYS = 10
@@ -146,7 +147,7 @@ def _transitions(doc: dict[str, Any], limit: int | None, samples: int | None) ->
 def _rules(doc: dict[str, Any]) -> ReportTable:
     arms, base = doc["arms"], doc["baseline"]
     others = [arm for arm in arms if arm != base]
-    changes = doc["run"].get("changes", {}).get("rules", {})
+    changes = doc.get("run", {}).get("changes", {}).get("rules", {})
     headers = ["rule", "mode", "rule change", *(f"hits {arm}" for arm in arms),
                *(f"{arm} − {base}" for arm in others)]
     table = ReportTable("Rule hits (active and shadow)", headers, align="lll",
@@ -194,6 +195,55 @@ def _rule_detection(doc: dict[str, Any]) -> ReportTable:
     return table
 
 
+def _money(doc: dict[str, Any]) -> ReportTable:
+    money = doc["money"]
+    total = money["positive_amount"]
+    table = ReportTable("Money of the positives: caught (review or reject) and blocked "
+                        "(reject)", ["ruleset", "caught", "% caught", "blocked", "% blocked"],
+                        align="l", caption=f"positives' amount {total:,.2f}")
+    for arm in doc["arms"]:
+        caught, blocked = money["caught"][arm], money["blocked"][arm]
+        table.rows.append([arm, f"{caught:,.2f}", percent(caught / total if total else None),
+                           f"{blocked:,.2f}", percent(blocked / total if total else None)])
+    if money["positives_without_amount"]:
+        table.caption += f"; {money['positives_without_amount']:,} positives had no amount"
+    return table
+
+
+def _rule_money(doc: dict[str, Any]) -> ReportTable:
+    arms = doc["arms"]
+    headers = ["rule"]
+    for arm in arms:
+        headers += [f"{arm} caught", f"{arm} blocked"]
+    table = ReportTable("Rules: money of the positives they hit", headers, align="l",
+                        caption="blocked: where the ruleset rejected")
+    for rule in doc["rules"]:
+        row = [rule["rule_id"]]
+        for arm in arms:
+            money = rule["money"][arm]
+            row += ([f"{money['caught']:,.2f}", f"{money['blocked']:,.2f}"]
+                    if rule["mode"][arm] is not None else ["–", "–"])
+        table.rows.append(row)
+    return table
+
+
+def _answered(doc: dict[str, Any]) -> ReportTable:
+    table = ReportTable("Answered events and their latency (ms)",
+                        ["arm", "answered", "% of events", "mean", "p50", "p99", "max"],
+                        align="l", caption="p50 and p99 within 2.2 %")
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    for arm in doc["arms"]:
+        latency = doc["latency_ms"][arm]
+        table.rows.append([arm, f"{doc['answered'][arm]:,}",
+                           percent(doc["answered"][arm], doc["events"]),
+                           ms(latency["mean"]), ms(latency["p50"]), ms(latency["p99"]),
+                           ms(latency["max"])])
+    return table
+
+
 def _labels(doc: dict[str, Any]) -> ReportTable:
     arms = doc["arms"]
     table = ReportTable("Caught per label (review or reject)",
@@ -221,12 +271,22 @@ def _daily(doc: dict[str, Any], limit: int | None) -> ReportTable:
 
 def tables(doc: dict[str, Any], *, terminal: bool = False) -> list[ReportTable]:
     """The report's tables; `terminal` keeps the long ones short."""
-    built = [_overview(doc), _decisions(doc),
+    return [_overview(doc), *comparison_tables(doc, terminal=terminal)]
+
+
+def comparison_tables(doc: dict[str, Any], *, terminal: bool = False) -> list[ReportTable]:
+    """The tables of an `ArmComparison.to_dict` document (a backtest's or a live
+    experiment's): the sections it holds."""
+    built = [_decisions(doc),
              _transitions(doc, TERMINAL_TRANSITIONS if terminal else None,
                           TERMINAL_SAMPLES if terminal else None),
              _rules(doc)]
+    if "answered" in doc:
+        built.append(_answered(doc))
     if doc["labelled"]:
         built += [_detection(doc), _rule_detection(doc), _labels(doc)]
+        if "money" in doc:
+            built += [_money(doc), _rule_money(doc)]
     built.append(_daily(doc, TERMINAL_DAYS if terminal else None))
     return built
 
@@ -236,8 +296,13 @@ def tables(doc: dict[str, Any], *, terminal: bool = False) -> list[ReportTable]:
 
 def render_backtest(doc: dict[str, Any], console: Console) -> None:
     """Print the report's tables (the overview first, without headers)."""
+    render_tables(tables(doc, terminal=True), console)
+
+
+def render_tables(built: list[ReportTable], console: Console) -> None:
+    """Print `built` (the first, an overview, without headers)."""
     parts: list[Any] = []
-    for index, table in enumerate(tables(doc, terminal=True)):
+    for index, table in enumerate(built):
         rich = Table(title=table.title, title_justify="left", show_header=index > 0,
                      caption=table.caption or None, caption_justify="left")
         for column, header in enumerate(table.headers):

@@ -23,6 +23,11 @@ Schema (created when absent; the same in both databases, JSON as `TEXT` in SQLit
              (decision, event_time, lsn) for query; (logged_at) for purge
     decision_log_meta(name PRIMARY KEY, value)  -- schema_version; purged_lsn, the largest
                                                 -- LSN purged, so max_lsn() never goes back
+    labels(event_id PRIMARY KEY, label, label_time, source, received_at)
+                                  -- the latest label per event (labels.py), joined to
+                                  -- decisions when read; indexed on received_at (purge)
+
+Schema version 2 (version 1 had no `labels`; such a log is upgraded when opened).
 
 Strings that UTF-8 text cannot hold (NUL, lone surrogates) are stored escaped and read
 back exactly (see `riskengine.decisionlog.codec`).

@@ -12,17 +12,34 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 from riskengine.decisionlog import codec
+from riskengine.decisionlog.labels import Label, latest_labels
 from riskengine.decisionlog.record import DECISIONS, INT64, DecisionLogError, LogRecord, Row
 from riskengine.decisionlog.urls import scrub
 
-__all__ = ["MAX_QUERY_LIMIT", "DecisionLog"]
+__all__ = ["MAX_QUERY_LIMIT", "DecisionLog", "LabelRow", "LabelledDecision", "LabelledRow"]
 
 MAX_QUERY_LIMIT = 1000
+_LABEL_LOOKUP_CHUNK = 500
+
+LabelRow = tuple[str, str, int, str, int]
+"""event_id, label, label_time, source, received_at: a stored label (text encoded)."""
+LabelledRow = tuple[int, int, str, str, "LabelRow | None"]
+"""lsn, event_time, document, event and the event's label (None without one)."""
+
+
+class LabelledDecision(NamedTuple):
+    """A logged decision with its event and the event's label (None without one)."""
+
+    lsn: int
+    document: dict[str, Any]
+    event: dict[str, Any]
+    label: Label | None
+
 
 class _Group:
     """One future for several records: it resolves when the last of them is written,
@@ -340,7 +357,8 @@ class DecisionLog(ABC):
             raise self._error("counting decisions", exc) from exc
 
     def purge(self, older_than_ms: int) -> int:
-        """Delete the records with `logged_at < older_than_ms` (epoch ms); returns how many.
+        """Delete the records with `logged_at < older_than_ms` (epoch ms), and the labels
+        received before it; returns how many records were deleted.
 
         Keep more than the largest feature window, or a replay cannot rebuild the state.
         """
@@ -348,9 +366,81 @@ class DecisionLog(ABC):
         if type(older_than_ms) is not int:
             raise ValueError("older_than_ms must be an epoch-millisecond integer")
         try:
-            return self._delete_older(older_than_ms)
+            deleted = self._delete_older(older_than_ms)
+            self._delete_labels_older(older_than_ms)
         except self.driver_errors as exc:
             raise self._error("purging old decisions", exc) from exc
+        return deleted
+
+    # ---- labels (riskengine/decisionlog/labels.py) --------------------------------------
+
+    def add_labels(self, labels: Iterable[Label]) -> int:
+        """Store `labels` in one transaction; returns how many event ids they name.
+
+        Per event id the newest label is kept (`Label.newer_than`): among `labels` and
+        against the one stored. Events without a logged decision are kept too: the join
+        happens when reading.
+        """
+        self._check_open()
+        rows: list[LabelRow] = [
+            (codec.encode_text(label.event_id), label.label, label.time,
+             codec.encode_text(label.source), label.received_at)
+            for label in latest_labels(labels)]
+        if not rows:
+            return 0
+        try:
+            self._upsert_labels(rows)
+        except self.driver_errors as exc:
+            raise self._error("storing labels", exc) from exc
+        return len(rows)
+
+    def labels_for(self, event_ids: Iterable[str]) -> dict[str, Label]:
+        """The stored label of each of `event_ids` that has one."""
+        self._check_open()
+        wanted = list(dict.fromkeys(codec.encode_text(event_id) for event_id in event_ids))
+        found: dict[str, Label] = {}
+        try:
+            for start in range(0, len(wanted), _LABEL_LOOKUP_CHUNK):
+                for row in self._select_labels(wanted[start:start + _LABEL_LOOKUP_CHUNK]):
+                    label = _label(row)
+                    found[label.event_id] = label
+        except self.driver_errors as exc:
+            raise self._error("reading labels", exc) from exc
+        return found
+
+    def label_count(self) -> int:
+        """How many events have a label."""
+        self._check_open()
+        try:
+            return self._select_label_count()
+        except self.driver_errors as exc:
+            raise self._error("counting labels", exc) from exc
+
+    def labelled_decisions(self, scene: str, since: int | None = None,
+                           until: int | None = None, *, chunk_size: int = 1000
+                           ) -> Iterator[LabelledDecision]:
+        """The decisions of `scene` with `since <= event time < until`, oldest event time
+        first, each with its event and label. Reads `chunk_size` rows per query (keyset on
+        event time and LSN), so memory stays bounded and no cursor is held."""
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and (type(bound) is not int or not -INT64 <= bound < INT64):
+                raise ValueError(f"{name} must be an epoch-millisecond integer")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        encoded = codec.encode_text(scene)
+        after: tuple[int, int] | None = None
+        while True:
+            self._check_open()
+            try:
+                chunk = self._select_labelled(encoded, since, until, after, chunk_size)
+            except self.driver_errors as exc:
+                raise self._error("reading labelled decisions", exc) from exc
+            for lsn, _, document, event, label in chunk:
+                yield LabelledDecision(lsn, codec.loads(document), codec.loads(event),
+                                       None if label is None else _label(label))
+            if len(chunk) < chunk_size:
+                return
+            after = (chunk[-1][1], chunk[-1][0])
 
     # ---- backend hooks ---------------------------------------------------------------
 
@@ -381,7 +471,73 @@ class DecisionLog(ABC):
     def _delete_older(self, cutoff: int) -> int: ...
 
     @abstractmethod
+    def _upsert_labels(self, rows: Sequence[LabelRow]) -> None:
+        """Insert or replace (when not older) one label per event id, in one transaction."""
+
+    @abstractmethod
+    def _select_labels(self, event_ids: Sequence[str]) -> list[LabelRow]: ...
+
+    @abstractmethod
+    def _select_label_count(self) -> int: ...
+
+    @abstractmethod
+    def _select_labelled(self, scene: str, since: int | None, until: int | None,
+                         after: tuple[int, int] | None, limit: int) -> list[LabelledRow]:
+        """Rows of `scene` in the window after the (event_time, lsn) key `after`, in
+        (event_time, lsn) order, each left-joined with its label."""
+
+    @abstractmethod
+    def _delete_labels_older(self, cutoff: int) -> int: ...
+
+    @abstractmethod
     def _close_connections(self) -> None: ...
+
+
+def _label(row: LabelRow) -> Label:
+    event_id, label, time, source, received_at = row
+    return Label(codec.decode_text(event_id), label, int(time), codec.decode_text(source),
+                 int(received_at))
+
+
+LABEL_COLUMNS = "event_id, label, label_time, source, received_at"
+
+
+def upsert_labels_sql(values: str) -> str:
+    """The label upsert of both backends, given their `VALUES …`/`SELECT …` source: a
+    label replaces the stored one unless that one is newer (`Label.newer_than`)."""
+    return (f"INSERT INTO labels ({LABEL_COLUMNS}) {values} ON CONFLICT (event_id) DO UPDATE "
+            "SET label = excluded.label, label_time = excluded.label_time, "
+            "source = excluded.source, received_at = excluded.received_at "
+            "WHERE (excluded.label_time > labels.label_time) OR "
+            "(excluded.label_time = labels.label_time AND "
+            "excluded.received_at >= labels.received_at)")
+
+
+def labelled_sql(placeholder: str, as_text: str, scene: str, since: int | None,
+                 until: int | None, after: tuple[int, int] | None, limit: int
+                 ) -> tuple[str, list[Any]]:
+    """The `labelled_decisions` chunk query of both backends: their placeholder and their
+    cast of a JSON column to text (``{}`` stands for the column)."""
+    where = [f"d.scene = {placeholder}"]
+    params: list[Any] = [scene]
+    for condition, value in (("d.event_time >=", since), ("d.event_time <", until)):
+        if value is not None:
+            where.append(f"{condition} {placeholder}")
+            params.append(value)
+    if after is not None:
+        where.append(f"(d.event_time, d.lsn) > ({placeholder}, {placeholder})")
+        params.extend(after)
+    sql = (f"SELECT d.lsn, d.event_time, {as_text.format('d.document')}, "
+           f"{as_text.format('d.event')}, l.event_id, l.label, l.label_time, l.source, "
+           "l.received_at FROM decisions d LEFT JOIN labels l ON l.event_id = d.event_id "
+           f"WHERE {' AND '.join(where)} ORDER BY d.event_time, d.lsn LIMIT {placeholder}")
+    return sql, [*params, limit]
+
+
+def labelled_rows(rows: Iterable[Sequence[Any]]) -> list[LabelledRow]:
+    """`labelled_sql` rows as `LabelledRow`s."""
+    return [(r[0], r[1], r[2], r[3], None if r[4] is None else (r[4], r[5], r[6], r[7], r[8]))
+            for r in rows]
 
 
 def query_sql(placeholder: str, document: str, scene: str | None, decision: str | None,

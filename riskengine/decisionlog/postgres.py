@@ -14,14 +14,25 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from riskengine.decisionlog.base import DecisionLog, query_sql
+from riskengine.decisionlog.base import (
+    LABEL_COLUMNS,
+    DecisionLog,
+    LabelledRow,
+    LabelRow,
+    labelled_rows,
+    labelled_sql,
+    query_sql,
+    upsert_labels_sql,
+)
 from riskengine.decisionlog.record import DecisionLogError, Row
 from riskengine.decisionlog.urls import mask_url, scrub, secrets_of
 
 __all__ = ["PostgresLog"]
 
 T = TypeVar("T")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+UPGRADES = {"1": "2"}
+"""Older schema versions this one opens: version 2 added the `labels` table."""
 _APPLICATION = "riskengine-decisionlog"
 _LOCK_KEY = 0x7269736B  # advisory lock serialising schema creation between processes
 _SCHEMA = (
@@ -50,7 +61,15 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS decisions_decision_time "
     "ON decisions (decision, event_time, lsn)",
     "CREATE INDEX IF NOT EXISTS decisions_logged_at ON decisions (logged_at)",
+    """CREATE TABLE IF NOT EXISTS labels (
+        event_id text PRIMARY KEY,
+        label text NOT NULL,
+        label_time bigint NOT NULL,
+        source text NOT NULL,
+        received_at bigint NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS labels_received_at ON labels (received_at)",
 )
+_TABLES = ("decisions", "decision_log_meta", "labels")
 _COLUMNS = ("lsn, event_id, scene, decision, score, event_time, logged_at, ruleset_version, "
             "late, degraded, latency_ms, hits, shadow_hits, document, event")
 # One statement per batch: each column travels as one array (JSON as text[], cast per row).
@@ -63,6 +82,9 @@ _INSERT = (
     "%s::bigint[], %s::bigint[], %s::text[], %s::bool[], %s::bool[], %s::float8[], "
     f"%s::text[], %s::text[], %s::text[], %s::text[]) AS r({_COLUMNS}) "
     "ON CONFLICT (lsn) DO NOTHING RETURNING lsn")
+_UPSERT_LABELS = upsert_labels_sql(
+    f"SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], "
+    f"%s::bigint[]) AS r({LABEL_COLUMNS})")
 _PURGE_CHUNK = 5000
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -101,8 +123,8 @@ class PostgresLog(DecisionLog):
     def _create_schema(self, conn: Connection) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            found = conn.execute("SELECT to_regclass('decisions') IS NOT NULL AND "
-                                 "to_regclass('decision_log_meta') IS NOT NULL").fetchone()
+            found = conn.execute("SELECT " + " AND ".join(
+                f"to_regclass('{table}') IS NOT NULL" for table in _TABLES)).fetchone()
             if not (found and found[0]):  # a user without CREATE rights can use an existing log
                 for statement in _SCHEMA:
                     conn.execute(statement)
@@ -111,7 +133,11 @@ class PostgresLog(DecisionLog):
                          (SCHEMA_VERSION,))
             row = conn.execute("SELECT value FROM decision_log_meta "
                                "WHERE name = 'schema_version'").fetchone()
-        version = None if row is None else row[0]
+            version = None if row is None else row[0]
+            if version in UPGRADES:  # the tables it lacked were created above
+                version = UPGRADES[version]
+                conn.execute("UPDATE decision_log_meta SET value = %s WHERE name = "
+                             "'schema_version'", (version,))
         if version != SCHEMA_VERSION:
             raise DecisionLogError(f"the decision log {self.description} has schema version "
                                    f"{version}; this riskengine reads version {SCHEMA_VERSION}")
@@ -202,6 +228,36 @@ class PostgresLog(DecisionLog):
             deleted += done
             if done < _PURGE_CHUNK:
                 return deleted
+
+    def _upsert_labels(self, rows: Sequence[LabelRow]) -> None:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+
+        def upsert(conn: Connection) -> None:
+            with conn.transaction():
+                conn.execute(_UPSERT_LABELS, columns)
+
+        self._read(upsert)
+
+    def _select_labels(self, event_ids: Sequence[str]) -> list[LabelRow]:
+        rows = self._rows(f"SELECT {LABEL_COLUMNS} FROM labels WHERE event_id = ANY(%s)",
+                          (list(event_ids),))
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def _select_label_count(self) -> int:
+        return int(self._rows("SELECT count(*) FROM labels")[0][0])
+
+    def _select_labelled(self, scene: str, since: int | None, until: int | None,
+                         after: tuple[int, int] | None, limit: int) -> list[LabelledRow]:
+        sql, params = labelled_sql("%s", "{}::text", scene, since, until, after, limit)
+        return labelled_rows(self._rows(sql, params))
+
+    def _delete_labels_older(self, cutoff: int) -> int:
+        def delete(conn: Connection) -> int:
+            with conn.transaction():
+                return int(conn.execute("DELETE FROM labels WHERE received_at < %s",
+                                        (cutoff,)).rowcount)
+
+        return self._read(delete)
 
     def _close_connections(self) -> None:
         if self._wconn is not None:

@@ -14,12 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from riskengine.decisionlog.base import DecisionLog, query_sql
+from riskengine.decisionlog.base import (
+    LABEL_COLUMNS,
+    DecisionLog,
+    LabelledRow,
+    LabelRow,
+    labelled_rows,
+    labelled_sql,
+    query_sql,
+    upsert_labels_sql,
+)
 from riskengine.decisionlog.record import DecisionLogError, Row
 
 __all__ = ["SQLiteLog"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+UPGRADES = {"1": "2"}
+"""Older schema versions this one opens: version 2 added the `labels` table."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decision_log_meta (
     name TEXT PRIMARY KEY,
@@ -47,11 +58,20 @@ CREATE INDEX IF NOT EXISTS decisions_time ON decisions (event_time, lsn);
 CREATE INDEX IF NOT EXISTS decisions_scene_time ON decisions (scene, event_time, lsn);
 CREATE INDEX IF NOT EXISTS decisions_decision_time ON decisions (decision, event_time, lsn);
 CREATE INDEX IF NOT EXISTS decisions_logged_at ON decisions (logged_at);
+CREATE TABLE IF NOT EXISTS labels (
+    event_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    label_time INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_received_at ON labels (received_at);
 """
 _COLUMNS = ("lsn, event_id, scene, decision, score, event_time, logged_at, ruleset_version, "
             "late, degraded, latency_ms, hits, shadow_hits, document, event")
 _INSERT = (f"INSERT INTO decisions ({_COLUMNS}) VALUES ({', '.join('?' * 15)}) "
            "ON CONFLICT (lsn) DO NOTHING")
+_UPSERT_LABELS = upsert_labels_sql(f"VALUES ({', '.join('?' * 5)})")
 _PURGE_CHUNK = 5000
 _LOOKUP_CHUNK = 500
 
@@ -100,6 +120,10 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
                      "ON CONFLICT (name) DO NOTHING", (SCHEMA_VERSION,))
         version = conn.execute(
             "SELECT value FROM decision_log_meta WHERE name = 'schema_version'").fetchone()[0]
+        if version in UPGRADES:  # the tables it lacked were created above
+            version = UPGRADES[version]
+            conn.execute("UPDATE decision_log_meta SET value = ? WHERE name = "
+                         "'schema_version'", (version,))
     if version != SCHEMA_VERSION:
         raise DecisionLogError(f"the decision log {path} has schema version {version}; this "
                                f"riskengine reads version {SCHEMA_VERSION}")
@@ -195,6 +219,28 @@ class SQLiteLog(DecisionLog):
                 deleted += done
                 if done < _PURGE_CHUNK:
                     return deleted
+
+    def _upsert_labels(self, rows: Sequence[LabelRow]) -> None:
+        with self._rlock, _Transaction(self._rconn) as conn:
+            conn.executemany(_UPSERT_LABELS, rows)
+
+    def _select_labels(self, event_ids: Sequence[str]) -> list[LabelRow]:
+        rows = self._fetch(f"SELECT {LABEL_COLUMNS} FROM labels WHERE event_id IN "
+                           f"({','.join('?' * len(event_ids))})", event_ids)
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def _select_label_count(self) -> int:
+        return int(self._fetch("SELECT count(*) FROM labels")[0][0])
+
+    def _select_labelled(self, scene: str, since: int | None, until: int | None,
+                         after: tuple[int, int] | None, limit: int) -> list[LabelledRow]:
+        sql, params = labelled_sql("?", "{}", scene, since, until, after, limit)
+        return labelled_rows(self._fetch(sql, params))
+
+    def _delete_labels_older(self, cutoff: int) -> int:
+        with self._rlock, _Transaction(self._rconn) as conn:
+            return int(conn.execute("DELETE FROM labels WHERE received_at < ?",
+                                    (cutoff,)).rowcount)
 
     def _close_connections(self) -> None:
         with self._rlock:

@@ -19,20 +19,16 @@ import orjson
 from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import Response
 
-from riskengine.events import parse_timestamp
-from riskengine.exceptions import EventValidationError, RiskEngineError
+from riskengine.exceptions import RiskEngineError
 from riskengine.service import models
 from riskengine.service.auth import check_bearer
+from riskengine.service.bodies import JSON, Auth, SceneName, read_json, time_param
 from riskengine.service.errors import ApiError, documented, install_handlers
+from riskengine.service.experiment_routes import add_experiment_routes
 from riskengine.service.guard import FLUSH_EVERY_S
 from riskengine.service.guard_routes import add_guard_routes
-from riskengine.service.lane import (
-    EvaluateLane,
-    check_content_type,
-    check_declared_length,
-    parse_json,
-)
-from riskengine.service.params import Auth, SceneName
+from riskengine.service.label_routes import add_label_routes
+from riskengine.service.lane import EvaluateLane
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -40,7 +36,6 @@ from riskengine.state.redis.backend import STATE_ERRORS
 
 log = logging.getLogger("riskengine.service")
 
-JSON = "application/json"
 RETENTION_EVERY_S = 3600.0
 ListName = Annotated[str, Path(max_length=200)]
 ListValue = Annotated[str, Path(min_length=1, max_length=1000)]
@@ -160,8 +155,8 @@ def create_app(settings: ServiceSettings | None = None,
         if scene is not None:
             rt.engine.scene(scene)
         rows = await asyncio.to_thread(
-            rt.log.query, scene=scene, decision=decision, since=_time_param(since, "since"),
-            until=_time_param(until, "until"), limit=limit)
+            rt.log.query, scene=scene, decision=decision, since=time_param(since, "since"),
+            until=time_param(until, "until"), limit=limit)
         return Response(orjson.dumps(rows), media_type=JSON)
 
     @app.get("/v1/entities/{scene}/{field}/{value}", tags=["entities"],
@@ -290,6 +285,9 @@ def create_app(settings: ServiceSettings | None = None,
             raise ApiError(404, f"{value[:100]!r} is not on list {name[:100]!r}")
         return Response(orjson.dumps(entry.to_dict()), media_type=JSON)
 
+    add_experiment_routes(app, rt, admin)
+    add_label_routes(app, rt, admin)
+
     @app.post("/v1/admin/snapshot", tags=["operations"], response_model=models.SnapshotModel,
               responses=documented(401, 403), openapi_extra=security)
     async def take_snapshot(authorization: Auth = None) -> Response:
@@ -329,34 +327,6 @@ def create_app(settings: ServiceSettings | None = None,
 
     _install_security_scheme(app)
     return app
-
-
-async def read_json(request: Request, limit: int, *, optional: bool = False) -> Any:
-    """The request body as JSON: 415 unless JSON, 413 over `limit` bytes, 400 if malformed."""
-    length = request.headers.get("content-length")
-    if optional and (length in (None, "0")) and "transfer-encoding" not in request.headers:
-        return None
-    check_content_type(request.headers.get("content-type", "").encode("latin-1"))
-    check_declared_length(length, limit)
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return parse_json(b"".join(chunks))
-
-
-def _time_param(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    digits = value.removeprefix("-")  # ASCII digits only: int() refuses '²', takes '٣'
-    text: object = int(value) if digits.isascii() and digits.isdigit() else value
-    try:
-        return parse_timestamp(text)
-    except EventValidationError as exc:
-        raise ApiError(422, f"{name}: {exc}", field=name) from None
 
 
 async def _every(seconds: float, job: Any, stop: asyncio.Event, *,

@@ -6,12 +6,19 @@ card testing, account takeover among everyday payments) over keep-alive HTTP con
 and shows, live: decisions/s by outcome, request latency percentiles, the rules that fire
 most, and how the outcomes line up with the traffic's labels. Runs until Ctrl-C, or until
 ``--events`` are sent / ``--duration`` has passed.
+
+With ``--url`` the traffic goes to a service that is already running (no service is
+started). Unless ``--no-labels``, the traffic's labels go to ``POST /v1/labels`` as the
+decisions come back (in batches of `LABEL_BATCH`, with the admin token of
+``RISKENGINE_ADMIN_TOKEN``, or the one the demo gives the service it starts), so the
+live comparison of an experiment (``GET /v1/scenes/transfer/experiments``) has them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +39,7 @@ from rich.table import Table
 from riskengine.synth import generate_transfers
 
 OUTCOMES = ("accept", "review", "reject")
+LABEL_BATCH = 500
 
 
 @dataclass
@@ -44,6 +52,8 @@ class DemoStats:
     by_label: Counter[tuple[str, str]] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     recent: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200_000))
+    labels_sent: int = 0
+    label_errors: int = 0
 
     def record(self, label: str, decision: dict[str, Any], seconds: float) -> None:
         now = time.perf_counter()
@@ -105,20 +115,50 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(state_dir: Path, port: int, config: Path | None) -> subprocess.Popen[bytes]:
+def start_service(state_dir: Path, port: int, config: Path | None,
+                  admin_token: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "riskengine", "serve", "--port", str(port),
            "--state-dir", str(state_dir), "--log-level", "warning"]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "RISKENGINE_API_TOKEN": ""}
+    env = {**os.environ, "RISKENGINE_API_TOKEN": "", "RISKENGINE_ADMIN_TOKEN": admin_token}
     return subprocess.Popen(cmd, env=env)
 
 
-async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes],
+class LabelSender:
+    """Posts the traffic's labels to ``/v1/labels`` in batches of `LABEL_BATCH`."""
+
+    def __init__(self, client: httpx.AsyncClient, admin_token: str, stats: DemoStats) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {admin_token}"}
+        self.stats = stats
+        self.pending: list[dict[str, str]] = []
+
+    async def add(self, event_id: str, label: str) -> None:
+        self.pending.append({"event_id": event_id, "label": label, "source": "demo"})
+        if len(self.pending) >= LABEL_BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            response = await self.client.post("/v1/labels", json=batch, headers=self.headers)
+        except httpx.TransportError:
+            self.stats.label_errors += len(batch)
+            return
+        if response.status_code == 200:
+            self.stats.labels_sent += len(batch)
+        else:
+            self.stats.label_errors += len(batch)
+
+
+async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes] | None,
                      timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the service exited with code {proc.returncode}")
         try:
             if (await client.get("/readyz")).status_code == 200:
@@ -130,9 +170,13 @@ async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes],
 
 
 async def feed(base_url: str, events: Iterator[dict[str, Any]], stats: DemoStats,
-               concurrency: int, stop: asyncio.Event) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+               concurrency: int, stop: asyncio.Event, admin_token: str | None = None) -> None:
+    """Send `events`; with `admin_token`, their labels too (`LabelSender`)."""
+    limits = httpx.Limits(max_connections=concurrency + 1,
+                          max_keepalive_connections=concurrency + 1)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10.0) as client:
+        labels = None if admin_token is None else LabelSender(client, admin_token, stats)
+
         async def sender() -> None:
             for event in events:
                 if stop.is_set():
@@ -147,19 +191,35 @@ async def feed(base_url: str, events: Iterator[dict[str, Any]], stats: DemoStats
                 if response.status_code != 200:
                     stats.errors += 1
                     continue
-                stats.record(label, response.json(), time.perf_counter() - started)
+                decision = response.json()
+                stats.record(label, decision, time.perf_counter() - started)
+                if labels is not None:
+                    await labels.add(decision["event_id"], label)
 
         await asyncio.gather(*(sender() for _ in range(concurrency)))
+        if labels is not None:
+            await labels.flush()
 
 
 async def run_demo(*, events: int, seed: int, duration: float | None, concurrency: int,
-                   state_dir: Path | None, config: Path | None, console: Console) -> DemoStats:
+                   state_dir: Path | None, config: Path | None, console: Console,
+                   url: str | None = None, labels: bool = True) -> DemoStats:
+    """The live demo against a service it starts, or the running one at `url`."""
     stats = DemoStats()
     with tempfile.TemporaryDirectory(prefix="riskengine-demo-") as tmp:
-        directory = state_dir or Path(tmp)
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        proc = start_service(directory, port, config)
+        token = os.environ.get("RISKENGINE_ADMIN_TOKEN") or (
+            None if url else secrets.token_urlsafe(24))
+        proc: subprocess.Popen[bytes] | None = None
+        if url is None:
+            port = free_port()
+            base_url = f"http://127.0.0.1:{port}"
+            assert token is not None
+            proc = start_service(state_dir or Path(tmp), port, config, token)
+        else:
+            base_url = url.rstrip("/")
+        if labels and token is None:
+            raise RuntimeError("--url with labels needs RISKENGINE_ADMIN_TOKEN (the "
+                               "service's admin token); or give --no-labels")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -170,7 +230,8 @@ async def run_demo(*, events: int, seed: int, duration: float | None, concurrenc
             console.print(f"service on {base_url} (docs: {base_url}/docs, metrics: "
                           f"{base_url}/metrics); Ctrl-C stops", markup=False)
             traffic = generate_transfers(events, seed)
-            task = asyncio.create_task(feed(base_url, traffic, stats, concurrency, stop))
+            task = asyncio.create_task(feed(base_url, traffic, stats, concurrency, stop,
+                                            token if labels else None))
             with Live(render(stats), console=console, refresh_per_second=4) as live:
                 while not task.done():
                     if duration is not None and time.perf_counter() - stats.started > duration:
@@ -182,9 +243,10 @@ async def run_demo(*, events: int, seed: int, duration: float | None, concurrenc
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     return stats

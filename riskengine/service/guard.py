@@ -79,9 +79,9 @@ RULESET = "ruleset"
 MODEL_KIND = "model:"
 FLUSH_EVERY_S = 0.25
 GUARD_FILE = "guard.json"
-WATCHED_SOURCES = frozenset({"api", "config", "rollback"})
-"""Ruleset changes that start a watch; "bus" (another worker's change) and "guard" (a
-rollback) do not."""
+WATCHED_SOURCES = frozenset({"api", "config", "rollback", "promote"})
+"""Ruleset changes that start a watch (a promoted challenger too); "bus" (another
+worker's change) and "guard" (a rollback) do not."""
 WATCHING, ROLLING_BACK = "watching", "rolling_back"
 OUTCOMES = ("reject", "review")
 _SLOTS = {"accept": 1, "review": 2, "reject": 3}

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from riskengine.service.bodies import Auth, SceneName
 from riskengine.service.errors import ApiError, documented
-from riskengine.service.params import Auth, SceneName
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.state.redis.backend import STATE_ERRORS
 

@@ -2,7 +2,7 @@
 
 - `LocalPersistence` (the default: in-memory state, one process): snapshots of the
   engine in the state dir, the decision log re-run after the snapshot on start, list
-  changes in a journal file, ruleset versions in a file.
+  changes in a journal file, ruleset and experiment versions in files.
 - `SharedPersistence` (``--state redis://…``: any number of processes): the state, the
   list entries and the live ruleset versions are in Redis (the bus tells every process);
   nothing to snapshot or re-run.
@@ -24,6 +24,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog, ListEntry, ListStore
 from riskengine.longlived import settle_memory
+from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.listjournal import ListJournal
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.rulesets import RulesetRegistry
@@ -32,6 +33,7 @@ log = logging.getLogger("riskengine.service")
 
 SNAPSHOT_FILE = "snapshot.pkl"
 RULESETS_FILE = "rulesets.json"
+EXPERIMENTS_FILE = "experiments.json"
 LISTS_FILE = "lists.jsonl"
 
 
@@ -50,9 +52,10 @@ class Persistence(Protocol):
     """The lists as the admin API reads them."""
     changes: ListChanges
     rulesets_file: Path | None
+    experiments_file: Path | None
 
-    def start(self, registry: RulesetRegistry) -> None:
-        """Once the ruleset registry exists (shared state: the bus)."""
+    def start(self, registry: RulesetRegistry, experiments: ExperimentRegistry) -> None:
+        """Once the ruleset and experiment registries exist (shared state: the bus)."""
         ...
 
     def recover(self, decisions: DecisionLog) -> int:
@@ -92,9 +95,10 @@ class LocalPersistence:
         self.journal = ListJournal(self.engine.list_store, state_dir / LISTS_FILE)
         self.changes: ListChanges = self.journal
         self.rulesets_file: Path | None = state_dir / RULESETS_FILE
+        self.experiments_file: Path | None = state_dir / EXPERIMENTS_FILE
         self.last_snapshot_lsn = 0
 
-    def start(self, registry: RulesetRegistry) -> None:
+    def start(self, registry: RulesetRegistry, experiments: ExperimentRegistry) -> None:
         pass
 
     def recover(self, decisions: DecisionLog) -> int:
@@ -179,13 +183,14 @@ class SharedPersistence:
         self.catalog: ListCatalog = self.engine.list_store
         self.changes: ListChanges = _NoChanges()
         self.rulesets_file: Path | None = None
+        self.experiments_file: Path | None = None
         self.bus: Any = None
         self.store: Any = None
 
-    def start(self, registry: RulesetRegistry) -> None:
+    def start(self, registry: RulesetRegistry, experiments: ExperimentRegistry) -> None:
         from riskengine.service.shared import SharedLists, connect_bus
 
-        self.bus, self.store = connect_bus(self.engine, self.config, registry)
+        self.bus, self.store = connect_bus(self.engine, self.config, registry, experiments)
         self.catalog = self.store
         self.changes = SharedLists(self.store)
 

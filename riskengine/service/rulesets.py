@@ -14,6 +14,10 @@ down, the config wins (its version becomes live and the history is kept).
 config, api, rollback — an admin's activate —, guard — the guarded rollout's rollback —
 or bus — another worker's change); `notes(scene)` (set by the guarded rollout) gives the
 versions it rolled back, shown in `versions`.
+
+A scene's experiment (riskengine/service/experiments.py) goes with its champion: the
+challengers that have no policy of their own use the champion's, so a new champion
+policy rebuilds them, in the same lineup assignment.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from riskengine.config import SceneConfig
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
+from riskengine.experiment import Experiment
 from riskengine.files import read_json, write_json_atomic
 from riskengine.rules.ruleset import Ruleset, ruleset_from_body
+from riskengine.scene import Lineup, SceneRuntime
 
 MAX_VERSIONS = 100
 
@@ -57,7 +63,8 @@ class RulesetRegistry:
         self.on_publish: Callable[[str, str], None] | None = None  # shared state: the bus
         self.notes: Callable[[str], Mapping[str, Mapping[str, Any]]] | None = None
         """version → how the guarded rollout rolled it back (`rolled_back_by_guard`)."""
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Held while a scene's lineup changes (the experiment registry takes it too)."""
         self._versions: dict[str, dict[str, RulesetVersion]] = {}
         self._active: dict[str, str] = {}
         self._config_versions: dict[str, str] = {}
@@ -78,7 +85,7 @@ class RulesetRegistry:
     def versions(self, scene: str) -> list[dict[str, Any]]:
         self.engine.scene(scene)  # unknown scene: 404
         notes = self.notes(scene) if self.notes is not None else {}
-        with self._lock:
+        with self.lock:
             active = self._active[scene]
             return [{**v.summary(v.version == active),
                      "rolled_back_by_guard": notes.get(v.version)}
@@ -101,7 +108,7 @@ class RulesetRegistry:
 
         Returns True when the live version changed.
         """
-        with self._lock:
+        with self.lock:
             versions = self._versions[scene]
             previous = self._active[scene]
             if ruleset.version not in versions:
@@ -118,13 +125,33 @@ class RulesetRegistry:
             self.on_publish(scene, source)
         return changed
 
+    def record(self, scene: str, ruleset: Ruleset, *, source: str) -> Ruleset:
+        """Record `ruleset` as a version of `scene` without making it live (the caller
+        puts it live with `mark_live` after its own lineup assignment); the stored
+        version of that name."""
+        with self.lock:
+            versions = self._versions[scene]
+            if ruleset.version not in versions:
+                versions[ruleset.version] = RulesetVersion(ruleset.version, ruleset, _now_ms(),
+                                                           source)
+                self._trim(scene)
+            return versions[ruleset.version].ruleset
+
+    def mark_live(self, scene: str, version: str) -> bool:
+        """Note that `version` (recorded) is live now; whether the live version changed."""
+        with self.lock:
+            changed = self._active[scene] != version
+            self._active[scene] = version
+            self._save()
+            return changed
+
     def activate(self, scene: str, version: str, *, source: str = "rollback",
                  replacing: str | None = None) -> Ruleset | None:
         """Put a stored version live again (rollback); None if there is no such version,
         or if `replacing` is given and is not the live version (the change it was meant
         to undo has been replaced already)."""
         self.engine.scene(scene)
-        with self._lock:
+        with self.lock:
             entry = self._versions[scene].get(version)
             previous = self._active[scene]
             if entry is None or replacing not in (None, previous):
@@ -162,7 +189,8 @@ class RulesetRegistry:
     # -- internals
 
     def _make_live(self, scene: str, ruleset: Ruleset) -> None:
-        self.engine.scene(scene).ruleset = ruleset  # one assignment: the atomic swap
+        runtime = self.engine.scene(scene)
+        runtime.lineup = champion_lineup(runtime, ruleset)  # one assignment: the atomic swap
         self._active[scene] = ruleset.version
 
     def _trim(self, scene: str) -> None:
@@ -214,6 +242,27 @@ class RulesetRegistry:
                 self._make_live(scene, merged[active].ruleset)
             self._trim(scene)
         self._save()
+
+
+_LIVE = object()
+
+
+def champion_lineup(runtime: SceneRuntime, ruleset: Ruleset,
+                    experiment: Experiment | object | None = _LIVE) -> Lineup:
+    """`runtime`'s lineup with `ruleset` as champion and `experiment` (default: the live
+    one), the challengers without a policy of their own rebuilt on the champion's."""
+    live = runtime.lineup
+    chosen = live.experiment if experiment is _LIVE else experiment
+    assert chosen is None or isinstance(chosen, Experiment)
+    if chosen is not None and _inherits_other_policy(chosen, ruleset):
+        chosen = Experiment.build(chosen.spec, runtime.name, runtime.names, ruleset.policy)
+    return replace(live, ruleset=ruleset, experiment=chosen)
+
+
+def _inherits_other_policy(experiment: Experiment, champion: Ruleset) -> bool:
+    wanted = champion.policy.to_dict()
+    return any(arm.policy is None and experiment.by_name[arm.name].policy.to_dict() != wanted
+               for arm in experiment.spec.challengers)
 
 
 def _now_ms() -> int:

@@ -30,6 +30,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
 from riskengine.service.errors import ApiError
+from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.guard import RULESET, WATCHED_SOURCES, RolloutGuard, guard_rulesets
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.persistence import (
@@ -69,7 +70,10 @@ class ServiceRuntime:
         if self.settings.guard is not None:
             self.guard = guard_rulesets(self.settings.guard, self.engine, self.rulesets,
                                         self.state_dir, self.metrics.guard_rollbacks)
-        self.persistence.start(self.rulesets)
+        self.experiments = ExperimentRegistry(self.engine, self.rulesets,
+                                              self.persistence.experiments_file,
+                                              on_activate=self._activated)
+        self.persistence.start(self.rulesets, self.experiments)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
@@ -171,7 +175,7 @@ class ServiceRuntime:
     # -- config reload
 
     def reload_config(self) -> list[str]:
-        """Re-read the config file: new rulesets go live, lists are rebuilt.
+        """Re-read the config file: new rulesets and experiments go live, lists are rebuilt.
 
         Changes to scenes, schemas or features need a restart (they change state).
         """
@@ -179,7 +183,10 @@ class ServiceRuntime:
             return []
         try:
             config = load_config(self.settings.config)
+            experiments = self.experiments.prepare_reload(config.scenes)
             changed = self.rulesets.reload_config(config.scenes)
+            changed += [f"{scene} experiment"
+                        for scene in self.experiments.reload_config(experiments)]
             if dict(config.lists) != dict(self.config.lists):
                 self.persistence.reload_lists(config)
                 changed.append("lists")
@@ -193,8 +200,10 @@ class ServiceRuntime:
     def _activated(self, scene: str, source: str, previous: str) -> None:
         version = self.engine.ruleset(scene).version
         self.metrics.reloads.labels(scene, source).inc()
-        log.info("scene %s: ruleset %s live (%s)", scene, version, source)
-        if self.guard is not None and source in WATCHED_SOURCES:
+        experiment = self.engine.scene(scene).experiment
+        log.info("scene %s: ruleset %s, experiment %s live (%s)", scene, version,
+                 "none" if experiment is None else experiment.version, source)
+        if self.guard is not None and source in WATCHED_SOURCES and version != previous:
             self.guard.on_version_live(scene, RULESET, version, previous)
 
     def snapshot_path(self) -> Path:

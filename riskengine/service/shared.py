@@ -5,7 +5,11 @@
   `degraded: true` (counted in `riskengine_degraded_decisions_total`, not written to the
   decision log: they change no state and carry no LSN).
 - Ruleset activations go through a `RulesetBus`: a version put or rolled back on one
-  worker is stored in Redis and published; every worker's subscriber puts it live.
+  worker is stored in Redis and published; every worker's subscriber puts it live. What
+  the bus carries is the scene's lineup: the champion's rules and policy and, while an
+  experiment runs, its spec (under the bus version ``<ruleset version>+<experiment
+  version>``), so a promotion (new champion, one arm fewer) reaches every worker as one
+  change, made live there in one assignment.
 - Lists live in Redis behind local Bloom filters (`RedisListStore`); API changes are
   written there and published to every worker; rules, list checks, patterns and feature
   `where` filters all read them.
@@ -21,6 +25,7 @@ from typing import Any
 from riskengine.config import ProjectConfig
 from riskengine.engine import Engine
 from riskengine.lists import ListEntry, parse_expiry
+from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.rulesets import RulesetRegistry
 from riskengine.state.redis.backend import DEFAULT_STATE_TIMEOUT_MS, RedisState
 from riskengine.state.redis.bus import RulesetBus
@@ -67,14 +72,27 @@ def _client(engine: Engine) -> Any:
     return state.client
 
 
-def connect_bus(engine: Engine, config: ProjectConfig,
-                registry: RulesetRegistry) -> tuple[RulesetBus, RedisListStore]:
-    """Start the bus, move the engine's lists to Redis, and tie the registry to the bus."""
+def lineup_message(engine: Engine, scene: str) -> tuple[str, dict[str, Any]]:
+    """The bus version and body of `scene`'s live lineup (see the module docstring)."""
+    lineup = engine.scene(scene).lineup
+    ruleset, experiment = lineup.ruleset, lineup.experiment
+    body: dict[str, Any] = {"rules": [r.to_dict() for r in ruleset.rules],
+                            "policy": ruleset.policy.to_dict()}
+    if experiment is None:
+        return ruleset.version, body
+    body["experiment"] = experiment.spec.to_dict()
+    return f"{ruleset.version}+{experiment.version}", body
+
+
+def connect_bus(engine: Engine, config: ProjectConfig, registry: RulesetRegistry,
+                experiments: ExperimentRegistry) -> tuple[RulesetBus, RedisListStore]:
+    """Start the bus, move the engine's lists to Redis, and tie the registries to the bus."""
 
     def on_ruleset(scene: str, version: str, body: Mapping[str, Any]) -> None:
         try:
-            ruleset = registry.build(scene, dict(body))
-            registry.put(scene, ruleset, source="bus")
+            ruleset = registry.build(scene, {"rules": body.get("rules"),
+                                             "policy": body.get("policy")})
+            experiments.install(scene, ruleset, body.get("experiment"), source="bus")
         except Exception as exc:  # a version this worker cannot build: keep the live one
             log.error("scene %s: ruleset %s from the bus refused: %s", scene, version, exc)
 
@@ -86,11 +104,9 @@ def connect_bus(engine: Engine, config: ProjectConfig,
     def publish(scene: str, source: str) -> None:
         if source == "bus":
             return
-        ruleset = engine.ruleset(scene)
-        bus.activate(scene, ruleset.version, {"rules": [r.to_dict() for r in ruleset.rules],
-                                              "policy": ruleset.policy.to_dict()})
+        bus.activate(scene, *lineup_message(engine, scene))
 
-    registry.on_publish = publish
+    registry.on_publish = experiments.on_publish = publish
     bus.start(10.0)  # delivers the versions live in Redis, if any
     for scene in engine.scenes:
         if bus.active(scene) is None:  # the first worker ever: its config's rules

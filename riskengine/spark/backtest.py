@@ -15,7 +15,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from riskengine.batch.arms import CANDIDATE, RulesetArms
 from riskengine.batch.backtest import Backtest, BacktestRun, Hooks
 from riskengine.batch.io import InputError
-from riskengine.batch.metrics import ArmComparison
+from riskengine.batch.metrics import AMOUNT_FIELD, ArmComparison, amount_of
 from riskengine.decision import Decision
 from riskengine.rules.ruleset import Ruleset
 from riskengine.spark.replay import (
@@ -50,7 +50,7 @@ def _compare(job: SparkReplay, empty: bytes, candidate: dict[str, Any]
             nonlocal events
             events += 1
             comparison.add(decision.event_id, decision.timestamp, label,
-                           arms.of(event, decision))
+                           arms.of(event, decision), amount=amount_of(event, AMOUNT_FIELD))
 
         for _ in _join_rows(job, batches, sink):
             pass

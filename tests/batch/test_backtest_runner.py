@@ -42,7 +42,8 @@ def test_partial_comparisons_merge_into_the_local_runners(traffic: Path) -> None
     decided = list(decide_rows(decider, iter(backtest.reader()), info))
     parts = [backtest.comparison(decider) for _ in range(3)]
     for index, event in enumerate(decided):  # any split, as partitions would make
-        parts[index * 7 % 3].add(event.event_id, event.timestamp, event.label, event.arms)
+        parts[index * 7 % 3].add(event.event_id, event.timestamp, event.label, event.arms,
+                                 amount=event.amount)
     merged = parts[2].merge(parts[0]).merge(parts[1])
     assert merged.to_dict() == whole.to_dict()
 
