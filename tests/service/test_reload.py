@@ -38,7 +38,8 @@ def test_edited_config_goes_live_and_bad_edits_are_refused(
     assert live["decision"] == "review"
 
     raw["scenes"]["transfer"]["rules"].append({"id": "broken", "when": "amount >", "score": 1})
-    config.write_text(yaml.safe_dump(raw))
+    edited.write_text(yaml.safe_dump(raw))
+    edited.replace(config)  # at once: a watcher may read a file written in place half-way
     refused = 'riskengine_ruleset_reload_failures_total{source="config"} 1.0'
     assert eventually(lambda: refused in client.get("/metrics").text, 10.0, 0.05)
     after = client.post("/v1/transfer/evaluate", json=transfer(10**9 + 1)).json()
