@@ -795,13 +795,20 @@ def serve(
                                  "snapshots in the state dir).")] = None,
     watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
                                              "file changes.")] = True,
+    mirror: Annotated[str | None, typer.Option(
+        show_default=False, help="Copy every answered evaluate request to this candidate "
+                                 "service (http://host:port) and compare its decisions: "
+                                 "GET /v1/mirror.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the HTTP decision service (FastAPI on uvicorn). API docs at /docs.
 
     Tokens come from RISKENGINE_ADMIN_TOKEN / RISKENGINE_API_TOKEN or the config's
     `service:` section; without an admin token one is written to STATE_DIR/admin-token.
+    The mirror's options are in the config's `service: {mirror: {...}}` section, its
+    token for the candidate in RISKENGINE_MIRROR_TOKEN.
     """
+    from riskengine.service.mirror_settings import MirrorSettings, parse_mirror_url
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
     from riskengine.service.settings import ServiceSettings
 
@@ -810,8 +817,12 @@ def serve(
             _fail(f"config file {str(config)!r} does not exist", 2)
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             _fail("--log-level must be debug, info, warning or error", 2)
+        try:
+            mirrored = None if mirror is None else MirrorSettings(parse_mirror_url(mirror))
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
-                                   state=state, watch_config=watch)
+                                   state=state, watch_config=watch, mirror=mirrored)
         if workers > 1:
             try:
                 run_workers(settings, host=host, port=port, workers=workers,
