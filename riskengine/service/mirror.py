@@ -48,6 +48,7 @@ class Mirror:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(settings.queue)
         metrics.mirror_queue.set_function(self._queue.qsize)
         self._tolerance = settings.score_tolerance
+        self._bytes_left = settings.queue_bytes  # the bodies waiting hold the rest
         self._client: httpx.AsyncClient | None = None
         self._senders: list[asyncio.Task[None]] = []
         headers = {"content-type": "application/json", MIRRORED_HEADER.decode(): "1"}
@@ -61,11 +62,19 @@ class Mirror:
         return self._queue.qsize()
 
     def offer(self, path: str, body: bytes, live: Sequence[Decision], batch: bool) -> None:
-        """Queue a copy of an answered request; counts its events as dropped when full."""
-        try:
-            self._queue.put_nowait((path, body, live, batch))
-        except asyncio.QueueFull:
+        """Queue a copy of an answered request; counts its events as dropped when the
+        queue is full (in requests or in bytes)."""
+        size = len(body)
+        if size > self._bytes_left or self._queue.full():
             self.tally.count("dropped", len(live))
+            return
+        self._bytes_left -= size
+        self._queue.put_nowait((path, body, live, batch))
+
+    def _taken(self, item: _Item) -> _Item:
+        """`item` is out of the queue: its body's bytes are free again."""
+        self._bytes_left += len(item[1])
+        return item
 
     async def start(self) -> None:
         """Open the client and start the senders (on the service's event loop)."""
@@ -85,14 +94,14 @@ class Mirror:
         await asyncio.gather(*self._senders, return_exceptions=True)
         self._senders = []
         while not self._queue.empty():
-            self.tally.count("dropped", len(self._queue.get_nowait()[2]))
+            self.tally.count("dropped", len(self._taken(self._queue.get_nowait())[2]))
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def _send_loop(self, client: httpx.AsyncClient) -> None:
         while True:
-            path, body, live, batch = await self._queue.get()
+            path, body, live, batch = self._taken(await self._queue.get())
             try:
                 await self._send(client, path, body, live, batch)
             except asyncio.CancelledError:

@@ -20,8 +20,8 @@ from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
 
 MIRROR_TOKEN_ENV = "RISKENGINE_MIRROR_TOKEN"
-_KEYS = frozenset({"url", "queue", "score_tolerance", "timeout", "samples", "token",
-                   "senders"})
+_KEYS = frozenset({"url", "queue", "queue_bytes", "score_tolerance", "timeout", "samples",
+                   "token", "senders"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class MirrorSettings:
 
     url: str
     queue: int = 10_000
+    queue_bytes: int = 64 * 1024 * 1024
     score_tolerance: float = 0.001
     timeout_s: float = 2.0
     samples: int = 100
@@ -43,7 +44,8 @@ class MirrorSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The settings without the token, for workers and the admin API."""
-        return {"url": self.url, "queue": self.queue, "score_tolerance": self.score_tolerance,
+        return {"url": self.url, "queue": self.queue, "queue_bytes": self.queue_bytes,
+                "score_tolerance": self.score_tolerance,
                 "timeout_s": self.timeout_s, "samples": self.samples, "senders": self.senders}
 
 
@@ -92,7 +94,7 @@ def mirror_from_section(section: object, flag: MirrorSettings | None
     else:
         return None
     values: dict[str, Any] = {}
-    for key, low in (("queue", 1), ("senders", 1), ("samples", 0)):
+    for key, low in (("queue", 1), ("queue_bytes", 1), ("senders", 1), ("samples", 0)):
         if key in section:
             number = section[key]
             if isinstance(number, bool) or not isinstance(number, int) or number < low:

@@ -168,6 +168,7 @@ class MirrorModel(BaseModel):
     enabled: bool = Field(description="false when the service runs without --mirror")
     url: str | None = None
     queue: int | None = Field(None, description="queue capacity (requests)")
+    queue_bytes: int | None = Field(None, description="queue capacity (body bytes)")
     queue_depth: int = 0
     score_tolerance: float | None = None
     timeout_s: float | None = None

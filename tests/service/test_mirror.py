@@ -4,6 +4,7 @@ not a decision."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 from riskengine.decision import Decision
 from riskengine.exceptions import ConfigError
 from riskengine.rules.ruleset import Hit
+from riskengine.service.metrics import ServiceMetrics
+from riskengine.service.mirror import Mirror
 from riskengine.service.mirror_compare import InvalidAnswer, compare
 from riskengine.service.mirror_settings import (
     MirrorSettings,
@@ -45,11 +48,12 @@ def test_url_is_normalised_and_malformed_ones_refused() -> None:
 def test_section_options_flag_url_wins_and_env_token(monkeypatch: pytest.MonkeyPatch
                                                      ) -> None:
     monkeypatch.delenv("RISKENGINE_MIRROR_TOKEN", raising=False)
-    section = {"url": "http://from-config:1", "queue": 5, "score_tolerance": 0.5,
-               "timeout": "250ms", "samples": 0, "token": "t", "senders": 2}
+    section = {"url": "http://from-config:1", "queue": 5, "queue_bytes": 1000,
+               "score_tolerance": 0.5, "timeout": "250ms", "samples": 0, "token": "t",
+               "senders": 2}
     assert mirror_from_section(section, None) == MirrorSettings(
-        url="http://from-config:1", queue=5, score_tolerance=0.5, timeout_s=0.25, samples=0,
-        token="t", senders=2)
+        url="http://from-config:1", queue=5, queue_bytes=1000, score_tolerance=0.5,
+        timeout_s=0.25, samples=0, token="t", senders=2)
     flag = MirrorSettings(parse_mirror_url("http://from-flag:2"))
     assert mirror_from_section(section, flag).url == "http://from-flag:2"  # type: ignore[union-attr]
     assert mirror_from_section(None, flag) == flag
@@ -61,7 +65,8 @@ def test_section_options_flag_url_wins_and_env_token(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("section", [
     "http://c:1", {"url": "c:1"}, {"url": "http://c", "queue": 0},
     {"url": "http://c", "queue": True}, {"url": "http://c", "queue": "10"},
-    {"url": "http://c", "samples": -1}, {"url": "http://c", "senders": 0},
+    {"url": "http://c", "samples": -1}, {"url": "http://c", "queue_bytes": 0},
+    {"url": "http://c", "senders": 0},
     {"url": "http://c", "score_tolerance": -0.1},
     {"url": "http://c", "score_tolerance": float("nan")},
     {"url": "http://c", "score_tolerance": "0.1"}, {"url": "http://c", "timeout": "soon"},
@@ -205,3 +210,18 @@ def test_mirror_view_needs_the_admin_token_and_says_when_off(client: TestClient)
     assert client.get("/v1/mirror").status_code == 401
     assert client.get("/v1/mirror", headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert mirror_view(client) == {"enabled": False}
+
+
+def test_the_queue_is_bounded_in_requests_and_bytes() -> None:
+    mirror = Mirror(MirrorSettings("http://127.0.0.1:9", queue=3, queue_bytes=10),
+                    ServiceMetrics(["transfer"]))
+    one, two = (decision(),), (decision(), decision())
+    mirror.offer("/v1/transfer/evaluate", b"12345", one, False)
+    mirror.offer("/v1/transfer/evaluate/batch", b"123456", two, True)  # 11 bytes: dropped
+    mirror.offer("/v1/transfer/evaluate", b"1234", one, False)
+    mirror.offer("/v1/transfer/evaluate", b"1", one, False)
+    mirror.offer("/v1/transfer/evaluate", b"", one, False)  # a fourth request: dropped
+    assert mirror.depth == 3
+    assert mirror.tally.counts == {"match": 0, "mismatch": 0, "error": 0, "dropped": 3}
+    asyncio.run(mirror.close())  # never started: what waits counts as dropped
+    assert mirror.tally.counts["dropped"] == 6 and mirror.depth == 0
