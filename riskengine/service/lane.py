@@ -3,7 +3,9 @@
 `POST /v1/{scene}/evaluate` and `/evaluate/batch` for a known scene are answered here
 without routing, dependency solving or Starlette's request objects; their FastAPI routes
 stay for the OpenAPI document (and answer whatever this lane passes on, such as unknown
-scenes). Behaviour is the routes': the same checks, statuses and error shape.
+scenes). Behaviour is the routes': the same checks, statuses and error shape. With a
+mirror (`serve --mirror URL`, mirror.py), a request whose decisions are committed is also
+offered to it: the body as received and the decisions, one queue put.
 """
 
 from __future__ import annotations
