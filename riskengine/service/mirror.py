@@ -17,6 +17,10 @@ Events without an ``event_id`` or ``timestamp`` get them from each service on it
 (a generated id, the time of arrival), so send both for exact comparisons. With more
 than one sender, requests may reach the candidate in another order than the live
 service decided them, which changes the candidate's windowed features.
+
+The senders run on the service's event loop, so each copy costs the live service the CPU
+of one httpx request (``sniffio`` is a dependency for that reason: without it httpcore
+retries a failed import, four path searches, on every request).
 """
 
 from __future__ import annotations
