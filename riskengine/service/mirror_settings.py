@@ -43,10 +43,10 @@ class MirrorSettings:
     senders: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings without the token, for workers and the admin API."""
+        """The settings without the token, as the admin API shows them."""
         return {"url": self.url, "queue": self.queue, "queue_bytes": self.queue_bytes,
-                "score_tolerance": self.score_tolerance,
-                "timeout_s": self.timeout_s, "samples": self.samples, "senders": self.senders}
+                "score_tolerance": self.score_tolerance, "timeout_s": self.timeout_s,
+                "max_samples": self.samples, "senders": self.senders}
 
 
 def parse_mirror_url(url: object, *, what: str = "--mirror") -> str:

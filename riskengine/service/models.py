@@ -172,6 +172,7 @@ class MirrorModel(BaseModel):
     queue_depth: int = 0
     score_tolerance: float | None = None
     timeout_s: float | None = None
+    max_samples: int | None = Field(None, description="how many mismatches are kept")
     samples: list[MirrorSampleModel] = Field(
         default_factory=list, description="the latest mismatches, newest first")
     senders: int | None = None

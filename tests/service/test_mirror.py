@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from riskengine.exceptions import ConfigError
 from riskengine.rules.ruleset import Hit
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.mirror import Mirror
-from riskengine.service.mirror_compare import InvalidAnswer, compare
+from riskengine.service.mirror_compare import InvalidAnswer, MirrorTally, compare
 from riskengine.service.mirror_settings import (
     MirrorSettings,
     mirror_from_section,
@@ -225,3 +226,16 @@ def test_the_queue_is_bounded_in_requests_and_bytes() -> None:
     assert mirror.tally.counts == {"match": 0, "mismatch": 0, "error": 0, "dropped": 3}
     asyncio.run(mirror.close())  # never started: what waits counts as dropped
     assert mirror.tally.counts["dropped"] == 6 and mirror.depth == 0
+
+
+def test_the_latest_mismatches_are_kept_newest_first() -> None:
+    tally = MirrorTally(ServiceMetrics(["transfer"]), samples=2)
+    live = [replace(decision(), event_id=f"e{i}") for i in range(4)]
+    answers = [answer("reject", 100.0), answer(), answer("accept", 0.0, ()), answer("x")]
+    tally.answered(live, answers, 0.0)
+    view = tally.to_dict()
+    assert view["counts"] == {"match": 1, "mismatch": 3, "error": 0, "dropped": 0}
+    assert [s["event_id"] for s in view["samples"]] == ["e3", "e2"]
+    with pytest.raises(InvalidAnswer):  # one decision short: nothing counted
+        tally.answered(live, answers[:3], 0.0)
+    assert tally.to_dict()["counts"]["mismatch"] == 3

@@ -171,6 +171,7 @@ def test_mismatches_are_the_events_the_changed_rule_decides(
 
     state = settled(live, len(sent))
     assert state["enabled"] is True and state["url"] == candidate.url
+    assert state["max_samples"] == 1000
     expected = expected_mismatches(live_config, candidate_config, sent)
     assert len(expected) >= 20, "the traffic must exercise the changed rule"
     counts = state["counts"]
