@@ -804,6 +804,10 @@ def serve(
                                  "snapshots in the state dir).")] = None,
     watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
                                              "file changes.")] = True,
+    mirror: Annotated[str | None, typer.Option(
+        show_default=False, help="Copy every answered evaluate request to this candidate "
+                                 "service (http://host:port) and compare its decisions: "
+                                 "GET /v1/mirror.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     guard_decisions: Annotated[int | None, typer.Option(
         show_default=False, help="Guarded rollout: judge a new ruleset version on its first N "
@@ -824,7 +828,10 @@ def serve(
     `service:` section; without an admin token one is written to STATE_DIR/admin-token.
     A --guard-* flag turns the guarded rollout on (in place of the config's
     `service: guard:`).
+    The mirror's options are in the config's `service: {mirror: {...}}` section, its
+    token for the candidate in RISKENGINE_MIRROR_TOKEN.
     """
+    from riskengine.service.mirror_settings import MirrorSettings, parse_mirror_url
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
     from riskengine.service.settings import ServiceSettings, parse_guard
 
@@ -841,8 +848,13 @@ def serve(
             guard = parse_guard(flags, "--guard-*") if flags else None
         except RiskEngineError as exc:
             _fail(str(exc), 2)
+        try:
+            mirrored = None if mirror is None else MirrorSettings(parse_mirror_url(mirror))
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
-                                   state=state, watch_config=watch, guard=guard)
+                                   state=state, watch_config=watch, guard=guard,
+                                   mirror=mirrored)
         if workers > 1:
             try:
                 run_workers(settings, host=host, port=port, workers=workers,

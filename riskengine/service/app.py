@@ -67,6 +67,8 @@ def create_app(settings: ServiceSettings | None = None,
             tasks.append(asyncio.create_task(watch_config(rt, stop)))
         if rt.guard is not None:
             tasks.append(asyncio.create_task(_every(FLUSH_EVERY_S, rt.guard.flush_now, stop)))
+        if rt.mirror is not None:
+            await rt.mirror.start()
         try:
             yield
         finally:
@@ -74,6 +76,8 @@ def create_app(settings: ServiceSettings | None = None,
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if rt.mirror is not None:
+                await rt.mirror.close()
             rt.close()
 
     app = FastAPI(title="riskengine", version="0.1.0", lifespan=lifespan,
@@ -296,6 +300,16 @@ def create_app(settings: ServiceSettings | None = None,
         admin(authorization)
         lsn = await rt.snapshot_in_background()
         return Response(orjson.dumps({"lsn": lsn}), media_type=JSON)
+
+    @app.get("/v1/mirror", tags=["operations"], response_model=models.MirrorModel,
+             responses=documented(401, 403), openapi_extra=security)
+    async def mirror(authorization: Auth = None) -> Response:
+        """Traffic mirroring to a candidate service (`serve --mirror URL`): events by
+        result (match, mismatch, error, dropped), errors by reason, the queue, and the
+        latest mismatches with the rule hits only one side had."""
+        admin(authorization)
+        body = {"enabled": False} if rt.mirror is None else rt.mirror.to_dict()
+        return Response(orjson.dumps(body), media_type=JSON)
 
     # -- operations ------------------------------------------------------------------------
 

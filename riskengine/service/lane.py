@@ -3,7 +3,9 @@
 `POST /v1/{scene}/evaluate` and `/evaluate/batch` for a known scene are answered here
 without routing, dependency solving or Starlette's request objects; their FastAPI routes
 stay for the OpenAPI document (and answer whatever this lane passes on, such as unknown
-scenes). Behaviour is the routes': the same checks, statuses and error shape.
+scenes). Behaviour is the routes': the same checks, statuses and error shape. With a
+mirror (`serve --mirror URL`, mirror.py), a request whose decisions are committed is also
+offered to it: the body as received and the decisions, one queue put.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from riskengine.exceptions import RiskEngineError
 from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, error_body, from_exception
+from riskengine.service.mirror import MIRRORED_HEADER
 from riskengine.service.runtime import ServiceRuntime
 
 log = logging.getLogger("riskengine.service")
@@ -31,6 +34,7 @@ class EvaluateLane:
         self.app = app
         self.rt = runtime
         self.scenes = frozenset(runtime.engine.scenes)
+        self.mirror = runtime.mirror
         self.latency = {(scene, kind): runtime.metrics.request_latency.labels(scene, kind)
                         for scene in self.scenes for kind in ("evaluate", "batch")}
 
@@ -75,6 +79,7 @@ class EvaluateLane:
         rt = self.rt
         settings = rt.settings
         ctype = length = auth = None
+        mirror = self.mirror
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value
@@ -82,6 +87,8 @@ class EvaluateLane:
                 length = value
             elif name == b"authorization":
                 auth = value
+            elif name == MIRRORED_HEADER:
+                mirror = None  # a mirrored copy is not mirrored again
         if settings.api_token is not None:
             check_bearer(None if auth is None else auth.decode("latin-1"), settings.api_token,
                          what="evaluate")
@@ -89,11 +96,14 @@ class EvaluateLane:
         limit = MAX_BATCH_BYTES if batch else settings.max_body_bytes
         check_declared_length(length, limit)
         # read_body checks the size as it reads, so bodies of unknown length are covered too
-        raw = parse_json(await read_body(receive, limit))
+        body = await read_body(receive, limit)
+        raw = parse_json(body)
         if not batch:
             decision, record = rt.decide(scene, raw)
             if record is not None:
                 await rt.committed((record,))
+            if mirror is not None:
+                mirror.offer(scope["path"], body, (decision,), False)
             return orjson.dumps(decision.to_dict())
         if not isinstance(raw, list):
             raise ApiError(422, "a batch is a JSON list of events")
@@ -102,6 +112,8 @@ class EvaluateLane:
                                 f"got {len(raw)}")
         decisions, records = rt.decide_many(scene, raw)
         await rt.committed(records)
+        if mirror is not None:
+            mirror.offer(scope["path"], body, decisions, True)
         return orjson.dumps([d.to_dict() for d in decisions])
 
 

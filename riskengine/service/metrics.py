@@ -58,6 +58,16 @@ class ServiceMetrics:
         self.snapshots = Counter("riskengine_snapshots_total", "Snapshots written", registry=r)
         self.entities = Gauge("riskengine_entities", "Entities in memory", ["scene"],
                               registry=r)
+        self.mirror_results = Counter(
+            "riskengine_mirror_total", "Mirrored events by result: match, mismatch, error "
+            "(the candidate not reached or refusing), dropped (the mirror queue was full)",
+            ["result"], registry=r)
+        self.mirror_errors = Counter("riskengine_mirror_errors_total",
+                                     "Mirrored events not compared, by reason", ["reason"],
+                                     registry=r)
+        self.mirror_queue = Gauge("riskengine_mirror_queue_depth",
+                                  "Requests waiting to be sent to the mirror candidate",
+                                  registry=r)
         self._by_outcome = {(s, d): self.decisions.labels(s, d)
                             for s in scenes for d in ("accept", "review", "reject")}
         self._latency = {s: self.latency.labels(s) for s in scenes}

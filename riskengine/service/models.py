@@ -149,3 +149,36 @@ class HealthModel(BaseModel):
 
 class SnapshotModel(BaseModel):
     lsn: int = Field(description="the last LSN the snapshot holds")
+
+
+class MirrorSideModel(BaseModel):
+    decision: str
+    score: float
+    duplicate: bool
+
+
+class MirrorSampleModel(BaseModel):
+    event_id: str
+    scene: str
+    live: MirrorSideModel
+    candidate: MirrorSideModel
+    hits_only_live: list[str]
+    hits_only_candidate: list[str]
+
+
+class MirrorModel(BaseModel):
+    enabled: bool = Field(description="false when the service runs without --mirror")
+    url: str | None = None
+    queue: int | None = Field(None, description="queue capacity (requests)")
+    queue_bytes: int | None = Field(None, description="queue capacity (body bytes)")
+    queue_depth: int = 0
+    score_tolerance: float | None = None
+    timeout_s: float | None = None
+    max_samples: int | None = Field(None, description="how many mismatches are kept")
+    samples: list[MirrorSampleModel] = Field(
+        default_factory=list, description="the latest mismatches, newest first")
+    senders: int | None = None
+    counts: dict[str, int] = Field(
+        default_factory=dict, description="events by result: match, mismatch, error, dropped")
+    errors: dict[str, int] = Field(default_factory=dict,
+                                   description="events not compared, by reason")

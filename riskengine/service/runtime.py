@@ -33,6 +33,7 @@ from riskengine.service.errors import ApiError
 from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.guard import RULESET, WATCHED_SOURCES, RolloutGuard, guard_rulesets
 from riskengine.service.metrics import ServiceMetrics
+from riskengine.service.mirror import Mirror
 from riskengine.service.persistence import (
     SNAPSHOT_FILE,
     ListChanges,
@@ -77,6 +78,8 @@ class ServiceRuntime:
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
+        self.mirror = (None if self.settings.mirror is None
+                       else Mirror(self.settings.mirror, self.metrics))
         self.ready = False
         self.recovered_events = 0
 

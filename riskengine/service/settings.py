@@ -8,6 +8,7 @@ Tokens are read from the environment (``RISKENGINE_ADMIN_TOKEN``,
 ``RISKENGINE_API_TOKEN``) or the project config (``service: {admin_token, api_token}``),
 never from the command line (it shows in ``ps``). Without an admin token the service makes
 one at start and writes it to ``<state-dir>/admin-token`` (mode 0600); it is never logged.
+Traffic mirroring (`--mirror URL`, ``service: {mirror: {...}}``) is in mirror_settings.py.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
+from riskengine.service.mirror_settings import MirrorSettings, mirror_from_section
 
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
 _SERVICE_KEYS = frozenset({"admin_token", "api_token", "guard", "max_body_bytes", "max_batch",
-                           "retention", "snapshot_interval", "watch_config"})
+                           "mirror", "retention", "snapshot_interval", "watch_config"})
 _GUARD_KEYS = ("decisions", "factor", "min_delta")
 MAX_GUARD_DECISIONS = 10_000_000
 
@@ -100,6 +102,9 @@ class ServiceSettings:
     snapshot_interval_s: float = 300.0
     watch_config: bool = True
     guard: GuardSettings | None = None  # None: no guarded rollout
+    mirror: MirrorSettings | None = None
+    """Where evaluate requests are copied to; from `--mirror URL` (only the URL) until
+    `with_service_section` adds the config's `service.mirror` options."""
 
     def with_service_section(self, section: Mapping[str, Any] | None) -> ServiceSettings:
         """Apply the config's `service:` section, then the environment (which wins)."""
@@ -135,6 +140,7 @@ class ServiceSettings:
             guard = parse_guard(section["guard"])  # refused when invalid, even under flags
             if self.guard is None:
                 values["guard"] = guard
+        values["mirror"] = mirror_from_section(section.get("mirror"), self.mirror)
         for key, env in (("admin_token", ADMIN_TOKEN_ENV), ("api_token", API_TOKEN_ENV)):
             token = os.environ.get(env)
             if token:
@@ -148,7 +154,8 @@ class ServiceSettings:
             "config": None if self.config is None else str(self.config),
             "state_dir": str(self.state_dir), "decision_log": self.decision_log,
             "state": self.state, "watch_config": self.watch_config,
-            "guard": None if self.guard is None else self.guard.to_dict()})
+            "guard": None if self.guard is None else self.guard.to_dict(),
+            "mirror": None if self.mirror is None else self.mirror.url})
 
     @classmethod
     def from_env(cls, text: str) -> ServiceSettings:
@@ -156,7 +163,8 @@ class ServiceSettings:
         return cls(config=None if data["config"] is None else Path(data["config"]),
                    state_dir=Path(data["state_dir"]), decision_log=data["decision_log"],
                    state=data["state"], watch_config=data["watch_config"],
-                   guard=None if data.get("guard") is None else parse_guard(data["guard"]))
+                   guard=None if data.get("guard") is None else parse_guard(data["guard"]),
+                   mirror=None if data["mirror"] is None else MirrorSettings(data["mirror"]))
 
     def ensure_admin_token(self) -> ServiceSettings:
         """Without an admin token, make one and write it to ``state_dir/admin-token``."""
