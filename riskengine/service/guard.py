@@ -20,11 +20,15 @@ What counts: decisions answered by the champion arm (``decision.arm == "champion
 duplicates, not fallbacks), by the version that decided them: a ruleset by
 ``decision.ruleset_version``, model ``<name>`` by ``decision.models[name]``. Counting is
 two list increments on the decision path (`RolloutGuard.count`); every
-`FLUSH_EVERY_S` a background task hands the counts to the store
+`FLUSH_EVERY_S` a background task hands the counts to the store as one `Flush`
 (riskengine/service/guardstore.py: in the process, or in Redis for every worker on the
-shared state) and reviews the watches there. So the first N decisions are those counted
-when the flushed count reaches N or more (N plus what the flushes brought at once, at most
-one flush per worker), and the previous version's last N are its newest flushes adding up
+shared state) and reviews the watches there. A flush the store did not acknowledge (an
+error, a timeout) is sent again at the next flush, the same one (this process's id, its
+sequence number, its counts), and the counts made meanwhile wait for the flush after it;
+the store applies a flush at most once, so the counts are exact even when Redis applied
+a call whose answer timed out. So the first N decisions are those counted when the
+flushed count reaches N or more (N plus what the flushes brought at once, at most one
+flush per worker), and the previous version's last N are its newest flushes adding up
 to N or more. When several workers reach a verdict, a compare-and-set on the watch lets
 exactly one act on it; the others follow (rulesets: through the bus).
 
@@ -62,6 +66,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.experiment import CHAMPION
 from riskengine.service.guardstore import (
+    Flush,
     GuardStore,
     MemoryGuardStore,
     RedisGuardStore,
@@ -111,7 +116,11 @@ class RolloutGuard:
         self.scenes = tuple(scenes)
         self.rollbacks_total = rollbacks_total
         self._rollbacks: dict[str, Rollback] = {}
+        self.source = uuid.uuid4().hex
+        """This process's name in its flushes."""
         self._pending: dict[VersionKey, list[int]] = {}
+        self._flushes = 0
+        self._unacknowledged: Flush | None = None
         self._store_failing = False
 
     # -- the owners of the kinds
@@ -180,18 +189,16 @@ class RolloutGuard:
 
     async def flush_now(self) -> None:
         """Hand the counts to the store, then review the watches (the store's calls run
-        in a thread). Counts the store refused are kept for the next flush."""
-        pending, self._pending = self._pending, {}  # on the loop: no count is lost
-        deltas = {key: Tally(*counts) for key, counts in pending.items()}
-        try:
-            await asyncio.to_thread(self.store.add, deltas)
-        except _ERRORS as exc:
-            for key, delta in deltas.items():  # not added: keep them for the next flush
-                counts = self._pending.setdefault(key, [0, 0, 0, 0])
-                for i, value in enumerate(delta):
-                    counts[i] += value
-            self._failed("counts are kept for the next flush", exc)
-            return
+        in a thread). A flush the store failed to acknowledge is sent again, unchanged,
+        before the counts made since (module docstring)."""
+        flush = self._unacknowledged = self._unacknowledged or self._next_flush()
+        if flush is not None:
+            try:
+                await asyncio.to_thread(self.store.add, flush)
+            except _ERRORS as exc:
+                self._failed("the counts are sent again at the next flush", exc)
+                return
+            self._unacknowledged = None
         try:
             await asyncio.to_thread(self.review)
         except _ERRORS as exc:
@@ -200,6 +207,15 @@ class RolloutGuard:
         if self._store_failing:
             log.info("the guard's store answers again")
         self._store_failing = False
+
+    def _next_flush(self) -> Flush | None:
+        """The counts made since the last flush, as the next flush (None: none made)."""
+        if not self._pending:
+            return None
+        pending, self._pending = self._pending, {}  # on the loop: no count is lost
+        self._flushes += 1
+        return Flush(self.source, self._flushes,
+                     {key: Tally(*counts) for key, counts in pending.items()})
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if not self._store_failing:  # once per outage

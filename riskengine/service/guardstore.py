@@ -9,17 +9,28 @@ decisions). A watch reads its version's totals minus the totals when it started 
 *offset*); the previous version's last N decisions are the newest tallies whose sum
 first reaches N.
 
+A `Flush` is named by its process (`source`, a random id per process) and its sequence
+number there. A flush whose `add` raised may have been applied anyway (in Redis: a call
+that timed out after the server ran it), so the process sends the same flush again
+(same source, sequence and counts) before any newer one. The Redis store applies a
+flush to a version at most once: one function call per version adds the counts, pushes
+the tally and records the sequence in the version's hash, atomically, and skips a
+sequence of that source it has recorded already. The memory store applies an `add`
+whole before it returns, so it never sees a flush again.
+
 Changes of a watch are compare-and-set: `replace` succeeds only when the scene's watch is
 still the one the caller read, `conclude` only when the watch is still in the state the
 caller expects, so when several workers reach the same verdict exactly one acts on it.
 
 Redis key layout (``<prefix>`` is the state's, ``re`` by default; ``{<scene>}`` is the
-Redis Cluster hash tag, so the scripts below touch one slot)::
+Redis Cluster hash tag, so every script and function call below touches one slot)::
 
     <prefix>:guard:{<scene>}:<kind>:watch            hash: id, version, previous,
         started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or "")
     <prefix>:guard:{<scene>}:<kind>:verdicts         list: verdict JSON, newest first
-    <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject
+    <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject,
+        and seq:<source> (the last flush of that process applied), one per process that
+        counted the version
     <prefix>:guard:{<scene>}:<kind>:v:<version>:recent   list: "n,accept,review,reject"
         per flush, newest first, trimmed to `depth`
 
@@ -37,6 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from riskengine.files import read_json, write_json_atomic
+from riskengine.state.redis.functions import Call, FunctionCaller, Library
 
 VERDICTS_KEPT = 50
 """Concluded watches kept per scene and kind (the guard endpoint's history)."""
@@ -63,9 +75,6 @@ class Tally(NamedTuple):
         """The share of `outcome` (review or reject) among the decisions; 0 without any."""
         return getattr(self, outcome) / self.n if self.n else 0.0
 
-    def text(self) -> str:
-        return ",".join(map(str, self))
-
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Tally:
         if not raw:
@@ -77,6 +86,16 @@ NO_DECISIONS = Tally()
 
 VersionKey = tuple[str, str, str]
 """(scene, kind, version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """The counts one process (`source`) counted since its previous flush, the `seq`-th
+    of that process (sequence numbers grow with each new flush)."""
+
+    source: str
+    seq: int
+    deltas: Mapping[VersionKey, Tally]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +114,8 @@ class Watch:
 
 
 class GuardStore(Protocol):
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
-        """Add one flush of counts."""
+    def add(self, flush: Flush) -> None:
+        """Add one flush of counts; one this store applied already is not added again."""
         ...
 
     def totals(self, scene: str, kind: str, version: str) -> Tally: ...
@@ -151,9 +170,9 @@ class MemoryGuardStore:
         self._verdicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._load()
 
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+    def add(self, flush: Flush) -> None:
         with self._lock:
-            for key, delta in deltas.items():
+            for key, delta in flush.deltas.items():
                 self._totals[key] = self._totals.pop(key, Tally()).plus(delta)
                 recent = self._recent.pop(key, None) or deque(maxlen=self.depth)
                 recent.appendleft(delta)
@@ -226,6 +245,26 @@ class MemoryGuardStore:
                     v for v in item["verdicts"] if isinstance(v, dict)][:VERDICTS_KEPT]
 
 
+_ADD = """
+local function add(keys, args)
+  local seq = tonumber(args[2])
+  if seq <= tonumber(redis.call('HGET', keys[1], args[1]) or '0') then return 0 end
+  redis.call('HSET', keys[1], args[1], args[2])
+  local fields = {'n', 'accept', 'review', 'reject'}
+  for i = 1, 4 do
+    if args[i + 2] ~= '0' then redis.call('HINCRBY', keys[1], fields[i], args[i + 2]) end
+  end
+  redis.call('LPUSH', keys[2], table.concat(args, ',', 3, 6))
+  redis.call('LTRIM', keys[2], 0, tonumber(args[7]) - 1)
+  redis.call('PEXPIRE', keys[1], args[8])
+  redis.call('PEXPIRE', keys[2], args[8])
+  return 1
+end
+"""
+"""One flush of one version: KEYS totals hash, recent list; ARGV ``seq:<source>``, seq,
+n, accept, review, reject, depth, TTL (ms). 0 when the flush was applied already."""
+_LIBRARY, _FUNCTIONS = Library.build("riskengine_guard", _ADD, [("add", "add")])
+
 _REPLACE = """
 local current = redis.call('HGET', KEYS[1], 'id') or ''
 if current ~= ARGV[1] then return 0 end
@@ -258,33 +297,29 @@ return 1
 
 class RedisGuardStore:
     """The store in Redis (key layout in the module docstring), shared by every worker
-    on the same state. Each call is one round trip (`add` and `watches` one pipeline)."""
+    on the same state. Each call is one round trip (`add` one pipelined batch of function
+    calls, one per version; `watches` one pipeline)."""
 
     def __init__(self, client: Any, depth: int, prefix: str = "re") -> None:
         self.client = client
         self.depth = depth
         self.prefix = prefix
+        self._caller = FunctionCaller(client, _LIBRARY, "the guard's counts", resend=True)
         self._replace = client.register_script(_REPLACE)
         self._conclude = client.register_script(_CONCLUDE)
 
     def _key(self, scene: str, kind: str, tail: str) -> str:
         return f"{self.prefix}:guard:{{{scene}}}:{kind}:{tail}"
 
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
-        if not deltas:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for (scene, kind, version), delta in deltas.items():
+    def add(self, flush: Flush) -> None:
+        calls: list[Call] = []
+        for (scene, kind, version), delta in flush.deltas.items():
             totals = self._key(scene, kind, f"v:{version}")
-            recent = totals + ":recent"
-            for field, count in zip(Tally._fields, delta, strict=True):
-                if count:
-                    pipe.hincrby(totals, field, count)
-            pipe.lpush(recent, delta.text())
-            pipe.ltrim(recent, 0, self.depth - 1)
-            pipe.pexpire(totals, COUNTS_TTL_MS)
-            pipe.pexpire(recent, COUNTS_TTL_MS)
-        pipe.execute()
+            calls.append((_FUNCTIONS["add"], [totals, totals + ":recent"],
+                          [f"seq:{flush.source}", flush.seq, *delta, self.depth,
+                           COUNTS_TTL_MS]))
+        if calls:
+            self._caller.run(calls)
 
     def totals(self, scene: str, kind: str, version: str) -> Tally:
         values = self.client.hmget(self._key(scene, kind, f"v:{version}"), Tally._fields)
