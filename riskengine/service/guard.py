@@ -30,7 +30,10 @@ a call whose answer timed out. So the first N decisions are those counted when t
 flushed count reaches N or more (N plus what the flushes brought at once, at most one
 flush per worker), and the previous version's last N are its newest flushes adding up
 to N or more. When several workers reach a verdict, a compare-and-set on the watch lets
-exactly one act on it; the others follow (rulesets: through the bus).
+exactly one act on it; the others follow (rulesets: through the bus). The worker that
+took the watch is its owner in the store: when the answer of that compare-and-set or of
+the verdict's record is lost (a timeout after Redis ran the script), the owner carries
+the rollback through at its next review, running it once and recording the verdict once.
 
 Guarding another kind of version
 --------------------------------
@@ -55,7 +58,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +124,8 @@ class RolloutGuard:
         self._pending: dict[VersionKey, list[int]] = {}
         self._flushes = 0
         self._unacknowledged: Flush | None = None
+        self._rollbacks_run: dict[str, bool] = {}
+        """watch id → whether its rollback succeeded, until its verdict is recorded."""
         self._store_failing = False
 
     # -- the owners of the kinds
@@ -223,11 +228,20 @@ class RolloutGuard:
         self._store_failing = True
 
     def review(self) -> None:
-        """Conclude every watch that has its N decisions."""
+        """Conclude every watch that has its N decisions, and carry through this worker's
+        rollbacks that a store error cut short (their watch is ``rolling_back`` with this
+        worker as owner, or the rollback ran and its verdict's answer was lost)."""
         pairs = [(scene, kind) for scene in self.scenes for kind in self._rollbacks]
-        for watch in self.store.watches(pairs):
+        watches = self.store.watches(pairs)
+        current = {watch.id for watch in watches}
+        for gone in [key for key in self._rollbacks_run if key not in current]:
+            del self._rollbacks_run[gone]  # replaced since: nothing left to record
+        for watch in watches:
             if watch.state == WATCHING:
                 self._review(watch)
+            elif watch.owner == self.source and watch.verdict is not None and (
+                    watch.state == ROLLING_BACK or watch.id in self._rollbacks_run):
+                self._roll_back(watch, watch.verdict)
 
     def _review(self, watch: Watch) -> None:
         counts = self._counts(watch)
@@ -238,32 +252,46 @@ class RolloutGuard:
         state = "rolled_back" if exceeded else "kept" if baseline.n else "no_baseline"
         verdict = self._verdict(watch, state, counts, baseline, exceeded)
         if not exceeded:
-            if self.store.conclude(watch, WATCHING, state, verdict, record=True):
+            if self.store.conclude(watch, WATCHING, state, verdict, record=True,
+                                   owner=self.source):
                 log.info("scene %s: %s %s %s after %d decisions", watch.scene, watch.kind,
                          watch.version, state, counts.n)
             return
-        if not self.store.conclude(watch, WATCHING, ROLLING_BACK, verdict, record=False):
-            return  # another worker concluded it
-        try:
-            done = self._rollbacks[watch.kind](watch.scene, watch.version, watch.previous)
-        except Exception:
-            log.exception("scene %s: rolling %s %s back failed", watch.scene, watch.kind,
-                          watch.version)
-            done = False
-        final = {**verdict, "state": "rolled_back" if done else "rollback_failed"}
-        self.store.conclude(watch, ROLLING_BACK, final["state"], final, record=True)
+        if self.store.conclude(watch, WATCHING, ROLLING_BACK, verdict, record=False,
+                               owner=self.source):
+            self._roll_back(watch, verdict)
+        # else another worker concluded it
+
+    def _roll_back(self, watch: Watch, verdict: Mapping[str, Any]) -> None:
+        """Roll `watch`'s version back (once: a retry after the store failed to record
+        the verdict only records it), then record the verdict."""
+        done = self._rollbacks_run.get(watch.id)
+        if done is None:
+            try:
+                done = self._rollbacks[watch.kind](watch.scene, watch.version, watch.previous)
+            except Exception:
+                log.exception("scene %s: rolling %s %s back failed", watch.scene, watch.kind,
+                              watch.version)
+                done = False
+            self._rollbacks_run[watch.id] = done
+        state = "rolled_back" if done else "rollback_failed"
+        self.store.conclude(watch, ROLLING_BACK, state, {**verdict, "state": state},
+                            record=True, owner=self.source)
+        del self._rollbacks_run[watch.id]
         if not done:
             log.error("scene %s: %s %s breached the guard but could not be rolled back to "
                       "%s", watch.scene, watch.kind, watch.version, watch.previous)
             return
         self.rollbacks_total.labels(watch.scene, watch.kind).inc()
+        rates, baseline = verdict["rates"], verdict["baseline"]
         log.warning(
             "scene %s: %s %s rolled back to %s by the guard: over its first %d decisions "
             "reject %.2f%% review %.2f%%, %s over its last %d: reject %.2f%% review %.2f%% "
             "(factor %g, min_delta %g)", watch.scene, watch.kind, watch.version,
-            watch.previous, counts.n, 100 * counts.rate("reject"), 100 * counts.rate("review"),
-            watch.previous, baseline.n, 100 * baseline.rate("reject"),
-            100 * baseline.rate("review"), self.settings.factor, self.settings.min_delta)
+            watch.previous, verdict["decisions"], 100 * rates["reject"],
+            100 * rates["review"], watch.previous, baseline["decisions"],
+            100 * baseline["rates"]["reject"], 100 * baseline["rates"]["review"],
+            self.settings.factor, self.settings.min_delta)
 
     # -- reading
 

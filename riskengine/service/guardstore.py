@@ -21,12 +21,17 @@ whole before it returns, so it never sees a flush again.
 Changes of a watch are compare-and-set: `replace` succeeds only when the scene's watch is
 still the one the caller read, `conclude` only when the watch is still in the state the
 caller expects, so when several workers reach the same verdict exactly one acts on it.
+`conclude` names the worker that moved the watch (its *owner*) and answers True again
+when that worker asks for the same move once more, so a worker whose answer was lost
+(a timeout after Redis ran the script) learns that the move, and the rollback, are its
+own.
 
 Redis key layout (``<prefix>`` is the state's, ``re`` by default; ``{<scene>}`` is the
 Redis Cluster hash tag, so every script and function call below touches one slot)::
 
     <prefix>:guard:{<scene>}:<kind>:watch            hash: id, version, previous,
-        started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or "")
+        started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or ""),
+        owner (the source of the worker that concluded it, "" while watching)
     <prefix>:guard:{<scene>}:<kind>:verdicts         list: verdict JSON, newest first
     <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject,
         and seq:<source> (the last flush of that process applied), one per process that
@@ -111,6 +116,8 @@ class Watch:
     state: str = "watching"  # watching, rolling_back, or a verdict's state
     offset: Tally = NO_DECISIONS
     verdict: Mapping[str, Any] | None = None
+    owner: str = ""
+    """The worker that moved it to its state (`GuardStore.conclude`); "" while watching."""
 
 
 class GuardStore(Protocol):
@@ -137,9 +144,11 @@ class GuardStore(Protocol):
         ...
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
-        """Move `watch` from state `expect` to `state` with `verdict`, and when `record`,
-        add the verdict to the history; False when the watch is gone or not in `expect`."""
+                 record: bool, owner: str) -> bool:
+        """Move `watch` from state `expect` to `state` with `verdict`, done by `owner`, and
+        when `record`, add the verdict to the history; True also when `owner` made this
+        move already (nothing is changed again); False when the watch is gone or in
+        another state."""
         ...
 
     def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
@@ -210,13 +219,18 @@ class MemoryGuardStore:
         return True
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
+                 record: bool, owner: str) -> bool:
         pair = (watch.scene, watch.kind)
         with self._lock:
             current = self._watches.get(pair)
-            if current is None or current.id != watch.id or current.state != expect:
+            if current is None or current.id != watch.id:
                 return False
-            self._watches[pair] = replace(current, state=state, verdict=dict(verdict))
+            if (current.state, current.owner) == (state, owner):
+                return True
+            if current.state != expect:
+                return False
+            self._watches[pair] = replace(current, state=state, verdict=dict(verdict),
+                                          owner=owner)
             if record:
                 self._record(pair, verdict)
         return True
@@ -277,16 +291,17 @@ local offset = (t[1] or '0') .. ',' .. (t[2] or '0') .. ',' .. (t[3] or '0') .. 
   .. (t[4] or '0')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'id', ARGV[2], 'version', ARGV[3], 'previous', ARGV[4],
-  'started_at_ms', ARGV[5], 'state', ARGV[6], 'offset', offset, 'verdict', '')
+  'started_at_ms', ARGV[5], 'state', ARGV[6], 'offset', offset, 'verdict', '',
+  'owner', '')
 return 1
 """
 
 _CONCLUDE = """
-if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1]
-   or redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[3], 'verdict', ARGV[4])
+local watch = redis.call('HMGET', KEYS[1], 'id', 'state', 'owner')
+if watch[1] ~= ARGV[1] then return 0 end
+if watch[2] == ARGV[3] and watch[3] == ARGV[7] then return 1 end
+if watch[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'verdict', ARGV[4], 'owner', ARGV[7])
 if ARGV[5] == '1' then
   redis.call('LPUSH', KEYS[2], ARGV[4])
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[6]) - 1)
@@ -342,7 +357,8 @@ class RedisGuardStore:
                 verdict = json.loads(fields["verdict"]) if fields.get("verdict") else None
                 found.append(Watch(scene, kind, fields["id"], fields["version"],
                                    fields["previous"], int(fields["started_at_ms"]),
-                                   fields["state"], Tally.parse(fields["offset"]), verdict))
+                                   fields["state"], Tally.parse(fields["offset"]), verdict,
+                                   fields.get("owner", "")))
         return found
 
     def replace(self, current: Watch | None, new: Watch,
@@ -357,12 +373,12 @@ class RedisGuardStore:
         return bool(done)
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
+                 record: bool, owner: str) -> bool:
         done = self._conclude(
             keys=[self._key(watch.scene, watch.kind, "watch"),
                   self._key(watch.scene, watch.kind, "verdicts")],
             args=[watch.id, expect, state, _dumps(verdict), "1" if record else "0",
-                  VERDICTS_KEPT])
+                  VERDICTS_KEPT, owner])
         return bool(done)
 
     def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ one contract: counts by version, the last N as whole flushes, compare-and-set wa
 the verdict test. Two guards on one store (two workers) reach a breaching verdict and roll
 back once. A flush the store did not acknowledge is sent again unchanged, before newer
 counts, and Redis counts it once: applied before its timeout, or cut off between
-versions."""
+versions. A rollback whose verdict's answer was lost is carried through once."""
 
 from __future__ import annotations
 
@@ -103,30 +103,33 @@ def test_watches_are_compare_and_set(store: GuardStore) -> None:
     assert store.replace(None, first, None)
     assert not store.replace(None, watch("v3", "v2", id="late"), None)  # read before first
     [current] = store.watches([("transfer", "ruleset"), ("transfer", "model:m")])
-    assert (current.id, current.version, current.previous, current.state) == (
-        "w1", "v2", "v1", "watching")
+    assert (current.id, current.version, current.previous, current.state, current.owner) == (
+        "w1", "v2", "v1", "watching", "")
     assert current.offset == Tally(7, 7, 0, 0)  # counts from before it went live
 
     verdict = {"version": "v2", "state": "rolling_back"}
-    assert store.conclude(current, "watching", "rolling_back", verdict, record=False)
-    assert not store.conclude(current, "watching", "rolling_back", verdict, record=False)
+    assert store.conclude(current, "watching", "rolling_back", verdict, False, "a")
+    assert store.conclude(current, "watching", "rolling_back", verdict, False, "a")  # again
+    assert not store.conclude(current, "watching", "rolling_back", verdict, False, "b")
     assert store.verdicts("transfer", "ruleset") == []
     done = {"version": "v2", "state": "rolled_back"}
-    assert store.conclude(current, "rolling_back", "rolled_back", done, record=True)
+    assert store.conclude(current, "rolling_back", "rolled_back", done, True, "a")
+    assert store.conclude(current, "rolling_back", "rolled_back", done, True, "a")  # again
     assert store.verdicts("transfer", "ruleset") == [done]
 
     [concluded] = store.watches([("transfer", "ruleset")])
+    assert (concluded.state, concluded.owner, concluded.verdict) == ("rolled_back", "a", done)
     retired = {"version": "v2", "state": "superseded"}
     assert store.replace(concluded, watch("v3", "v2", id="w2"), retired)
     assert store.verdicts("transfer", "ruleset") == [retired, done]  # newest first
-    assert not store.conclude(concluded, "rolled_back", "kept", done, record=True)  # gone
+    assert not store.conclude(concluded, "rolled_back", "kept", done, True, "a")  # gone
 
 
 def test_memory_verdicts_survive_a_restart(tmp_path: Path) -> None:
     store = MemoryGuardStore(DEPTH, tmp_path / "guard.json")
     store.replace(None, watch("v2", "v1"), None)
     [current] = store.watches([("transfer", "ruleset")])
-    store.conclude(current, "watching", "kept", {"version": "v2", "state": "kept"}, True)
+    store.conclude(current, "watching", "kept", {"version": "v2", "state": "kept"}, True, "a")
     again = MemoryGuardStore(DEPTH, tmp_path / "guard.json")
     assert again.verdicts("transfer", "ruleset") == [{"version": "v2", "state": "kept"}]
     (tmp_path / "guard.json").write_text('{"not": "a list"}')
@@ -337,3 +340,48 @@ def test_a_flush_cut_off_between_versions_is_completed_once(
     assert redis_store.totals("transfer", "ruleset", "v1") == Tally(2, 1, 0, 1)
     assert redis_store.totals("transfer", "model:fraud", "m1") == Tally(2, 1, 0, 1)
     assert redis_store.recent("transfer", "ruleset", "v1", 100) == Tally(2, 1, 0, 1)
+
+
+@pytest.mark.parametrize(("lost", "applied"), [
+    ("rolling_back", True),  # the rollback is this worker's, though the reply was lost
+    ("rolled_back", True),  # rolled back and recorded, the reply lost
+    ("rolled_back", False),  # rolled back, not recorded
+])
+def test_a_verdict_whose_reply_was_lost_is_carried_through_once(
+        store: GuardStore, monkeypatch: pytest.MonkeyPatch, lost: str,
+        applied: bool) -> None:
+    calls: list[tuple[str, str, str]] = []
+
+    def rollback(scene: str, version: str, previous: str) -> bool:
+        calls.append((scene, version, previous))
+        return True
+
+    registry = CollectorRegistry()
+    guard = RolloutGuard(GuardSettings(decisions=20), store, ["transfer"],
+                         Counter("rollbacks", "", ["scene", "kind"], registry=registry))
+    guard.register_rollback("ruleset", rollback)
+    store.add(flush({("transfer", "ruleset", "v1"): Tally(30, 30, 0, 0)}))
+    guard.on_version_live("transfer", "ruleset", "v2", "v1")
+    store.add(flush({("transfer", "ruleset", "v2"): Tally(20, 0, 0, 20)}))
+    conclude = store.conclude
+
+    def reply_lost(watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
+                   *args: Any, **kwargs: Any) -> bool:
+        if state != lost:
+            return conclude(watch, expect, state, verdict, *args, **kwargs)
+        monkeypatch.undo()  # once
+        if applied:
+            conclude(watch, expect, state, verdict, *args, **kwargs)
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store, "conclude", reply_lost)
+    with pytest.raises(redis.TimeoutError):
+        guard.review()
+    guard.review()
+    guard.review()
+    assert calls == [("transfer", "v2", "v1")]
+    [verdict] = guard.report("transfer")["verdicts"]
+    assert (verdict["state"], verdict["decisions"]) == ("rolled_back", 20)
+    assert guard.report("transfer")["watching"] == []
+    assert registry.get_sample_value("rollbacks_total",
+                                     {"scene": "transfer", "kind": "ruleset"}) == 1.0
