@@ -20,13 +20,20 @@ What counts: decisions answered by the champion arm (``decision.arm == "champion
 duplicates, not fallbacks), by the version that decided them: a ruleset by
 ``decision.ruleset_version``, model ``<name>`` by ``decision.models[name]``. Counting is
 two list increments on the decision path (`RolloutGuard.count`); every
-`FLUSH_EVERY_S` a background task hands the counts to the store
+`FLUSH_EVERY_S` a background task hands the counts to the store as one `Flush`
 (riskengine/service/guardstore.py: in the process, or in Redis for every worker on the
-shared state) and reviews the watches there. So the first N decisions are those counted
-when the flushed count reaches N or more (N plus what the flushes brought at once, at most
-one flush per worker), and the previous version's last N are its newest flushes adding up
+shared state) and reviews the watches there. A flush the store did not acknowledge (an
+error, a timeout) is sent again at the next flush, the same one (this process's id, its
+sequence number, its counts), and the counts made meanwhile wait for the flush after it;
+the store applies a flush at most once, so the counts are exact even when Redis applied
+a call whose answer timed out. So the first N decisions are those counted when the
+flushed count reaches N or more (N plus what the flushes brought at once, at most one
+flush per worker), and the previous version's last N are its newest flushes adding up
 to N or more. When several workers reach a verdict, a compare-and-set on the watch lets
-exactly one act on it; the others follow (rulesets: through the bus).
+exactly one act on it; the others follow (rulesets: through the bus). The worker that
+took the watch is its owner in the store: when the answer of that compare-and-set or of
+the verdict's record is lost (a timeout after Redis ran the script), the owner carries
+the rollback through at its next review, running it once and recording the verdict once.
 
 Guarding another kind of version
 --------------------------------
@@ -51,7 +58,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +69,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.experiment import CHAMPION
 from riskengine.service.guardstore import (
+    Flush,
     GuardStore,
     MemoryGuardStore,
     RedisGuardStore,
@@ -111,7 +119,13 @@ class RolloutGuard:
         self.scenes = tuple(scenes)
         self.rollbacks_total = rollbacks_total
         self._rollbacks: dict[str, Rollback] = {}
+        self.source = uuid.uuid4().hex
+        """This process's name in its flushes."""
         self._pending: dict[VersionKey, list[int]] = {}
+        self._flushes = 0
+        self._unacknowledged: Flush | None = None
+        self._rollbacks_run: dict[str, bool] = {}
+        """watch id → whether its rollback succeeded, until its verdict is recorded."""
         self._store_failing = False
 
     # -- the owners of the kinds
@@ -180,18 +194,16 @@ class RolloutGuard:
 
     async def flush_now(self) -> None:
         """Hand the counts to the store, then review the watches (the store's calls run
-        in a thread). Counts the store refused are kept for the next flush."""
-        pending, self._pending = self._pending, {}  # on the loop: no count is lost
-        deltas = {key: Tally(*counts) for key, counts in pending.items()}
-        try:
-            await asyncio.to_thread(self.store.add, deltas)
-        except _ERRORS as exc:
-            for key, delta in deltas.items():  # not added: keep them for the next flush
-                counts = self._pending.setdefault(key, [0, 0, 0, 0])
-                for i, value in enumerate(delta):
-                    counts[i] += value
-            self._failed("counts are kept for the next flush", exc)
-            return
+        in a thread). A flush the store failed to acknowledge is sent again, unchanged,
+        before the counts made since (module docstring)."""
+        flush = self._unacknowledged = self._unacknowledged or self._next_flush()
+        if flush is not None:
+            try:
+                await asyncio.to_thread(self.store.add, flush)
+            except _ERRORS as exc:
+                self._failed("the counts are sent again at the next flush", exc)
+                return
+            self._unacknowledged = None
         try:
             await asyncio.to_thread(self.review)
         except _ERRORS as exc:
@@ -201,17 +213,35 @@ class RolloutGuard:
             log.info("the guard's store answers again")
         self._store_failing = False
 
+    def _next_flush(self) -> Flush | None:
+        """The counts made since the last flush, as the next flush (None: none made)."""
+        if not self._pending:
+            return None
+        pending, self._pending = self._pending, {}  # on the loop: no count is lost
+        self._flushes += 1
+        return Flush(self.source, self._flushes,
+                     {key: Tally(*counts) for key, counts in pending.items()})
+
     def _failed(self, what: str, exc: BaseException) -> None:
         if not self._store_failing:  # once per outage
             log.error("the guard's store failed, %s: %s", what, exc)
         self._store_failing = True
 
     def review(self) -> None:
-        """Conclude every watch that has its N decisions."""
+        """Conclude every watch that has its N decisions, and carry through this worker's
+        rollbacks that a store error cut short (their watch is ``rolling_back`` with this
+        worker as owner, or the rollback ran and its verdict's answer was lost)."""
         pairs = [(scene, kind) for scene in self.scenes for kind in self._rollbacks]
-        for watch in self.store.watches(pairs):
+        watches = self.store.watches(pairs)
+        current = {watch.id for watch in watches}
+        for gone in [key for key in self._rollbacks_run if key not in current]:
+            del self._rollbacks_run[gone]  # replaced since: nothing left to record
+        for watch in watches:
             if watch.state == WATCHING:
                 self._review(watch)
+            elif watch.owner == self.source and watch.verdict is not None and (
+                    watch.state == ROLLING_BACK or watch.id in self._rollbacks_run):
+                self._roll_back(watch, watch.verdict)
 
     def _review(self, watch: Watch) -> None:
         counts = self._counts(watch)
@@ -222,32 +252,46 @@ class RolloutGuard:
         state = "rolled_back" if exceeded else "kept" if baseline.n else "no_baseline"
         verdict = self._verdict(watch, state, counts, baseline, exceeded)
         if not exceeded:
-            if self.store.conclude(watch, WATCHING, state, verdict, record=True):
+            if self.store.conclude(watch, WATCHING, state, verdict, record=True,
+                                   owner=self.source):
                 log.info("scene %s: %s %s %s after %d decisions", watch.scene, watch.kind,
                          watch.version, state, counts.n)
             return
-        if not self.store.conclude(watch, WATCHING, ROLLING_BACK, verdict, record=False):
-            return  # another worker concluded it
-        try:
-            done = self._rollbacks[watch.kind](watch.scene, watch.version, watch.previous)
-        except Exception:
-            log.exception("scene %s: rolling %s %s back failed", watch.scene, watch.kind,
-                          watch.version)
-            done = False
-        final = {**verdict, "state": "rolled_back" if done else "rollback_failed"}
-        self.store.conclude(watch, ROLLING_BACK, final["state"], final, record=True)
+        if self.store.conclude(watch, WATCHING, ROLLING_BACK, verdict, record=False,
+                               owner=self.source):
+            self._roll_back(watch, verdict)
+        # else another worker concluded it
+
+    def _roll_back(self, watch: Watch, verdict: Mapping[str, Any]) -> None:
+        """Roll `watch`'s version back (once: a retry after the store failed to record
+        the verdict only records it), then record the verdict."""
+        done = self._rollbacks_run.get(watch.id)
+        if done is None:
+            try:
+                done = self._rollbacks[watch.kind](watch.scene, watch.version, watch.previous)
+            except Exception:
+                log.exception("scene %s: rolling %s %s back failed", watch.scene, watch.kind,
+                              watch.version)
+                done = False
+            self._rollbacks_run[watch.id] = done
+        state = "rolled_back" if done else "rollback_failed"
+        self.store.conclude(watch, ROLLING_BACK, state, {**verdict, "state": state},
+                            record=True, owner=self.source)
+        del self._rollbacks_run[watch.id]
         if not done:
             log.error("scene %s: %s %s breached the guard but could not be rolled back to "
                       "%s", watch.scene, watch.kind, watch.version, watch.previous)
             return
         self.rollbacks_total.labels(watch.scene, watch.kind).inc()
+        rates, baseline = verdict["rates"], verdict["baseline"]
         log.warning(
             "scene %s: %s %s rolled back to %s by the guard: over its first %d decisions "
             "reject %.2f%% review %.2f%%, %s over its last %d: reject %.2f%% review %.2f%% "
             "(factor %g, min_delta %g)", watch.scene, watch.kind, watch.version,
-            watch.previous, counts.n, 100 * counts.rate("reject"), 100 * counts.rate("review"),
-            watch.previous, baseline.n, 100 * baseline.rate("reject"),
-            100 * baseline.rate("review"), self.settings.factor, self.settings.min_delta)
+            watch.previous, verdict["decisions"], 100 * rates["reject"],
+            100 * rates["review"], watch.previous, baseline["decisions"],
+            100 * baseline["rates"]["reject"], 100 * baseline["rates"]["review"],
+            self.settings.factor, self.settings.min_delta)
 
     # -- reading
 

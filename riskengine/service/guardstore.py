@@ -9,17 +9,33 @@ decisions). A watch reads its version's totals minus the totals when it started 
 *offset*); the previous version's last N decisions are the newest tallies whose sum
 first reaches N.
 
+A `Flush` is named by its process (`source`, a random id per process) and its sequence
+number there. A flush whose `add` raised may have been applied anyway (in Redis: a call
+that timed out after the server ran it), so the process sends the same flush again
+(same source, sequence and counts) before any newer one. The Redis store applies a
+flush to a version at most once: one function call per version adds the counts, pushes
+the tally and records the sequence in the version's hash, atomically, and skips a
+sequence of that source it has recorded already. The memory store applies an `add`
+whole before it returns, so it never sees a flush again.
+
 Changes of a watch are compare-and-set: `replace` succeeds only when the scene's watch is
 still the one the caller read, `conclude` only when the watch is still in the state the
 caller expects, so when several workers reach the same verdict exactly one acts on it.
+`conclude` names the worker that moved the watch (its *owner*) and answers True again
+when that worker asks for the same move once more, so a worker whose answer was lost
+(a timeout after Redis ran the script) learns that the move, and the rollback, are its
+own.
 
 Redis key layout (``<prefix>`` is the state's, ``re`` by default; ``{<scene>}`` is the
-Redis Cluster hash tag, so the scripts below touch one slot)::
+Redis Cluster hash tag, so every script and function call below touches one slot)::
 
     <prefix>:guard:{<scene>}:<kind>:watch            hash: id, version, previous,
-        started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or "")
+        started_at_ms, state, offset ("n,accept,review,reject"), verdict (JSON or ""),
+        owner (the source of the worker that concluded it, "" while watching)
     <prefix>:guard:{<scene>}:<kind>:verdicts         list: verdict JSON, newest first
-    <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject
+    <prefix>:guard:{<scene>}:<kind>:v:<version>      hash: n, accept, review, reject,
+        and seq:<source> (the last flush of that process applied), one per process that
+        counted the version
     <prefix>:guard:{<scene>}:<kind>:v:<version>:recent   list: "n,accept,review,reject"
         per flush, newest first, trimmed to `depth`
 
@@ -37,6 +53,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from riskengine.files import read_json, write_json_atomic
+from riskengine.state.redis.functions import Call, FunctionCaller, Library
 
 VERDICTS_KEPT = 50
 """Concluded watches kept per scene and kind (the guard endpoint's history)."""
@@ -63,9 +80,6 @@ class Tally(NamedTuple):
         """The share of `outcome` (review or reject) among the decisions; 0 without any."""
         return getattr(self, outcome) / self.n if self.n else 0.0
 
-    def text(self) -> str:
-        return ",".join(map(str, self))
-
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Tally:
         if not raw:
@@ -77,6 +91,16 @@ NO_DECISIONS = Tally()
 
 VersionKey = tuple[str, str, str]
 """(scene, kind, version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """The counts one process (`source`) counted since its previous flush, the `seq`-th
+    of that process (sequence numbers grow with each new flush)."""
+
+    source: str
+    seq: int
+    deltas: Mapping[VersionKey, Tally]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +116,13 @@ class Watch:
     state: str = "watching"  # watching, rolling_back, or a verdict's state
     offset: Tally = NO_DECISIONS
     verdict: Mapping[str, Any] | None = None
+    owner: str = ""
+    """The worker that moved it to its state (`GuardStore.conclude`); "" while watching."""
 
 
 class GuardStore(Protocol):
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
-        """Add one flush of counts."""
+    def add(self, flush: Flush) -> None:
+        """Add one flush of counts; one this store applied already is not added again."""
         ...
 
     def totals(self, scene: str, kind: str, version: str) -> Tally: ...
@@ -118,9 +144,11 @@ class GuardStore(Protocol):
         ...
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
-        """Move `watch` from state `expect` to `state` with `verdict`, and when `record`,
-        add the verdict to the history; False when the watch is gone or not in `expect`."""
+                 record: bool, owner: str) -> bool:
+        """Move `watch` from state `expect` to `state` with `verdict`, done by `owner`, and
+        when `record`, add the verdict to the history; True also when `owner` made this
+        move already (nothing is changed again); False when the watch is gone or in
+        another state."""
         ...
 
     def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
@@ -151,9 +179,9 @@ class MemoryGuardStore:
         self._verdicts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._load()
 
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
+    def add(self, flush: Flush) -> None:
         with self._lock:
-            for key, delta in deltas.items():
+            for key, delta in flush.deltas.items():
                 self._totals[key] = self._totals.pop(key, Tally()).plus(delta)
                 recent = self._recent.pop(key, None) or deque(maxlen=self.depth)
                 recent.appendleft(delta)
@@ -191,13 +219,18 @@ class MemoryGuardStore:
         return True
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
+                 record: bool, owner: str) -> bool:
         pair = (watch.scene, watch.kind)
         with self._lock:
             current = self._watches.get(pair)
-            if current is None or current.id != watch.id or current.state != expect:
+            if current is None or current.id != watch.id:
                 return False
-            self._watches[pair] = replace(current, state=state, verdict=dict(verdict))
+            if (current.state, current.owner) == (state, owner):
+                return True
+            if current.state != expect:
+                return False
+            self._watches[pair] = replace(current, state=state, verdict=dict(verdict),
+                                          owner=owner)
             if record:
                 self._record(pair, verdict)
         return True
@@ -226,6 +259,26 @@ class MemoryGuardStore:
                     v for v in item["verdicts"] if isinstance(v, dict)][:VERDICTS_KEPT]
 
 
+_ADD = """
+local function add(keys, args)
+  local seq = tonumber(args[2])
+  if seq <= tonumber(redis.call('HGET', keys[1], args[1]) or '0') then return 0 end
+  redis.call('HSET', keys[1], args[1], args[2])
+  local fields = {'n', 'accept', 'review', 'reject'}
+  for i = 1, 4 do
+    if args[i + 2] ~= '0' then redis.call('HINCRBY', keys[1], fields[i], args[i + 2]) end
+  end
+  redis.call('LPUSH', keys[2], table.concat(args, ',', 3, 6))
+  redis.call('LTRIM', keys[2], 0, tonumber(args[7]) - 1)
+  redis.call('PEXPIRE', keys[1], args[8])
+  redis.call('PEXPIRE', keys[2], args[8])
+  return 1
+end
+"""
+"""One flush of one version: KEYS totals hash, recent list; ARGV ``seq:<source>``, seq,
+n, accept, review, reject, depth, TTL (ms). 0 when the flush was applied already."""
+_LIBRARY, _FUNCTIONS = Library.build("riskengine_guard", _ADD, [("add", "add")])
+
 _REPLACE = """
 local current = redis.call('HGET', KEYS[1], 'id') or ''
 if current ~= ARGV[1] then return 0 end
@@ -238,16 +291,17 @@ local offset = (t[1] or '0') .. ',' .. (t[2] or '0') .. ',' .. (t[3] or '0') .. 
   .. (t[4] or '0')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'id', ARGV[2], 'version', ARGV[3], 'previous', ARGV[4],
-  'started_at_ms', ARGV[5], 'state', ARGV[6], 'offset', offset, 'verdict', '')
+  'started_at_ms', ARGV[5], 'state', ARGV[6], 'offset', offset, 'verdict', '',
+  'owner', '')
 return 1
 """
 
 _CONCLUDE = """
-if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1]
-   or redis.call('HGET', KEYS[1], 'state') ~= ARGV[2] then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[3], 'verdict', ARGV[4])
+local watch = redis.call('HMGET', KEYS[1], 'id', 'state', 'owner')
+if watch[1] ~= ARGV[1] then return 0 end
+if watch[2] == ARGV[3] and watch[3] == ARGV[7] then return 1 end
+if watch[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'verdict', ARGV[4], 'owner', ARGV[7])
 if ARGV[5] == '1' then
   redis.call('LPUSH', KEYS[2], ARGV[4])
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[6]) - 1)
@@ -258,33 +312,29 @@ return 1
 
 class RedisGuardStore:
     """The store in Redis (key layout in the module docstring), shared by every worker
-    on the same state. Each call is one round trip (`add` and `watches` one pipeline)."""
+    on the same state. Each call is one round trip (`add` one pipelined batch of function
+    calls, one per version; `watches` one pipeline)."""
 
     def __init__(self, client: Any, depth: int, prefix: str = "re") -> None:
         self.client = client
         self.depth = depth
         self.prefix = prefix
+        self._caller = FunctionCaller(client, _LIBRARY, "the guard's counts", resend=True)
         self._replace = client.register_script(_REPLACE)
         self._conclude = client.register_script(_CONCLUDE)
 
     def _key(self, scene: str, kind: str, tail: str) -> str:
         return f"{self.prefix}:guard:{{{scene}}}:{kind}:{tail}"
 
-    def add(self, deltas: Mapping[VersionKey, Tally]) -> None:
-        if not deltas:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for (scene, kind, version), delta in deltas.items():
+    def add(self, flush: Flush) -> None:
+        calls: list[Call] = []
+        for (scene, kind, version), delta in flush.deltas.items():
             totals = self._key(scene, kind, f"v:{version}")
-            recent = totals + ":recent"
-            for field, count in zip(Tally._fields, delta, strict=True):
-                if count:
-                    pipe.hincrby(totals, field, count)
-            pipe.lpush(recent, delta.text())
-            pipe.ltrim(recent, 0, self.depth - 1)
-            pipe.pexpire(totals, COUNTS_TTL_MS)
-            pipe.pexpire(recent, COUNTS_TTL_MS)
-        pipe.execute()
+            calls.append((_FUNCTIONS["add"], [totals, totals + ":recent"],
+                          [f"seq:{flush.source}", flush.seq, *delta, self.depth,
+                           COUNTS_TTL_MS]))
+        if calls:
+            self._caller.run(calls)
 
     def totals(self, scene: str, kind: str, version: str) -> Tally:
         values = self.client.hmget(self._key(scene, kind, f"v:{version}"), Tally._fields)
@@ -307,7 +357,8 @@ class RedisGuardStore:
                 verdict = json.loads(fields["verdict"]) if fields.get("verdict") else None
                 found.append(Watch(scene, kind, fields["id"], fields["version"],
                                    fields["previous"], int(fields["started_at_ms"]),
-                                   fields["state"], Tally.parse(fields["offset"]), verdict))
+                                   fields["state"], Tally.parse(fields["offset"]), verdict,
+                                   fields.get("owner", "")))
         return found
 
     def replace(self, current: Watch | None, new: Watch,
@@ -322,12 +373,12 @@ class RedisGuardStore:
         return bool(done)
 
     def conclude(self, watch: Watch, expect: str, state: str, verdict: Mapping[str, Any],
-                 record: bool) -> bool:
+                 record: bool, owner: str) -> bool:
         done = self._conclude(
             keys=[self._key(watch.scene, watch.kind, "watch"),
                   self._key(watch.scene, watch.kind, "verdicts")],
             args=[watch.id, expect, state, _dumps(verdict), "1" if record else "0",
-                  VERDICTS_KEPT])
+                  VERDICTS_KEPT, owner])
         return bool(done)
 
     def verdicts(self, scene: str, kind: str) -> list[dict[str, Any]]:
