@@ -29,6 +29,7 @@ from riskengine.service.lane import (
     check_declared_length,
     parse_json,
 )
+from riskengine.service.model_routes import add_model_routes
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -234,6 +235,8 @@ def create_app(settings: ServiceSettings | None = None,
         return Response(orjson.dumps({"scene": scene, "version": ruleset.version,
                                       "active": True, "changed": before != version}),
                         media_type=JSON)
+
+    add_model_routes(app, rt, admin)
 
     # -- lists (admin) ---------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The service's state around one `Engine`: the decision log, recovery, snapshots, lists,
-ruleset versions and config reloads.
+ruleset and model versions, and config reloads.
 
 Durability: an evaluate request is answered after its decision (with the event) is
 committed to the decision log. How the state survives a restart is the `Persistence`
@@ -31,6 +31,7 @@ from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
 from riskengine.service.errors import ApiError
 from riskengine.service.metrics import ServiceMetrics
+from riskengine.service.model_registry import ModelRegistry, open_model_registry
 from riskengine.service.persistence import (
     SNAPSHOT_FILE,
     ListChanges,
@@ -47,8 +48,9 @@ DECISIONS_FILE = "decisions.sqlite"
 
 
 class ServiceRuntime:
-    """Owns the engine, the decision log and the ruleset registry; keeps the state across
-    restarts through its `Persistence` (in memory with snapshots, or shared in Redis)."""
+    """Owns the engine, the decision log and the ruleset and model registries; keeps the
+    state across restarts through its `Persistence` (in memory with snapshots, or shared in
+    Redis)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.config: ProjectConfig = load_config(settings.config)
@@ -65,6 +67,7 @@ class ServiceRuntime:
         self.rulesets = RulesetRegistry(self.engine, self.persistence.rulesets_file,
                                         on_activate=self._activated)
         self.persistence.start(self.rulesets)
+        self.models: ModelRegistry = open_model_registry(self)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
@@ -104,6 +107,7 @@ class ServiceRuntime:
         try:
             self.log.flush(30.0)
         finally:
+            self.models.close()
             self.persistence.close()
             self.log.close()
 

@@ -192,7 +192,7 @@ def test_two_workers_on_a_redis_cluster_decide_as_one_run_after_run(tmp_path: Pa
     run on fresh state gives the very same answers."""
     events = lagging(traffic(240, seed=8), seed=9)
     scene = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())["scenes"]["transfer"]
-    oracle = Oracle.from_scene(scene)
+    oracle = Oracle.from_scene(scene, base_dir=str(EXAMPLE_CONFIG_PATH.parent))
     answers = [oracle.feed(copy.deepcopy(e)) for e in events]
     assert sum(a.late and not a.duplicate for a in answers) > 10
     assert sum(a.duplicate for a in answers) > 10
