@@ -80,6 +80,7 @@ def rows(config: dict[str, Any], inputs: Sequence[str], seed: int, n: int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from onnx.helper import make_opsetid
     from skl2onnx import to_onnx
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -106,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.fit(x_train, y_train)
     onx = to_onnx(model, x_train[:1], options={id(model): {"zipmap": False}},
                   target_opset={"": 17, "ai.onnx.ml": 3})
+    # skl2onnx lists the opsets in set order, which changes with the string hash seed
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    onx.opset_import.extend(make_opsetid(domain, version) for domain, version in imports)
     content = onx.SerializeToString()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(content)
