@@ -56,6 +56,8 @@ def variants(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
 
 def run(events: int, rounds: int) -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    for model in raw["scenes"][SCENE].get("models", {}).values():  # read from anywhere
+        model["uri"] = str(EXAMPLE_CONFIG_PATH.parent / model["uri"])
     rules = raw["scenes"][SCENE]["rules"]
     stream = [{k: v for k, v in e.items() if k != "label"}
               for e in generate_transfers(events, seed=11)]

@@ -658,6 +658,10 @@ def _scene_tables(engine: Engine, scene: str) -> list[Table]:
     head.add_row("schema", schema or "(none)")
     head.add_row("lateness", f"{config.lateness_ms / 1000:g} s")
     head.add_row("lists", lists or "(none)")
+    models = engine.scene(scene).models
+    versions = models.versions if models is not None else {}
+    head.add_row("models", ", ".join(f"{name} version {version}"
+                                     for name, version in versions.items()) or "(none)")
     head.add_row("ruleset", f"version {ruleset.version}, {len(ruleset.rules)} rules")
     head.add_row("policy", policy or "(none)")
     features = Table(title=f"{scene}: features", title_justify="left")

@@ -20,6 +20,7 @@ from riskengine.events import FieldSpec
 from riskengine.exceptions import ConfigError, RiskEngineError
 from riskengine.experiment import ExperimentSpec, parse_experiment
 from riskengine.features.dsl import FeatureSpec, parse_feature
+from riskengine.models.spec import ModelSpec, parse_models
 from riskengine.patterns import PatternSpec, parse_patterns
 
 EXAMPLE_CONFIG_PATH = Path(__file__).parent / "examples" / "config.yaml"
@@ -31,7 +32,7 @@ DEFAULT_MAX_ENTITIES = 5_000_000
 _PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
                          "ruleset_version", "idempotency_max", "max_entities", "fallback",
-                         "patterns", "experiment"})
+                         "patterns", "experiment", "models"})
 FALLBACKS = ("accept", "review", "reject")
 DEFAULT_FALLBACK = "review"
 """The decision given when a scene's state cannot be reached (`fallback:` per scene)."""
@@ -61,6 +62,8 @@ class SceneConfig:
     patterns: tuple[PatternSpec, ...] = ()
     experiment: ExperimentSpec | None = None
     """Challengers beside the champion `rules` (riskengine/experiment.py)."""
+    models: tuple[ModelSpec, ...] = ()
+    """Models whose scores rules read as ``model("name")`` (riskengine/models/)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ def _project(raw: Mapping[str, Any], *, base_dir: Path | None, origin: str) -> P
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"{origin}: scene names are letters, digits, '_' or '-', "
                               f"got {name!r}")
-        scenes[name] = _scene(name, scene_raw)
+        scenes[name] = _scene(name, scene_raw, base_dir)
     service = raw.get("service") or {}
     if not isinstance(service, Mapping):
         raise ConfigError(f"{origin}: 'service' must be a mapping of service settings")
@@ -123,7 +126,7 @@ def _project(raw: Mapping[str, Any], *, base_dir: Path | None, origin: str) -> P
                          service=dict(service))
 
 
-def _scene(name: str, raw: object) -> SceneConfig:
+def _scene(name: str, raw: object, base_dir: Path | None = None) -> SceneConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"scene {name!r} must be a mapping")
     unknown = set(raw) - _SCENE_KEYS
@@ -169,6 +172,8 @@ def _scene(name: str, raw: object) -> SceneConfig:
     version = raw.get("ruleset_version")
     if version is not None and not isinstance(version, (str, int)):
         raise ConfigError(f"scene {name!r}: ruleset_version must be a string")
+    patterns = parse_patterns(raw.get("patterns"), name)
+    model_inputs = {*seen, *(p.key for p in patterns), *(f.name for f in schema), "timestamp"}
     return SceneConfig(
         name=name,
         lateness_ms=lateness_ms,
@@ -181,9 +186,10 @@ def _scene(name: str, raw: object) -> SceneConfig:
         idempotency_max=_positive_int(raw, "idempotency_max", DEFAULT_IDEMPOTENCY_MAX, name),
         max_entities=_positive_int(raw, "max_entities", DEFAULT_MAX_ENTITIES, name),
         fallback=_fallback(raw, name),
-        patterns=parse_patterns(raw.get("patterns"), name),
+        patterns=patterns,
         experiment=parse_experiment(raw.get("experiment"), name,
                                     tuple(spec.name for spec in schema)),
+        models=parse_models(raw.get("models"), name, model_inputs, base_dir),
     )
 
 

@@ -53,3 +53,7 @@ class SnapshotError(RiskEngineError):
 
 class ListError(RiskEngineError):
     """A list operation or list file is invalid."""
+
+
+class ModelError(ConfigError):
+    """A model of a scene cannot be loaded or does not fit its inputs; names the model."""

@@ -23,6 +23,7 @@ from riskengine.experiment import CHAMPION, ArmOutcome, Experiment
 from riskengine.features.dsl import NUMERIC_FUNCTIONS, FeatureSpec
 from riskengine.features.plan import Predicate
 from riskengine.lists import Lists
+from riskengine.models import ModelSet
 from riskengine.patterns import ScenePatterns
 from riskengine.rules.expr import ExprNames, compile_expression
 from riskengine.rules.ruleset import Outcome, Ruleset
@@ -56,7 +57,8 @@ class Lineup:
 
 class SceneRuntime:
     """Everything one scene needs per event that its config fixes (see the module
-    docstring); the ruleset is swapped in one assignment (`Engine.activate_ruleset`)."""
+    docstring); the ruleset and the model versions are swapped in one assignment each
+    (`Engine.activate_ruleset`, `runtime.models = …`)."""
 
     def __init__(self, config: SceneConfig, lists: Lists) -> None:
         self.config = config
@@ -74,17 +76,22 @@ class SceneRuntime:
             features=frozenset(s.name for s in config.features),
             lists=list_names,
             patterns=frozenset(p.name for p in config.patterns),
-            models=frozenset(),
+            models=frozenset(m.name for m in config.models),
             allow_features=True,
         )
         self.where_names = ExprNames(features=frozenset(), lists=list_names,
                                      patterns=frozenset(), models=frozenset(),
                                      allow_features=False)
         self.patterns = ScenePatterns(config.patterns, config.lateness_ms, self.where_names)
-        self.feature_names = (*(s.name for s in config.features), *self.patterns.keys)
+        computed = (*(s.name for s in config.features), *self.patterns.keys)
+        self.feature_names = (*computed, *(m.key for m in config.models))
+        """The keys of every decision's features, in order: features, pattern keys, model
+        scores (remembered records keep the values in this order)."""
         self.lineup = Lineup(Ruleset.build(config.name, list(config.rules),
                                            dict(config.policy), self.names,
-                                           config.ruleset_version))
+                                           config.ruleset_version),
+                             models=(ModelSet.load(config.name, config.models, computed)
+                                     if config.models else None))
         if config.experiment is not None:
             self.experiment = Experiment.build(config.experiment, config.name, self.names,
                                                self.ruleset.policy)
@@ -108,6 +115,15 @@ class SceneRuntime:
     @experiment.setter
     def experiment(self, experiment: Experiment | None) -> None:
         self.lineup = replace(self.lineup, experiment=experiment)
+
+    @property
+    def models(self) -> ModelScores | None:
+        """The live model versions (None: the scene has no models)."""
+        return self.lineup.models
+
+    @models.setter
+    def models(self, models: ModelScores | None) -> None:
+        self.lineup = replace(self.lineup, models=models)
 
     def compile_where(self, spec: FeatureSpec) -> Predicate:
         """A feature's `where` filter, compiled against the scene's lists."""

@@ -253,6 +253,9 @@ class Oracle:
     features_in: Iterable[str | Mapping[str, Any] | FeatureSpec]
     lateness_ms: int
     idempotency_max: int = 1_000_000
+    models: Mapping[str, Any] = field(default_factory=dict)
+    """A scene's ``models:`` (README, Models); their files are read against `base_dir`."""
+    base_dir: str = "."
 
     features: list[FeatureSpec] = field(init=False)
     records: list[Record] = field(init=False, default_factory=list)
@@ -276,11 +279,14 @@ class Oracle:
         self.rmax_by = {b: max(f.window + (f.hop or 0) for f in fs)
                         for b, fs in self.features_by.items()}
         self.wmax_scene = max(f.window for f in self.features)
+        self.scorers = [ModelOracle(name, spec, self.base_dir)
+                        for name, spec in self.models.items()]
 
     @classmethod
     def from_scene(cls, scene: Mapping[str, Any], **kw: Any) -> Oracle:
-        """From a scene mapping of the project config (`lateness`, `features`)."""
-        return cls(scene["features"], parse_duration(str(scene.get("lateness", "5m"))), **kw)
+        """From a scene mapping of the project config (`lateness`, `features`, `models`)."""
+        return cls(scene["features"], parse_duration(str(scene.get("lateness", "5m"))),
+                   models=scene.get("models") or {}, **kw)
 
     # ---- the contract's definitions
 
@@ -360,6 +366,8 @@ class Oracle:
                     members.append((t, n, self._target(f, fields)))
                 values[f.name] = aggregate(f.func, members)
         values = {f.name: values[f.name] for f in self.features}
+        for scorer in self.scorers:
+            values[scorer.key] = scorer.score(fields, values)
 
         rec = Record(lsn=n, t=t, event_id=event_id, fields=fields, late=late, keys=keys,
                      passes=passes)
@@ -412,3 +420,34 @@ class Oracle:
             return tx > G - self.lateness_ms - f.window
         assert f.hop is not None
         return tx // f.hop >= (G - self.lateness_ms - f.window) // f.hop
+
+
+class ModelOracle:
+    """A model's score as the README's Models section says it: the inputs in order, each a
+    feature's value or else the event field's, NaN when missing or not a number, one
+    float32 row; class 1's probability of a ``[N, 2]`` output, or a regressor's first
+    value; None when that is not a finite number. Runs onnxruntime on the file itself."""
+
+    def __init__(self, name: str, spec: Mapping[str, Any], base_dir: str) -> None:
+        import os
+
+        import numpy as np
+        import onnxruntime
+
+        self.key = f"model:{name}"
+        self.inputs = list(spec["inputs"])
+        self.output = spec.get("output", "probability")
+        self.session = onnxruntime.InferenceSession(
+            os.path.join(base_dir, spec["uri"]), providers=["CPUExecutionProvider"])
+        self.np = np
+
+    def score(self, fields: Mapping[str, Any], features: Mapping[str, Any]) -> float | None:
+        row = []
+        for name in self.inputs:
+            v = features[name] if name in features else fields.get(name)
+            row.append(float(v) if type(v) in (int, float, bool) else math.nan)
+        outputs = self.session.run(None, {self.session.get_inputs()[0].name:
+                                          self.np.array([row], dtype=self.np.float32)})
+        value = float(outputs[-1][0][1] if self.output == "probability"
+                      else outputs[0].reshape(-1)[0])
+        return value if math.isfinite(value) else None

@@ -29,6 +29,7 @@ from riskengine.service.guard import FLUSH_EVERY_S
 from riskengine.service.guard_routes import add_guard_routes
 from riskengine.service.label_routes import add_label_routes
 from riskengine.service.lane import EvaluateLane
+from riskengine.service.model_routes import add_model_routes
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
@@ -239,6 +240,7 @@ def create_app(settings: ServiceSettings | None = None,
                         media_type=JSON)
 
     add_guard_routes(app, rt, admin)
+    add_model_routes(app, rt, admin)
 
     # -- lists (admin) ---------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The service's state around one `Engine`: the decision log, recovery, snapshots, lists,
-ruleset versions, config reloads and the guarded rollout of new versions (guard.py).
+ruleset and model versions, config reloads and the guarded rollout of new versions
+(guard.py).
 
 Durability: an evaluate request is answered after its decision (with the event) is
 committed to the decision log. How the state survives a restart is the `Persistence`
@@ -34,6 +35,7 @@ from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.guard import RULESET, WATCHED_SOURCES, RolloutGuard, guard_rulesets
 from riskengine.service.metrics import ServiceMetrics
 from riskengine.service.mirror import Mirror
+from riskengine.service.model_registry import ModelRegistry, open_model_registry
 from riskengine.service.persistence import (
     SNAPSHOT_FILE,
     ListChanges,
@@ -50,8 +52,9 @@ DECISIONS_FILE = "decisions.sqlite"
 
 
 class ServiceRuntime:
-    """Owns the engine, the decision log and the ruleset registry; keeps the state across
-    restarts through its `Persistence` (in memory with snapshots, or shared in Redis)."""
+    """Owns the engine, the decision log and the ruleset and model registries; keeps the
+    state across restarts through its `Persistence` (in memory with snapshots, or shared in
+    Redis)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.config: ProjectConfig = load_config(settings.config)
@@ -75,6 +78,7 @@ class ServiceRuntime:
                                               self.persistence.experiments_file,
                                               on_activate=self._activated)
         self.persistence.start(self.rulesets, self.experiments)
+        self.models: ModelRegistry = open_model_registry(self)
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
@@ -116,6 +120,7 @@ class ServiceRuntime:
         try:
             self.log.flush(30.0)
         finally:
+            self.models.close()
             self.persistence.close()
             self.log.close()
 

@@ -43,9 +43,11 @@ Record = tuple[Any, ...]
 """A remembered decision, compact: ``(timestamp, lsn, latency_ms, rule outcome,
 list_hits, late + 2·degraded, version, *feature values)``; the outcome and the
 other tuples are the decision's own (mostly shared constants), so a record is one tuple
-of its own. `version` is the ruleset version, or ``(arm, version)`` for a decision a
-challenger answered (riskengine/experiment.py)."""
+of its own. `version` is the ruleset version, ``(arm, version)`` for a decision a
+challenger answered (riskengine/experiment.py), or ``(arm, version, models)`` when models
+scored it (`models`: the live set's own name → version mapping, shared)."""
 _T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
+_NO_MODELS: Mapping[str, str] = {}
 
 
 def record_of(decision: Decision, outcome: Outcome | None = None) -> Record:
@@ -54,10 +56,14 @@ def record_of(decision: Decision, outcome: Outcome | None = None) -> Record:
     if outcome is None:
         outcome = (decision.decision, decision.score, decision.hits, decision.shadow_hits,
                    decision.rule_errors)
+    version: Any = decision.ruleset_version
+    if decision.models:
+        version = (decision.arm, version, decision.models)
+    elif decision.arm != CHAMPION:
+        version = (decision.arm, version)
     return (decision.timestamp, decision.lsn, decision.latency_ms, outcome,
-            decision.list_hits, decision.late + 2 * decision.degraded,
-            decision.ruleset_version if decision.arm == CHAMPION
-            else (decision.arm, decision.ruleset_version), *decision.features.values())
+            decision.list_hits, decision.late + 2 * decision.degraded, version,
+            *decision.features.values())
 
 
 class MemoryState:
@@ -263,14 +269,16 @@ class MemoryPart:
         `duplicate`."""
         action, score, hits, shadow_hits, errors = record[_OUTCOME]
         version = record[_VERSION]
-        arm = CHAMPION
+        arm, models = CHAMPION, _NO_MODELS
         if type(version) is tuple:
-            arm, version = version
+            arm, version, *scored = version
+            models = scored[0] if scored else _NO_MODELS
         return Decision(event_id, self.runtime.name, action, score, hits, shadow_hits,
                         dict(zip(self.runtime.feature_names, record[_VALUES:], strict=True)),
                         record[_LIST_HITS], version, bool(record[_FLAGS] & 1),
                         bool(record[_FLAGS] & 2),
-                        record[_LATENCY], record[_LSN], record[_T], errors, True, arm)
+                        record[_LATENCY], record[_LSN], record[_T], errors, True, arm,
+                        models=models)
 
     def remember(self, decision: Decision, outcome: Outcome, known: bool) -> None:
         """Keep `decision` for its id; `known`: the id is held already (an entry past

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
 from tests.cli.clitools import Generated, read_jsonl, run
 from tests.engine.test_experiment import example_with, experiment
+from tests.example_config import example_config
 
 T0 = 1_767_571_200_000
 
@@ -31,7 +31,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def bad_rule_config(tmp_path: Path) -> Path:
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8"))
+    raw = example_config()
     raw["scenes"]["transfer"]["rules"][2]["when"] = "amount >= "
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")

@@ -7,13 +7,12 @@ from typing import Any
 
 import yaml
 
-from riskengine.config import EXAMPLE_CONFIG_PATH
 from tests.cli.clitools import run
+from tests.example_config import example_config
 
 
 def example() -> dict[str, Any]:
-    raw: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8"))
-    return raw
+    return example_config()
 
 
 def test_validate_lists_scenes_features_rules_and_lists() -> None:
@@ -23,7 +22,8 @@ def test_validate_lists_scenes_features_rules_and_lists() -> None:
     assert "config OK" in out
     for text in ("scene transfer", "scene login", "count(pay_account.history,1h)",
                  "avg_amount_24h", "failed_logins_5m", "mule_drain", "brute_force",
-                 "shadow", "version r", "blocked_devices", "blocked_ips", "review_at"):
+                 "shadow", "version r", "blocked_devices", "blocked_ips", "review_at",
+                 "fraud_gbm version m", 'model("fraud_gbm") >= 0.3'):
         assert text in out, text
 
 

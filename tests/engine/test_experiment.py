@@ -9,12 +9,12 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import yaml
 
 from riskengine import Engine
-from riskengine.config import EXAMPLE_CONFIG_PATH, load_config
+from riskengine.config import load_config
 from riskengine.exceptions import ConfigError, RuleCompileError
 from riskengine.experiment import CHAMPION, Experiment, arm_bucket, parse_experiment
+from tests.example_config import example_config
 
 T0 = 1_767_225_600_000
 
@@ -23,7 +23,7 @@ WATCH = [{"id": "any", "when": "amount > 0", "score": 1, "reason": "all"}]
 
 
 def example_with(experiment: dict[str, Any] | None) -> dict[str, Any]:
-    raw: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     raw["scenes"]["transfer"]["experiment"] = experiment
     return raw
 

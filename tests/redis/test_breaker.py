@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
-from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.state.breaker import CircuitBreaker
 from riskengine.state.redis.backend import RedisState, StateUnavailableError
+from tests.example_config import example_config
 from tests.servers import free_port, wait_for_port
 
 T0 = 1_767_225_600_000
@@ -197,7 +198,8 @@ def assert_degraded(decision: Decision, fallback: str = "review") -> None:
     assert decision.degraded and decision.decision == fallback
     assert (decision.hits, decision.shadow_hits, decision.list_hits) == ((), (), ())
     assert decision.lsn == 0 and decision.score == 0.0
-    assert set(decision.features.values()) == {None} and len(decision.features) == 9
+    # every feature of the example transfer scene (12) and its model score: all null
+    assert set(decision.features.values()) == {None} and len(decision.features) == 13
 
 
 def decide_until_normal(engine: Engine, events: Transfers, seconds: float = 20.0
@@ -257,10 +259,9 @@ def test_redis_frozen_then_resumed(server: Server) -> None:
 
 def test_scene_fallback_setting(server: Server, tmp_path: Any) -> None:
     config = tmp_path / "config.yaml"
-    text = EXAMPLE_CONFIG_PATH.read_text(encoding="utf-8")
-    config.write_text(text.replace("  transfer:\n    lateness: 5m\n",
-                                   "  transfer:\n    lateness: 5m\n    fallback: reject\n"),
-                      encoding="utf-8")
+    raw = example_config()
+    raw["scenes"]["transfer"]["fallback"] = "reject"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     state = RedisState.connect(server.url, state_timeout_ms=200)
     with Engine.from_config(config, state=state) as engine:
         server.kill()

@@ -57,7 +57,8 @@ def example_config() -> dict[str, Any]:
 def scene_names(config: dict[str, Any], scene: str) -> ExprNames:
     features = frozenset(f if isinstance(f, str) else f["name"]
                          for f in config["scenes"][scene]["features"])
-    return ExprNames(features=features, lists=frozenset(config.get("lists", {})))
+    return ExprNames(features=features, lists=frozenset(config.get("lists", {})),
+                     models=frozenset(config["scenes"][scene].get("models", {})))
 
 
 EXAMPLE = example_config()
@@ -72,7 +73,7 @@ EXAMPLE_WHERES = [(scene, f["name"], f["where"]) for scene, body in EXAMPLE["sce
 def test_every_example_rule_compiles(scene: str, rule: dict[str, Any]) -> None:
     names = scene_names(EXAMPLE, scene)
     fn = compile_expression(rule["when"], names=names, origin=rule["id"])
-    assert fn.features_read <= names.features
+    assert fn.features_read <= names.features | {f"model:{m}" for m in names.models}
     # With every input missing, no example rule fires and none raises.
     assert not fn({"timestamp": 0}, {}, ListStore.from_config(EXAMPLE["lists"]))
 

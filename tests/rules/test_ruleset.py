@@ -296,7 +296,8 @@ def example_ruleset(scene: str) -> tuple[Ruleset, ListStore]:
     body = config["scenes"][scene]
     features = frozenset(f if isinstance(f, str) else f["name"] for f in body["features"])
     store = ListStore.from_config(config["lists"], path.parent)
-    names = ExprNames(features=features, lists=frozenset(store.names()))
+    names = ExprNames(features=features, lists=frozenset(store.names()),
+                      models=frozenset(body.get("models", {})))
     return Ruleset.build(scene, body["rules"], body["policy"], names), store
 
 
@@ -308,7 +309,8 @@ def test_example_transfer_scene_decides_the_seed_story() -> None:
              "amount": 1000.0, "device_id": "dev-ok"}
     quiet = {"count(pay_account.history,1h)": 1, "sum(amount#rcv_account.history,1h)": 1000.0,
              "count_distinct(rcv_account#pay_account.history,1h)": 1, "avg_amount_24h": 900.0,
-             "pair_count_30d": 3, "small_tx_device_10m": 0, "accounts_per_device_1h": 5}
+             "pair_count_30d": 3, "small_tx_device_10m": 0, "accounts_per_device_1h": 5,
+             "model:fraud_gbm": 0.01}
     verdict = ruleset.evaluate(event, quiet, store)
     assert (verdict.decision, verdict.score, verdict.hits) == ("accept", 0.0, ())
     assert [h.rule_id for h in verdict.shadow_hits] == ["shared_device"]
@@ -323,6 +325,14 @@ def test_example_transfer_scene_decides_the_seed_story() -> None:
     later = ruleset.evaluate({**event, "device_id": "dev-blocked-0003",
                               "timestamp": 1_893_456_000_000}, quiet, store)
     assert later.decision == "accept"
+    suspected = ruleset.evaluate(event, {**quiet, "model:fraud_gbm": 0.5}, store)
+    assert (suspected.decision, [h.rule_id for h in suspected.hits]) == (
+        "review", ["model_high_risk"])
+    certain = ruleset.evaluate(event, {**quiet, "model:fraud_gbm": 0.99}, store)
+    assert certain.decision == "reject"
+    assert [h.rule_id for h in certain.hits] == ["model_high_risk", "model_near_certain"]
+    failed = ruleset.evaluate(event, {**quiet, "model:fraud_gbm": None}, store)
+    assert (failed.decision, failed.hits, failed.errors) == ("accept", (), ())
 
 
 def test_example_login_scene() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from fastapi.testclient import TestClient
 
-from riskengine.config import EXAMPLE_CONFIG_PATH
+from tests.example_config import example_config
 from tests.service.helpers import transfer
 from tests.waiting import eventually
 
@@ -17,7 +17,7 @@ from tests.waiting import eventually
 def test_edited_config_goes_live_and_bad_edits_are_refused(
         make_client: Callable[..., TestClient], tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     config.write_text(yaml.safe_dump(raw))
     client = make_client(config=config, watch_config=True)
     old = client.post("/v1/transfer/evaluate", json=transfer(1)).json()["ruleset_version"]

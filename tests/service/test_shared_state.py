@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
 from riskengine.state.redis import connect
+from tests.example_config import example_config
 from tests.oracle import Oracle
 from tests.servers import redis_cluster, redis_server
 from tests.service.helpers import ADMIN, ADMIN_HEADERS, T0
@@ -192,7 +193,7 @@ def test_two_workers_on_a_redis_cluster_decide_as_one_run_after_run(tmp_path: Pa
     run on fresh state gives the very same answers."""
     events = lagging(traffic(240, seed=8), seed=9)
     scene = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())["scenes"]["transfer"]
-    oracle = Oracle.from_scene(scene)
+    oracle = Oracle.from_scene(scene, base_dir=str(EXAMPLE_CONFIG_PATH.parent))
     answers = [oracle.feed(copy.deepcopy(e)) for e in events]
     assert sum(a.late and not a.duplicate for a in answers) > 10
     assert sum(a.duplicate for a in answers) > 10
@@ -231,7 +232,7 @@ def test_serve_refuses_redis_state_of_the_per_key_layout(tmp_path: Path, redis_u
 def test_config_file_list_changes_reach_redis_lists(
         make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
     config = tmp_path / "config.yaml"
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     config.write_text(yaml.safe_dump(raw))
     client = make_client(state=redis_url, state_dir=tmp_path / "s", config=config,
                          watch_config=True)

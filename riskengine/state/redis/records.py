@@ -4,7 +4,8 @@ A record is ``<t>|<json array>`` under the event id's key (`RedisDecisionStore`)
 decision, score, hits and shadow hits (as ``[rule_id, reason, score, action]``), the
 feature values in the scene's feature order, list hits, ruleset version, late, latency,
 LSN, rule errors, an 8-hex tag of the feature names, and — when a challenger answered
-(riskengine/experiment.py) — the arm. The event id, scene and time are
+(riskengine/experiment.py) or models scored the event — the arm, then the model versions
+(name → version). The event id, scene and time are
 the key's and the prefix's; `degraded` is always false (degraded decisions are never
 remembered). The names of a tag are stored once per scene in ``<prefix>:names:{scene}``
 (a hash tag → JSON list), so a record written under another feature list (a config
@@ -71,8 +72,10 @@ class DecisionRecords:
                   _hits(decision.shadow_hits), [features.get(n) for n in self.names],
                   decision.list_hits, decision.ruleset_version, decision.late,
                   decision.latency_ms, decision.lsn, decision.rule_errors, self.tag]
-        if decision.arm != CHAMPION:
+        if decision.arm != CHAMPION or decision.models:
             record.append(decision.arm)
+        if decision.models:
+            record.append(decision.models)
         try:
             return orjson.dumps(record)
         except TypeError:  # integers beyond 64 bits, lone surrogates
@@ -82,13 +85,14 @@ class DecisionRecords:
         """The decision of a ``<t>|<record>`` value."""
         t, _, body = raw.partition(b"|")
         (action, score, hits, shadow, values, list_hits, version, late, latency, lsn,
-         errors, tag, *arm) = json.loads(body)  # exact for big integers, unlike orjson
+         errors, tag, *scored_by) = json.loads(body)  # exact for big integers, unlike orjson
         names = self._known.get(tag) or self._names_of(tag)
         return Decision(event_id, self.scene, action, score,
                         tuple(Hit(*h) for h in hits), tuple(Hit(*h) for h in shadow),
                         dict(zip(names, values, strict=True)), tuple(list_hits), version,
                         late, False, latency, lsn, int(t), tuple(errors), True,
-                        arm[0] if arm else CHAMPION)
+                        scored_by[0] if scored_by else CHAMPION,
+                        models=scored_by[1] if len(scored_by) > 1 else {})
 
     def _names_of(self, tag: str) -> tuple[str, ...]:
         raw = None if self.client is None else self.client.hget(self.key, tag)
