@@ -11,8 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from riskengine.models import content_version
+from riskengine.service.settings import GuardSettings
 from tests.models.onnx_files import linear, logistic, lookup
 from tests.service.helpers import ADMIN_HEADERS, T0
+from tests.waiting import eventually
 
 MODELS = "/v1/scenes/pay/models"
 
@@ -114,17 +116,34 @@ def test_versions_and_the_live_choice_survive_a_restart(setup: Any) -> None:
     assert pay(again, 9, 2.0)["features"]["model:risk"] == 6.0
 
 
-def test_a_version_goes_live_through_the_runtime_hook(setup: Any) -> None:
-    client, folder, _ = setup
-    calls: list[tuple[str, str, str, str | None]] = []
-    client.app.state.runtime.on_version_live = (  # type: ignore[attr-defined]
-        lambda *args: calls.append(args))
+def test_a_bad_model_version_is_rolled_back_by_the_guard(
+        tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
+    config = project(tmp_path, linear(tmp_path / "times1.onnx", [1.0]))
+    client = make_client(config=config, guard=GuardSettings(decisions=50))
     first = client.get(MODELS, headers=ADMIN_HEADERS).json()["models"][0]["version"]
-    linear(folder / "times3.onnx", [3.0])
-    client.put(f"{MODELS}/risk", json={"uri": "times3.onnx", "version": "v3"},
-               headers=ADMIN_HEADERS)
+    assert {pay(client, i, 1.0)["decision"] for i in range(100)} == {"accept"}
+    linear(tmp_path / "times100.onnx", [100.0])  # scores 100: every payment reviewed
+    assert client.put(f"{MODELS}/risk", json={"uri": "times100.onnx", "version": "v100"},
+                      headers=ADMIN_HEADERS).status_code == 200
+    answers = [pay(client, 100 + i, 1.0) for i in range(50)]
+    assert {(a["models"]["risk"], a["decision"]) for a in answers} == {("v100", "review")}
+
+    def live() -> str:
+        return str(client.get(MODELS, headers=ADMIN_HEADERS).json()["models"][0]["version"])
+
+    assert eventually(lambda: live() == first, 10.0, 0.05)
+    assert pay(client, 200, 1.0)["models"] == {"risk": first}
+    [verdict] = client.get("/v1/scenes/pay/guard", headers=ADMIN_HEADERS).json()["verdicts"]
+    assert (verdict["kind"], verdict["version"], verdict["previous"], verdict["state"],
+            verdict["exceeded"]) == ("model:risk", "v100", first, "rolled_back", ["review"])
+    metrics = client.get("/metrics").text
+    assert 'riskengine_guard_rollbacks_total{kind="model:risk",scene="pay"} 1.0' in metrics
+    # an admin's rollback is a change like any other: watched, and kept when harmless
+    client.post(f"{MODELS}/risk/activate/v100", headers=ADMIN_HEADERS)
     client.post(f"{MODELS}/risk/activate/{first}", headers=ADMIN_HEADERS)
-    assert calls == [("pay", "model:risk", "v3", first), ("pay", "model:risk", first, "v3")]
+    watching = client.get("/v1/scenes/pay/guard", headers=ADMIN_HEADERS).json()["watching"]
+    assert [(w["kind"], w["version"], w["previous"]) for w in watching] == [
+        ("model:risk", first, "v100")]
 
 
 @pytest.mark.parametrize(("make_file", "wanted"), [
