@@ -9,17 +9,19 @@ SQLite decision log in a temporary state dir):
   live services;
 - ``off``: the example config, no mirror;
 - ``on``: the same config with ``--mirror <candidate>`` and the default mirror settings
-  (queue 10,000 requests, one sender: the candidate receives events in live order);
-- ``on_4_senders``: the same with ``service: {mirror: {senders: 4}}`` (unless
-  ``--senders`` says otherwise).
+  (queue 10,000 requests, one sender: the candidate receives events in live order, the
+  copies waiting go in batch requests of up to 500 events);
+- ``on_batch_1``: the same with ``service: {mirror: {batch: 1}}``, one request per copy
+  (``--batch`` sets another size, 0 leaves it out);
+- ``on_N_senders``: only with ``--senders N``, the default settings and N senders.
 
 The live services are pinned to the server core, wrk (``benchmarks/wrk/transfer.lua``,
 single-event evaluate, the ``benchmarks.workload`` pool) to the other, as in
 ``benchmarks.bench_service`` (whose `Bench` runs this). Rounds interleave the services;
 before each run the mirrors' queues are left to drain. Each mirrored run also reports
 what the mirror did with its requests: matched, mismatched, errors, dropped (queue full),
-from ``GET /v1/mirror`` before and after. Writes ``benchmarks/results/mirror.json`` (or
-``--output``) and prints a Markdown table.
+and the requests it sent to the candidate, from ``GET /v1/mirror`` before and after.
+Writes ``benchmarks/results/mirror.json`` (or ``--output``) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -103,8 +105,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="measured runs per service")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
-    p.add_argument("--senders", type=int, default=4,
-                   help="senders of the third service (0: leave it out)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="mirror batch of the third service (0: leave it out)")
+    p.add_argument("--senders", type=int, default=0,
+                   help="senders of a fourth service (0: leave it out)")
     p.add_argument("--pool-events", type=int, default=400_000)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--server-cpu", type=int, default=1)
@@ -152,10 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         live = {"off": bench.riskengine("off", "--config", str(write_config(tmp / "off.yaml"))),
                 "on": bench.riskengine("on", "--config", str(write_config(tmp / "on.yaml")),
                                        "--mirror", url)}
-        if args.senders:
-            name = f"on_{args.senders}_senders"
-            live[name] = bench.riskengine(name, "--config", str(write_config(
-                tmp / f"{name}.yaml", mirror={"senders": args.senders})), "--mirror", url)
+        variants = {f"on_batch_{args.batch}": {"batch": args.batch} if args.batch else None,
+                    f"on_{args.senders}_senders": ({"senders": args.senders}
+                                                   if args.senders else None)}
+        for name, section in variants.items():
+            if section is not None:
+                live[name] = bench.riskengine(name, "--config", str(write_config(
+                    tmp / f"{name}.yaml", mirror=section)), "--mirror", url)
         tokens = {name: (tmp / f"state-{name}" / "admin-token").read_text().strip()
                   for name in live}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in live}
@@ -175,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "counts_during_warmup_and_run": {
                             k: after["counts"][k] - before["counts"][k]
                             for k in after["counts"]},
+                        "requests_sent": after["requests_sent"] - before["requests_sent"],
                         "errors": after["errors"], "queue_depth_at_end": depth_at_end,
                         "drained_after_s": round(drained_s, 1)}
                 runs[name].append(result)
@@ -221,6 +229,10 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             entry["mirror_counts"] = totals
             entry["mirror_compared_share"] = round(
                 (totals["match"] + totals["mismatch"]) / max(sum(totals.values()), 1), 3)
+            sent = sum(r["mirror"]["requests_sent"] for r in results)
+            entry["mirror_requests_sent"] = sent
+            entry["mirror_events_per_request"] = round(
+                (sum(totals.values()) - totals["dropped"]) / max(sent, 1), 1)
         out[name] = entry
     base = out["off"]
     for name, entry in out.items():
@@ -235,18 +247,19 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["| live service | req/s best | req/s median | × off (best) | × off (median) "
              "| p99 ms (median) | server CPU µs/req | non-2xx | mirrored: match / mismatch / "
-             "error / dropped | compared |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "error / dropped | compared | events / request to the candidate |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for name, s in report["summary"].items():
         counts = s.get("mirror_counts")
         shown = (" / ".join(f"{counts[k]:,}" for k in ("match", "mismatch", "error", "dropped"))
                  if counts else "")
         share = f"{100 * s['mirror_compared_share']:.0f} %" if counts else ""
+        per_request = f"{s['mirror_events_per_request']:,.1f}" if counts else ""
         lines.append(
             f"| {name} | {s['best_requests_per_s']:,.0f} | {s['median_requests_per_s']:,.0f} "
             f"| {s.get('ratio_best', 1.0):.2f} | {s.get('ratio_median', 1.0):.2f} "
             f"| {s['median_p99_ms']:.1f} | {s['median_server_cpu_us_per_request']:.0f} "
-            f"| {s['non_2xx']} | {shown} | {share} |")
+            f"| {s['non_2xx']} | {shown} | {share} | {per_request} |")
     return "\n".join(lines)
 
 

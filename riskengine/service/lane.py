@@ -5,7 +5,7 @@ without routing, dependency solving or Starlette's request objects; their FastAP
 stay for the OpenAPI document (and answer whatever this lane passes on, such as unknown
 scenes). Behaviour is the routes': the same checks, statuses and error shape. With a
 mirror (`serve --mirror URL`, mirror.py), a request whose decisions are committed is also
-offered to it: the body as received and the decisions, one queue put.
+offered to it: the scene, the body as received and the decisions, one queue append.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from riskengine.service.auth import check_bearer
 from riskengine.service.errors import ApiError, error_body, from_exception
 from riskengine.service.mirror import MIRRORED_HEADER
 from riskengine.service.runtime import ServiceRuntime
+from riskengine.service.settings import MAX_BATCH_BYTES
 
 log = logging.getLogger("riskengine.service")
 
-MAX_BATCH_BYTES = 64 * 1024 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -103,7 +103,7 @@ class EvaluateLane:
             if record is not None:
                 await rt.committed((record,))
             if mirror is not None:
-                mirror.offer(scope["path"], body, (decision,), False)
+                mirror.offer(scene, body, (decision,), False)
             return orjson.dumps(decision.to_dict())
         if not isinstance(raw, list):
             raise ApiError(422, "a batch is a JSON list of events")
@@ -113,7 +113,7 @@ class EvaluateLane:
         decisions, records = rt.decide_many(scene, raw)
         await rt.committed(records)
         if mirror is not None:
-            mirror.offer(scope["path"], body, decisions, True)
+            mirror.offer(scene, body, decisions, True)
         return orjson.dumps([d.to_dict() for d in decisions])
 
 

@@ -21,7 +21,7 @@ from riskengine.exceptions import ConfigError
 
 MIRROR_TOKEN_ENV = "RISKENGINE_MIRROR_TOKEN"
 _KEYS = frozenset({"url", "queue", "queue_bytes", "score_tolerance", "timeout", "samples",
-                   "token", "senders"})
+                   "token", "senders", "batch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,9 @@ class MirrorSettings:
     largest absolute score difference still counted as the same answer. `timeout_s`: per
     request to the candidate. `samples`: how many of the latest mismatches are kept.
     `senders`: requests in flight to the candidate at once; with 1 (the default) the
-    candidate receives the events in the order the live service answered them."""
+    candidate receives the events in the order the live service answered them. `batch`:
+    the most events one request to the candidate carries (copies of one scene waiting
+    together go as one batch request, mirror.py); 1 sends each copy on its own."""
 
     url: str
     queue: int = 10_000
@@ -41,12 +43,14 @@ class MirrorSettings:
     samples: int = 100
     token: str | None = None
     senders: int = 1
+    batch: int = 500
 
     def to_dict(self) -> dict[str, Any]:
         """The settings without the token, as the admin API shows them."""
         return {"url": self.url, "queue": self.queue, "queue_bytes": self.queue_bytes,
                 "score_tolerance": self.score_tolerance, "timeout_s": self.timeout_s,
-                "max_samples": self.samples, "senders": self.senders}
+                "max_samples": self.samples, "senders": self.senders,
+                "batch": self.batch}
 
 
 def parse_mirror_url(url: object, *, what: str = "--mirror") -> str:
@@ -94,7 +98,8 @@ def mirror_from_section(section: object, flag: MirrorSettings | None
     else:
         return None
     values: dict[str, Any] = {}
-    for key, low in (("queue", 1), ("queue_bytes", 1), ("senders", 1), ("samples", 0)):
+    for key, low in (("queue", 1), ("queue_bytes", 1), ("senders", 1), ("batch", 1),
+                     ("samples", 0)):
         if key in section:
             number = section[key]
             if isinstance(number, bool) or not isinstance(number, int) or number < low:

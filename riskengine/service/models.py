@@ -178,6 +178,9 @@ class MirrorModel(BaseModel):
     samples: list[MirrorSampleModel] = Field(
         default_factory=list, description="the latest mismatches, newest first")
     senders: int | None = None
+    batch: int | None = Field(None, description="events per request to the candidate, at "
+                                                "most (a larger batch request goes whole)")
+    requests_sent: int = Field(0, description="requests sent to the candidate")
     counts: dict[str, int] = Field(
         default_factory=dict, description="events by result: match, mismatch, error, dropped")
     errors: dict[str, int] = Field(default_factory=dict,

@@ -32,6 +32,9 @@ _SERVICE_KEYS = frozenset({"admin_token", "api_token", "guard", "max_body_bytes"
                            "mirror", "retention", "snapshot_interval", "watch_config"})
 _GUARD_KEYS = ("decisions", "factor", "min_delta")
 MAX_GUARD_DECISIONS = 10_000_000
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+"""The largest body `POST /v1/{scene}/evaluate/batch` takes (a single event's is
+`max_body_bytes`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Mirroring in process: its settings (flag, config section, environment), the comparison
-of one decision, the admin endpoint, and candidates that answer 200 with something that is
-not a decision."""
+of one decision, the admin endpoint, candidates that answer 200 with something that is
+not a decision, and the copies waiting for one scene sent as one batch request."""
 
 from __future__ import annotations
 
@@ -51,10 +51,11 @@ def test_section_options_flag_url_wins_and_env_token(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("RISKENGINE_MIRROR_TOKEN", raising=False)
     section = {"url": "http://from-config:1", "queue": 5, "queue_bytes": 1000,
                "score_tolerance": 0.5, "timeout": "250ms", "samples": 0, "token": "t",
-               "senders": 2}
+               "senders": 2, "batch": 1}
     assert mirror_from_section(section, None) == MirrorSettings(
         url="http://from-config:1", queue=5, queue_bytes=1000, score_tolerance=0.5,
-        timeout_s=0.25, samples=0, token="t", senders=2)
+        timeout_s=0.25, samples=0, token="t", senders=2, batch=1)
+    assert mirror_from_section({"url": "http://c"}, None).batch == 500  # type: ignore[union-attr]
     flag = MirrorSettings(parse_mirror_url("http://from-flag:2"))
     assert mirror_from_section(section, flag).url == "http://from-flag:2"  # type: ignore[union-attr]
     assert mirror_from_section(None, flag) == flag
@@ -67,7 +68,9 @@ def test_section_options_flag_url_wins_and_env_token(monkeypatch: pytest.MonkeyP
     "http://c:1", {"url": "c:1"}, {"url": "http://c", "queue": 0},
     {"url": "http://c", "queue": True}, {"url": "http://c", "queue": "10"},
     {"url": "http://c", "samples": -1}, {"url": "http://c", "queue_bytes": 0},
-    {"url": "http://c", "senders": 0},
+    {"url": "http://c", "senders": 0}, {"url": "http://c", "batch": 0},
+    {"url": "http://c", "batch": True}, {"url": "http://c", "batch": "500"},
+    {"url": "http://c", "batch": 2.5},
     {"url": "http://c", "score_tolerance": -0.1},
     {"url": "http://c", "score_tolerance": float("nan")},
     {"url": "http://c", "score_tolerance": "0.1"}, {"url": "http://c", "timeout": "soon"},
@@ -141,14 +144,16 @@ def test_an_answer_that_is_no_decision_is_invalid(bad: object) -> None:
 # -- a candidate that answers 200 with anything ---------------------------------------------
 
 class Scripted(BaseHTTPRequestHandler):
-    """Answers every POST with status 200 and the server's `reply(path, body)`."""
+    """Answers every POST with the server's `reply(path, body)`: a body (status 200) or a
+    (status, body) pair."""
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()},
                                  body))  # type: ignore[attr-defined]
         reply = self.server.reply(self.path, body)  # type: ignore[attr-defined]
-        self.send_response(200)
+        status, reply = reply if isinstance(reply, tuple) else (200, reply)
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(reply)))
         self.end_headers()
@@ -184,7 +189,7 @@ def test_unusable_answers_are_errors_and_the_live_answers_stand(
     scripted.reply = lambda path, body: next(replies)  # type: ignore[attr-defined]
     monkeypatch.setenv("RISKENGINE_MIRROR_TOKEN", "candidate-token")
     url = f"http://127.0.0.1:{scripted.server_address[1]}/prefix"
-    client = make_client(mirror=MirrorSettings(url))
+    client = make_client(mirror=MirrorSettings(url, batch=1))  # one request per copy
     for i in range(4):
         assert client.post("/v1/transfer/evaluate", json=transfer(i)).status_code == 200
     # the body goes as received, byte for byte (odd spacing kept)
@@ -217,11 +222,12 @@ def test_the_queue_is_bounded_in_requests_and_bytes() -> None:
     mirror = Mirror(MirrorSettings("http://127.0.0.1:9", queue=3, queue_bytes=10),
                     ServiceMetrics(["transfer"]))
     one, two = (decision(),), (decision(), decision())
-    mirror.offer("/v1/transfer/evaluate", b"12345", one, False)
-    mirror.offer("/v1/transfer/evaluate/batch", b"123456", two, True)  # 11 bytes: dropped
-    mirror.offer("/v1/transfer/evaluate", b"1234", one, False)
-    mirror.offer("/v1/transfer/evaluate", b"1", one, False)
-    mirror.offer("/v1/transfer/evaluate", b"", one, False)  # a fourth request: dropped
+    mirror.offer("transfer", b"12345", one, False)
+    mirror.offer("transfer", b"123456", two, True)  # 11 bytes: dropped
+    mirror.offer("login", b"1234", one, False)  # the bounds hold over all scenes
+    mirror.offer("transfer", b"[]", (), True)  # an empty batch: nothing to compare
+    mirror.offer("transfer", b"1", one, False)
+    mirror.offer("login", b"", one, False)  # a fourth request: dropped
     assert mirror.depth == 3
     assert mirror.tally.counts == {"match": 0, "mismatch": 0, "error": 0, "dropped": 3}
     asyncio.run(mirror.close())  # never started: what waits counts as dropped
@@ -239,3 +245,90 @@ def test_the_latest_mismatches_are_kept_newest_first() -> None:
     with pytest.raises(InvalidAnswer):  # one decision short: nothing counted
         tally.answered(live, answers[:3], 0.0)
     assert tally.to_dict()["counts"]["mismatch"] == 3
+
+
+# -- copies waiting for one scene go as one batch request ----------------------------------
+
+def copy_of(event: dict[str, Any], live_verdict: str = "accept") -> Decision:
+    """The live decision of `event`: `live_verdict`, no hits."""
+    return replace(decision(live_verdict, 0.0, ()), event_id=event["event_id"])
+
+
+def echo(path: str, body: bytes) -> bytes:
+    """A candidate that decides each event its `verdict` field."""
+    sent = orjson.loads(body)
+    decided = [answer(e["verdict"], 0.0, ()) for e in (sent if path.endswith("batch")
+                                                        else [sent])]
+    return orjson.dumps(decided if path.endswith("batch") else decided[0])
+
+
+def run_mirror(mirror: Mirror, events: int) -> None:
+    """Start `mirror` with what it has queued; stop it once `events` have a result."""
+    async def run() -> None:
+        await mirror.start()
+        try:
+            for _ in range(3000):
+                if sum(mirror.tally.counts.values()) >= events:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await mirror.close()
+    asyncio.run(run())
+
+
+def test_a_scenes_waiting_copies_go_as_one_batch_compared_event_by_event(
+        scripted: ThreadingHTTPServer) -> None:
+    scripted.reply = echo  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{scripted.server_address[1]}"
+    mirror = Mirror(MirrorSettings(url, batch=4), ServiceMetrics(["transfer", "login"]))
+    t = [{"event_id": f"t{i}", "verdict": "accept"} for i in range(10)]
+    t[3]["verdict"] = "reject"  # the candidate decides t3 differently
+    logins = [{"event_id": f"l{i}", "verdict": "review"} for i in range(2)]
+    single = {e["event_id"]: b" %s\n" % orjson.dumps(e) for e in t + logins}
+    pair = b"\n[ %s ,\n %s ] " % (orjson.dumps(t[1]), orjson.dumps(t[2]))
+    five = orjson.dumps(t[5:])
+    mirror.offer("transfer", single["t0"], (copy_of(t[0]),), False)
+    mirror.offer("login", single["l0"], (copy_of(logins[0], "review"),), False)
+    mirror.offer("transfer", pair, (copy_of(t[1]), copy_of(t[2])), True)
+    mirror.offer("transfer", single["t3"], (copy_of(t[3]),), False)
+    mirror.offer("transfer", single["t4"], (copy_of(t[4]),), False)  # a fifth event
+    mirror.offer("login", single["l1"], (copy_of(logins[1], "review"),), False)
+    mirror.offer("transfer", five, tuple(copy_of(e) for e in t[5:]), True)  # over batch
+    assert mirror.depth == 7
+    run_mirror(mirror, 12)
+    assert [(path, body) for path, _, body in scripted.seen] == [  # type: ignore[attr-defined]
+        # up to 4 events of the scene, in live order, the bodies spliced as received
+        ("/v1/transfer/evaluate/batch",
+         b"[" + single["t0"] + b"," + pair.strip()[1:-1] + b"," + single["t3"] + b"]"),
+        # the other scene's turn
+        ("/v1/login/evaluate/batch", b"[" + single["l0"] + b"," + single["l1"] + b"]"),
+        # alone: as received, to its own path
+        ("/v1/transfer/evaluate", single["t4"]),
+        ("/v1/transfer/evaluate/batch", five)]
+    first = orjson.loads(scripted.seen[0][2])  # type: ignore[attr-defined]
+    assert first == t[:4]
+    view = mirror.to_dict()
+    assert view["counts"] == {"match": 11, "mismatch": 1, "error": 0, "dropped": 0}
+    assert [s["event_id"] for s in view["samples"]] == ["t3"]  # type: ignore[index]
+    assert view["requests_sent"] == 4 and view["batch"] == 4 and view["queue_depth"] == 0
+
+
+@pytest.mark.parametrize(("batch", "counts", "errors"), [
+    (3, {"match": 0, "mismatch": 0, "error": 3, "dropped": 0}, {"status 422": 3}),
+    (1, {"match": 3, "mismatch": 0, "error": 0, "dropped": 0}, {})])
+def test_a_refused_batch_counts_each_of_its_events_as_an_error(
+        scripted: ThreadingHTTPServer, batch: int, counts: dict[str, int],
+        errors: dict[str, int]) -> None:
+    # a candidate that refuses every batch request (as one with a stricter schema refuses
+    # a batch holding one event it does not take); with batch 1 every copy goes alone
+    scripted.reply = lambda path, body: (  # type: ignore[attr-defined]
+        (422, b'{"error": {"code": 422}}') if path.endswith("batch") else echo(path, body))
+    url = f"http://127.0.0.1:{scripted.server_address[1]}"
+    mirror = Mirror(MirrorSettings(url, batch=batch), ServiceMetrics(["transfer"]))
+    for i in range(3):
+        event = {"event_id": f"t{i}", "verdict": "accept"}
+        mirror.offer("transfer", orjson.dumps(event), (copy_of(event),), False)
+    run_mirror(mirror, 3)
+    assert mirror.tally.counts == counts
+    assert mirror.tally.errors == errors
+    assert mirror.requests_sent == len(scripted.seen) == 3 // batch  # type: ignore[attr-defined]

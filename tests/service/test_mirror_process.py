@@ -1,15 +1,19 @@
 """Traffic mirroring between real service processes: a live service copies its evaluate
 traffic to a candidate whose config changes one rule, and reports exactly the events that
-rule decides differently; a candidate that is down or never answers costs the live
-service nothing but error and drop counts."""
+rule decides differently, also when the copies reach the candidate in batches; a candidate
+with a stricter schema refuses whole batches; a candidate that is down or never answers
+costs the live service nothing but error and drop counts."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +31,20 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "riskengine" / "examples" / "con
 LIVE_RULE = "small_tx_device_10m >= 5"
 CANDIDATE_RULE = "small_tx_device_10m >= 3"
 SINGLE, BATCHED, BATCH_SIZE = 900, 600, 50
+MIRROR_BATCH = 500  # the default
+DAY = 86_400_000
 
 
 def write_config(path: Path, *, rule: str = LIVE_RULE,
-                 mirror: dict[str, Any] | None = None) -> Path:
+                 mirror: dict[str, Any] | None = None, device_required: bool = False
+                 ) -> Path:
     """The example config with the card_testing rule's condition `rule` (and a mirror
-    section)."""
+    section; with `device_required`, transfers without a `device_id` break the schema)."""
     text = EXAMPLE.read_text()
     assert LIVE_RULE in text
     data = yaml.safe_load(text.replace(LIVE_RULE, rule))
+    if device_required:
+        data["scenes"]["transfer"]["schema"]["device_id"] = "str"
     if mirror is not None:
         data["service"] = {"mirror": mirror}
     path.write_text(yaml.safe_dump(data))
@@ -99,6 +108,30 @@ def refused_requests(service: ServiceProcess) -> None:
         assert client.post("/v1/nope/evaluate", json={}).status_code == 404
 
 
+@contextmanager
+def paused(service: ServiceProcess) -> Iterator[None]:
+    """`service` stopped (SIGSTOP) until the block ends: a mirror's first copy waits for
+    its answer and the others wait in the queue, so they go in batches once it runs."""
+    assert service.proc is not None
+    os.killpg(service.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(service.proc.pid, signal.SIGCONT)
+
+
+def batch_requests(sizes: Sequence[int], batch: int) -> int:
+    """Requests that carry live requests of `sizes` events, in order, when all of them wait:
+    each takes the next ones while its events stay within `batch`."""
+    count, events = 0, batch
+    for size in sizes:
+        if events + size > batch:
+            count, events = count + 1, size
+        else:
+            events += size
+    return count
+
+
 @pytest.fixture
 def services() -> Iterator[list[ServiceProcess]]:
     started: list[ServiceProcess] = []
@@ -152,7 +185,10 @@ def expected_mismatches(config: Path, candidate: Path,
 
 def test_mismatches_are_the_events_the_changed_rule_decides(
         tmp_path: Path, services: list[ServiceProcess]) -> None:
-    live_config = write_config(tmp_path / "live.yaml", mirror={"samples": 1000})
+    # the candidate answers nothing while the traffic is sent, so the copies wait and go
+    # in batches: a timeout longer than the sending
+    live_config = write_config(tmp_path / "live.yaml",
+                               mirror={"samples": 1000, "timeout": "300s"})
     candidate_config = write_config(tmp_path / "candidate.yaml", rule=CANDIDATE_RULE)
     candidate = ServiceProcess(tmp_path / "candidate", candidate_config).start()
     services.append(candidate)
@@ -163,15 +199,21 @@ def test_mismatches_are_the_events_the_changed_rule_decides(
     services.append(plain)
 
     singles, batches, sent = traffic()
-    refused_requests(live)
-    answers = send(live, singles, batches)
-    refused_requests(live)
+    with paused(candidate):
+        refused_requests(live)
+        answers = send(live, singles, batches)
+        refused_requests(live)
     assert answers == send(plain, singles, batches)  # the mirror changes no live answer
     assert sum(a["duplicate"] for a in answers) == len(singles) - SINGLE
 
     state = settled(live, len(sent))
     assert state["enabled"] is True and state["url"] == candidate.url
-    assert state["max_samples"] == 1000
+    assert state["max_samples"] == 1000 and state["batch"] == MIRROR_BATCH
+    # the first copy went alone (the candidate stopped), the others in batches of at most
+    # MIRROR_BATCH events: as few requests as that allows
+    sizes = [1] * len(singles) + [len(b) for b in batches]
+    assert (batch_requests(sizes, MIRROR_BATCH) <= state["requests_sent"]
+            <= 1 + batch_requests(sizes[1:], MIRROR_BATCH))
     expected = expected_mismatches(live_config, candidate_config, sent)
     assert len(expected) >= 20, "the traffic must exercise the changed rule"
     counts = state["counts"]
@@ -197,6 +239,43 @@ def test_mismatches_are_the_events_the_changed_rule_decides(
     # the candidate decided every event once; duplicates and refused requests added none
     ready = httpx.get(candidate.url + "/readyz", timeout=10).json()
     assert ready["detail"]["lsn"] == SINGLE + BATCHED
+
+
+def test_a_stricter_candidate_refuses_whole_batches_and_each_copy_with_batch_1(
+        tmp_path: Path, services: list[ServiceProcess]) -> None:
+    # the candidate requires device_id; every 20th transfer has none (the live service
+    # takes it)
+    candidate = ServiceProcess(tmp_path / "candidate", write_config(
+        tmp_path / "candidate.yaml", device_required=True)).start()
+    services.append(candidate)
+    compared = 0
+    for run, batch in enumerate((MIRROR_BATCH, 1)):
+        live = ServiceProcess(tmp_path / f"live{batch}", write_config(
+            tmp_path / f"live{batch}.yaml", mirror={"batch": batch, "timeout": "300s"}),
+            extra=["--mirror", candidate.url]).start()
+        services.append(live)
+        # new ids, later times: the candidate's second stream is not late
+        events = [{**e, "event_id": f"b{batch}-{i}", "timestamp": e["timestamp"] + run * DAY}
+                  for i, e in enumerate(transfers(200, seed=batch))]
+        for event in events[5::20]:
+            del event["device_id"]
+        offenders = len(events[5::20])
+        with paused(candidate):
+            send(live, events, [])
+        state = settled(live, len(events))
+        counts = state["counts"]
+        assert sum(counts.values()) == len(events) and counts["dropped"] == 0
+        assert state["errors"] == {"status 422": counts["error"]}
+        if batch == 1:  # one request per copy: only the events the candidate refuses
+            assert counts["error"] == offenders
+            assert state["requests_sent"] == len(events)
+        else:  # a refused batch: every event in it
+            assert counts["error"] > offenders
+            assert state["requests_sent"] < len(events)
+        compared += counts["match"] + counts["mismatch"]
+        # the candidate decided exactly the events compared; a refused batch changed nothing
+        ready = httpx.get(candidate.url + "/readyz", timeout=10).json()
+        assert ready["detail"]["lsn"] == compared
 
 
 def test_candidate_down_or_silent_costs_only_errors_and_drops(
