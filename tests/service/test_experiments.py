@@ -19,6 +19,7 @@ from riskengine.experiment import CHAMPION, Experiment, parse_experiment
 from riskengine.rules.expr import ExprNames
 from riskengine.rules.ruleset import Policy
 from riskengine.service.label_routes import MAX_LABELS
+from tests.example_config import example_config
 from tests.service.helpers import ADMIN_HEADERS, T0, transfer
 
 URL = "/v1/scenes/transfer/experiment"
@@ -268,10 +269,9 @@ def test_a_config_reload_takes_a_changed_experiment_and_a_bad_one_changes_nothin
         make_client: Callable[..., TestClient], tmp_path: Path) -> None:
     import yaml
 
-    from riskengine.config import EXAMPLE_CONFIG_PATH
 
     config = tmp_path / "config.yaml"
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     config.write_text(yaml.safe_dump(raw))
     client = make_client(config=config)
     rt = client.app.state.runtime  # type: ignore[attr-defined]

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from riskengine.cli import app
-from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.exceptions import ConfigError
 from riskengine.service import ServiceSettings
 from riskengine.service.settings import GuardSettings
+from tests.example_config import example_config
 from tests.service.helpers import ADMIN_HEADERS
 from tests.service.test_restart import traffic
 from tests.waiting import eventually
@@ -179,7 +179,7 @@ def test_a_version_put_before_any_decision_has_no_baseline(
 
 def test_a_config_reload_is_watched_too(make_client: Callable[..., TestClient],
                                         tmp_path: Path) -> None:
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
     client = make_client(guard=GuardSettings(decisions=50), config=config)
@@ -261,7 +261,7 @@ def test_serve_refuses_invalid_guard_settings(tmp_path: Path) -> None:
                                     str(tmp_path / "a")])
     assert flag.exit_code == 2
     assert "--guard-*: factor must be 1 or more" in flag.output
-    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    raw = example_config()
     raw["service"] = {"guard": {"decisions": "many"}}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
