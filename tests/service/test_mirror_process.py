@@ -23,6 +23,7 @@ import yaml
 
 from riskengine.engine import Engine
 from riskengine.synth import generate_transfers
+from tests.example_config import example_config
 from tests.service.helpers import ADMIN_HEADERS, T0
 from tests.service.process import ServiceProcess, free_port
 from tests.waiting import eventually
@@ -40,9 +41,11 @@ def write_config(path: Path, *, rule: str = LIVE_RULE,
                  ) -> Path:
     """The example config with the card_testing rule's condition `rule` (and a mirror
     section; with `device_required`, transfers without a `device_id` break the schema)."""
-    text = EXAMPLE.read_text()
-    assert LIVE_RULE in text
-    data = yaml.safe_load(text.replace(LIVE_RULE, rule))
+    data = example_config()
+    rules = data["scenes"]["transfer"]["rules"]
+    assert sum(LIVE_RULE in r["when"] for r in rules) == 1
+    for r in rules:
+        r["when"] = r["when"].replace(LIVE_RULE, rule)
     if device_required:
         data["scenes"]["transfer"]["schema"]["device_id"] = "str"
     if mirror is not None:
