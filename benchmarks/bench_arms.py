@@ -3,13 +3,15 @@
 The example config's transfer scene decides the same labelled demo traffic
 (`riskengine.synth`) with no experiment, then with 1, 2 and 3 shadow arms (each a copy of
 the champion's rules under another name, so an arm costs what the live ruleset costs),
-and with a 70/15/15 split plus one shadow arm. Each variant is a fresh in-memory
-`Engine`; the variants run in turn, several rounds, in one process, and each round
-times `Engine.decide_parsed` over the stream in chunks of 1,000 events (parsed
-beforehand; each chunk's decisions dropped, as a service drops them once answered), so
-the figures are the engine's own per-event time: features, lists, every arm's rules,
-the decision. Reported: the best round per variant, as µs per event and as the ratio to
-no experiment. Writes ``benchmarks/results/arms.json``.
+and with a 70/15/15 split plus one shadow arm (`--without-models`: the example without
+its model and the two rules reading it, so each arm's share of a cheaper event shows).
+Each variant is a fresh in-memory `Engine`; the variants run in turn, several rounds, in
+one process, and each round times `Engine.decide_parsed` over the stream in chunks of
+1,000 events (parsed beforehand; each chunk's decisions dropped, as a service drops them
+once answered), so the figures are the engine's own per-event time: features, lists,
+every arm's rules, the decision. Reported: the best round per variant, as µs per event
+and as the ratio to no experiment. Writes ``benchmarks/results/arms.json``
+(``arms-without-models.json``).
 """
 
 from __future__ import annotations
@@ -54,11 +56,18 @@ def variants(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
     }
 
 
-def run(events: int, rounds: int) -> dict[str, Any]:
+def run(events: int, rounds: int, models: bool = True) -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
-    for model in raw["scenes"][SCENE].get("models", {}).values():  # read from anywhere
-        model["uri"] = str(EXAMPLE_CONFIG_PATH.parent / model["uri"])
-    rules = raw["scenes"][SCENE]["rules"]
+    scene = raw["scenes"][SCENE]
+    names = list(scene.get("models", {}))
+    if models:
+        for model in scene.get("models", {}).values():  # read from anywhere
+            model["uri"] = str(EXAMPLE_CONFIG_PATH.parent / model["uri"])
+    else:  # the example without its model and the rules reading it
+        scene.pop("models", None)
+        scene["rules"] = [r for r in scene["rules"]
+                          if not any(f'model("{name}")' in r["when"] for name in names)]
+    rules = scene["rules"]
     stream = [{k: v for k, v in e.items() if k != "label"}
               for e in generate_transfers(events, seed=11)]
     best: dict[str, float] = {}
@@ -78,7 +87,7 @@ def run(events: int, rounds: int) -> dict[str, Any]:
             per_event = seconds / len(parsed) * 1e6
             best[name] = min(best.get(name, per_event), per_event)
     base = best["no experiment"]
-    return {"events": events, "rounds": rounds, "machine": {
+    return {"events": events, "rounds": rounds, "models": models, "machine": {
                 "cpu": cpu_model(), "python": platform.python_version()},
             "us_per_event": best,
             "ratio": {name: value / base for name, value in best.items()},
@@ -89,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--without-models", action="store_true",
+                        help="the example config without its model and the rules reading it")
     args = parser.parse_args(argv)
-    result = run(args.events, args.rounds)
+    result = run(args.events, args.rounds, not args.without_models)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "arms.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "arms-without-models.json" if args.without_models else "arms.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print("| variant | µs per event (best) | × no experiment |")
     print("|---|---:|---:|")
     for name, value in result["us_per_event"].items():
