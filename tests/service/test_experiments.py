@@ -21,6 +21,7 @@ from riskengine.rules.ruleset import Policy
 from riskengine.service.label_routes import MAX_LABELS
 from tests.example_config import example_config
 from tests.service.helpers import ADMIN_HEADERS, T0, transfer
+from tests.waiting import eventually
 
 URL = "/v1/scenes/transfer/experiment"
 STRICT = [{"id": "big", "when": "amount >= 100", "action": "reject", "score": 100}]
@@ -196,6 +197,8 @@ def test_promote_is_atomic_under_concurrent_requests(client: TestClient) -> None
     threads = [threading.Thread(target=traffic, args=(w,)) for w in (1, 2)]
     for thread in threads:
         thread.start()
+    # decisions of the experiment before the promotion, however the threads are scheduled
+    assert eventually(lambda: len(seen) >= 10, 10.0, 0.01)
     promoted = client.post("/v1/scenes/transfer/experiments/strict/promote",
                            headers=ADMIN_HEADERS).json()
     stop.set()
