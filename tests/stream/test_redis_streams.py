@@ -227,3 +227,13 @@ def test_metrics_listen_on_the_metrics_host_only(server: str) -> None:
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
     _finish(worker)
+
+
+def test_a_metrics_host_that_cannot_be_served_stops_the_worker_with_a_message(
+        server: str) -> None:
+    worker = _worker(server, "--idle-exit", "2", "--metrics-port", "0",
+                     "--metrics-host", "no.such.host.invalid")
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert "cannot serve metrics on no.such.host.invalid:0" in err
+    assert "Traceback" not in err
