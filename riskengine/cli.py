@@ -939,7 +939,10 @@ def worker(
              "\"policy\": {...}}, as GET /v1/scenes/S/ruleset gives).")] = None,
     metrics_port: Annotated[int | None, typer.Option(
         min=0, max=65535, show_default=False,
-        help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")] = None,
+        help="Serve Prometheus metrics on HOST:PORT/metrics (--metrics-host).")] = None,
+    metrics_host: Annotated[str, typer.Option(
+        help="Address of --metrics-port (0.0.0.0: every interface, as in a "
+             "container).")] = "127.0.0.1",
     consumer: Annotated[str | None, typer.Option(
         show_default=False, help="Redis Streams consumer name (default host-pid); keep it "
                                  "across restarts.")] = None,
@@ -970,6 +973,7 @@ def worker(
                 batch_size=batch_size, kafka_options=kafka_option or [],
                 checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
                 from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 consumer_name=consumer, claim_idle_ms=claim_idle)
             if ruleset is not None:
                 version = use_ruleset_file(engine, scene, ruleset)

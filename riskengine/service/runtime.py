@@ -30,6 +30,7 @@ from riskengine.decisionlog import DecisionLog, LogRecord, open_log
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
+from riskengine.service.breaker_metrics import StateBreakerCollector, state_breaker
 from riskengine.service.errors import ApiError
 from riskengine.service.experiments import ExperimentRegistry
 from riskengine.service.guard import RULESET, WATCHED_SOURCES, RolloutGuard, guard_rulesets
@@ -68,6 +69,9 @@ class ServiceRuntime:
             if self.settings.state is not None
             else LocalPersistence(self.config, self.state_dir, self.metrics))
         self.engine: Engine = self.persistence.engine
+        breaker = state_breaker(self.engine.state)
+        if breaker is not None:
+            self.metrics.registry.register(StateBreakerCollector(breaker))
         self.rulesets = RulesetRegistry(self.engine, self.persistence.rulesets_file,
                                         on_activate=self._activated)
         self.guard: RolloutGuard | None = None

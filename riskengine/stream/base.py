@@ -94,6 +94,8 @@ class CommonSettings(Generic[A]):
     progress_interval_s: float | None = None
     """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    """The address /metrics listens on (0.0.0.0: every interface, e.g. in a container)."""
 
     def required_sink(self) -> A:
         """The sink (a sink adapter is opened only when there is one to produce to)."""

@@ -156,8 +156,8 @@ class StreamLoop(Generic[M]):
         if not settings.dry_run:
             self.sink = self._open_sink()
         if settings.metrics_port is not None:
-            port = worker.metrics.serve(settings.metrics_port)
-            log.info("metrics on http://127.0.0.1:%d/metrics", port)
+            port = worker.metrics.serve(settings.metrics_port, settings.metrics_host)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
         try:
             self.source.start(resume, previous, save)
             try:

@@ -25,6 +25,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from riskengine.stream.base import StreamError
+
 __all__ = ["StreamMetrics"]
 
 OUTCOMES = ("decided", "redelivered", "dead_lettered", "rebuilt", "skipped")
@@ -59,8 +61,14 @@ class StreamMetrics:
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve /metrics on `addr:port` (0: any free port); returns the port."""
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        """Serve /metrics on `addr:port` (0: any free port); returns the port. An address
+        or port that cannot be listened on raises `StreamError`."""
+        try:
+            server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except (OSError, UnicodeError) as exc:
+            raise StreamError(f"cannot serve metrics on {addr}:{port}: {exc}; give a "
+                              f"local address (--metrics-host) and a free port "
+                              f"(--metrics-port)") from None
         self._server = server
         return int(server.server_port)
 

@@ -200,3 +200,40 @@ def test_metrics_count_the_decisions_and_show_the_group_lag(server: str) -> None
         time.sleep(0.3)
     assert seen == {"decided": len(events), "lag": 0}
     _finish(worker)
+
+
+def test_metrics_listen_on_the_metrics_host_only(server: str) -> None:
+    """--metrics-host 127.0.0.2 (another loopback address): /metrics answers there, and
+    not on 127.0.0.1 (as 0.0.0.0 in a container serves the other containers)."""
+    import httpx
+
+    from tests.servers import free_port
+
+    client = redis.Redis.from_url(server)
+    events = _events(50, seed=76)
+    port = free_port()
+    worker = _worker(server, "--idle-exit", "4", "--metrics-port", str(port),
+                     "--metrics-host", "127.0.0.2")
+    _add(client, events)
+    decided = None
+    deadline = time.monotonic() + 30
+    while decided != len(events) and time.monotonic() < deadline:
+        try:
+            text = httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=2).text
+            decided = metric_in(text, "riskengine_stream_messages_total", outcome="decided")
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert decided == len(events)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    _finish(worker)
+
+
+def test_a_metrics_host_that_cannot_be_served_stops_the_worker_with_a_message(
+        server: str) -> None:
+    worker = _worker(server, "--idle-exit", "2", "--metrics-port", "0",
+                     "--metrics-host", "no.such.host.invalid")
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert "cannot serve metrics on no.such.host.invalid:0" in err
+    assert "Traceback" not in err

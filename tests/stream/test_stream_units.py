@@ -82,3 +82,23 @@ def test_redis_stream_settings_refuse_what_does_not_apply() -> None:
     with pytest.raises(StreamError, match="group"):
         build_settings(source="redis-stream://h:1/s", sink="redis-stream://h:1/d",
                        kafka_options=[], **{**common, "group": ""})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("host", ["no.such.host.invalid", "10.255.255.1", "not an address"])
+def test_metrics_on_an_address_that_cannot_be_served_is_a_stream_error(host: str) -> None:
+    from riskengine.stream.metrics import StreamMetrics
+
+    with pytest.raises(StreamError, match="--metrics-host"):
+        StreamMetrics().serve(0, host)
+
+
+def test_metrics_on_a_port_in_use_is_a_stream_error() -> None:
+    from riskengine.stream.metrics import StreamMetrics
+
+    first = StreamMetrics()
+    port = first.serve(0)
+    try:
+        with pytest.raises(StreamError, match=f"127.0.0.1:{port}"):
+            StreamMetrics().serve(port)
+    finally:
+        first.close()
