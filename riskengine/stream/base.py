@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 from riskengine.exceptions import RiskEngineError
+from riskengine.tracing import TracingSettings
 
 __all__ = ["CommonSettings", "KafkaTopic", "PoisonMessage", "StreamError", "WorkerStats",
            "parse_kafka_url"]
@@ -94,6 +95,8 @@ class CommonSettings(Generic[A]):
     progress_interval_s: float | None = None
     """Log progress and lag this often (the CLI's default for a replay: 1 s)."""
     metrics_port: int | None = None
+    tracing: TracingSettings | None = None
+    """Where spans go (riskengine/tracing/); None: tracing is off."""
 
     def required_sink(self) -> A:
         """The sink (a sink adapter is opened only when there is one to produce to)."""
