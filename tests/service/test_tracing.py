@@ -14,9 +14,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from riskengine.exceptions import ConfigError
 from riskengine.service import ServiceSettings, create_app
 from riskengine.service.runtime import ServiceRuntime
-from riskengine.tracing import TracingSettings
+from riskengine.tracing import TracingSettings, tracing_settings
 from tests.service.helpers import ADMIN, transfer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -231,3 +232,25 @@ def test_serve_refuses_an_endpoint_that_is_not_an_http_url(tmp_path: Path, url: 
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert "--otel-endpoint" in done.stderr
+
+
+def test_tracing_is_on_with_the_flag_or_an_endpoint_variable() -> None:
+    assert tracing_settings(None, "svc", {}) is None
+    assert tracing_settings(None, "svc", {"OTEL_SERVICE_NAME": "x"}) is None
+    on = tracing_settings(None, "svc", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert on == TracingSettings(endpoint=None, service="svc")
+    assert tracing_settings(None, "svc", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c"})
+    assert tracing_settings(None, "svc", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                                          "OTEL_SDK_DISABLED": "TRUE"}) is None
+    flag = tracing_settings("https://c:4318/", "svc", {"OTEL_SDK_DISABLED": "true"})
+    assert flag == TracingSettings(endpoint="https://c:4318", service="svc")
+    for bad in ("c:4318", "ftp://c", "http://", ""):
+        with pytest.raises(ConfigError, match="--otel-endpoint"):
+            tracing_settings(bad, "svc", {})
+
+
+def test_the_workers_of_a_multi_process_service_trace_too() -> None:
+    settings = ServiceSettings(tracing=TracingSettings(endpoint="http://c:4318"))
+    assert ServiceSettings.from_env(settings.to_env()).tracing == \
+        TracingSettings(endpoint="http://c:4318")
+    assert ServiceSettings.from_env(ServiceSettings().to_env()).tracing is None
