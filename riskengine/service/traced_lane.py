@@ -101,8 +101,9 @@ class TracedCalls:
         clock.reset()
         started = time_ns()
         decision, record = self.runtime.decide(scene, raw)
-        self.tracer.steps(span, started, clock)
-        span.set_attributes(decision_attributes(decision))
+        if span.is_recording():  # not when the sampler left this request out
+            self.tracer.steps(span, started, clock)
+            span.set_attributes(decision_attributes(decision))
         return decision, record
 
     def decide_many(self, scene: str, raws: Sequence[object]
@@ -112,6 +113,8 @@ class TracedCalls:
         clock.reset()
         started = time_ns()
         decisions, records = self.runtime.decide_many(scene, raws)
+        if not span.is_recording():
+            return decisions, records
         self.tracer.interval("riskengine.decide", span, started, time_ns(),
                              {"riskengine.events": len(decisions),
                               "riskengine.rules_ms": clock.busy / 1e6})
@@ -119,7 +122,8 @@ class TracedCalls:
         return decisions, records
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
-        if not records:
+        if not records or not trace.get_current_span().is_recording():
+            await self.runtime.committed(records)
             return
         span = self.tracer.start("riskengine.decision_log", None, SpanKind.INTERNAL,
                                  {"riskengine.records": len(records)})

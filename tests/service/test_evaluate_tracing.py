@@ -254,3 +254,24 @@ def test_the_workers_of_a_multi_process_service_trace_too() -> None:
     assert ServiceSettings.from_env(settings.to_env()).tracing == \
         TracingSettings(endpoint="http://c:4318")
     assert ServiceSettings.from_env(ServiceSettings().to_env()).tracing is None
+
+
+def test_requests_the_sampler_leaves_out_make_no_spans(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    exporter = InMemorySpanExporter()
+    runtime = ServiceRuntime(ServiceSettings(state_dir=tmp_path / "state", admin_token=ADMIN,
+                                             watch_config=False,
+                                             tracing=TracingSettings(exporter=exporter)))
+    with TestClient(create_app(runtime=runtime)) as client:
+        assert client.post("/v1/transfer/evaluate", json=transfer(1)).status_code == 200
+        batch = client.post("/v1/transfer/evaluate/batch", json=[transfer(2), transfer(3)])
+        assert batch.status_code == 200 and len(batch.json()) == 2
+        # a sampled parent is still followed
+        assert client.post("/v1/transfer/evaluate", json=transfer(4),
+                           headers={"traceparent": TRACEPARENT}).status_code == 200
+    assert {s.name for s in exporter.get_finished_spans()} == {
+        "riskengine.evaluate", "riskengine.features", "riskengine.rules",
+        "riskengine.decision_log"}
+    assert {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()} == \
+        {TRACE_ID}
