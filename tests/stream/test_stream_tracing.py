@@ -175,3 +175,15 @@ def test_without_tracing_the_decisions_carry_no_context(server: str) -> None:
     assert len(entries) == len(events)
     assert all(set(fields) == {b"decision", b"event_id"} for _, fields in entries)
     client.close()
+
+
+def test_the_worker_refuses_an_endpoint_that_is_not_an_http_url() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "riskengine", "worker", "--source",
+                           "kafka://127.0.0.1:9/in", "--sink", "kafka://127.0.0.1:9/out",
+                           "--otel-endpoint", "127.0.0.1:4318"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert "--otel-endpoint must be an http:// or https:// URL" in done.stderr
