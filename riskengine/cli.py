@@ -339,6 +339,10 @@ MasterOption = Annotated[str | None, typer.Option(
     show_default=False,
     help="Spark master URL for --runner spark (default local[2]; local[*], "
          "spark://host:7077, yarn, k8s://…).")]
+OtelEndpointOption = Annotated[str | None, typer.Option(
+    show_default=False, help="Trace with OpenTelemetry: export spans over OTLP/HTTP to this "
+                             "collector (http://host:4318; /v1/traces is added). Also on "
+                             "with OTEL_EXPORTER_OTLP_ENDPOINT; needs riskengine[otel].")]
 PartitionsOption = Annotated[int | None, typer.Option(
     min=1, show_default=False,
     help="Shuffle partitions for --runner spark (default: twice the cores).")]
@@ -825,6 +829,7 @@ def serve(
         show_default=False, help="Guarded rollout: the rate must also be more than this "
                                  "above the previous one, as a fraction (default 0.01).")]
     = None,
+    otel_endpoint: OtelEndpointOption = None,
 ) -> None:
     """Run the HTTP decision service (FastAPI on uvicorn). API docs at /docs.
 
@@ -838,6 +843,7 @@ def serve(
     from riskengine.service.mirror_settings import MirrorSettings, parse_mirror_url
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
     from riskengine.service.settings import ServiceSettings, parse_guard
+    from riskengine.tracing import tracing_settings
 
     with _user_errors():
         if config is not None and not config.exists():
@@ -856,9 +862,13 @@ def serve(
             mirrored = None if mirror is None else MirrorSettings(parse_mirror_url(mirror))
         except RiskEngineError as exc:
             _fail(str(exc), 2)
+        try:
+            tracing = tracing_settings(otel_endpoint, "riskengine")
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
                                    state=state, watch_config=watch, guard=guard,
-                                   mirror=mirrored)
+                                   mirror=mirrored, tracing=tracing)
         if workers > 1:
             try:
                 run_workers(settings, host=host, port=port, workers=workers,
@@ -949,6 +959,7 @@ def worker(
     claim_idle: Annotated[int, typer.Option(
         min=1, help="Redis Streams: take over entries pending this many ms at another "
                     "consumer.")] = 30_000,
+    otel_endpoint: OtelEndpointOption = None,
 ) -> None:
     """Decide a stream of events (Kafka or Redis Streams) into decisions (at least once).
 
@@ -959,9 +970,14 @@ def worker(
     import logging
 
     from riskengine.stream.runner import build_settings, run_foreground, use_ruleset_file
+    from riskengine.tracing import tracing_settings
 
     with _user_errors():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        try:
+            tracing = tracing_settings(otel_endpoint, "riskengine-worker")
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
         if state is not None and state_dir is not None:
             _fail("--state-dir checkpoints the in-memory state; with --state the state is in "
                   "Redis (use its persistence): give one of them", 2)
@@ -974,7 +990,7 @@ def worker(
                 checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
                 from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port,
                 metrics_host=metrics_host,
-                consumer_name=consumer, claim_idle_ms=claim_idle)
+                consumer_name=consumer, claim_idle_ms=claim_idle, tracing=tracing)
             if ruleset is not None:
                 version = use_ruleset_file(engine, scene, ruleset)
                 logging.getLogger("riskengine").info("scene %s: ruleset %s from %s", scene,

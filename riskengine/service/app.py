@@ -28,7 +28,7 @@ from riskengine.service.experiment_routes import add_experiment_routes
 from riskengine.service.guard import FLUSH_EVERY_S
 from riskengine.service.guard_routes import add_guard_routes
 from riskengine.service.label_routes import add_label_routes
-from riskengine.service.lane import EvaluateLane
+from riskengine.service.lane import evaluate_lane
 from riskengine.service.model_routes import add_model_routes
 from riskengine.service.reload import watch_config
 from riskengine.service.runtime import ServiceRuntime
@@ -87,7 +87,7 @@ def create_app(settings: ServiceSettings | None = None,
     app.state.runtime = rt
     install_handlers(app, lambda status: rt.metrics.errors.labels(str(status)).inc())
     if lane:
-        app.add_middleware(EvaluateLane, runtime=rt)
+        app.add_middleware(evaluate_lane, runtime=rt)
 
     def admin(authorization: str | None) -> None:
         check_bearer(authorization, s.admin_token, what="the admin API")

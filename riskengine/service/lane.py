@@ -6,6 +6,7 @@ stay for the OpenAPI document (and answer whatever this lane passes on, such as 
 scenes). Behaviour is the routes': the same checks, statuses and error shape. With a
 mirror (`serve --mirror URL`, mirror.py), a request whose decisions are committed is also
 offered to it: the scene, the body as received and the decisions, one queue append.
+With tracing on, `evaluate_lane` gives the traced lane (traced_lane.py) instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class EvaluateLane:
+    """Answers the evaluate requests of known scenes; passes everything else to `app`."""
+
     def __init__(self, app: ASGIApp, runtime: ServiceRuntime) -> None:
         self.app = app
         self.rt = runtime
@@ -115,6 +118,16 @@ class EvaluateLane:
         if mirror is not None:
             mirror.offer(scene, body, decisions, True)
         return orjson.dumps([d.to_dict() for d in decisions])
+
+
+def evaluate_lane(app: ASGIApp, runtime: ServiceRuntime) -> EvaluateLane:
+    """The evaluate lane in front of `app`: the traced one (traced_lane.py) when the
+    runtime traces, chosen here once; the untraced lane holds nothing of tracing."""
+    if runtime.tracer is None:
+        return EvaluateLane(app, runtime)
+    from riskengine.service.traced_lane import TracedLane
+
+    return TracedLane(app, runtime, runtime.tracer)
 
 
 class _Disconnected(Exception):

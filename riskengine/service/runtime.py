@@ -46,6 +46,7 @@ from riskengine.service.persistence import (
 )
 from riskengine.service.rulesets import RulesetRegistry
 from riskengine.service.settings import ServiceSettings
+from riskengine.tracing import open_tracing
 
 log = logging.getLogger("riskengine.service")
 
@@ -88,6 +89,8 @@ class ServiceRuntime:
         self._waiter = TickWaiter(self.log)
         self.mirror = (None if self.settings.mirror is None
                        else Mirror(self.settings.mirror, self.metrics))
+        self.tracer = open_tracing(self.settings.tracing)
+        """None unless tracing is on (then the evaluate lane is the traced one)."""
         self.ready = False
         self.recovered_events = 0
 
@@ -127,6 +130,8 @@ class ServiceRuntime:
             self.models.close()
             self.persistence.close()
             self.log.close()
+            if self.tracer is not None:
+                self.tracer.close()
 
     # -- the decision path
 

@@ -15,7 +15,7 @@ import os
 import uvicorn
 
 from riskengine.service.app import create_app
-from riskengine.service.lane import EvaluateLane
+from riskengine.service.lane import EvaluateLane, evaluate_lane
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
 
@@ -30,7 +30,7 @@ SETTINGS_ENV = "RISKENGINE_SERVICE_SETTINGS"
 def worker_app() -> EvaluateLane:
     """The app of one worker process (uvicorn factory)."""
     runtime = ServiceRuntime(ServiceSettings.from_env(os.environ[SETTINGS_ENV]))
-    return EvaluateLane(create_app(runtime=runtime, lane=False), runtime)
+    return evaluate_lane(create_app(runtime=runtime, lane=False), runtime)
 
 
 def run_workers(settings: ServiceSettings, *, host: str, port: int, workers: int,
@@ -62,7 +62,7 @@ def build_server(settings: ServiceSettings, *, host: str, port: int, workers: in
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = ServiceRuntime(settings)
-    app = EvaluateLane(create_app(runtime=runtime, lane=False), runtime)
+    app = evaluate_lane(create_app(runtime=runtime, lane=False), runtime)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             access_log=False, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False,

@@ -25,6 +25,7 @@ from typing import Any
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
 from riskengine.service.mirror_settings import MirrorSettings, mirror_from_section
+from riskengine.tracing import TracingSettings
 
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
@@ -108,6 +109,8 @@ class ServiceSettings:
     mirror: MirrorSettings | None = None
     """Where evaluate requests are copied to; from `--mirror URL` (only the URL) until
     `with_service_section` adds the config's `service.mirror` options."""
+    tracing: TracingSettings | None = None
+    """Where spans go (riskengine/tracing/); None: tracing is off."""
 
     def with_service_section(self, section: Mapping[str, Any] | None) -> ServiceSettings:
         """Apply the config's `service:` section, then the environment (which wins)."""
@@ -158,7 +161,9 @@ class ServiceSettings:
             "state_dir": str(self.state_dir), "decision_log": self.decision_log,
             "state": self.state, "watch_config": self.watch_config,
             "guard": None if self.guard is None else self.guard.to_dict(),
-            "mirror": None if self.mirror is None else self.mirror.url})
+            "mirror": None if self.mirror is None else self.mirror.url,
+            "otel_endpoint": None if self.tracing is None else self.tracing.endpoint,
+            "tracing": self.tracing is not None})
 
     @classmethod
     def from_env(cls, text: str) -> ServiceSettings:
@@ -167,7 +172,9 @@ class ServiceSettings:
                    state_dir=Path(data["state_dir"]), decision_log=data["decision_log"],
                    state=data["state"], watch_config=data["watch_config"],
                    guard=None if data.get("guard") is None else parse_guard(data["guard"]),
-                   mirror=None if data["mirror"] is None else MirrorSettings(data["mirror"]))
+                   mirror=None if data["mirror"] is None else MirrorSettings(data["mirror"]),
+                   tracing=(TracingSettings(endpoint=data.get("otel_endpoint"))
+                            if data.get("tracing") else None))
 
     def ensure_admin_token(self) -> ServiceSettings:
         """Without an admin token, make one and write it to ``state_dir/admin-token``."""

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 from riskengine.exceptions import RiskEngineError
+from riskengine.tracing import TracingSettings
 
 __all__ = ["CommonSettings", "KafkaTopic", "PoisonMessage", "StreamError", "WorkerStats",
            "parse_kafka_url"]
@@ -96,6 +97,8 @@ class CommonSettings(Generic[A]):
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     """The address /metrics listens on (0.0.0.0: every interface, e.g. in a container)."""
+    tracing: TracingSettings | None = None
+    """Where spans go (riskengine/tracing/); None: tracing is off."""
 
     def required_sink(self) -> A:
         """The sink (a sink adapter is opened only when there is one to produce to)."""

@@ -18,15 +18,20 @@ decisions and dead letters and flushes them. The loop owns everything else, once
   end with the clean-end mark).
 
 `dry_run` opens no sink: decisions are counted, poison messages logged.
+
+With tracing on (`settings.tracing`), each message is decided under its own span, the
+child of the trace context the source read from it (Kafka headers, Redis Streams entry
+fields ``traceparent`` / ``tracestate``), and its decision goes to the sink with that
+span's context (riskengine/stream/tracing.py); off, nothing of it is imported.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from riskengine.decision import Decision
 from riskengine.engine import Engine
@@ -34,6 +39,10 @@ from riskengine.stream.base import CommonSettings, PoisonMessage, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint, PreviousRun
 from riskengine.stream.metrics import StreamMetrics
 from riskengine.stream.worker import StreamWorker
+from riskengine.tracing import open_tracing
+
+if TYPE_CHECKING:
+    from riskengine.stream.tracing import StreamTracing
 
 __all__ = ["Batch", "Offsets", "Sink", "Source", "StreamLoop"]
 
@@ -83,6 +92,10 @@ class Source(Protocol[M]):
     def where(self, message: M) -> str:
         """The message's place, for logs."""
 
+    def trace_carrier(self, message: M) -> Mapping[str, str]:
+        """The W3C trace context the message carries (``traceparent``, ``tracestate``;
+        empty when none), read only with tracing on."""
+
     def commit(self, batch: Batch[M], done: int) -> bool:
         """Commit (acknowledge) the first `done` messages of `batch`, whose outcomes the
         sink took; True when something was committed."""
@@ -102,7 +115,9 @@ class Source(Protocol[M]):
 class Sink(Protocol[M_in]):
     """Where decisions and dead letters go."""
 
-    def decision(self, message: M_in, decision: Decision, redelivery: bool) -> None: ...
+    def decision(self, message: M_in, decision: Decision, redelivery: bool,
+                 trace: Mapping[str, str] | None = None) -> None:
+        """Send `decision`; `trace`: the trace context it carries (tracing on)."""
 
     def dead_letter(self, message: M_in, error: PoisonMessage) -> bool:
         """Send `message` with `error` to the dead letters; False when there is no
@@ -128,6 +143,12 @@ class StreamLoop(Generic[M]):
         self._open_sink = sink
         self.sink: Sink[M] | None = None
         self.settings = settings
+        self.tracing: StreamTracing | None = None
+        tracer = open_tracing(settings.tracing)
+        if tracer is not None:
+            from riskengine.stream.tracing import StreamTracing
+
+            self.tracing = StreamTracing(tracer, self.worker)
         self.checkpoint = Checkpoint(settings.state_dir) if settings.state_dir else None
         self._reported_at = 0.0
         self._progress_at = 0.0
@@ -176,6 +197,8 @@ class StreamLoop(Generic[M]):
             finally:
                 if self.sink is not None:
                     self.sink.close()
+                if self.tracing is not None:
+                    self.tracing.close()
         return worker.finish()
 
     def _save(self) -> None:
@@ -229,7 +252,11 @@ class StreamLoop(Generic[M]):
         def where(i: int) -> str:
             return source.where(messages[i])
 
-        outcomes = worker.decide_batch(batch.values, where, batch.clocks)
+        traces: list[dict[str, str]] | None = None
+        if self.tracing is None:
+            outcomes = worker.decide_batch(batch.values, where, batch.clocks)
+        else:
+            outcomes, traces = self.tracing.decide_batch(batch, source.trace_carrier, where)
         done = 0
         for i, outcome in enumerate(outcomes):
             if outcome is None:  # stopping: this message and the rest stay uncommitted
@@ -248,7 +275,8 @@ class StreamLoop(Generic[M]):
             decision = outcome.decision
             redelivery = not outcome.fresh or (unsure is not None and unsure[i])
             if sink is not None:
-                sink.decision(messages[i], decision, redelivery)
+                sink.decision(messages[i], decision, redelivery,
+                              None if traces is None else traces[i])
             worker.counted(decision, redelivery)
         return done
 

@@ -27,6 +27,7 @@ from riskengine.stream.redis_streams import (
     RedisStreamWorker,
     parse_stream_url,
 )
+from riskengine.tracing import TracingSettings
 
 __all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
 
@@ -62,7 +63,8 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
                    from_offset: int | None = None, from_timestamp: str | None = None,
                    dry_run: bool = False, metrics_port: int | None = None,
                    metrics_host: str = "127.0.0.1",
-                   consumer_name: str | None = None, claim_idle_ms: int = 30_000
+                   consumer_name: str | None = None, claim_idle_ms: int = 30_000,
+                   tracing: TracingSettings | None = None
                    ) -> WorkerSettings | RedisStreamSettings:
     """The CLI's options as the settings of a Kafka (``kafka://``) or Redis Streams
     (``redis-stream://``) worker; `StreamError` names the bad option."""
@@ -90,7 +92,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
             checkpoint_interval_s=checkpoint_interval_s, claim_idle_ms=claim_idle_ms,
             from_timestamp_ms=start_ms, dry_run=dry_run, metrics_port=metrics_port,
             metrics_host=metrics_host,
-            progress_interval_s=1.0 if start_ms is not None else None)
+            progress_interval_s=1.0 if start_ms is not None else None, tracing=tracing)
     if consumer_name is not None:
         raise StreamError("--consumer names a Redis Streams consumer; a Kafka worker is "
                           "named by librdkafka's client.id (-X client.id=…)")
@@ -101,7 +103,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
         sink=parse_kafka_url(sink, "--sink") if sink is not None else None,
         from_offset=from_offset, from_timestamp_ms=start_ms, dry_run=dry_run,
         stop_at_end=replay, progress_interval_s=1.0 if replay else None,
-        metrics_port=metrics_port, metrics_host=metrics_host,
+        metrics_port=metrics_port, metrics_host=metrics_host, tracing=tracing,
         dead_letter=(parse_kafka_url(dead_letter, "--dead-letter")
                      if dead_letter is not None else None),
         group=group, scene=scene, state_dir=state_dir, max_events=max_events,

@@ -3,6 +3,7 @@ value and the error in headers; `flush` waits for the broker's acknowledgements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Producer
@@ -43,11 +44,15 @@ class KafkaSink:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str() if hasattr(err, 'str') else err}")
 
-    def decision(self, message: Record, decision: Decision, redelivery: bool) -> None:
+    def decision(self, message: Record, decision: Decision, redelivery: bool,
+                 trace: Mapping[str, str] | None = None) -> None:
+        """Produce `decision` keyed by its event id; `trace` goes in its headers."""
         _, topic, partition, offset = message
         value = decision_message(decision, {"topic": topic, "partition": partition,
                                             "offset": offset}, redelivery)
-        produce(self._producer, self.topic, value, decision.event_id, None, self._delivered)
+        headers = None if not trace else [(k, v.encode()) for k, v in trace.items()]
+        produce(self._producer, self.topic, value, decision.event_id, headers,
+                self._delivered)
 
     def dead_letter(self, message: Record, error: PoisonMessage) -> bool:
         if self._dead is None:

@@ -28,6 +28,7 @@ from riskengine.stream.checkpoint import PreviousRun
 from riskengine.stream.kafka.base import Record, WorkerSettings
 from riskengine.stream.loop import Batch, Offsets
 from riskengine.stream.metrics import StreamMetrics
+from riskengine.tracing import TRACE_FIELDS
 
 __all__ = ["KafkaSource"]
 
@@ -244,6 +245,14 @@ class KafkaSource:
     def where(self, message: Record) -> str:
         _, topic, partition, offset = message
         return f"{topic}[{partition}]@{offset}"
+
+    def trace_carrier(self, message: Record) -> dict[str, str]:
+        """The message's ``traceparent`` / ``tracestate`` headers."""
+        headers = message[0].headers()  # a consumed message's are a list of pairs
+        if not headers or isinstance(headers, dict):
+            return {}
+        return {name: value.decode("latin-1") for name, value in headers
+                if name in TRACE_FIELDS and isinstance(value, bytes)}
 
     def commit(self, batch: Batch[Record], done: int) -> bool:
         """Commit the next offset per partition after the first `done` messages (and

@@ -35,10 +35,15 @@ class RedisSink:
         self._clients: dict[str, redis.Redis] = {}
         self._out: list[tuple[RedisStream, Fields]] = []
 
-    def decision(self, message: Entry, decision: Decision, redelivery: bool) -> None:
+    def decision(self, message: Entry, decision: Decision, redelivery: bool,
+                 trace: Mapping[str, str] | None = None) -> None:
+        """Queue `decision` (fields ``decision``, ``event_id`` and `trace`'s) for `flush`."""
         body = decision_message(decision, {"stream": self.source, "id": message[0].decode()},
                                 redelivery)
-        self._out.append((self.sink, {"decision": body, "event_id": decision.event_id}))
+        fields: Fields = {"decision": body, "event_id": decision.event_id}
+        if trace:
+            fields.update(trace)
+        self._out.append((self.sink, fields))
 
     def dead_letter(self, message: Entry, error: PoisonMessage) -> bool:
         if self.dead is None:

@@ -24,8 +24,11 @@ from riskengine.stream.redis_streams.base import (
     connect,
     redis_errors,
 )
+from riskengine.tracing import TRACE_FIELDS
 
 __all__ = ["RedisSource"]
+
+_TRACE_KEYS = tuple((name, name.encode()) for name in TRACE_FIELDS)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,12 @@ class RedisSource:
 
     def where(self, message: Entry) -> str:
         return f"{self.stream}@{message[0].decode()}"
+
+    def trace_carrier(self, message: Entry) -> dict[str, str]:
+        """The entry's ``traceparent`` / ``tracestate`` fields."""
+        fields = message[1]
+        return {name: fields[key].decode("latin-1") for name, key in _TRACE_KEYS
+                if key in fields}
 
     @redis_errors
     def commit(self, batch: Batch[Entry], done: int) -> bool:
