@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from riskengine.decisionlog import codec
+from riskengine.decisionlog import codec, reviews
 from riskengine.decisionlog.labels import Label, latest_labels
-from riskengine.decisionlog.record import DECISIONS, INT64, DecisionLogError, LogRecord, Row
+from riskengine.decisionlog.record import (
+    DECISIONS,
+    INT64,
+    DecisionLogError,
+    LogRecord,
+    Row,
+    now_ms,
+)
+from riskengine.decisionlog.reviews import AuditEntry, Claim, Execute, ReviewItem
 from riskengine.decisionlog.urls import scrub
 
 __all__ = ["MAX_QUERY_LIMIT", "DecisionLog", "LabelRow", "LabelledDecision", "LabelledRow"]
 
+T = TypeVar("T")
 MAX_QUERY_LIMIT = 1000
 _LABEL_LOOKUP_CHUNK = 500
 
@@ -292,10 +301,13 @@ class DecisionLog(ABC):
 
     def query(self, scene: str | None = None, decision: str | None = None,
               since: int | None = None, until: int | None = None,
-              limit: int = 100) -> list[dict[str, Any]]:
+              limit: int = 100, entity: tuple[str, str] | None = None
+              ) -> list[dict[str, Any]]:
         """Decisions, newest event time first; `since <= timestamp < until` (epoch ms).
 
-        `limit` is capped at `MAX_QUERY_LIMIT`.
+        `entity` (field, value) keeps the decisions whose event has that value (compared
+        as text) in that field; it reads the stored events of the rows the other filters
+        leave, so give a scene with it. `limit` is capped at `MAX_QUERY_LIMIT`.
         """
         self._check_open()
         if decision is not None and decision not in DECISIONS:
@@ -308,7 +320,7 @@ class DecisionLog(ABC):
             raise ValueError(f"limit must be a positive integer, not {limit!r:.40}")
         try:
             rows = self._select(None if scene is None else codec.encode_text(scene), decision,
-                                since, until, min(limit, MAX_QUERY_LIMIT))
+                                since, until, min(limit, MAX_QUERY_LIMIT), entity)
         except self.driver_errors as exc:
             raise self._error("querying decisions", exc) from exc
         return [self._document(*row) for row in rows]
@@ -357,8 +369,9 @@ class DecisionLog(ABC):
             raise self._error("counting decisions", exc) from exc
 
     def purge(self, older_than_ms: int) -> int:
-        """Delete the records with `logged_at < older_than_ms` (epoch ms), and the labels
-        received before it; returns how many records were deleted.
+        """Delete the records with `logged_at < older_than_ms` (epoch ms), the labels
+        received before it, the review items queued before it and the review audit rows
+        written before it; returns how many records were deleted.
 
         Keep more than the largest feature window, or a replay cannot rebuild the state.
         """
@@ -368,6 +381,7 @@ class DecisionLog(ABC):
         try:
             deleted = self._delete_older(older_than_ms)
             self._delete_labels_older(older_than_ms)
+            self._transact(lambda execute: reviews.purge(execute, older_than_ms))
         except self.driver_errors as exc:
             raise self._error("purging old decisions", exc) from exc
         return deleted
@@ -442,7 +456,78 @@ class DecisionLog(ABC):
                 return
             after = (chunk[-1][1], chunk[-1][0])
 
+    # ---- the review queue (riskengine/decisionlog/reviews.py) ---------------------------
+
+    def _review(self, action: str, work: Callable[[Execute], T]) -> T:
+        self._check_open()
+        try:
+            return self._transact(work)
+        except self.driver_errors as exc:
+            raise self._error(action, exc) from exc
+
+    def review_items(self, scene: str | None = None, state: str | None = None,
+                     limit: int = 100, *, now: int | None = None) -> list[ReviewItem]:
+        """Queued review decisions, oldest first; `state` is open, claimed or resolved."""
+        if state is not None and state not in reviews.REVIEW_STATES:
+            raise ValueError(f"state must be one of {', '.join(reviews.REVIEW_STATES)}")
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {limit!r:.40}")
+        at = now_ms() if now is None else now
+        return self._review("reading the review queue", lambda execute: reviews.select_items(
+            execute, scene, state, at, min(limit, MAX_QUERY_LIMIT)))
+
+    def review_item(self, event_id: str, *, now: int | None = None) -> ReviewItem | None:
+        """The queue item of `event_id`, or None when it was never queued."""
+        at = now_ms() if now is None else now
+        return self._review("reading a review item",
+                            lambda execute: reviews.select_item(execute, event_id, at))
+
+    def claim_review(self, event_id: str, analyst: str, *, claim_ms: int,
+                     now: int | None = None) -> Claim:
+        """Claim the item for `analyst` for `claim_ms` (again: extends the claim).
+
+        Not done when the item is resolved or another analyst's claim has not expired;
+        `Claim.item` is None when `event_id` is not queued.
+        """
+        at = now_ms() if now is None else now
+        return self._review("claiming a review item", lambda execute: reviews.claim(
+            execute, event_id, analyst, at, at + claim_ms))
+
+    def resolve_review(self, event_id: str, analyst: str, outcome: str, *,
+                       note: str | None = None, detail: dict[str, Any] | None = None,
+                       now: int | None = None) -> Claim:
+        """Resolve the item as `outcome`, store its label (source ``review:<analyst>``)
+        and audit it (with `detail`), in one transaction. Not done when the item is
+        resolved already or claimed by another analyst."""
+        if outcome not in reviews.OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(reviews.OUTCOMES)}")
+        at = now_ms() if now is None else now
+        return self._review("resolving a review item", lambda execute: reviews.resolve(
+            execute, event_id, analyst, outcome, note, at, _UPSERT_ONE_LABEL, detail or {}))
+
+    def audit_review(self, event_id: str, analyst: str, action: str,
+                     detail: dict[str, Any], *, now: int | None = None) -> None:
+        """Add a row to the audit trail of `event_id`."""
+        at = now_ms() if now is None else now
+        params = reviews.audit_params(event_id, at, analyst, action, detail)
+        self._review("writing the review audit",
+                     lambda execute: execute(reviews.AUDIT_SQL, params))
+
+    def review_audit(self, event_id: str) -> list[AuditEntry]:
+        """The audit trail of `event_id`, oldest first."""
+        return self._review("reading the review audit",
+                            lambda execute: reviews.select_audit(execute, event_id))
+
+    def review_stats(self) -> dict[str, tuple[int, int]]:
+        """Scene → (unresolved items, the oldest one's queued_at); one grouped query."""
+        return self._review("reading the review queue size", reviews.queue_stats)
+
     # ---- backend hooks ---------------------------------------------------------------
+
+    @abstractmethod
+    def _transact(self, work: Callable[[Execute], T]) -> T:
+        """Run `work` in one transaction on the query connection, with an `Execute`
+        that takes ``?`` placeholders."""
 
     @abstractmethod
     def _insert(self, rows: Sequence[Row]) -> set[int]:
@@ -454,7 +539,8 @@ class DecisionLog(ABC):
 
     @abstractmethod
     def _select(self, scene: str | None, decision: str | None, since: int | None,
-                until: int | None, limit: int) -> list[tuple[str, int]]:
+                until: int | None, limit: int, entity: tuple[str, str] | None
+                ) -> list[tuple[str, int]]:
         """(document, logged_at) rows, newest (event_time, lsn) first."""
 
     @abstractmethod
@@ -513,6 +599,9 @@ def upsert_labels_sql(values: str) -> str:
             "excluded.received_at >= labels.received_at)")
 
 
+_UPSERT_ONE_LABEL = upsert_labels_sql("VALUES (?, ?, ?, ?, ?)")
+
+
 def labelled_sql(placeholder: str, as_text: str, scene: str, since: int | None,
                  until: int | None, after: tuple[int, int] | None, limit: int
                  ) -> tuple[str, list[Any]]:
@@ -541,11 +630,16 @@ def labelled_rows(rows: Iterable[Sequence[Any]]) -> list[LabelledRow]:
 
 
 def query_sql(placeholder: str, document: str, scene: str | None, decision: str | None,
-              since: int | None, until: int | None, limit: int) -> tuple[str, list[Any]]:
+              since: int | None, until: int | None, limit: int,
+              entity: tuple[str, list[Any]] | None = None) -> tuple[str, list[Any]]:
     """The `query` statement of both backends: their placeholder (`?` or `%s`) and their
-    expression for the document as text."""
+    expression for the document as text; `entity` is the backend's condition on the
+    event's field with its parameters."""
     where: list[str] = []
     params: list[Any] = []
+    if entity is not None:
+        where.append(entity[0])
+        params.extend(entity[1])
     for column, value in (("scene =", scene), ("decision =", decision),
                           ("event_time >=", since), ("event_time <", until)):
         if value is not None:

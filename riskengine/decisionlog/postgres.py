@@ -25,14 +25,16 @@ from riskengine.decisionlog.base import (
     upsert_labels_sql,
 )
 from riskengine.decisionlog.record import DecisionLogError, Row
+from riskengine.decisionlog.reviews import BACKFILL_SQL, ENQUEUE_SQL, Execute, enqueue_rows
 from riskengine.decisionlog.urls import mask_url, scrub, secrets_of
 
 __all__ = ["PostgresLog"]
 
 T = TypeVar("T")
-SCHEMA_VERSION = "2"
-UPGRADES = {"1": "2"}
-"""Older schema versions this one opens: version 2 added the `labels` table."""
+SCHEMA_VERSION = "3"
+UPGRADES = {"1": "3", "2": "3"}
+"""Older schema versions this one opens: version 2 added the `labels` table, version 3
+the review queue (riskengine/decisionlog/reviews.py)."""
 _APPLICATION = "riskengine-decisionlog"
 _LOCK_KEY = 0x7269736B  # advisory lock serialising schema creation between processes
 _SCHEMA = (
@@ -68,8 +70,32 @@ _SCHEMA = (
         source text NOT NULL,
         received_at bigint NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS labels_received_at ON labels (received_at)",
+    """CREATE TABLE IF NOT EXISTS review_queue (
+        event_id text PRIMARY KEY,
+        lsn bigint NOT NULL,
+        scene text NOT NULL,
+        event_time bigint NOT NULL,
+        queued_at bigint NOT NULL,
+        claimed_by text,
+        claim_until bigint,
+        resolved_by text,
+        resolved_at bigint,
+        outcome text,
+        note text)""",
+    "CREATE INDEX IF NOT EXISTS review_queue_queued ON review_queue (queued_at, lsn)",
+    "CREATE INDEX IF NOT EXISTS review_queue_open ON review_queue (scene, queued_at) "
+    "WHERE resolved_at IS NULL",
+    """CREATE TABLE IF NOT EXISTS review_audit (
+        id bigserial PRIMARY KEY,
+        event_id text NOT NULL,
+        at bigint NOT NULL,
+        analyst text NOT NULL,
+        action text NOT NULL,
+        detail text NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS review_audit_event ON review_audit (event_id, id)",
+    "CREATE INDEX IF NOT EXISTS review_audit_at ON review_audit (at)",
 )
-_TABLES = ("decisions", "decision_log_meta", "labels")
+_TABLES = ("decisions", "decision_log_meta", "labels", "review_queue", "review_audit")
 _COLUMNS = ("lsn, event_id, scene, decision, score, event_time, logged_at, ruleset_version, "
             "late, degraded, latency_ms, hits, shadow_hits, document, event")
 # One statement per batch: each column travels as one array (JSON as text[], cast per row).
@@ -86,8 +112,15 @@ _UPSERT_LABELS = upsert_labels_sql(
     f"SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], "
     f"%s::bigint[]) AS r({LABEL_COLUMNS})")
 _PURGE_CHUNK = 5000
+_ENQUEUE = ENQUEUE_SQL.replace("?", "%s")  # one placeholder style
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def _placeholders(sql: str) -> str:
+    """`sql` written with ``?`` placeholders (riskengine/decisionlog/reviews.py) in
+    psycopg's ``%s``."""
+    return sql.replace("?", "%s")
 
 
 class PostgresLog(DecisionLog):
@@ -136,6 +169,7 @@ class PostgresLog(DecisionLog):
             version = None if row is None else row[0]
             if version in UPGRADES:  # the tables it lacked were created above
                 version = UPGRADES[version]
+                conn.execute(_placeholders(BACKFILL_SQL))
                 conn.execute("UPDATE decision_log_meta SET value = %s WHERE name = "
                              "'schema_version'", (version,))
         if version != SCHEMA_VERSION:
@@ -160,10 +194,15 @@ class PostgresLog(DecisionLog):
         try:
             with conn.transaction():
                 found = conn.execute(_INSERT, columns).fetchall()
+                inserted = {row[0] for row in found}
+                queued = enqueue_rows([row for row in rows if row[0] in inserted])
+                if queued:
+                    with conn.cursor() as cursor:
+                        cursor.executemany(_ENQUEUE, queued)
         except psycopg.OperationalError:
             conn.close()
             raise
-        return {row[0] for row in found}
+        return inserted
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         with self._rlock:
@@ -187,8 +226,11 @@ class PostgresLog(DecisionLog):
         return (rows[0][0], rows[0][1]) if rows else None
 
     def _select(self, scene: str | None, decision: str | None, since: int | None,
-                until: int | None, limit: int) -> list[tuple[str, int]]:
-        sql, params = query_sql("%s", "document::text", scene, decision, since, until, limit)
+                until: int | None, limit: int, entity: tuple[str, str] | None
+                ) -> list[tuple[str, int]]:
+        condition = None if entity is None else ("event ->> %s = %s", list(entity))
+        sql, params = query_sql("%s", "document::text", scene, decision, since, until, limit,
+                                condition)
         return [(r[0], r[1]) for r in self._rows(sql, params)]
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
@@ -258,6 +300,18 @@ class PostgresLog(DecisionLog):
                                         (cutoff,)).rowcount)
 
         return self._read(delete)
+
+    def _transact(self, work: Callable[[Execute], T]) -> T:
+        def run(conn: Connection) -> T:
+            def execute(sql: str, params: Sequence[Any] = ()) -> tuple[list[Any], int]:
+                cursor = conn.execute(_placeholders(sql), params)
+                rows = cursor.fetchall() if cursor.description is not None else []
+                return rows, cursor.rowcount
+
+            with conn.transaction():
+                return work(execute)
+
+        return self._read(run)
 
     def _close_connections(self) -> None:
         if self._wconn is not None:

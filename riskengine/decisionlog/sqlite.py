@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from riskengine.decisionlog.base import (
     LABEL_COLUMNS,
@@ -25,12 +25,15 @@ from riskengine.decisionlog.base import (
     upsert_labels_sql,
 )
 from riskengine.decisionlog.record import DecisionLogError, Row
+from riskengine.decisionlog.reviews import BACKFILL_SQL, ENQUEUE_SQL, Execute, enqueue_rows
 
 __all__ = ["SQLiteLog"]
 
-SCHEMA_VERSION = "2"
-UPGRADES = {"1": "2"}
-"""Older schema versions this one opens: version 2 added the `labels` table."""
+T = TypeVar("T")
+SCHEMA_VERSION = "3"
+UPGRADES = {"1": "3", "2": "3"}
+"""Older schema versions this one opens: version 2 added the `labels` table, version 3
+the review queue (riskengine/decisionlog/reviews.py)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decision_log_meta (
     name TEXT PRIMARY KEY,
@@ -66,6 +69,32 @@ CREATE TABLE IF NOT EXISTS labels (
     received_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS labels_received_at ON labels (received_at);
+CREATE TABLE IF NOT EXISTS review_queue (
+    event_id TEXT PRIMARY KEY,
+    lsn INTEGER NOT NULL,
+    scene TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    queued_at INTEGER NOT NULL,
+    claimed_by TEXT,
+    claim_until INTEGER,
+    resolved_by TEXT,
+    resolved_at INTEGER,
+    outcome TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS review_queue_queued ON review_queue (queued_at, lsn);
+CREATE INDEX IF NOT EXISTS review_queue_open ON review_queue (scene, queued_at)
+    WHERE resolved_at IS NULL;
+CREATE TABLE IF NOT EXISTS review_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    analyst TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_audit_event ON review_audit (event_id, id);
+CREATE INDEX IF NOT EXISTS review_audit_at ON review_audit (at);
 """
 _COLUMNS = ("lsn, event_id, scene, decision, score, event_time, logged_at, ruleset_version, "
             "late, degraded, latency_ms, hits, shadow_hits, document, event")
@@ -89,6 +118,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _json_path(field: str) -> str:
+    """The SQLite JSON path of the top-level key `field`."""
+    return '$."' + field.replace('"', '""') + '"'
 
 
 class _Transaction:
@@ -122,6 +156,7 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
             "SELECT value FROM decision_log_meta WHERE name = 'schema_version'").fetchone()[0]
         if version in UPGRADES:  # the tables it lacked were created above
             version = UPGRADES[version]
+            conn.execute(BACKFILL_SQL)
             conn.execute("UPDATE decision_log_meta SET value = ? WHERE name = "
                          "'schema_version'", (version,))
     if version != SCHEMA_VERSION:
@@ -168,6 +203,7 @@ class SQLiteLog(DecisionLog):
                     chunk))
             fresh = [row for row in rows if row[0] not in present]
             conn.executemany(_INSERT, fresh)
+            conn.executemany(ENQUEUE_SQL, enqueue_rows(fresh))
         return {row[0] for row in fresh}
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -180,8 +216,12 @@ class SQLiteLog(DecisionLog):
         return (rows[0][0], rows[0][1]) if rows else None
 
     def _select(self, scene: str | None, decision: str | None, since: int | None,
-                until: int | None, limit: int) -> list[tuple[str, int]]:
-        sql, params = query_sql("?", "document", scene, decision, since, until, limit)
+                until: int | None, limit: int, entity: tuple[str, str] | None
+                ) -> list[tuple[str, int]]:
+        condition = None if entity is None else (
+            "CAST(json_extract(event, ?) AS TEXT) = ?", [_json_path(entity[0]), entity[1]])
+        sql, params = query_sql("?", "document", scene, decision, since, until, limit,
+                                condition)
         return [(r[0], r[1]) for r in self._fetch(sql, params)]
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
@@ -241,6 +281,14 @@ class SQLiteLog(DecisionLog):
         with self._rlock, _Transaction(self._rconn) as conn:
             return int(conn.execute("DELETE FROM labels WHERE received_at < ?",
                                     (cutoff,)).rowcount)
+
+    def _transact(self, work: Callable[[Execute], T]) -> T:
+        def execute(sql: str, params: Sequence[Any] = ()) -> tuple[list[Any], int]:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall(), cursor.rowcount
+
+        with self._rlock, _Transaction(self._rconn) as conn:
+            return work(execute)
 
     def _close_connections(self) -> None:
         with self._rlock:

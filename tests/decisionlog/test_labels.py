@@ -137,6 +137,6 @@ def test_a_version_1_log_opens_gains_labels_and_a_newer_one_is_refused(
     assert [r.label.label for r in upgraded.labelled_decisions("transfer")
             if r.label] == ["fraud"]
     upgraded.close()
-    _set_version(log_url, tmp_path, "3")
-    with pytest.raises(DecisionLogError, match="schema version 3"):
+    _set_version(log_url, tmp_path, "4")
+    with pytest.raises(DecisionLogError, match="schema version 4"):
         open_at(log_url)
