@@ -31,6 +31,7 @@ from riskengine.service.label_routes import add_label_routes
 from riskengine.service.lane import evaluate_lane
 from riskengine.service.model_routes import add_model_routes
 from riskengine.service.reload import watch_config
+from riskengine.service.review_routes import add_review_routes, refresh_review_metrics
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
 from riskengine.state.redis.backend import STATE_ERRORS
@@ -293,6 +294,7 @@ def create_app(settings: ServiceSettings | None = None,
 
     add_experiment_routes(app, rt, admin)
     add_label_routes(app, rt, admin)
+    add_review_routes(app, rt, admin)
 
     @app.post("/v1/admin/snapshot", tags=["operations"], response_model=models.SnapshotModel,
               responses=documented(401, 403), openapi_extra=security)
@@ -322,6 +324,7 @@ def create_app(settings: ServiceSettings | None = None,
         for scene, stats in rt.engine.stats().items():
             rt.metrics.entities.labels(scene).set(stats.get("entities", 0))
         rt.metrics.log_pending.set(rt.log.pending())
+        await asyncio.to_thread(refresh_review_metrics, rt)
         return Response(rt.metrics.render(),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -68,6 +68,12 @@ class ServiceMetrics:
         self.mirror_queue = Gauge("riskengine_mirror_queue_depth",
                                   "Requests waiting to be sent to the mirror candidate",
                                   registry=r)
+        self.review_queue_size = Gauge("riskengine_review_queue_size",
+                                       "Review decisions not resolved yet, by scene",
+                                       ["scene"], registry=r)
+        self.review_queue_oldest = Gauge("riskengine_review_queue_oldest_age_seconds",
+                                         "Age of the oldest unresolved review decision "
+                                         "(0 with none), by scene", ["scene"], registry=r)
         self._by_outcome = {(s, d): self.decisions.labels(s, d)
                             for s in scenes for d in ("accept", "review", "reject")}
         self._latency = {s: self.latency.labels(s) for s in scenes}

@@ -30,7 +30,8 @@ from riskengine.tracing import TracingSettings
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
 _SERVICE_KEYS = frozenset({"admin_token", "api_token", "guard", "max_body_bytes", "max_batch",
-                           "mirror", "retention", "snapshot_interval", "watch_config"})
+                           "mirror", "retention", "review_claim", "snapshot_interval",
+                           "watch_config"})
 _GUARD_KEYS = ("decisions", "factor", "min_delta")
 MAX_GUARD_DECISIONS = 10_000_000
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -103,6 +104,8 @@ class ServiceSettings:
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 1000
     retention_ms: int = 30 * 86_400_000
+    review_claim_ms: int = 15 * 60_000
+    """How long an analyst's claim on a review item holds (`service: review_claim`)."""
     snapshot_interval_s: float = 300.0
     watch_config: bool = True
     guard: GuardSettings | None = None  # None: no guarded rollout
@@ -137,6 +140,11 @@ class ServiceSettings:
         if "retention" in section:
             values["retention_ms"] = parse_duration(section["retention"],
                                                     what="service retention")
+        if "review_claim" in section:
+            claim_ms = parse_duration(section["review_claim"], what="service review_claim")
+            if claim_ms < 1000:
+                raise ConfigError("service: review_claim must be at least 1s")
+            values["review_claim_ms"] = claim_ms
         if "snapshot_interval" in section:
             values["snapshot_interval_s"] = parse_duration(
                 section["snapshot_interval"], what="service snapshot_interval") / 1000.0
