@@ -26,8 +26,14 @@ Schema (created when absent; the same in both databases, JSON as `TEXT` in SQLit
     labels(event_id PRIMARY KEY, label, label_time, source, received_at)
                                   -- the latest label per event (labels.py), joined to
                                   -- decisions when read; indexed on received_at (purge)
+    review_queue(event_id PRIMARY KEY, lsn, scene, event_time, queued_at, claimed_by,
+                 claim_until, resolved_by, resolved_at, outcome, note)
+                                  -- review decisions, queued in the decision's transaction
+    review_audit(id, event_id, at, analyst, action, detail)
+                                  -- who claimed, resolved, listed what (reviews.py)
 
-Schema version 2 (version 1 had no `labels`; such a log is upgraded when opened).
+Schema version 3 (version 1 had no `labels`, version 2 no review tables; such a log is
+upgraded when opened, its review decisions queued).
 
 Strings that UTF-8 text cannot hold (NUL, lone surrogates) are stored escaped and read
 back exactly (see `riskengine.decisionlog.codec`).

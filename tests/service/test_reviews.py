@@ -142,6 +142,8 @@ def test_the_full_review_loop(start: Callable[..., TestClient]) -> None:
 def test_two_analysts_claim_one_wins(start: Callable[..., TestClient]) -> None:
     client = start()
     evaluate(client, 1, amount=1500.0)
+    evaluate(client, 1, amount=1500.0)  # a duplicate is not queued again
+    assert len(get(client, "/v1/reviews")) == 1
     first = post(client, "/v1/reviews/e1/claim", {"analyst": "ann"})
     second = post(client, "/v1/reviews/e1/claim", {"analyst": "bob"})
     assert first.status_code == 200
