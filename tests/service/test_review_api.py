@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from riskengine.exceptions import ConfigError
+from riskengine.service import ServiceSettings
 from tests.service.helpers import ADMIN_HEADERS, transfer
 from tests.waiting import eventually
 
@@ -231,3 +233,12 @@ def test_hostile_requests_are_refused_and_change_nothing(
     assert [e["value"] for e in get(client, "/v1/lists/blocked_accounts")["entries"]] == [
         "A-old"]
     assert post(client, "/v1/reviews/e1/resolve", good).status_code == 200
+
+
+def test_the_claim_time_setting() -> None:
+    assert ServiceSettings().review_claim_ms == 15 * 60_000
+    assert ServiceSettings().with_service_section(
+        {"review_claim": "2m"}).review_claim_ms == 120_000
+    for bad in ("0s", "500ms", "soon", -5, True):
+        with pytest.raises(ConfigError, match="review_claim"):
+            ServiceSettings().with_service_section({"review_claim": bad})

@@ -6,6 +6,7 @@ counted per scene, kept across a reopen, and a version-2 log gains the queue."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,26 @@ def test_a_version_2_log_gains_the_queue_with_its_review_decisions(
     assert [i.event_id for i in upgraded.review_items()] == ["ev-2", "ev-3"]
     reviews(upgraded, 4)
     assert len(upgraded.review_items()) == 3
+
+
+def test_two_processes_racing_for_each_item_one_wins(log_url: str, open_at: Any) -> None:
+    first, second = open_at(log_url), open_at(log_url)  # two service workers, one database
+    reviews(first, *range(1, 31))
+    barrier = threading.Barrier(2)
+    wins: dict[str, list[str]] = {f"ev-{lsn}": [] for lsn in range(1, 31)}
+
+    def claim_all(log: DecisionLog, analyst: str) -> None:
+        barrier.wait()
+        for event_id in wins:
+            if log.claim_review(event_id, analyst, claim_ms=CLAIM_MS).done:
+                wins[event_id].append(analyst)
+
+    threads = [threading.Thread(target=claim_all, args=(log, name))
+               for log, name in ((first, "ann"), (second, "bob"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(len(winners) == 1 for winners in wins.values()), wins
+    for event_id, (winner,) in wins.items():
+        assert [a.analyst for a in first.review_audit(event_id)] == [winner]
