@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -318,8 +319,8 @@ class Console:
         scene, _ = self.scene(form.get("scene"))
         text = form.get("ruleset", "")
         try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
+            body = orjson.loads(text)  # a depth limit, unlike json (RecursionError)
+        except orjson.JSONDecodeError as exc:
             return self._rules_page(request, session, scene, status=422, text=text, error={
                 "message": f"not JSON: {exc.msg}", "line": exc.lineno, "column": exc.colno,
                 "rule_id": None})
