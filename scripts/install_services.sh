@@ -6,6 +6,7 @@
 # The tests never use a server the machine already runs; they start their own.
 # Also promtool (checks deploy/prometheus), taken out of Debian's prometheus package into
 # .venv/bin without installing the package (which would start a Prometheus server).
+# Also Debian's Chromium for the console's browser tests (tests/console/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,9 @@ if ! command -v redis-cli >/dev/null; then
 fi
 if ! command -v java >/dev/null; then
     missing+=(openjdk-17-jre-headless)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)  # the console's browser tests (Playwright drives it, headless)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -19,6 +19,7 @@ import orjson
 from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import Response
 
+from riskengine.console import add_console
 from riskengine.exceptions import RiskEngineError
 from riskengine.service import models
 from riskengine.service.auth import check_bearer
@@ -344,6 +345,7 @@ def create_app(settings: ServiceSettings | None = None,
                                       "detail": detail}),
                         status_code=200 if ok else 503, media_type=JSON)
 
+    add_console(app, rt)
     _install_security_scheme(app)
     return app
 

@@ -1,0 +1,42 @@
+"""A real `riskengine serve` and Debian's Chromium driven by Playwright, for the console's
+browser tests and screenshots. Chromium is the system one (/usr/bin/chromium, installed
+by scripts/install_services.sh); Playwright's own browser downloads are never used."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.service.helpers import ADMIN
+from tests.service.process import ServiceProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def served(state_dir: Path) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(state_dir).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def sign_in(page: Page, url: str, token: str = ADMIN) -> None:
+    page.goto(url + "/console/login")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
