@@ -229,6 +229,9 @@ async def run_demo(*, events: int, seed: int, duration: float | None, concurrenc
                 await wait_ready(probe, proc)
             console.print(f"service on {base_url} (docs: {base_url}/docs, metrics: "
                           f"{base_url}/metrics); Ctrl-C stops", markup=False)
+            if proc is not None and token is not None:  # the demo's own throwaway token
+                console.print(f"console: {base_url}/console (sign in with the admin token "
+                              f"{token})", markup=False)
             traffic = generate_transfers(events, seed)
             task = asyncio.create_task(feed(base_url, traffic, stats, concurrency, stop,
                                             token if labels else None))
