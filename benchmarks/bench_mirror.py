@@ -44,7 +44,15 @@ import yaml
 from benchmarks.bench_service import check_tools, code_fingerprint, versions
 from benchmarks.loadgen import Probe, write_pool
 from benchmarks.procs import BenchError, Proc, machine, start, wait_ready
-from benchmarks.service_runner import EXAMPLE_CONFIG, RESULTS, ROOT, Bench, console, free_port_for
+from benchmarks.service_runner import (
+    EXAMPLE_CONFIG,
+    RESULTS,
+    ROOT,
+    Bench,
+    add_bench_options,
+    console,
+    free_port_for,
+)
 
 LIVE_RULE = "amount >= 500 and amount > 5 * avg_amount_24h"
 CANDIDATE_RULE = "amount >= 300 and amount > 5 * avg_amount_24h"
@@ -103,23 +111,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per run")
     p.add_argument("--reps", type=int, default=3, help="measured runs per service")
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    add_bench_options(p, attempts=2, quiet_wait=30.0)
     p.add_argument("--batch", type=int, default=1,
                    help="mirror batch of the third service (0: leave it out)")
     p.add_argument("--senders", type=int, default=0,
                    help="senders of a fourth service (0: leave it out)")
-    p.add_argument("--pool-events", type=int, default=400_000)
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--server-cpu", type=int, default=1)
-    p.add_argument("--client-cpu", type=int, default=0)
-    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    p.add_argument("--max-foreign", type=float, default=10.0,
-                   help="%% of the servers' core other processes may take in a kept run")
-    p.add_argument("--attempts", type=int, default=2,
-                   help="tries per run while other processes take more than --max-foreign")
-    p.add_argument("--quiet-wait", type=float, default=30.0,
-                   help="seconds to wait for an idle machine before each run")
     p.add_argument("--drain-wait", type=float, default=120.0,
                    help="seconds to wait for a mirror's queue to empty before a run")
     p.add_argument("--install-tools", action="store_true",

@@ -58,7 +58,15 @@ from benchmarks.service_phases import (
     single_runs,
     stall_runs,
 )
-from benchmarks.service_runner import METRICS, RESULTS, ROOT, Bench, console, state_lsn
+from benchmarks.service_runner import (
+    METRICS,
+    RESULTS,
+    ROOT,
+    Bench,
+    add_bench_options,
+    console,
+    state_lsn,
+)
 
 TARGETS = {"requests_per_s": 5000, "p99_ms": 15.0, "ratio_to_seed_style": 2.5,
            "batch_events_per_s": 50_000, "reload_s": 1.0}
@@ -117,23 +125,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per run")
     p.add_argument("--reps", type=int, default=3, help="measured runs per target")
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    add_bench_options(p, attempts=3, quiet_wait=120.0)
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[100, 500])
     p.add_argument("--batch-connections", type=int, default=4)
     p.add_argument("--reload-trials", type=int, default=5)
     p.add_argument("--profile-seconds", type=int, default=15)
-    p.add_argument("--pool-events", type=int, default=400_000)
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--server-cpu", type=int, default=1)
-    p.add_argument("--client-cpu", type=int, default=0)
-    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    p.add_argument("--max-foreign", type=float, default=10.0,
-                   help="%% of the servers' core other processes may take in a kept run")
-    p.add_argument("--attempts", type=int, default=3,
-                   help="tries per run while other processes take more than --max-foreign")
-    p.add_argument("--quiet-wait", type=float, default=120.0,
-                   help="seconds to wait for an idle machine before each run")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["peers", "batch", "reload", "profile", "stalls"])
     p.add_argument("--stall-runs", type=int, default=6,

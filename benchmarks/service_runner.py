@@ -185,6 +185,25 @@ class Bench:
         return result
 
 
+def add_bench_options(p: argparse.ArgumentParser, *, attempts: int,
+                      quiet_wait: float) -> None:
+    """The options `Bench` reads (load, workload, pinning, quiet-machine checks), with a
+    benchmark's own defaults for `attempts` and `quiet_wait`."""
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--pool-events", type=int, default=400_000)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--server-cpu", type=int, default=1)
+    p.add_argument("--client-cpu", type=int, default=0)
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument("--max-foreign", type=float, default=10.0,
+                   help="%% of the servers' core other processes may take in a kept run")
+    p.add_argument("--attempts", type=int, default=attempts,
+                   help="tries per run while other processes take more than --max-foreign")
+    p.add_argument("--quiet-wait", type=float, default=quiet_wait,
+                   help="seconds to wait for an idle machine before each run")
+
+
 def free_port_for(bench: Bench) -> int:
     used = {p.port for p in bench.procs.values()}
     while (port := free_port()) in used:
