@@ -830,6 +830,10 @@ def serve(
                                  "above the previous one, as a fraction (default 0.01).")]
     = None,
     otel_endpoint: OtelEndpointOption = None,
+    backtests_dir: Annotated[Path | None, typer.Option(
+        file_okay=False, show_default=False,
+        help="The backtest reports the console lists and writes (default: "
+             "STATE_DIR/backtests; or the config's service: backtests).")] = None,
 ) -> None:
     """Run the HTTP decision service (FastAPI on uvicorn). API docs at /docs.
 
@@ -868,7 +872,8 @@ def serve(
             _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
                                    state=state, watch_config=watch, guard=guard,
-                                   mirror=mirrored, tracing=tracing)
+                                   mirror=mirrored, tracing=tracing,
+                                   backtests_dir=backtests_dir)
         if workers > 1:
             try:
                 run_workers(settings, host=host, port=port, workers=workers,
@@ -1159,7 +1164,7 @@ def experiments_report(
     """Compare the arms of SCENE's experiment on its logged decisions, labels joined
     (what GET /v1/scenes/{scene}/experiments answers): one report per experiment version,
     the latest first."""
-    from riskengine.batch.backtest_report import ReportTable, comparison_tables, render_tables
+    from riskengine.batch.backtest_report import experiment_tables, render_tables
     from riskengine.batch.experiment_report import compare_experiments
     from riskengine.decisionlog import DecisionLogError
     from riskengine.events import parse_timestamp_text
@@ -1189,15 +1194,7 @@ def experiments_report(
                   f"({report['without_experiment']:,} without one)", markup=False)
         return
     for tally in report["experiments"]:
-        doc = tally["comparison"]
-        overview = ReportTable(f"Experiment {tally['version']}", ["", ""], align="ll")
-        overview.rows += [["scene", scene], ["events", f"{doc['events']:,}"],
-                          ["first event", str(tally["first_event"])],
-                          ["last event", str(tally["last_event"])],
-                          ["labelled", f"{doc['labelled']:,}"]]
-        overview.rows += [[f"{arm} ruleset", ", ".join(versions)]
-                          for arm, versions in tally["ruleset_versions"].items()]
-        render_tables([overview, *comparison_tables(doc, terminal=True)], out)
+        render_tables(experiment_tables(scene, tally, terminal=True), out)
     out.print(f"{report['without_experiment']:,} decisions without an experiment",
               markup=False)
 

@@ -33,8 +33,8 @@ from riskengine.batch.replay import ERROR_FIELDS
 from riskengine.batch.report import percent
 from riskengine.exceptions import RiskEngineError
 
-__all__ = ["ReportDir", "ReportError", "ReportTable", "comparison_tables", "markdown_report",
-           "render_backtest", "render_tables", "tables"]
+__all__ = ["ReportDir", "ReportError", "ReportTable", "comparison_tables", "experiment_tables",
+           "markdown_report", "render_backtest", "render_tables", "tables"]
 
 TERMINAL_TRANSITIONS = 10
 TERMINAL_DAYS = 10
@@ -55,6 +55,8 @@ class ReportTable:
     align: str = ""
     caption: str = ""
     chart: str | None = None  # the CHARTS name drawn beside it in the Markdown report
+    event_ids: dict[int, list[str]] = field(default_factory=dict)
+    """Row index → the event ids its last column lists (a page links each of them)."""
 
     def column_align(self, index: int) -> str:
         return self.align[index] if index < len(self.align) else "r"
@@ -134,6 +136,7 @@ def _transitions(doc: dict[str, Any], limit: int | None, samples: int | None) ->
     for arm, steps in doc["transitions"].items():
         for step in steps[:limit]:
             ids = step["samples"][:samples]
+            table.event_ids[len(table.rows)] = list(ids)
             table.rows.append(([arm] if several else []) + [
                 step["from"], step["to"], f"{step['count']:,}",
                 percent(step["count"], doc["events"]), ", ".join(ids)])
@@ -272,6 +275,23 @@ def _daily(doc: dict[str, Any], limit: int | None) -> ReportTable:
 def tables(doc: dict[str, Any], *, terminal: bool = False) -> list[ReportTable]:
     """The report's tables; `terminal` keeps the long ones short."""
     return [_overview(doc), *comparison_tables(doc, terminal=terminal)]
+
+
+def experiment_tables(scene: str, tally: dict[str, Any], *, terminal: bool = False
+                      ) -> list[ReportTable]:
+    """The tables of one experiment version of a live comparison (an entry of
+    `compare_experiments`' ``experiments``): an overview, then its comparison's."""
+    doc = tally["comparison"]
+    overview = ReportTable(f"Experiment {tally['version']}", ["", ""], align="ll")
+    overview.rows += [["scene", scene], ["events", f"{doc['events']:,}"],
+                      ["first event", str(tally["first_event"])],
+                      ["last event", str(tally["last_event"])],
+                      ["labelled", f"{doc['labelled']:,}"]]
+    overview.rows += [[f"{arm} ruleset", ", ".join(versions)]
+                      for arm, versions in tally["ruleset_versions"].items()]
+    if tally.get("skipped"):
+        overview.rows.append(["skipped", f"{tally['skipped']:,} decisions with other arms"])
+    return [overview, *comparison_tables(doc, terminal=terminal)]
 
 
 def comparison_tables(doc: dict[str, Any], *, terminal: bool = False) -> list[ReportTable]:

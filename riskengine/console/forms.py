@@ -1,12 +1,20 @@
-"""Reading console requests: url-encoded form bodies with a size cap, and bounded text
-parameters. Everything refused becomes a `PageError` (an HTML page with a 4xx status)."""
+"""Reading console requests: url-encoded form bodies with a size cap, bounded text
+parameters and event times, and calls into the decision log off the event loop.
+Everything refused becomes a `PageError` (an HTML page with a 4xx status; 503 for a log
+that cannot be read)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+
+from riskengine.decisionlog import DecisionLogError
+from riskengine.events import parse_timestamp_text
+from riskengine.exceptions import EventValidationError
 
 MAX_FORM_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 1000
@@ -50,3 +58,24 @@ def field(values: Mapping[str, str], name: str, *, required: bool = False,
             raise PageError(422, f"{name} is required")
         return None
     return value
+
+
+def event_time(value: str | None, name: str) -> int | None:
+    """An event-time parameter (epoch ms or ISO-8601); None when not given."""
+    if value is None:
+        return None
+    try:
+        return parse_timestamp_text(value)
+    except EventValidationError as exc:
+        raise PageError(422, f"{name}: {exc}") from None
+
+
+async def read_log(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` in a thread: a read of the decision log (503 when the log
+    cannot be read, 422 for a value it refuses)."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except DecisionLogError as exc:
+        raise PageError(503, f"the decision log cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise PageError(422, str(exc)) from None

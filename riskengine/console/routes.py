@@ -22,7 +22,14 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from riskengine.console.forms import MAX_FIELD_CHARS, PageError, field, read_form
+from riskengine.console.forms import (
+    MAX_FIELD_CHARS,
+    PageError,
+    event_time,
+    field,
+    read_form,
+    read_log,
+)
 from riskengine.console.overview import (
     RateRing,
     degraded_by_scene,
@@ -30,11 +37,9 @@ from riskengine.console.overview import (
     top_rules,
 )
 from riskengine.console.session import COOKIE, LIFETIME_S, Session, SessionSigner
-from riskengine.decisionlog import DECISIONS, DecisionLogError
-from riskengine.events import parse_timestamp_text
+from riskengine.decisionlog import DECISIONS
 from riskengine.exceptions import (
     ConfigError,
-    EventValidationError,
     ListError,
     RuleCompileError,
     UnknownSceneError,
@@ -55,6 +60,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 QUERY_LIMIT = 100
+Handler = Callable[..., Awaitable[Response]]
 
 
 class LoginRequired(Exception):
@@ -96,16 +102,23 @@ class Console:
     # -- plumbing
 
     def mount(self, app: FastAPI) -> None:
+        # The page modules build on this one (Console, PREFIX): imported here, not above.
+        from riskengine.console.backtest_pages import BacktestPages
+        from riskengine.console.experiment_pages import ExperimentPages
+
         router = APIRouter(prefix=PREFIX, include_in_schema=False)
-        get: list[tuple[str, Callable[..., Awaitable[Response]]]] = [
+        get: list[tuple[str, Handler]] = [
             ("", self.overview), ("/overview/panel", self.overview_panel),
             ("/decisions", self.decisions), ("/decision", self.decision),
             ("/entity", self.entity), ("/rules", self.rules), ("/rules/diff", self.diff),
             ("/lists", self.lists), ("/login", self.login_page)]
-        post: list[tuple[str, Callable[..., Awaitable[Response]]]] = [
+        post: list[tuple[str, Handler]] = [
             ("/login", self.login), ("/logout", self.logout),
             ("/rules/save", self.save_rules), ("/rules/activate", self.activate),
             ("/lists/add", self.add_entry), ("/lists/remove", self.remove_entry)]
+        for pages in (ExperimentPages(self), BacktestPages(self)):
+            get += pages.get
+            post += pages.post
         for path, handler in get:
             router.add_api_route(path, handler, methods=["GET"])
         for path, handler in post:
@@ -226,7 +239,8 @@ class Console:
         outcome = self.query(request, "decision", 20)
         if outcome is not None and outcome not in DECISIONS:
             raise PageError(422, f"decision must be one of {', '.join(DECISIONS)}")
-        since, until = (_time(self.query(request, name, 64), name) for name in ("since", "until"))
+        since, until = (event_time(self.query(request, name, 64), name)
+                        for name in ("since", "until"))
         rows = await self._log(self.rt.log.query, scene=scene, decision=outcome, since=since,
                                until=until, limit=QUERY_LIMIT)
         form = {name: request.query_params.get(name, "")[:256]
@@ -248,12 +262,7 @@ class Console:
                            label=None if label is None else label.to_dict())
 
     async def _log(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.to_thread(call, *args, **kwargs)
-        except DecisionLogError as exc:
-            raise PageError(503, f"the decision log cannot be read: {exc}") from None
-        except ValueError as exc:
-            raise PageError(422, str(exc)) from None
+        return await read_log(call, *args, **kwargs)
 
     # -- entity
 
@@ -398,11 +407,3 @@ def _body_text(ruleset: dict[str, Any]) -> str:
     return json.dumps({"rules": ruleset["rules"], "policy": ruleset["policy"]}, indent=2,
                       ensure_ascii=False)
 
-
-def _time(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_timestamp_text(value)
-    except EventValidationError as exc:
-        raise PageError(422, f"{name}: {exc}") from None

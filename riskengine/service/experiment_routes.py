@@ -24,11 +24,11 @@ import orjson
 from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import Response
 
-from riskengine.batch.experiment_report import compare_experiments
 from riskengine.batch.metrics import AMOUNT_FIELD
 from riskengine.exceptions import ConfigError, RuleCompileError
 from riskengine.service.bodies import JSON, Auth, SceneName, read_json, time_param
 from riskengine.service.errors import ApiError, documented
+from riskengine.service.experiment_comparison import live_comparison
 from riskengine.service.experiments import UnknownArmError
 from riskengine.service.runtime import ServiceRuntime
 
@@ -51,13 +51,13 @@ def add_experiment_routes(app: FastAPI, rt: ServiceRuntime,
     @app.get("/v1/scenes/{scene}/experiment", tags=["experiments"], responses=errors,
              openapi_extra=_SECURITY)
     async def get_experiment(scene: SceneName, authorization: Auth = None) -> Response:
-        """The live experiment of a scene: its version and spec."""
+        """The live experiment of a scene: its version, spec and each arm's ruleset
+        version."""
         admin(authorization)
-        experiment = rt.experiments.live(scene)
-        if experiment is None:
+        described = rt.experiments.describe(scene)
+        if described is None:
             raise ApiError(404, f"scene {scene!r} has no experiment", code="no_experiment")
-        return _json({"scene": scene, "version": experiment.version,
-                      "arms": list(experiment.arms), "experiment": experiment.spec.to_dict()})
+        return _json(described)
 
     @app.put("/v1/scenes/{scene}/experiment", tags=["experiments"],
              responses=documented(400, 401, 403, 404, 413, 415, 422),
@@ -125,10 +125,8 @@ def add_experiment_routes(app: FastAPI, rt: ServiceRuntime,
         admin(authorization)
         rt.engine.scene(scene)
         report = await asyncio.to_thread(
-            compare_experiments, rt.log, scene, since=time_param(since, "since"),
+            live_comparison, rt, scene, since=time_param(since, "since"),
             until=time_param(until, "until"), amount_field=amount_field)
-        live = rt.experiments.live(scene)
-        report["live_experiment"] = None if live is None else live.version
         return _json(report)
 
 

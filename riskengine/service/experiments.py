@@ -91,6 +91,18 @@ class ExperimentRegistry:
     def live(self, scene: str) -> Experiment | None:
         return self.engine.scene(scene).experiment
 
+    def describe(self, scene: str) -> dict[str, Any] | None:
+        """The live experiment of `scene` as the admin API shows it (None without one):
+        its version, arms, spec, and the ruleset version each arm decides with."""
+        experiment = self.live(scene)
+        if experiment is None:
+            return None
+        champion = self.engine.ruleset(scene).version
+        return {"scene": scene, "version": experiment.version, "arms": list(experiment.arms),
+                "experiment": experiment.spec.to_dict(),
+                "ruleset_versions": {CHAMPION: champion, **{
+                    name: ruleset.version for name, ruleset in experiment.by_name.items()}}}
+
     def versions(self, scene: str) -> list[dict[str, Any]]:
         self.engine.scene(scene)
         with self.lock:

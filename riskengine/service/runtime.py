@@ -60,7 +60,8 @@ class ServiceRuntime:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.config: ProjectConfig = load_config(settings.config)
-        settings = settings.with_service_section(self.config.service)
+        settings = settings.with_service_section(self.config.service,
+                                                 self.config.base_dir)
         self.settings = settings.ensure_admin_token()
         self.state_dir = self.settings.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)

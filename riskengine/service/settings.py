@@ -29,9 +29,11 @@ from riskengine.tracing import TracingSettings
 
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
-_SERVICE_KEYS = frozenset({"admin_token", "api_token", "guard", "max_body_bytes", "max_batch",
-                           "mirror", "retention", "review_claim", "snapshot_interval",
-                           "watch_config"})
+_SERVICE_KEYS = frozenset({"admin_token", "api_token", "backtests", "guard", "max_body_bytes",
+                           "max_batch", "mirror", "retention", "review_claim",
+                           "snapshot_interval", "watch_config"})
+BACKTESTS_DIR = "backtests"
+"""The backtest reports' directory under the state dir, unless one is given."""
 _GUARD_KEYS = ("decisions", "factor", "min_delta")
 MAX_GUARD_DECISIONS = 10_000_000
 MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -114,9 +116,20 @@ class ServiceSettings:
     `with_service_section` adds the config's `service.mirror` options."""
     tracing: TracingSettings | None = None
     """Where spans go (riskengine/tracing/); None: tracing is off."""
+    backtests_dir: Path | None = None
+    """The backtest reports the console lists (`--backtests-dir`, ``service: backtests``);
+    None: ``<state_dir>/backtests``."""
 
-    def with_service_section(self, section: Mapping[str, Any] | None) -> ServiceSettings:
-        """Apply the config's `service:` section, then the environment (which wins)."""
+    @property
+    def backtests(self) -> Path:
+        """The directory of backtest reports."""
+        return self.state_dir / BACKTESTS_DIR if self.backtests_dir is None \
+            else self.backtests_dir
+
+    def with_service_section(self, section: Mapping[str, Any] | None,
+                             base_dir: Path | None = None) -> ServiceSettings:
+        """Apply the config's `service:` section, then the environment (which wins); a
+        relative path in it is relative to `base_dir` (the config file's directory)."""
         values: dict[str, Any] = {}
         section = section or {}
         if not isinstance(section, Mapping):
@@ -148,6 +161,12 @@ class ServiceSettings:
         if "snapshot_interval" in section:
             values["snapshot_interval_s"] = parse_duration(
                 section["snapshot_interval"], what="service snapshot_interval") / 1000.0
+        if section.get("backtests") is not None and self.backtests_dir is None:
+            directory = section["backtests"]
+            if not isinstance(directory, str) or not directory.strip():
+                raise ConfigError("service: backtests must name a directory (the backtest "
+                                  "reports the console lists)")
+            values["backtests_dir"] = (base_dir or Path()) / Path(directory).expanduser()
         if "watch_config" in section:
             values["watch_config"] = bool(section["watch_config"])
         if section.get("guard") is not None:
@@ -171,7 +190,8 @@ class ServiceSettings:
             "guard": None if self.guard is None else self.guard.to_dict(),
             "mirror": None if self.mirror is None else self.mirror.url,
             "otel_endpoint": None if self.tracing is None else self.tracing.endpoint,
-            "tracing": self.tracing is not None})
+            "tracing": self.tracing is not None,
+            "backtests_dir": None if self.backtests_dir is None else str(self.backtests_dir)})
 
     @classmethod
     def from_env(cls, text: str) -> ServiceSettings:
@@ -182,7 +202,9 @@ class ServiceSettings:
                    guard=None if data.get("guard") is None else parse_guard(data["guard"]),
                    mirror=None if data["mirror"] is None else MirrorSettings(data["mirror"]),
                    tracing=(TracingSettings(endpoint=data.get("otel_endpoint"))
-                            if data.get("tracing") else None))
+                            if data.get("tracing") else None),
+                   backtests_dir=(None if data.get("backtests_dir") is None
+                                  else Path(data["backtests_dir"])))
 
     def ensure_admin_token(self) -> ServiceSettings:
         """Without an admin token, make one and write it to ``state_dir/admin-token``."""
