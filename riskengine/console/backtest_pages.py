@@ -68,10 +68,12 @@ class BacktestPages:
               error: str | None = None, form: dict[str, str] | None = None) -> Response:
         query = self.console.query
         scene, _ = self.console.scene((form or {}).get("scene") or query(request, "scene", 200))
+        listing_error = None
         try:
             reports = self.store.summaries()
-        except ReportUnreadableError as exc:
-            raise PageError(503, str(exc)) from None
+        except ReportUnreadableError as exc:  # the directory itself cannot be read
+            reports, listing_error = [], str(exc)
+            status = 503 if status == 200 else status
         versions = self.rt.rulesets.versions(scene)
         chosen = {"scene": scene,
                   "version": (form or {}).get("version") or query(request, "version", 100)
@@ -80,6 +82,7 @@ class BacktestPages:
                   "limit": (form or {}).get("limit") or str(DEFAULT_EVENTS)}
         return self.console.render(
             request, "backtests.html", status, session, reports=reports,
+            listing_error=listing_error,
             directory=str(self.store.root), job=self._job(), versions=versions,
             live=self.rt.engine.ruleset(scene).version, form=chosen, error=error,
             max_events=MAX_EVENTS)

@@ -116,7 +116,8 @@ class Console:
             ("/login", self.login), ("/logout", self.logout),
             ("/rules/save", self.save_rules), ("/rules/activate", self.activate),
             ("/lists/add", self.add_entry), ("/lists/remove", self.remove_entry)]
-        for pages in (ExperimentPages(self), BacktestPages(self)):
+        self.pages = (ExperimentPages(self), BacktestPages(self))
+        for pages in self.pages:
             get += pages.get
             post += pages.post
         for path, handler in get:
@@ -124,6 +125,7 @@ class Console:
         for path, handler in post:
             router.add_api_route(path, handler, methods=["POST"])
         app.include_router(router)
+        app.state.console = self
         app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"),
                   name="console-static")
         app.add_exception_handler(PageError, self._page_error)
