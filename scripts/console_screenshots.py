@@ -1,8 +1,11 @@
 """Screenshots of the console's main pages into docs/console/ (the README shows them).
 
-Starts `riskengine serve` on a temporary state directory, sends demo traffic
-(riskengine.synth) for a few seconds so the overview has rates, then drives Debian's
-Chromium with Playwright through the pages. Run from the repository root:
+Starts `riskengine serve` on a temporary state directory, puts an experiment live (a
+challenger answering for 20 % of the accounts, one in shadow), sends demo traffic
+(riskengine.synth) for a few seconds so the overview has rates, posts the traffic's
+labels, backtests the example candidate on the logged events from the backtests page,
+then drives Debian's Chromium with Playwright through the pages. Run from the
+repository root:
 
     python scripts/console_screenshots.py
 """
@@ -20,12 +23,24 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from riskengine.config import EXAMPLE_CONFIG_PATH  # noqa: E402
 from riskengine.synth import generate_transfers  # noqa: E402
 from tests.console.browser import chromium, served, sign_in  # noqa: E402
 from tests.service.helpers import ADMIN_HEADERS  # noqa: E402
 
 OUT = ROOT / "docs" / "console"
 BATCH = 200
+EXPERIMENT = {
+    "key": "pay_account", "salt": "2026-01", "split": {"champion": 80, "strict": 20},
+    "challengers": {
+        "strict": {"mode": "decide", "policy": {"review_at": 40, "reject_at": 70}, "rules": [
+            {"id": "large_new_receiver", "when": "pair_count_30d == 1 and amount >= 1000",
+             "score": 50, "reason": "large transfer to a new receiver"},
+            {"id": "card_testing", "when": "small_tx_device_10m >= 4", "score": 80,
+             "reason": "burst of small payments from one device"}]},
+        "watch": {"mode": "shadow", "rules": [
+            {"id": "shared_device", "when": "accounts_per_device_1h >= 3", "score": 30,
+             "reason": "one device used by many paying accounts"}]}}}
 
 
 def main() -> None:
@@ -34,6 +49,8 @@ def main() -> None:
             chromium() as browser:
         events = list(generate_transfers(6000, seed=7))
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        httpx.put(f"{service.url}/v1/scenes/transfer/experiment", json=EXPERIMENT,
+                  headers=ADMIN_HEADERS, timeout=30).raise_for_status()
         sign_in(page, service.url)
         page.wait_for_selector("#rate-chart canvas")
         for start in range(0, len(events), BATCH):  # about 30 batches over ~10 s
@@ -64,6 +81,25 @@ def main() -> None:
         page.screenshot(path=OUT / "rules-error.png")
         page.goto(f"{service.url}/console/lists?name=blocked_devices")
         page.screenshot(path=OUT / "lists.png")
+        labels = [{"event_id": e["event_id"], "label": e["label"]} for e in events]
+        httpx.post(f"{service.url}/v1/labels", json=labels, headers=ADMIN_HEADERS,
+                   timeout=60).raise_for_status()
+        page.goto(f"{service.url}/console/experiments?scene=transfer")
+        page.wait_for_selector("[data-chart] canvas")
+        page.screenshot(path=OUT / "experiments.png", full_page=True)
+        candidate = json.loads((EXAMPLE_CONFIG_PATH.parent / "candidate-transfer.json")
+                               .read_text(encoding="utf-8"))
+        stored = httpx.put(f"{service.url}/v1/scenes/transfer/ruleset?activate=false",
+                           json=candidate, headers=ADMIN_HEADERS, timeout=30)
+        stored.raise_for_status()
+        page.goto(f"{service.url}/console/rules")
+        page.click(f"a.backtest[href*='{stored.json()['version']}']")
+        page.click("form[action$='/backtests/run'] button")
+        page.wait_for_selector("#backtest-job.finished", timeout=300_000)
+        page.screenshot(path=OUT / "backtests.png", full_page=True)
+        page.click("#backtest-job a")
+        page.wait_for_selector("#alert-rate canvas")
+        page.screenshot(path=OUT / "backtest.png", full_page=True)
     print(f"wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
 
 

@@ -2,8 +2,9 @@
 (a live experiment's or a backtest's report.json): one JSON-ready spec per chart, which
 ``static/charts.js`` draws with uPlot.
 
-A ``bars`` spec has category names and one series of values per arm (grouped bars); a
-``lines`` spec has x values (epoch seconds) and one series per arm. The same sections of
+A ``bars`` spec has category names and one series of values per arm (grouped bars; the
+decision mix on a log scale, as accept dwarfs the rest; rule hits sideways, so long rule
+ids stay readable); a ``lines`` spec has x values (epoch seconds) and one series per arm. The same sections of
 the document as the PNG charts of a backtest report (riskengine/batch/charts.py).
 """
 
@@ -25,8 +26,8 @@ def decision_mix_chart(doc: dict[str, Any]) -> Chart:
     """Events per decision (accept, review, reject, …), one bar per arm."""
     arms: list[str] = doc["arms"]
     decisions = list(doc["decisions"][doc["baseline"]])
-    return {"kind": "bars", "title": "Decision mix per arm", "y_label": "events",
-            "categories": decisions,
+    return {"kind": "bars", "title": "Decision mix per arm", "y_label": "events (log scale)",
+            "log": True, "categories": decisions,
             "series": _series(arms, {arm: [doc["decisions"][arm].get(d, 0) for d in decisions]
                                      for arm in arms})}
 
@@ -36,7 +37,7 @@ def rule_hits_chart(doc: dict[str, Any]) -> Chart:
     arms: list[str] = doc["arms"]
     rules = doc["rules"]
     return {"kind": "bars", "title": "Hits per rule and arm", "y_label": "events hit",
-            "categories": [rule["rule_id"] for rule in rules],
+            "horizontal": True, "categories": [rule["rule_id"] for rule in rules],
             "series": _series(arms, {arm: [rule["hits"][arm] for rule in rules]
                                      for arm in arms})}
 

@@ -28,8 +28,8 @@ def chromium() -> Iterator[Browser]:
 
 
 @contextlib.contextmanager
-def served(state_dir: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(state_dir).start()
+def served(state_dir: Path, extra: list[str] | None = None) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(state_dir, extra=extra).start()
     try:
         yield service
     finally:

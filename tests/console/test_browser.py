@@ -22,7 +22,8 @@ XSS = "<script>window.__xss = 1</script>"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    with served(tmp_path_factory.mktemp("console") / "state") as running:
+    root = tmp_path_factory.mktemp("console")
+    with served(root / "state", ["--backtests-dir", str(root / "reports")]) as running:
         yield running
 
 
@@ -140,3 +141,58 @@ def test_add_and_remove_a_list_entry(service: ServiceProcess, page: Page) -> Non
     expect(page.locator("#list-entries")).not_to_contain_text("192.0.2.88")
 
 
+
+
+def test_the_experiment_page_draws_its_charts(service: ServiceProcess, page: Page) -> None:
+    watch = [{"id": "watch_big", "when": "amount >= 100", "score": 5, "reason": XSS}]
+    put = httpx.put(f"{service.url}/v1/scenes/transfer/experiment", headers=ADMIN_HEADERS,
+                    json={"key": "pay_account", "salt": XSS, "split": {"champion": 100},
+                          "challengers": {"watch": {"mode": "shadow", "rules": watch}}},
+                    timeout=10)
+    assert put.status_code == 200, put.text
+    version = put.json()["version"]
+    try:
+        for i in range(6):
+            _evaluate(service, transfer(200 + i, pay_account=f"acct-x{i}",
+                                        amount=150.0 if i % 2 else 20.0))
+        sign_in(page, service.url)
+        page.click("text=Experiments")
+        expect(page.locator("#live-version")).to_have_text(version)
+        section = page.locator(f"#experiment-{version}")
+        expect(section.locator(f"#decision-mix-{version} canvas")).to_have_count(1)
+        expect(section.locator(f"#rule-hits-{version} canvas")).to_have_count(1)
+        expect(page.locator("#live-experiment")).to_contain_text(XSS)  # as text
+        assert page.evaluate("window.__xss") is None
+        page.locator("tr[data-arm=watch] button").click()
+        expect(page.locator("h1")).to_contain_text("Promote watch")
+        page.click("text=Cancel")
+        expect(page.locator("#live-version")).to_have_text(version)
+    finally:
+        httpx.delete(f"{service.url}/v1/scenes/transfer/experiment", headers=ADMIN_HEADERS,
+                     timeout=10)
+
+
+def test_backtest_a_version_from_the_rules_page(service: ServiceProcess, page: Page) -> None:
+    for i in range(5):
+        _evaluate(service, transfer(300 + i, pay_account="acct-bt", amount=150.0))
+    live = httpx.get(f"{service.url}/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS,
+                     timeout=10).json()
+    big = {"id": "bt_big", "when": "amount >= 100", "action": "reject", "score": 100}
+    stored = httpx.put(f"{service.url}/v1/scenes/transfer/ruleset?activate=false",
+                       headers=ADMIN_HEADERS, timeout=10,
+                       json={"rules": [*live["rules"], big], "policy": live["policy"]})
+    assert stored.status_code == 200, stored.text
+    version = stored.json()["version"]
+    sign_in(page, service.url)
+    page.goto(service.url + "/console/rules")
+    page.locator(f"a.backtest[href*='{version}']").click()
+    expect(page.locator("select[name=version]")).to_have_value(version)
+    page.click("form[action$='/backtests/run'] button")
+    expect(page.locator("#backtest-job .job-state")).to_have_text("finished", timeout=60_000)
+    page.locator("#backtest-job a").click()
+    expect(page.locator("#decision-mix canvas")).to_have_count(1)
+    expect(page.locator("#rule-hits canvas")).to_have_count(1)
+    expect(page.locator("#alert-rate canvas")).to_have_count(1)
+    name = page.locator("#report-name").inner_text()
+    reports = service.state_dir.parent / "reports"
+    assert (reports / name / "report.json").is_file()  # --backtests-dir

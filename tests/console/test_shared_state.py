@@ -4,6 +4,7 @@ worker is good on another (the signing key comes from the shared admin token).""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from fastapi.testclient import TestClient
 from riskengine.console.session import COOKIE
 from riskengine.service import ServiceSettings, create_app
 from tests.console.conftest import csrf_of
+from tests.console.pages import row, tables
 from tests.servers import redis_server
-from tests.service.helpers import ADMIN, transfer
+from tests.service.helpers import ADMIN, ADMIN_HEADERS, transfer
 from tests.waiting import eventually
 
 
@@ -48,3 +50,54 @@ def test_console_pages_with_redis_state(tmp_path: Path) -> None:
                           10.0, 0.05)
         for page in ("/console", "/console/rules", "/console/decisions"):
             assert b.get(page).status_code == 200, page
+
+
+def test_experiments_and_backtests_pages_with_redis_state(tmp_path: Path) -> None:
+    strict = [{"id": "big", "when": "amount >= 100", "action": "reject", "score": 100}]
+    experiment = {"key": "pay_account", "salt": "r1", "split": {"champion": 50, "strict": 50},
+                  "challengers": {"strict": {"mode": "decide", "rules": strict}}}
+    with _clients(tmp_path) as (a, b):
+        assert a.post("/console/login", data={"token": ADMIN}).status_code == 303
+        b.cookies.set(COOKIE, a.cookies[COOKIE])
+        put = a.post("/console/experiments/put", data={
+            "csrf": csrf_of(a, "/console/experiments"), "scene": "transfer",
+            "experiment": json.dumps(experiment)})
+        assert put.status_code == 303
+        version = a.get("/v1/scenes/transfer/experiment", headers=ADMIN_HEADERS).json()[
+            "version"]
+        assert eventually(lambda: f'id="live-version">{version}<' in b.get(
+            "/console/experiments").text, 10.0, 0.05)
+        for i in range(8):
+            event = transfer(i, pay_account=f"R{i % 4}", amount=150.0 if i % 2 == 0 else 5.0)
+            assert a.post("/v1/transfer/evaluate", json=event).status_code == 200
+        report = a.get("/v1/scenes/transfer/experiments", headers=ADMIN_HEADERS).json()
+        doc = report["experiments"][0]["comparison"]
+        assert doc["events"] == 8 and doc["decisions"]["strict"]["reject"] == 4
+        page = a.get("/console/experiments").text
+        assert f'id="decision-mix-{version}"' in page
+        assert 'href="/console/decision?id=e0">e0</a>' in page
+        strict_version = a.get("/v1/scenes/transfer/experiment", headers=ADMIN_HEADERS).json()[
+            "ruleset_versions"]["strict"]
+        promoted = b.post("/console/experiments/promote", data={
+            "csrf": csrf_of(b, "/console/experiments"), "scene": "transfer", "arm": "strict",
+            "version": version})
+        assert promoted.status_code == 303
+        assert eventually(lambda: a.get("/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS)
+                          .json()["version"] == strict_version, 10.0, 0.05)
+        assert "No experiment is running" in a.get("/console/experiments").text
+        # backtest the config's ruleset (stored, no longer live) on a's logged events
+        original = next(v["version"] for v in a.get(
+            "/v1/scenes/transfer/ruleset/versions", headers=ADMIN_HEADERS).json()
+            if v["source"] == "config")
+        started = a.post("/console/backtests/run", data={
+            "csrf": csrf_of(a, "/console/backtests"), "scene": "transfer",
+            "version": original})
+        assert started.status_code == 303, started.text
+        assert eventually(lambda: 'job-state">finished<' in a.get(
+            "/console/backtests/job").text, 60.0, 0.05), a.get("/console/backtests/job").text
+        listing = a.get("/console/backtests").text
+        name = listing.split('href="/console/backtest?name=')[1].split('"')[0]
+        shown = a.get("/console/backtest", params={"name": name})
+        assert shown.status_code == 200
+        mix = tables(shown.text)["Decisions per ruleset"]
+        assert row(mix, "reject")["live"] == "4"  # the promoted rule, live now

@@ -20,6 +20,15 @@
 
   // Grouped bars on a numeric x axis: category i spans [i - 0.4, i + 0.4] and arm j of k
   // sits at i + (j - (k - 1) / 2) * 0.8 / k; every series is null off its own bars.
+  // spec.log: a logarithmic value axis (a zero count is left out); spec.horizontal: the
+  // categories down the left side (long names stay readable).
+  // The powers of ten within a log axis's range (no minor lines).
+  function decades(u, axis, min, max) {
+    var found = [];
+    for (var v = 1; v <= max; v *= 10) { if (v >= min) { found.push(v); } }
+    return found;
+  }
+
   function bars(spec, target) {
     var names = spec.categories, k = spec.series.length, n = names.length;
     if (n === 0 || k === 0) { empty(target, "Nothing to draw."); return; }
@@ -28,27 +37,35 @@
       for (var j = 0; j < k; j++) {
         xs.push(i + (j - (k - 1) / 2) * step);
         for (var s = 0; s < k; s++) {
-          columns[s].push(s === j ? spec.series[s].values[i] : null);
+          var v = s === j ? spec.series[s].values[i] : null;
+          columns[s].push(spec.log && v === 0 ? null : v);
         }
       }
     }
-    var top = 0;
+    var top = 0, longest = 0;
     spec.series.forEach(function (s) {
       s.values.forEach(function (v) { if (v > top) { top = v; } });
     });
-    var rotate = n > 6 ? -30 : 0;
+    names.forEach(function (name) { longest = Math.max(longest, String(name).length); });
+    var flat = !!spec.horizontal;
+    var y = spec.log ? { distr: 3, range: [0.7, Math.max(top * 3, 10)] }
+                     : { range: [0, Math.max(top * 1.15, 1)] };
+    y.ori = flat ? 0 : 1;
+    var categoryAxis = {
+      scale: "x", side: flat ? 3 : 2, grid: { show: false },
+      size: flat ? Math.min(40 + 7 * longest, 260) : 40,
+      splits: function () { return names.map(function (_, i) { return i; }); },
+      values: function (u, splits) {
+        return splits.map(function (i) { return names[i] === undefined ? "" : names[i]; });
+      }
+    };
     return new uPlot({
-      width: width(target), height: HEIGHT + (rotate ? 40 : 0),
-      scales: { x: { time: false, range: [-0.5, n - 0.5] },
-                y: { range: [0, Math.max(top * 1.15, 1)] } },
-      axes: [
-        { splits: function () { return names.map(function (_, i) { return i; }); },
-          values: function (u, splits) {
-            return splits.map(function (i) { return names[i] === undefined ? "" : names[i]; });
-          },
-          rotate: rotate, size: rotate ? 80 : 40, grid: { show: false } },
-        { label: spec.y_label }
-      ],
+      width: width(target),
+      height: flat ? Math.max(HEIGHT, 70 + 26 * n * Math.max(1, k / 2)) : HEIGHT,
+      scales: { x: { time: false, range: [-0.5, n - 0.5], ori: flat ? 1 : 0,
+                     dir: flat ? -1 : 1 }, y: y },
+      axes: [categoryAxis, { scale: "y", side: flat ? 2 : 3, label: spec.y_label,
+                             splits: spec.log ? decades : undefined }],
       legend: { live: false },
       cursor: { show: false },
       series: [{}].concat(spec.series.map(function (s, i) {
