@@ -96,6 +96,7 @@ def main() -> None:
         page.click(f"a.backtest[href*='{stored.json()['version']}']")
         page.click("form[action$='/backtests/run'] button")
         page.wait_for_selector("#backtest-job.finished", timeout=300_000)
+        page.wait_for_selector("#reports a")
         page.screenshot(path=OUT / "backtests.png", full_page=True)
         page.click("#backtest-job a")
         page.wait_for_selector("#alert-rate canvas")

@@ -92,9 +92,17 @@ class BacktestPages:
         return None if job is None else job.to_dict()
 
     async def job(self, request: Request) -> Response:
+        """The state of the latest backtest (the page polls it while it runs); once it
+        is no longer running, a polling page reloads itself so its list shows the
+        report."""
         session = self.console.session(request)
-        return self.console.render(request, "backtest_job.html", session=session,
-                                   job=self._job())
+        job = self._job()
+        response = self.console.render(request, "backtest_job.html", session=session,
+                                       job=job)
+        if request.headers.get("HX-Request") == "true" and (job or {}).get("state") != \
+                "running":
+            response.headers["HX-Refresh"] = "true"
+        return response
 
     async def run(self, request: Request) -> Response:
         session, form = await self.console.posted(request, 16 * 1024)

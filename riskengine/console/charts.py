@@ -4,8 +4,9 @@
 
 A ``bars`` spec has category names and one series of values per arm (grouped bars; the
 decision mix on a log scale, as accept dwarfs the rest; rule hits sideways, so long rule
-ids stay readable); a ``lines`` spec has x values (epoch seconds) and one series per arm. The same sections of
-the document as the PNG charts of a backtest report (riskengine/batch/charts.py).
+ids stay readable); a ``lines`` spec has x values (epoch seconds) and one series per arm.
+The same sections of the document as the PNG charts of a backtest report
+(riskengine/batch/charts.py).
 """
 
 from __future__ import annotations

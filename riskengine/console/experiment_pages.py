@@ -185,8 +185,7 @@ class ExperimentPages:
                 raise PageError(404, f"the live experiment of {scene!r} has no challenger "
                                      f"{name!r}")
         return self.console.render(request, "experiment_confirm.html", session=session,
-                                   scene=scene, action=action, version=version, arm=arm,
-                                   champion_share=live["experiment"]["split"].get(CHAMPION))
+                                   scene=scene, action=action, version=version, arm=arm)
 
     async def promote(self, request: Request) -> Response:
         _, form = await self.console.posted(request, 16 * 1024)

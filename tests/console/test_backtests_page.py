@@ -185,9 +185,13 @@ def test_one_backtest_at_a_time(console: TestClient) -> None:
     runner.job = BacktestJob("busy", "transfer", version, "r", None, None, 10, T0)
     refused = _run_form(console, version=version)
     assert refused.status_code == 409 and "backtest busy is running" in refused.text
-    job = console.get("/console/backtests/job").text
-    assert 'hx-get="/console/backtests/job"' in job and "running" in job
+    polled = console.get("/console/backtests/job", headers={"HX-Request": "true"})
+    assert 'hx-get="/console/backtests/job"' in polled.text and "running" in polled.text
+    assert "HX-Refresh" not in polled.headers
     runner.job.state = "finished"
+    done = console.get("/console/backtests/job", headers={"HX-Request": "true"})
+    assert done.headers["HX-Refresh"] == "true"  # the polling page reloads its list
+    assert 'hx-get="/console/backtests/job"' not in done.text
     assert _run_form(console, version=version).status_code == 303
 
 

@@ -189,7 +189,10 @@ def test_backtest_a_version_from_the_rules_page(service: ServiceProcess, page: P
     expect(page.locator("select[name=version]")).to_have_value(version)
     page.click("form[action$='/backtests/run'] button")
     expect(page.locator("#backtest-job .job-state")).to_have_text("finished", timeout=60_000)
-    page.locator("#backtest-job a").click()
+    link = page.locator("#backtest-job a")
+    expect(page.locator("#reports")).to_contain_text(
+        link.inner_text().removeprefix("Open the report "))  # the page reloaded its list
+    link.click()
     expect(page.locator("#decision-mix canvas")).to_have_count(1)
     expect(page.locator("#rule-hits canvas")).to_have_count(1)
     expect(page.locator("#alert-rate canvas")).to_have_count(1)

@@ -78,9 +78,14 @@
 
   function lines(spec, target) {
     if (spec.x.length === 0) { empty(target, "No events."); return; }
+    var half = 43200;  // half a day each side: one day is a point in the middle
     return new uPlot({
       width: width(target), height: HEIGHT,
+      scales: { x: { time: true, auto: false,
+                     range: [spec.x[0] - half, spec.x[spec.x.length - 1] + half] },
+                y: { range: function (u, min, max) { return [0, Math.max(max * 1.25, 1)]; } } },
       axes: [{}, { label: spec.y_label }],
+      legend: { live: false },
       series: [{}].concat(spec.series.map(function (s, i) {
         return { label: s.label, stroke: colour(i), width: 2, points: { show: true } };
       }))
