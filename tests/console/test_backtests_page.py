@@ -221,6 +221,9 @@ def test_a_forged_backtest_form_is_refused(console: TestClient) -> None:
     assert console.post("/console/backtests/run", data=data).status_code == 403
     assert console.post("/console/backtests/run",
                         data={**data, "csrf": "forged"}).status_code == 403
+    huge = console.post("/console/backtests/run", data={
+        **data, "csrf": csrf_of(console, "/console/backtests"), "since": "x" * 20_000})
+    assert huge.status_code == 413
     assert "No backtest started here" in console.get("/console/backtests/job").text
 
 
