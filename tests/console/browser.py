@@ -28,15 +28,17 @@ def chromium() -> Iterator[Browser]:
 
 
 @contextlib.contextmanager
-def served(state_dir: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(state_dir).start()
+def served(state_dir: Path, config: Path | None = None) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(state_dir, config).start()
     try:
         yield service
     finally:
         service.stop()
 
 
-def sign_in(page: Page, url: str, token: str = ADMIN) -> None:
+def sign_in(page: Page, url: str, token: str = ADMIN, analyst: str | None = None) -> None:
     page.goto(url + "/console/login")
     page.fill("input[name=token]", token)
+    if analyst is not None:
+        page.fill("input[name=analyst]", analyst)
     page.click("button[type=submit]")
