@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.console.browser import CHROMIUM, chromium, served, sign_in
+from tests.console.browser import CHROMIUM, XSS, evaluate, served, sign_in
 from tests.service.helpers import ADMIN_HEADERS, transfer
 from tests.service.process import ServiceProcess
 
@@ -17,7 +17,6 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (scripts/install_services.sh)",
                 allow_module_level=True)
 
-XSS = "<script>window.__xss = 1</script>"
 
 
 @pytest.fixture(scope="module")
@@ -26,28 +25,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
 
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    yield page
-    context.close()
-    assert dialogs == [], "a script of user input ran"
-
-
-def _evaluate(service: ServiceProcess, event: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(f"{service.url}/v1/transfer/evaluate", json=event, timeout=10)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 def test_a_bad_token_is_refused(service: ServiceProcess, page: Page) -> None:
@@ -58,7 +36,7 @@ def test_a_bad_token_is_refused(service: ServiceProcess, page: Page) -> None:
 
 
 def test_sign_in_and_find_a_decision_by_event_id(service: ServiceProcess, page: Page) -> None:
-    _evaluate(service, transfer(101, device_id="dev-blocked-0001", pay_account="acct-b1"))
+    evaluate(service, transfer(101, device_id="dev-blocked-0001", pay_account="acct-b1"))
     sign_in(page, service.url)
     expect(page.locator("h1")).to_have_text("Overview")
     expect(page.locator("#rate-chart canvas")).to_have_count(1)  # uPlot drew
@@ -71,7 +49,7 @@ def test_sign_in_and_find_a_decision_by_event_id(service: ServiceProcess, page: 
 
 
 def test_open_an_account(service: ServiceProcess, page: Page) -> None:
-    _evaluate(service, transfer(102, pay_account="acct-b2", amount=75.0))
+    evaluate(service, transfer(102, pay_account="acct-b2", amount=75.0))
     sign_in(page, service.url)
     page.click("text=Entity")
     page.select_option("select[name=field]", "pay_account")
@@ -103,7 +81,7 @@ def test_edit_a_rule_see_the_error_fix_it_and_decide_with_it(service: ServicePro
     new = page.locator("#live-version").inner_text()
     assert new != old
     expect(page.locator("td.reason", has_text="window.__xss")).to_have_text(XSS)
-    decided = _evaluate(service, transfer(103, amount=5000.0, pay_account="acct-b3"))
+    decided = evaluate(service, transfer(103, amount=5000.0, pay_account="acct-b3"))
     assert decided["ruleset_version"] == new
     assert "big_amount" in [hit["rule_id"] for hit in decided["hits"]]  # type: ignore[union-attr]
     page.goto(f"{service.url}/console/decision?id=e103")
@@ -114,7 +92,7 @@ def test_edit_a_rule_see_the_error_fix_it_and_decide_with_it(service: ServicePro
     page.goto(service.url + "/console/rules")
     page.locator("form", has=page.locator(f"input[value={old}]")).locator("button").click()
     expect(page.locator("#live-version")).to_have_text(old)
-    assert _evaluate(service, transfer(104))["ruleset_version"] == old
+    assert evaluate(service, transfer(104))["ruleset_version"] == old
 
 
 def test_a_forged_post_without_the_csrf_token_is_403(service: ServiceProcess,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.console.browser import CHROMIUM, chromium, served, sign_in
+from tests.console.browser import CHROMIUM, XSS, evaluate, served, sign_in
 from tests.console.reviewing import FRAUD_LIST, review_config, reviewed
 from tests.service.helpers import ADMIN_HEADERS, transfer
 from tests.service.process import ServiceProcess
@@ -19,7 +19,6 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (scripts/install_services.sh)",
                 allow_module_level=True)
 
-XSS = "<script>window.__xss = 1</script>"
 
 
 @pytest.fixture(scope="module")
@@ -29,33 +28,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
 
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    yield page
-    context.close()
-    assert dialogs == [], "a script of user input ran"
-
-
-def _evaluate(service: ServiceProcess, event: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(f"{service.url}/v1/transfer/evaluate", json=event, timeout=10)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 def test_review_claim_resolve_as_fraud_and_see_the_label_and_the_entry(
         service: ServiceProcess, page: Page) -> None:
-    assert _evaluate(service, reviewed(201, "P-201"))["decision"] == "review"
+    assert evaluate(service, reviewed(201, "P-201"))["decision"] == "review"
     sign_in(page, service.url, analyst="ann")
     expect(page.locator("h1")).to_have_text("Overview")
     page.click("nav >> text=Reviews")
@@ -93,7 +71,7 @@ def test_review_claim_resolve_as_fraud_and_see_the_label_and_the_entry(
     expect(row).to_contain_text("confirmed by the card issuer")
     assert page.evaluate("window.__xss") is None
     # the loop closes: the payer's next transfer is rejected
-    again = _evaluate(service, transfer(202, pay_account="P-201", rcv_account="M-201",
+    again = evaluate(service, transfer(202, pay_account="P-201", rcv_account="M-201",
                                         amount=5.0))
     assert again["decision"] == "reject"
     listed = httpx.get(f"{service.url}/v1/lists/{FRAUD_LIST}", headers=ADMIN_HEADERS)
@@ -102,7 +80,7 @@ def test_review_claim_resolve_as_fraud_and_see_the_label_and_the_entry(
 
 def test_a_claim_held_by_someone_else_is_a_409_page(service: ServiceProcess,
                                                     page: Page) -> None:
-    assert _evaluate(service, reviewed(211, "P-211"))["decision"] == "review"
+    assert evaluate(service, reviewed(211, "P-211"))["decision"] == "review"
     sign_in(page, service.url, analyst="ann")
     expect(page.locator("h1")).to_have_text("Overview")
     page.goto(f"{service.url}/console/review?id=e211")
