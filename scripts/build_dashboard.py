@@ -91,6 +91,13 @@ SERVICE: list[Panel] = [
     ("Mirror: queue", "short", [
         ("{{instance}}", "sum by (instance) (riskengine_mirror_queue_depth)"),
     ]),
+    # the queue is in the shared decision log: every worker reports the same value
+    ("Review queue: decisions waiting", "short", [
+        ("{{scene}}", f"max by (scene) (riskengine_review_queue_size{{{SCENE}}})"),
+    ]),
+    ("Review queue: oldest waiting", "s", [
+        ("{{scene}}", f"max by (scene) (riskengine_review_queue_oldest_age_seconds{{{SCENE}}})"),
+    ]),
     ("Entities in memory", "short", [
         ("{{scene}}", f"sum by (scene) (riskengine_entities{{{SCENE}}})"),
     ]),

@@ -2,10 +2,11 @@
 
 Starts `riskengine serve` on a temporary state directory, puts an experiment live (a
 challenger answering for 20 % of the accounts, one in shadow), sends demo traffic
-(riskengine.synth) for a few seconds so the overview has rates, posts the traffic's
-labels, backtests the example candidate on the logged events from the backtests page,
-then drives Debian's Chromium with Playwright through the pages. Run from the
-repository root:
+(riskengine.synth) for a few seconds so the overview has rates, then drives Debian's
+Chromium with Playwright through the pages, signed in as analyst ann (the review item is
+claimed by ann, its resolve form filled in, not sent); then it posts the traffic's
+labels for the experiment's comparison and backtests the example candidate on the
+logged events from the backtests page. Run from the repository root:
 
     python scripts/console_screenshots.py
 """
@@ -17,8 +18,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
+from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,7 +54,7 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         httpx.put(f"{service.url}/v1/scenes/transfer/experiment", json=EXPERIMENT,
                   headers=ADMIN_HEADERS, timeout=30).raise_for_status()
-        sign_in(page, service.url)
+        sign_in(page, service.url, analyst="ann")
         page.wait_for_selector("#rate-chart canvas")
         for start in range(0, len(events), BATCH):  # about 30 batches over ~10 s
             response = httpx.post(f"{service.url}/v1/transfer/evaluate/batch",
@@ -81,6 +84,7 @@ def main() -> None:
         page.screenshot(path=OUT / "rules-error.png")
         page.goto(f"{service.url}/console/lists?name=blocked_devices")
         page.screenshot(path=OUT / "lists.png")
+        _reviews(page, service.url)
         labels = [{"event_id": e["event_id"], "label": e["label"]} for e in events]
         httpx.post(f"{service.url}/v1/labels", json=labels, headers=ADMIN_HEADERS,
                    timeout=60).raise_for_status()
@@ -102,6 +106,27 @@ def main() -> None:
         page.wait_for_selector("#alert-rate canvas")
         page.screenshot(path=OUT / "backtest.png", full_page=True)
     print(f"wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
+
+
+def _reviews(page: Page, url: str) -> None:
+    """The review queue, and an item claimed by the signed-in analyst with its resolve
+    form filled in."""
+    queued = httpx.get(f"{url}/v1/reviews", params={"state": "open", "limit": 1},
+                       headers=ADMIN_HEADERS).json()
+    if not queued:
+        raise SystemExit("the demo traffic queued no review; nothing to show")
+    page.goto(f"{url}/console/reviews?scene=transfer")
+    page.screenshot(path=OUT / "reviews.png")
+    page.goto(f"{url}/console/review?{urlencode({'id': queued[0]['event_id']})}")
+    page.click("#claim button")
+    form = page.locator("#resolve")
+    form.locator("input[value=fraud]").check()
+    form.locator("textarea[name=note]").fill("new receiver, small test payment, device "
+                                             "seen on other accounts")
+    form.locator("select[name=list]").select_option("blocked_devices")
+    form.locator("select[name=field]").select_option("device_id")
+    form.locator("input[name=reason]").fill("confirmed fraud")
+    page.screenshot(path=OUT / "review.png", full_page=True)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,16 @@ from riskengine.console.overview import (
     latency_percentiles,
     top_rules,
 )
-from riskengine.console.session import COOKIE, LIFETIME_S, Session, SessionSigner
+from riskengine.console.review_pages import ReviewPages
+from riskengine.console.session import (
+    COOKIE,
+    DEFAULT_ANALYST,
+    LIFETIME_S,
+    Session,
+    SessionSigner,
+)
 from riskengine.decisionlog import DECISIONS
+from riskengine.decisionlog.reviews import analyst_error
 from riskengine.exceptions import (
     ConfigError,
     ListError,
@@ -124,6 +132,7 @@ class Console:
             router.add_api_route(path, handler, methods=["GET"])
         for path, handler in post:
             router.add_api_route(path, handler, methods=["POST"])
+        ReviewPages(self, PREFIX, SECURITY_HEADERS).add_to(router)
         app.include_router(router)
         app.state.console = self
         app.mount(PREFIX + "/static", StaticFiles(directory=HERE / "static"),
@@ -192,9 +201,13 @@ class Console:
         if not self.signer.token_matches(form.get("token", "")):
             return self.render(request, "login.html", 403, None,
                                error="That is not the admin token.")
+        analyst = form.get("analyst", "").strip() or DEFAULT_ANALYST
+        error = analyst_error(analyst)
+        if error is not None:
+            return self.render(request, "login.html", 422, None, error=f"Analyst name: {error}")
         response = RedirectResponse(PREFIX, status_code=303, headers=SECURITY_HEADERS)
-        response.set_cookie(COOKIE, self.signer.issue(), max_age=LIFETIME_S, path=PREFIX,
-                            secure=request.url.scheme == "https", httponly=True,
+        response.set_cookie(COOKIE, self.signer.issue(analyst=analyst), max_age=LIFETIME_S,
+                            path=PREFIX, secure=request.url.scheme == "https", httponly=True,
                             samesite="strict")
         return response
 
@@ -260,8 +273,11 @@ class Console:
             raise PageError(404, f"no decision logged for event id {event_id!r}")
         labels = await self._log(self.rt.log.labels_for, [event_id])
         label = labels.get(event_id)
+        lsn = found.get("lsn")  # the event of this very decision
+        event = await self._log(self.rt.log.logged_event, event_id,
+                                lsn=lsn if type(lsn) is int else None)
         return self.render(request, "decision.html", session=session, d=found,
-                           label=None if label is None else label.to_dict())
+                           label=None if label is None else label.to_dict(), event=event)
 
     async def _log(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await read_log(call, *args, **kwargs)

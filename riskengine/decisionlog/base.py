@@ -331,6 +331,21 @@ class DecisionLog(ABC):
         found["logged_at"] = logged_at
         return found
 
+    def logged_event(self, event_id: str, *, lsn: int | None = None) -> dict[str, Any] | None:
+        """The event the latest decision of `event_id` was made on (the normalised event, as
+        stored for replay), or of its decision at `lsn` when given; None when not logged."""
+        self._check_open()
+        if lsn is not None and (type(lsn) is not int or not 0 <= lsn < INT64):
+            raise ValueError(f"lsn must be a non-negative integer, not {lsn!r:.40}")
+        try:
+            found = self._select_event(codec.encode_text(event_id), lsn)
+        except self.driver_errors as exc:
+            raise self._error("reading an event", exc) from exc
+        if found is None:
+            return None
+        event: dict[str, Any] = codec.loads(found)
+        return event
+
     def events_after(self, lsn: int, *, chunk_size: int = 1000
                      ) -> Iterator[tuple[int, str, dict[str, Any]]]:
         """(lsn, scene, event) of every record with a larger LSN, in LSN order.
@@ -544,6 +559,10 @@ class DecisionLog(ABC):
         """(document, logged_at) rows, newest (event_time, lsn) first."""
 
     @abstractmethod
+    def _select_event(self, event_id: str, lsn: int | None) -> str | None:
+        """The event (JSON text) of the largest LSN with `event_id`, or of `lsn` only."""
+
+    @abstractmethod
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """(lsn, scene, event) rows with lsn > `after`, in LSN order."""
 
@@ -650,3 +669,15 @@ def query_sql(placeholder: str, document: str, scene: str | None, decision: str 
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY event_time DESC, lsn DESC LIMIT {placeholder}"
     return sql, [*params, limit]
+
+
+def event_sql(placeholder: str, event: str, event_id: str, lsn: int | None
+              ) -> tuple[str, list[Any]]:
+    """The `logged_event` statement of both backends: their placeholder and their
+    expression for the event as text."""
+    sql = f"SELECT {event} FROM decisions WHERE event_id = {placeholder}"
+    params: list[Any] = [event_id]
+    if lsn is not None:
+        sql += f" AND lsn = {placeholder}"
+        params.append(lsn)
+    return sql + " ORDER BY lsn DESC LIMIT 1", params

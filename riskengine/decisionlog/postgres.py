@@ -19,6 +19,7 @@ from riskengine.decisionlog.base import (
     DecisionLog,
     LabelledRow,
     LabelRow,
+    event_sql,
     labelled_rows,
     labelled_sql,
     query_sql,
@@ -232,6 +233,11 @@ class PostgresLog(DecisionLog):
         sql, params = query_sql("%s", "document::text", scene, decision, since, until, limit,
                                 condition)
         return [(r[0], r[1]) for r in self._rows(sql, params)]
+
+    def _select_event(self, event_id: str, lsn: int | None) -> str | None:
+        sql, params = event_sql("%s", "event::text", event_id, lsn)
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         rows = self._rows("SELECT lsn, scene, event::text FROM decisions WHERE lsn > %s "

@@ -19,6 +19,7 @@ from riskengine.decisionlog.base import (
     DecisionLog,
     LabelledRow,
     LabelRow,
+    event_sql,
     labelled_rows,
     labelled_sql,
     query_sql,
@@ -223,6 +224,11 @@ class SQLiteLog(DecisionLog):
         sql, params = query_sql("?", "document", scene, decision, since, until, limit,
                                 condition)
         return [(r[0], r[1]) for r in self._fetch(sql, params)]
+
+    def _select_event(self, event_id: str, lsn: int | None) -> str | None:
+        sql, params = event_sql("?", "event", event_id, lsn)
+        rows = self._fetch(sql, params)
+        return rows[0][0] if rows else None
 
     def _select_events(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         rows = self._fetch("SELECT lsn, scene, event FROM decisions WHERE lsn > ? "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -13,7 +14,7 @@ from tests.service.helpers import ADMIN
 
 PAGES = ["/console", "/console/overview/panel", "/console/decisions", "/console/entity",
          "/console/rules", "/console/lists", "/console/decision?id=e1",
-         "/console/rules/diff?a=x&b=y"]
+         "/console/rules/diff?a=x&b=y", "/console/reviews", "/console/review?id=e1"]
 
 
 def test_every_page_needs_a_session(anonymous: TestClient) -> None:
@@ -57,13 +58,44 @@ def test_a_forged_or_tampered_cookie_is_no_session(console: TestClient) -> None:
     console.cookies.clear()
     console.cookies.set(COOKIE, good)
     assert console.get("/console").status_code == 200  # the same cookie, set again
-    expires, nonce, signature = good.split(".")
-    for forged in (f"{int(expires) + 1}.{nonce}.{signature}",
-                   f"{expires}.{nonce}.{'0' * len(signature)}",
-                   SessionSigner("another-token-0123456789").issue(), "garbage", "", "." * 5):
+    expires, nonce, analyst, signature = good.split(".")
+    bob = base64.urlsafe_b64encode(b"bob").decode().rstrip("=")
+    for forged in (f"{int(expires) + 1}.{nonce}.{analyst}.{signature}",
+                   f"{expires}.{nonce}.{analyst}.{'0' * len(signature)}",
+                   f"{expires}.{nonce}.{bob}.{signature}",  # another analyst's name
+                   f"{expires}.{nonce}.{signature}",  # the name left out
+                   SessionSigner("another-token-0123456789").issue(), "garbage", "", "." * 5,
+                   good + "." * 500):
         console.cookies.clear()
         console.cookies.set(COOKIE, forged)
         assert console.get("/console").status_code == 303, forged
+    # a header the client cannot send (not ASCII) is no session either, not an error
+    assert SessionSigner(ADMIN).check(f"{expires}.{nonce}.{analyst}.{signature}\u00e9") is None
+
+
+def test_sign_in_names_the_analyst_kept_in_the_signed_session(anonymous: TestClient) -> None:
+    for name in ("ann@bank.example", "x.y_z+1-2", "a" * 100):
+        response = anonymous.post("/console/login", data={"token": ADMIN, "analyst": name})
+        assert response.status_code == 303
+        header = response.headers["set-cookie"]
+        assert "HttpOnly" in header and "SameSite=strict" in header.replace("Strict", "strict")
+        assert f'id="analyst">{name}<' in anonymous.get("/console/reviews").text
+    signer = SessionSigner(ADMIN)
+    session = signer.check(signer.issue(analyst="ann@bank.example"))
+    assert session is not None and session.analyst == "ann@bank.example"
+    assert anonymous.post("/console/login", data={"token": ADMIN, "analyst": ""}
+                          ).status_code == 303
+    assert 'id="analyst">admin<' in anonymous.get("/console/reviews").text
+    anonymous.cookies.clear()
+    for bad in ("bad name", "<script>alert(1)</script>", "a" * 101, "\u00e9l\u00e8ve", "a/b"):
+        response = anonymous.post("/console/login", data={"token": ADMIN, "analyst": bad})
+        assert response.status_code == 422, bad
+        assert "Analyst name: analyst must be" in response.text
+        assert "<script>alert" not in response.text
+        assert COOKIE not in response.cookies
+    wrong = anonymous.post("/console/login", data={"token": "nope", "analyst": "ann"})
+    assert wrong.status_code == 403 and COOKIE not in wrong.cookies
+    assert anonymous.get("/console/reviews").status_code == 303
 
 
 def test_an_expired_session_is_refused() -> None:

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.console.browser import CHROMIUM, chromium, served, sign_in
+from tests.console.browser import CHROMIUM, XSS, evaluate, served, sign_in
 from tests.service.helpers import ADMIN_HEADERS, transfer
 from tests.service.process import ServiceProcess
 
@@ -17,38 +17,16 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (scripts/install_services.sh)",
                 allow_module_level=True)
 
-XSS = "<script>window.__xss = 1</script>"
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("console")
-    with served(root / "state", ["--backtests-dir", str(root / "reports")]) as running:
+    with served(root / "state", extra=["--backtests-dir", str(root / "reports")]) as running:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as running:
-        yield running
 
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    yield page
-    context.close()
-    assert dialogs == [], "a script of user input ran"
-
-
-def _evaluate(service: ServiceProcess, event: dict[str, object]) -> dict[str, object]:
-    response = httpx.post(f"{service.url}/v1/transfer/evaluate", json=event, timeout=10)
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 def test_a_bad_token_is_refused(service: ServiceProcess, page: Page) -> None:
@@ -59,7 +37,7 @@ def test_a_bad_token_is_refused(service: ServiceProcess, page: Page) -> None:
 
 
 def test_sign_in_and_find_a_decision_by_event_id(service: ServiceProcess, page: Page) -> None:
-    _evaluate(service, transfer(101, device_id="dev-blocked-0001", pay_account="acct-b1"))
+    evaluate(service, transfer(101, device_id="dev-blocked-0001", pay_account="acct-b1"))
     sign_in(page, service.url)
     expect(page.locator("h1")).to_have_text("Overview")
     expect(page.locator("#rate-chart canvas")).to_have_count(1)  # uPlot drew
@@ -72,7 +50,7 @@ def test_sign_in_and_find_a_decision_by_event_id(service: ServiceProcess, page: 
 
 
 def test_open_an_account(service: ServiceProcess, page: Page) -> None:
-    _evaluate(service, transfer(102, pay_account="acct-b2", amount=75.0))
+    evaluate(service, transfer(102, pay_account="acct-b2", amount=75.0))
     sign_in(page, service.url)
     page.click("text=Entity")
     page.select_option("select[name=field]", "pay_account")
@@ -104,7 +82,7 @@ def test_edit_a_rule_see_the_error_fix_it_and_decide_with_it(service: ServicePro
     new = page.locator("#live-version").inner_text()
     assert new != old
     expect(page.locator("td.reason", has_text="window.__xss")).to_have_text(XSS)
-    decided = _evaluate(service, transfer(103, amount=5000.0, pay_account="acct-b3"))
+    decided = evaluate(service, transfer(103, amount=5000.0, pay_account="acct-b3"))
     assert decided["ruleset_version"] == new
     assert "big_amount" in [hit["rule_id"] for hit in decided["hits"]]  # type: ignore[union-attr]
     page.goto(f"{service.url}/console/decision?id=e103")
@@ -115,7 +93,7 @@ def test_edit_a_rule_see_the_error_fix_it_and_decide_with_it(service: ServicePro
     page.goto(service.url + "/console/rules")
     page.locator("form", has=page.locator(f"input[value={old}]")).locator("button").click()
     expect(page.locator("#live-version")).to_have_text(old)
-    assert _evaluate(service, transfer(104))["ruleset_version"] == old
+    assert evaluate(service, transfer(104))["ruleset_version"] == old
 
 
 def test_a_forged_post_without_the_csrf_token_is_403(service: ServiceProcess,
@@ -153,7 +131,7 @@ def test_the_experiment_page_draws_its_charts(service: ServiceProcess, page: Pag
     version = put.json()["version"]
     try:
         for i in range(6):
-            _evaluate(service, transfer(200 + i, pay_account=f"acct-x{i}",
+            evaluate(service, transfer(200 + i, pay_account=f"acct-x{i}",
                                         amount=150.0 if i % 2 else 20.0))
         sign_in(page, service.url)
         page.click("text=Experiments")
@@ -174,7 +152,7 @@ def test_the_experiment_page_draws_its_charts(service: ServiceProcess, page: Pag
 
 def test_backtest_a_version_from_the_rules_page(service: ServiceProcess, page: Page) -> None:
     for i in range(5):
-        _evaluate(service, transfer(300 + i, pay_account="acct-bt", amount=150.0))
+        evaluate(service, transfer(300 + i, pay_account="acct-bt", amount=150.0))
     live = httpx.get(f"{service.url}/v1/scenes/transfer/ruleset", headers=ADMIN_HEADERS,
                      timeout=10).json()
     big = {"id": "bt_big", "when": "amount >= 100", "action": "reject", "score": 100}

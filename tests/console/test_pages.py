@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 from fastapi.testclient import TestClient
 
@@ -60,6 +62,18 @@ def test_find_a_decision_by_event_id(console: TestClient) -> None:
     assert str(decided["ruleset_version"]) in page.text
     assert "device or IP on a block list" in page.text  # the hit's reason
     assert 'id="label">none<' in page.text
+
+
+def test_the_decision_page_shows_the_raw_event_escaped(console: TestClient) -> None:
+    event = transfer(8, pay_account=XSS, note="\u00e9\u4e2d & <b>", amount=12.5)
+    _evaluate(console, event)
+    page = console.get("/console/decision", params={"id": "e8"})
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and "<b>" not in page.text
+    found = re.search(r'<pre id="raw-event">(.*?)</pre>', page.text, re.DOTALL)
+    assert found is not None
+    assert json.loads(html.unescape(found.group(1))) == event
+    assert '\n  &#34;amount&#34;: 12.5,\n' in found.group(1)  # pretty: indented, sorted
 
 
 def test_decision_search_lists_matches(console: TestClient) -> None:

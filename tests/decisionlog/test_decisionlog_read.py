@@ -1,4 +1,5 @@
-"""Reading: get, query filters and order, events_after for replay, max_lsn, purge."""
+"""Reading: get, logged_event, query filters and order, events_after for replay, max_lsn,
+purge."""
 
 from __future__ import annotations
 
@@ -18,6 +19,22 @@ def test_get_returns_the_latest_decision_of_an_event_id(log: DecisionLog) -> Non
     assert found is not None
     assert found["decision"] == "reject" and found["lsn"] == 3 and found["logged_at"] == 99
     assert log.get("missing") is None
+
+
+def test_logged_event_is_the_event_of_a_decision(log: DecisionLog) -> None:
+    nested = {"event_id": "same", "timestamp": BASE_TS, "note": "<b>\u00e9\u4e2d</b>",
+              "tags": ["x", {"y": None}], "amount": 12.5}
+    write_all(log, [record(1, event_id="same", event=nested),
+                    record(2, event_id="other"),
+                    record(3, event_id="same", event={**nested, "amount": 99.0})])
+    assert log.logged_event("same") == {**nested, "amount": 99.0}  # the latest decision's
+    assert log.logged_event("same", lsn=1) == nested
+    assert log.logged_event("same", lsn=2) is None  # lsn 2 is another event id
+    assert log.logged_event("missing") is None
+    assert log.logged_event("other", lsn=10**6) is None
+    for bad in (-1, 1 << 63, "1", True):
+        with pytest.raises(ValueError, match="lsn"):
+            log.logged_event("same", lsn=bad)  # type: ignore[arg-type]
 
 
 @pytest.fixture

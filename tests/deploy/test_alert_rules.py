@@ -27,7 +27,7 @@ RECORD_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 WATCHED = ("riskengine_degraded_decisions_total", "riskengine_state_breaker_open",
            "riskengine_stream_consumer_lag", "riskengine_decision_log_failures_total",
            "riskengine_decisions_total", "riskengine_guard_rollbacks_total",
-           "riskengine_model_failures_total")
+           "riskengine_model_failures_total", "riskengine_review_queue_oldest_age_seconds")
 
 
 def promtool() -> str | None:

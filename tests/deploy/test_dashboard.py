@@ -27,7 +27,8 @@ SHOWN = ("riskengine_decisions_total", "riskengine_request_seconds_bucket",
          "riskengine_decision_log_pending", "riskengine_guard_rollbacks_total",
          "riskengine_mirror_total", "riskengine_mirror_queue_depth",
          "riskengine_model_failures_total", "riskengine_stream_messages_total",
-         "riskengine_stream_consumer_lag", "riskengine_stream_batch_seconds_bucket")
+         "riskengine_stream_consumer_lag", "riskengine_stream_batch_seconds_bucket",
+         "riskengine_review_queue_size", "riskengine_review_queue_oldest_age_seconds")
 
 
 def dashboard() -> dict[str, Any]:
