@@ -80,8 +80,9 @@ def parse_mirror_url(url: object, *, what: str = "--mirror") -> str:
 
 def mirror_from_section(section: object, flag: MirrorSettings | None
                         ) -> MirrorSettings | None:
-    """Combine the `--mirror` flag (`flag`, URL only) with the config's `service.mirror`
-    section and the environment's token. None when no URL is given anywhere."""
+    """Combine the `--mirror` flag (`flag`: its URL, and any options it was built with in
+    code) with the config's `service.mirror` section, whose keys win, and the
+    environment's token. None when no URL is given anywhere."""
     if section is None:
         section = {}
     if not isinstance(section, Mapping):
@@ -124,4 +125,4 @@ def mirror_from_section(section: object, flag: MirrorSettings | None
     token_env = os.environ.get(MIRROR_TOKEN_ENV)
     if token_env:
         values["token"] = token_env
-    return replace(MirrorSettings(url=url), **values)
+    return replace(flag if flag is not None else MirrorSettings(url=url), **values)

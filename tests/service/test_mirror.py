@@ -64,6 +64,17 @@ def test_section_options_flag_url_wins_and_env_token(monkeypatch: pytest.MonkeyP
     assert mirror_from_section({}, flag).token == "from-env"  # type: ignore[union-attr]
 
 
+def test_settings_given_in_code_keep_their_options_under_an_empty_section(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ServiceSettings(mirror=MirrorSettings(url, batch=1))` keeps batch 1 when the
+    service section (none here) is applied; the section's own keys still win."""
+    monkeypatch.delenv("RISKENGINE_MIRROR_TOKEN", raising=False)
+    given = MirrorSettings("http://c:1", batch=1, senders=3, queue=7)
+    assert mirror_from_section(None, given) == given
+    assert mirror_from_section({"batch": 20}, given) == MirrorSettings(
+        "http://c:1", batch=20, senders=3, queue=7)
+
+
 @pytest.mark.parametrize("section", [
     "http://c:1", {"url": "c:1"}, {"url": "http://c", "queue": 0},
     {"url": "http://c", "queue": True}, {"url": "http://c", "queue": "10"},
