@@ -105,19 +105,21 @@ buffers, so they are not a measure of the state.
 
 The clock step
 --------------
-An event's first call is its clock step, the ``clock`` function: atomically, the next
-LSN (``HINCRBY``), G before the event, whether the event is late (``t < G − L``), and G
+Every event takes a clock step, the ``clock`` function: atomically, the next LSN
+(``HINCRBY``), G before the event, whether the event is late (``t < G − L``), and G
 raised to t when it is not late. The LSN and G are taken in one step, so LSN order is
 the order in which G was taken: LSNs are one arrival order across every process, and a
-replay of the decision log in LSN order finds every event's G and late flag again. The
-step goes in the pipeline of the event's idempotency lookup (``recall``, a GET); a
-duplicate found there changes nothing (its LSN is a gap) and, if its step raised G (only
-a duplicate carrying a later time than its first decision can: the first was on time, so
-G is at or past its time, or late, so its time is below G − L), ``unclock`` puts G back
-unless another event moved it since. The step writes ``format`` when it is missing; a
-clock key without it or of another format, or the keys of the older per-key layout
-(``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`, naming what
-to delete).
+replay of the decision log in LSN order finds every event's G and late flag again. On
+one server the step is part of the event's one call (below), after its idempotency
+lookup: a duplicate found there takes no step at all. On a cluster the step goes in the
+pipeline of the event's idempotency lookup (``recall``, a GET, on another node); a
+duplicate found there changes nothing (its LSN is a gap) and, if its step raised G
+(only a duplicate carrying a later time than its first decision can: the first was on
+time, so G is at or past its time, or late, so its time is below G − L), ``unclock``
+puts G back unless another event moved it since. The step writes ``format`` when it is
+missing; a clock key without it or of another format, or the keys of the older per-key
+layout (``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`,
+naming what to delete).
 
 One call per entity
 -------------------
@@ -131,7 +133,7 @@ restarts with persistence, and replicate; a node that answers "Function not foun
 (flushed, or new in the cluster) gets the library again and only the calls it refused
 are sent again.
 
-One function per `EntityPlan` gets the event's t, G and late flag from its clock step
+One function per `EntityPlan` (``e<n>``) gets the event's t, G and late flag from its clock step
 (no entity decides lateness, so an event is late on all its keys or on none) and does
 atomically: the idempotency guard (this event id already applied within the horizon →
 the stored answer, its late flag included, nothing changes); forgetting (the stored
@@ -142,7 +144,12 @@ of their group, tiles before ``floor((maxts − L − W)/H)``, raw entries of ti
 late one reads above ``G − L − W``); every feature value of the entity (a late event's
 above the floor ``G − L − W``, tiled by whole tiles from ``floor((G − L − W)/H)``);
 storing the event (unless late or filtered out); and the guard record. Every entity of
-an event is one FCALL, all in one pipeline with the event's sequence-pattern calls.
+an event is one FCALL, all in one pipeline with the event's sequence-pattern calls, on
+a cluster. On one server the ``event`` function runs the whole step of an event in one
+atomic call: the idempotency lookup (a live record is the answer, nothing changes), the
+clock step, then every entity's function and every pattern call with the step's G and
+late flag (the functions of the library call each other: ``event`` shares the entity
+functions' closures).
 
 Values: tiled windows by whole tiles plus the raw entries of the event's own tile (whole
 tiles only when the event is late). History windows of small entities by one backward
@@ -170,14 +177,15 @@ beyond ±2^53 compare as their nearest double).
 
 Redis Cluster
 -------------
-Every call touches the keys of one entity, which share a hash tag, so every call is on
-one slot and needs no cross-slot atomicity; the clock key is one slot (``{clock}``) for
-every scene, and an event's clock step goes to its node in parallel with its
-idempotency lookup. In a batch, each call goes to the primary of its first key's slot (routed by the
-client from the key, not by asking the server for an FCALL's keys), the commands for
-every node are written before any reply is read (redis-py's cluster pipeline), so an
-event still costs about one round trip; MOVED/ASK during a resharding are followed by
-the client. `state_keys` and `stats` scan every primary.
+There the ``event`` function is not used: its keys span slots. Every call touches the
+keys of one entity, which share a hash tag, so every call is on one slot and needs no
+cross-slot atomicity; the clock key is one slot (``{clock}``) for every scene, and an
+event's clock step goes to its node in parallel with its idempotency lookup. In a
+batch, each call goes to the primary of its first key's slot (routed by the client from
+the key, not by asking the server for an FCALL's keys), the commands for every node are
+written before any reply is read (redis-py's cluster pipeline), so a batch still costs
+about one round trip; MOVED/ASK during a resharding are followed by the client.
+`state_keys` and `stats` scan every primary.
 
 Clocks and expiry
 -----------------
@@ -202,8 +210,8 @@ the idempotency horizon needs their guard record).
 
 Connections: on one server a batch is written and read on one pooled connection; when
 that connection fails, the batch is sent once more on a new one (the entity guard
-answers a call that had run from its record; with ``guard_depth=0`` the error is
-raised instead).
+answers a call that had run from its record, the clock step is taken again: an LSN gap;
+with ``guard_depth=0`` the error is raised instead).
 """
 
 from riskengine.state.redis.backend import RedisState

@@ -1,10 +1,11 @@
 """`RedisSceneFeatures`: a scene's features computed and stored in Redis.
 
-An event first takes its clock step (`step_call`: its LSN, the scene clock G before it,
-and whether it is late; riskengine/state/redis/clock.py), then each entity it touches is
-one FCALL of its plan's function, all in one pipeline (`entity_calls`), given t, G and
-the late flag: no entity decides lateness, so an event is late on all its keys or on
-none. `compute(event)` does both round trips and gives what `SceneFeatures.compute`
+An event takes its clock step (its LSN, the scene clock G before it, and whether it is
+late; riskengine/state/redis/clock.py), then each entity it touches is updated by its
+plan's function, given t, G and the late flag: no entity decides lateness, so an event
+is late on all its keys or on none. On one server that is one atomic call
+(`event_call`); on a cluster two round trips: the step (`step_call`), then the entities
+in one pipeline (`entity_calls`). `compute(event)` gives what `SceneFeatures.compute`
 gives in memory, `(features, late)`, for the same events in the same order.
 """
 
@@ -97,6 +98,7 @@ class _Entity:
     """An `EntityPlan` prepared for the per-event path."""
 
     plan: EntityPlan
+    index: int  # its plan's place in the library's PLANS (from 1)
     function: str  # its function's name in the library
     single: str | None  # the key field when B has one field
     key_head: str
@@ -146,12 +148,16 @@ class RedisSceneFeatures:
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
         tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from, page_entries)
                   for plan in self.plans]
-        self.library, functions = Library.build("riskengine", load_script("entity.lua"), [
-            *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
-              for i, table in enumerate(tables)),
+        body = load_script("entity.lua") + "\nlocal PLANS = {\n" + "".join(
+            f"  {table},\n" for table in tables) + "}\n"
+        self.library, functions = Library.build("riskengine", body, [
+            *((f"e{i}", f"lazy(function(lib) return lib.entity_at(PLANS, {i + 1}) end)")
+              for i in range(len(tables))),
+            ("event", "lazy(function(lib) return lib.event(PLANS) end)"),
             *((name, f"lazy(function(lib) return lib.{name} end)")
               for name in ("clock", "unclock", "recall", "inspect", "pattern"))])
         self.pattern_function = functions["pattern"]
+        self._event_function = functions["event"]
         self._clock_function = functions["clock"]
         self._unclock_function = functions["unclock"]
         self._recall_function = functions["recall"]
@@ -171,6 +177,7 @@ class RedisSceneFeatures:
                 2 * (scene.lateness_ms + plan.reach_ms), STATE_TTL_FLOOR_MS)
             entities.append(_Entity(
                 plan=plan,
+                index=i + 1,
                 function=functions[f"e{i}"],
                 single=plan.by[0] if len(plan.by) == 1 else None,
                 key_head=f"{prefix}:{{{scene.name}|{'+'.join(plan.by)}|",
@@ -250,31 +257,36 @@ class RedisSceneFeatures:
             entity.key_tail
         return bucket, f"{bucket}:{text}"
 
+    @property
+    def one_server(self) -> bool:
+        """The state is on one server (not a cluster): an event's keys can all be
+        touched by one atomic call (`event_call`)."""
+        return self._caller.one_server
+
     def compute(self, event: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Feature values for a parsed `event` and whether it is late; stores it unless
-        late. Two round trips: the clock step, then the entities (no idempotency check:
-        `RedisState` is the whole decision path)."""
+        late (no idempotency check: `RedisState` is the whole decision path). One round
+        trip on one server (`event_call`); on a cluster two: the clock step, then the
+        entities."""
+        digest = event_digest(event["event_id"])
+        if self.one_server:
+            call, touched, _ = self.event_call(event, None, None, digest, [])
+            (reply,) = self._run([call])
+            step = self.shared_clock.taken(reply[1:5], event["timestamp"])
+            return self.values(touched, reply[5], step.late)
         (reply,) = self._run([self.step_call(event)])
         step = self.shared_clock.taken(reply, event["timestamp"])
-        calls, touched = self.entity_calls(event, step, event_digest(event["event_id"]))
+        calls, touched = self.entity_calls(event, step, digest)
         return self.values(touched, self._run(calls), step.late)
 
-    def entity_calls(self, event: dict[str, Any], step: Step, digest: bytes
-                     ) -> tuple[list[Call], list[_Entity]]:
-        """The FCALLs of every entity the event touches (null keys touch none), given its
-        clock step and the digest of its id (`codec.event_digest`), and those entities
-        (for `values`)."""
-        t = event["timestamp"]
-        clock = step.clock
-        clock_arg: int | str = "" if clock is None else clock
-        forget = step.forget
-        forget_arg: int | str = "" if forget is None else forget
-        horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
-        late = 1 if step.late else 0
+    def entity_parts(self, event: dict[str, Any]) -> list[tuple[_Entity, tuple[str, str],
+                                                                 list[Any]]]:
+        """Every entity the event touches (null keys touch none): the entity, its keys
+        (bucket, own key) and what its call says whatever the clock step gives: its group
+        mask, TTL, key value text, the bucket field limit and its slot texts."""
         lists = self.lists
-        commands: list[Call] = []
-        touched: list[_Entity] = []
         small = self.bucket_value_max
+        parts = []
         for entity in self._entities:
             text = self._text_of(entity, event)
             if text is None:
@@ -283,16 +295,59 @@ class RedisSceneFeatures:
             for bit, predicate in entity.filters:
                 if predicate is None or predicate(event, _EMPTY, lists):
                     mask |= bit
-            slots = []
+            fixed: list[Any] = [mask, entity.ttl_ms, text, small]
             for field, quantized, distinct in entity.slots:
                 value = event.get(field)
-                slots.append("" if value is None else slot_text(
+                fixed.append("" if value is None else slot_text(
                     value, quantized=quantized, distinct=distinct, field=field))
-            commands.append((entity.function, self.entity_keys(entity, text),
-                             ["a", t, clock_arg, late, horizon, digest, mask, entity.ttl_ms,
-                              text, small, forget_arg, *slots]))
+            parts.append((entity, self.entity_keys(entity, text), fixed))
+        return parts
+
+    def entity_calls(self, event: dict[str, Any], step: Step, digest: bytes
+                     ) -> tuple[list[Call], list[_Entity]]:
+        """The FCALLs of every entity the event touches, given its clock step and the
+        digest of its id (`codec.event_digest`), and those entities (for `values`)."""
+        t = event["timestamp"]
+        clock = step.clock
+        clock_arg: int | str = "" if clock is None else clock
+        forget = step.forget
+        forget_arg: int | str = "" if forget is None else forget
+        horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
+        late = 1 if step.late else 0
+        commands: list[Call] = []
+        touched: list[_Entity] = []
+        for entity, keys, (mask, ttl, text, small, *slots) in self.entity_parts(event):
+            commands.append((entity.function, keys,
+                             ["a", t, clock_arg, late, horizon, digest, mask, ttl, text,
+                              small, forget_arg, *slots]))
             touched.append(entity)
         return commands, touched
+
+    def event_call(self, event: dict[str, Any], domain: str | None, record_key: str | None,
+                   digest: bytes, patterns: list[tuple[str, list[Any]]]
+                   ) -> tuple[Call, list[_Entity], int]:
+        """The one FCALL of an event on one server (the ``event`` function of
+        scripts/entity.lua): the idempotency lookup at `record_key` (None: none; the
+        clock key takes its place), the
+        clock step on the clock of `domain`, every entity the event touches and its
+        `patterns` (key, arguments: `RedisScenePatterns.parts`), atomically. Returns it,
+        the entities (for `values`) and how many patterns it holds."""
+        t = event["timestamp"]
+        clock = self.shared_clock
+        keys = [clock.key, clock.key if record_key is None else record_key]
+        args: list[Any] = [*clock.step_args(self.scene, t, self.lateness_ms, domain),
+                           self.idempotency_horizon_ms, digest, 0, len(patterns)]
+        touched: list[_Entity] = []
+        for entity, entity_keys, fixed in self.entity_parts(event):
+            keys += entity_keys
+            args.append(entity.index)
+            args += fixed
+            touched.append(entity)
+        args[8] = len(touched)
+        for key, pattern_args in patterns:
+            keys.append(key)
+            args += pattern_args
+        return (self._event_function, keys, args), touched, len(patterns)
 
     def values(self, touched: list[_Entity], replies: list[Any], late: bool
                ) -> tuple[dict[str, Any], bool]:

@@ -1,10 +1,11 @@
 -- riskengine's Redis feature state, as one Redis Functions library per scene plan.
 --
--- store.py puts the library together: a `#!lua name=...` line, this file, then one
--- `redis.register_function(name, lazy(function(lib) return lib.entity(P) end))` per
--- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock` and
--- `lib.unclock` (the scene clock), `lib.recall` (an idempotency record), `lib.inspect`
--- and `lib.pattern` (sequence patterns). The load run of a library sees no globals but
+-- store.py puts the library together: a `#!lua name=...` line, this file, a table
+-- PLANS of the plan tables of riskengine/state/redis/plan.py (one per EntityPlan), then
+-- one `redis.register_function(name, lazy(function(lib) return lib.entity_at(PLANS, i)
+-- end))` per plan, `lib.event(PLANS)` (one event's whole step on one server), plus
+-- `lib.clock` and `lib.unclock` (the scene clock), `lib.recall` (an idempotency record),
+-- `lib.inspect` and `lib.pattern` (sequence patterns). The load run of a library sees no globals but
 -- `redis`, so `library()` builds the helpers at the first call, and each function builds
 -- its plan's closures at its own first call: once per server, after which a call only
 -- executes.
@@ -1628,8 +1629,86 @@ local function library()
     return result
   end
 
-  LIB = {entity = entity, clock = clock, unclock = unclock, recall = recall,
-         inspect = inspect, pattern = pattern}
+  -- ------------------------------------------------------------------ one event
+
+  -- The entity function of plan i of `plans`, built once: its own FCALL and `event`
+  -- share it (every call sets all of its state first).
+  local built = {}
+  local function entity_at(plans, i)
+    local call = built[i]
+    if not call then
+      call = entity(plans[i])
+      built[i] = call
+    end
+    return call
+  end
+
+  -- the slowest of `own` (a clock, nil for none) and `others` (clock.py, Step.slowest)
+  local function slowest(own, others)
+    if own == nil then return others end
+    if others and others < own then return others end
+    return own
+  end
+
+  -- One event's whole step on one server, in one atomic call (riskengine/state/redis/
+  -- backend.py): FCALL <event> <numkeys> <clock key> <record key> [<bucket> <own>]...
+  -- [<pattern key>]... <clock name> <t> <L> <format> <floor> <scene> <span> <digest>
+  -- <entities> <patterns> [<plan> <mask> <ttl> <field> <small> <slot>...]...
+  -- [<kind> <mask> <within> <keep> <most> <ttl> <steps> <times>...]...
+  -- The first six arguments are the clock step's (`clock`); span is L + Wmax(scene),
+  -- the idempotency horizon's length. The clock key again as the record key: no lookup.
+  -- A remembered decision at the record key whose time is > G - span (G of the clock
+  -- before the event; the rule of idempotency.py, `live`) is the answer and nothing
+  -- changes, not even the clock: {0, record}. Otherwise the clock step, then every
+  -- entity (the arguments of its own function, t, G and the late flag from the step)
+  -- and every pattern (the scene clock after the event), in order:
+  -- {1, lsn, G before (false: none), late, slowest other clock (false: none),
+  --  {entity replies}, {pattern replies}}.
+  local function event(plans)
+    return function(keys, args)
+      local t, span, digest = tonumber(args[2]), tonumber(args[7]), args[8]
+      if keys[2] ~= keys[1] then
+        local rec = redis.call('GET', keys[2])
+        if rec then
+          local at = find(rec, '|', 1, true)
+          local rt = at and tonumber(sub(rec, 1, at - 1))
+          local g = tonumber(redis.call('HGET', keys[1], 'G:' .. args[1]))
+          if rt and (g == nil or rt > g - span) then return {0, rec} end
+        end
+      end
+      local step = clock(keys, args)
+      local G, late, others = step[2] or nil, step[3], step[4] or nil
+      local lateflag = late == 1 and '1' or '0'
+      local horizon = G and G - span or ''
+      local forget = slowest(G, others) or ''
+      local raised = late == 0 and (G == nil or t > G)
+      local after = slowest(raised and t or G, others) or ''
+      local ne, np = tonumber(args[9]), tonumber(args[10])
+      local k, a = 3, 11
+      local entities, patterns = {}, {}
+      for e = 1, ne do
+        local i = tonumber(args[a])
+        local P = plans[i]
+        local eargs = {'a', args[2], G or '', lateflag, horizon, digest, args[a + 1],
+                       args[a + 2], args[a + 3], args[a + 4], forget}
+        for s = 1, P.NSLOT do eargs[11 + s] = args[a + 4 + s] end
+        entities[e] = entity_at(plans, i)({keys[k], keys[k + 1]}, eargs)
+        k, a = k + 2, a + 5 + P.NSLOT
+      end
+      for p = 1, np do
+        local steps = tonumber(args[a + 6])
+        local pargs = {args[a], args[2], lateflag, after, args[a + 1], args[a + 2],
+                       args[a + 3], args[a + 4], args[a + 5], digest}
+        for x = 1, steps do pargs[10 + x] = args[a + 6 + x] end
+        patterns[p] = pattern({keys[k]}, pargs)
+        k, a = k + 1, a + 7 + steps
+      end
+      return {1, step[1], step[2], late, step[4], entities, patterns}
+    end
+  end
+
+  LIB = {entity = entity, entity_at = entity_at, event = event, clock = clock,
+         unclock = unclock, recall = recall, inspect = inspect, pattern = pattern}
   return LIB
 end
 
