@@ -197,8 +197,11 @@ of a replay in LSN order; events of one entity in flight at once are applied at 
 entity in the order their calls reach it.
 
 Idle entities: event-time forgetting is in the script (by G); memory is reclaimed by
-TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Rmax(B)), 1 day)``
-of wall clock, refreshed on every write: when event time runs like wall time, a key
+TTLs and a sweep. Own keys and buckets keep a TTL of at least ``T = max(2·(L +
+Rmax(B)), 1 day)`` of wall clock after their last write: a write that finds less than T
+left sets it to 2·T, others leave it (a refresh on every write would put a
+``PEXPIREAT`` in the AOF each time), so a key lives between T and 2·T after its last
+write. When event time runs like wall time, a key
 untouched for ``L + Rmax(B)`` is forgettable by then anyway; the TTL is a safety net for
 keys nothing touches any more, far beyond that. A stream whose event time stops for
 longer than the TTL less the horizon (an outage of a day, then its backlog) would lose

@@ -117,7 +117,8 @@ class RedisSceneFeatures:
     prefix (one per process is enough; made here when not given); state of another
     layout is refused with `StateFormatError`. `guard_depth` is how many recent
     events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
-    the TTL of entity keys, `max(2 * (L + Rmax(B)), 1 day)` (0: no TTL). `buckets` per
+    the least TTL of entity keys after a write, `max(2 * (L + Rmax(B)), 1 day)` (0: no
+    TTL; a write finding less left sets twice that). `buckets` per
     key set: about the number of live entities / 50. `bucket_value_max`: the largest
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many

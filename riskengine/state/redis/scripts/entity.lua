@@ -50,6 +50,17 @@ local function library()
   local HALF = 2 ^ 26
   local LAST = 2 ^ 53
 
+  -- ------------------------------------------------------------------ expiry
+
+  -- A written key keeps a TTL of at least `ttl` (ms, 0: none): it is set to 2 * ttl
+  -- once less than ttl is left, not on every write (each refresh is a PEXPIREAT in the
+  -- AOF). A key written last at any moment lives between ttl and 2 * ttl after it.
+  local function keep_alive(key, ttl)
+    if ttl > 0 and redis.call('PTTL', key) < ttl then
+      redis.call('PEXPIRE', key, 2 * ttl)
+    end
+  end
+
   -- ------------------------------------------------------------------ arithmetic
 
   local function fdiv(a, b)
@@ -1280,7 +1291,7 @@ local function library()
       for _, id in ipairs(DROPPED) do dels[#dels + 1] = 'c' .. id end
       hash_write('HDEL', dels)
       hash_write('HSET', sets)
-      if ttl > 0 then redis.call('PEXPIRE', own, ttl) end
+      keep_alive(own, ttl)
     end
 
     local function save()
@@ -1316,7 +1327,7 @@ local function library()
         local data = cmsgpack.pack(header, blob)
         if #data <= small then
           redis.call('HSET', bucket, field, data)
-          if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
+          keep_alive(bucket, ttl)
           if was_paged or own_string then redis.call('DEL', own) end
           sweep()
           return
@@ -1324,7 +1335,8 @@ local function library()
         if N < PAGE then
           -- SET replaces the hash of a paged entity, distinct counts included
           if in_bucket then redis.call('HDEL', bucket, field) end
-          if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
+          redis.call('SET', own, data, 'KEEPTTL')
+          keep_alive(own, ttl)
           sweep()
           return
         end
@@ -1621,10 +1633,11 @@ local function library()
     guard[#guard + 1] = digest
     guard[#guard + 1] = result
     while #guard > 4 do table.remove(guard, 1); table.remove(guard, 1) end
-    if ttl > 0 then
-      redis.call('SET', keys[1], cmsgpack.pack(st), 'PX', ttl)
+    if raw and redis.call('PTTL', keys[1]) >= ttl then
+      redis.call('SET', keys[1], cmsgpack.pack(st), 'KEEPTTL')
     else
       redis.call('SET', keys[1], cmsgpack.pack(st))
+      keep_alive(keys[1], ttl)
     end
     return result
   end
