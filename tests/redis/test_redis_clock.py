@@ -176,7 +176,7 @@ def test_patterns_take_lateness_from_the_scene_clock(redis_url: str,
 
 @pytest.mark.parametrize(("key", "kind"), [
     ("re:lsn", "string"), ("re:{transfer}:G", "string"), ("re:{clock}", "1"),
-    ("re:{clock}", "2")])
+    ("re:{clock}", "2"), ("re:{clock}", "3")])
 def test_state_of_an_older_layout_is_refused_at_start(redis_url: str, client: Client,
                                                       key: str, kind: str) -> None:
     """The per-key clocks (format 1) and the entries of value texts the script quantised
@@ -202,7 +202,7 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
         assert first.evaluate("transfer", event).lsn == 1
     finally:
         first.close()
-    assert client.hget("re:{clock}", "format") == b"3"
+    assert client.hget("re:{clock}", "format") == b"4"
     # the state it wrote: accepted
     again = Engine.from_config(None, state=RedisState.connect(redis_url))
     try:

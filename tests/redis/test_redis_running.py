@@ -3,9 +3,9 @@
 `running_from` moves the point where an entity switches from scanning its entries to
 running totals: 0 and 1 put every entity on running totals from its first entry, a huge
 value keeps every entity scanning, the default is in between. A tiny `bucket_value_max`
-pages every entity into its own hash, and a tiny `page_entries` makes its chunks split,
-open and go all the time. All of it happens inside one function call, so these run on
-the single server only.
+pages every entity into its own hash and sorted set, and a tiny `page_entries` makes the
+calls read its entries a few at a time and sends it back to its bucket often. All of it
+happens inside one function call, so these run on the single server only.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_running_totals_follow_a_busy_key(client: redis.Redis) -> None:
     run_against_oracle(decider, "s", events, Oracle(features, 5_000))
     stats = decider.features.stats()
     assert stats["running_states"] == 1
-    # trimming keeps the window (1 min of 200 ms events) and at most a chunk more
+    # trimming keeps the window (1 min of 200 ms events) and at most a page more
     assert stats["retained_entries"] <= 60_000 / 200 + 5_000 / 200 + 3_000 / 200 + 16
 
 

@@ -38,18 +38,25 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     server; 64 by default, 256 is a good setting) and buckets should hold fewer than
     ``hash-max-listpack-entries`` (128 by default) entities: ``buckets`` ≈ live
     entities / 50.
-``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (string, or hash when paged)
-    the entity's *own key*, where it lives once its blob outgrows a bucket field: whole,
-    as a string, while it holds fewer than ``2·page_entries`` (128) entries; *paged*
-    from there on (a busy key), as a hash: field ``h`` its header (the blob below without
-    the entries, plus a chunk directory), fields ``c<n>`` its entries in chunks of about
-    `page_entries` (64), fields ``d<group>.<window>.<item>|<distinct key>`` the counts
-    of its running distinct sets. A call on a paged entity reads the header and only the
-    chunks it needs, and writes back only what changed. It goes back to a string below
-    `page_entries` entries, and to its bucket when it fits there again.
+``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (hash) and
+``re:{<scene>|<B>|<bucket>}:<sig>:e:<key value>``  (sorted set)
+    the entity's *own keys*, where it lives once its blob outgrows a bucket field (a
+    *paged*, busy entity): its entries in the sorted set, one member each (score: the
+    entry's time; member: its arrival number at the entity in 5 big-endian bytes, so
+    that entries of one time sort by arrival, then msgpack of its mask and slots); the
+    rest in the hash: field ``h`` its header (the blob below without the entries, plus
+    the next arrival number), fields ``d<group>.<window>.<item>|<distinct key>`` the
+    counts of its running distinct sets. An event adds one member, rewrites the header
+    and the counts it changed, and now and then removes the entries no event can read
+    (once they are an eighth of the set, or `page_entries`, with one
+    ``ZREMRANGEBYSCORE``): what it writes does not grow with the entity. A call reads
+    the header and only the entries it needs (by rank, `page_entries` at a time; the
+    index of a time is a ``ZCOUNT``). It goes back to its bucket once it holds at most
+    `page_entries` (16) entries and fits in three quarters of a field. (A key value
+    text never starts with ``e``, so the two names cannot meet.)
 ``re:{clock}``  (hash)
     the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
-    ``format`` (the layout of the state, ``3``), ``lsn`` (the last LSN handed out) and
+    ``format`` (the layout of the state, ``4``), ``lsn`` (the last LSN handed out) and
     ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
     that were not late), and ``G:<scene>|<topic>#<partition>`` for each partition a
     stream worker reads (a clock each). Every event takes one *clock step* on it
@@ -83,25 +90,24 @@ holds per tiled group one partial aggregate per tile ``floor(t/H)``; ``guard`` h
 last `guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
 (busy entities only) holds per history window a running state, below. Entries are sorted
 by (time, arrival): LSN order while one event is in flight at a time. A paged entity's
-header is the same array with ``false`` for entries, then the chunk directory (per
-chunk: id, entry count, first and last time) and the next chunk id; a chunk is the flat
-entries of its part, times relative to its first.
+header is the same array with ``false`` for entries, then its next arrival number.
 
 Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its slots
 (micro-units: a msgpack integer, 5 bytes for amounts below 4,294.97, 9 above; a value
 text: a type byte and the text, ``'acct-42``, ``1234.5``), 10–20 bytes; a field read
 both ways holds both. An entity in a bucket adds its field name, the blob header and its
-guard record (about 45 bytes with the seed's three features); an entity in its own key
-adds a Redis key (~100 bytes), a paged one a hash (~100 bytes more), a few bytes per
-chunk, and per distinct value its running count field. Measured with the seed's three
-features, `hash-max-listpack-value 256` (bytes freed by deleting the state, INFO
-used_memory, which leaves out the Lua VMs; MEMORY USAGE of the keys agrees within 40 %),
-Redis 7.0: a steady stream of 440 active accounts holds 14.5 bytes per retained entry,
-34 per event inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day
-of transfers (50,000 events, mostly cold keys, 256 buckets,
-`benchmarks/bench_redis_state.py`) about 58 bytes per retained entry. INFO `used_memory`
-deltas across a run also count Redis's per-command latency histograms and client
-buffers, so they are not a measure of the state.
+guard record (about 45 bytes with the seed's three features); a paged entity adds two
+Redis keys (~200 bytes), per entry its member (5 bytes and its slots) and score, about
+35–40 bytes while its sorted set is listpack-encoded (up to ``zset-max-listpack-entries``
+members, 128 by default; a larger setting keeps busy entities compact at the cost of a
+longer insertion) and 120–130 bytes beyond (a skiplist), and per distinct value its
+running count field. Measured with the seed's three features, `hash-max-listpack-value
+256` (bytes freed by deleting the state, INFO used_memory, which leaves out the Lua VMs;
+MEMORY USAGE of the keys agrees within 40 %), Redis 7.0: a steady stream of 440 active
+accounts holds 17.6–21.9 bytes per retained entry, 42–52 per event inside the horizon
+(tests/redis/test_redis_memory.py; its 40 busy receivers hold ~155 entries each, in
+skiplists). INFO `used_memory` deltas across a run also count Redis's per-command
+latency histograms and client buffers, so they are not a measure of the state.
 
 The clock step
 --------------

@@ -41,11 +41,14 @@ from typing import Any
 from riskengine.state.redis.codec import StateUnavailableError
 from riskengine.state.redis.functions import Call, Client
 
-FORMAT = "3"
+FORMAT = "4"
 """The layout of the state this version writes: one clock key, lateness by the scene
 clock (docs/semantics.md), entries holding the micro-units Python computed (a slot per
-target and kind, riskengine/state/redis/codec.py). Version 2 stored value texts the
-script quantised itself; version 1 kept ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
+target and kind, riskengine/state/redis/codec.py), an entity too big for its bucket
+field in its own hash and sorted set of entries (riskengine/state/redis/__init__.py).
+Version 3 kept such an entity whole in a string, then in a hash of entry chunks;
+version 2 stored value texts the script quantised itself; version 1 kept
+``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
 
 
 class StateFormatError(StateUnavailableError):

@@ -45,8 +45,9 @@ its horizon) should set a longer `ttl_ms`, or 0."""
 RUNNING_FROM = 32
 """Entities holding at least this many entries keep running totals (see the package
 docstring); below half of it they go back to scanning."""
-PAGE_ENTRIES = 64
-"""Busy entities (twice this many entries) keep them in chunks of about this many."""
+PAGE_ENTRIES = 16
+"""A call reads a paged entity's entries this many at a time; a paged entity goes back
+to its bucket once it holds at most this many (and fits)."""
 _EMPTY: dict[str, Any] = {}
 
 Predicate = Callable[..., Any]
@@ -123,9 +124,9 @@ class RedisSceneFeatures:
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
     entries keep running totals instead of scanning their entries on every event.
-    `page_entries`: entities holding twice this many entries or more are paged, their
-    entries kept in chunks of about this many, so that a call reads and writes only the
-    chunks it needs.
+    `page_entries`: a call reads a paged entity's entries (in its sorted set) this many
+    at a time, and a paged entity goes back to its bucket once it holds at most this
+    many entries and fits in three quarters of a field.
     """
 
     def __init__(self, client: Client, scene: SceneConfig, *,
@@ -251,12 +252,13 @@ class RedisSceneFeatures:
             return None
         return key_text(values)
 
-    def entity_keys(self, entity: _Entity, text: str) -> tuple[str, str]:
-        """(bucket hash, own key) of the entity whose key value is `text`."""
+    def entity_keys(self, entity: _Entity, text: str) -> tuple[str, str, str]:
+        """(bucket hash, own hash, sorted set of entries) of the entity whose key value
+        is `text` (a key text never starts with ``e``: the last two cannot meet)."""
         digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         bucket = entity.key_head + str(int.from_bytes(digest, "big") % self.buckets) + \
             entity.key_tail
-        return bucket, f"{bucket}:{text}"
+        return bucket, f"{bucket}:{text}", f"{bucket}:e:{text}"
 
     @property
     def one_server(self) -> bool:
@@ -280,10 +282,10 @@ class RedisSceneFeatures:
         calls, touched = self.entity_calls(event, step, digest)
         return self.values(touched, self._run(calls), step.late)
 
-    def entity_parts(self, event: dict[str, Any]) -> list[tuple[_Entity, tuple[str, str],
-                                                                 list[Any]]]:
+    def entity_parts(self, event: dict[str, Any]
+                     ) -> list[tuple[_Entity, tuple[str, str, str], list[Any]]]:
         """Every entity the event touches (null keys touch none): the entity, its keys
-        (bucket, own key) and what its call says whatever the clock step gives: its group
+        (`entity_keys`) and what its call says whatever the clock step gives: its group
         mask, TTL, key value text, the bucket field limit and its slot texts."""
         lists = self.lists
         small = self.bucket_value_max
@@ -404,18 +406,22 @@ class RedisSceneFeatures:
     def stats(self) -> dict[str, int]:
         """Entities, retained entries, tiles, guard records and running states, and the
         MEMORY USAGE of their keys."""
-        strides = {e.plan.signature: (e.plan.stride, 3 + len(e.plan.outputs))
+        strides = {e.plan.signature.encode(): (e.plan.stride, 3 + len(e.plan.outputs))
                    for e in self._entities}
-        bucket_ends = tuple(f"}}:{e.plan.signature}".encode() for e in self._entities)
         names = ("entities", "retained_entries", "tiles", "guard_records", "running_states",
                  "memory_bytes")
         totals = dict.fromkeys(("keys", *names), 0)
         for key in self.state_keys():
-            signature = key.rsplit(b"}:", 1)[-1].split(b":", 1)[0].decode()
-            if signature not in strides:
-                continue
-            kind = "1" if key.endswith(bucket_ends) else "0"
-            (sizes,) = self._run([(self._inspect_function, (key.decode(),),
+            # <bucket>, <bucket>:<text> or <bucket>:e:<text>; <bucket> ends in }:<sig>
+            head, _, rest = key.partition(b"}:")
+            signature, _, text = rest.partition(b":")
+            if signature not in strides or text.startswith(b"e:"):
+                continue  # another plan's, or the entries of an own hash (counted with it)
+            bucket = head + b"}:" + signature
+            keys = (key.decode(),) if not text else (key.decode(), f"{bucket.decode()}:e:"
+                                                                   f"{text.decode()}")
+            kind = "0" if text else "1"
+            (sizes,) = self._run([(self._inspect_function, keys,
                                    (*strides[signature], kind))])
             totals["keys"] += 1
             for name, size in zip(names, sizes, strict=True):

@@ -12,9 +12,10 @@
 -- docs/semantics.md is the contract; riskengine/state/redis/__init__.py documents the
 -- key and blob layout.
 --
--- An entity function, FCALL <name> 2 <bucket> <own key> <args...>:
+-- An entity function, FCALL <name> 3 <bucket> <own key> <entries key> <args...>:
 -- keys[1]  the bucket hash of the entity (small entities are fields of it)
--- keys[2]  the entity's own key (where it lives once it outgrows a bucket field)
+-- keys[2]  the entity's own hash (where it lives once it outgrows a bucket field)
+-- keys[3]  the entity's sorted set of entries (then)
 -- args[1]  mode: 'a' apply | 'p' peek (read at t, no event, nothing written: the first
 --          reply value is 1 when the key holds anything)
 -- args[2]  t, the event time (ms)
@@ -41,7 +42,7 @@ local LIB
 local function library()
   if LIB then return LIB end
   local floor, fmt, concat = math.floor, string.format, table.concat
-  local sub, find, byte = string.sub, string.find, string.byte
+  local sub, find, byte, char = string.sub, string.find, string.byte, string.char
   local tinsert, tremove, band = table.insert, table.remove, bit.band
   local tonumber, pairs, ipairs, type = tonumber, pairs, ipairs, type
   local unpack, setmetatable, rawget, rawset = unpack, setmetatable, rawget, rawset
@@ -392,6 +393,11 @@ local function library()
     local hx = 0
     for g = 1, #P.G do
       local grp = P.G[g]
+      -- a tiled group of counts and sums only: its tiles can be taken apart again
+      grp.sub = true
+      for j = 1, #grp.items do
+        if grp.items[j][1] ~= 'q' then grp.sub = false end
+      end
       if not grp.tiled then
         hx = hx + 1
         grp.hx = hx
@@ -427,17 +433,13 @@ local function library()
     local L, RMAX, STRIDE, MASKED = P.L, P.RMAX, P.STRIDE, P.MASKED
     local NSLOT, QSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.QSLOT, P.NOUT, P.DEPTH, P.G
     local NHIST, RUNMIN, SWEEP, IDLE = P.NHIST, P.RUNMIN, P.SWEEP, P.IDLE
-    local CHUNK = P.CHUNK
+    local BLOCK = P.CHUNK
     local OFF = STRIDE - NSLOT
     local RSTRIDE = 3 + NOUT
     local SLOT0 = 11
-    -- an entity too big for its bucket field lives whole in its own string key while it
-    -- holds fewer than PAGE entries, paged in its own hash from PAGE on, and whole again
-    -- below CHUNK
-    local PAGE = 2 * CHUNK
 
     -- the call's arguments (set at the start of every call)
-    local bucket, own, field, mode, digest
+    local bucket, own, zkey, field, mode, digest
     local t, G, F, late, horizon, pmask, ttl, small
     local EV = {}  -- the event's slot values (false for null)
     -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
@@ -448,64 +450,80 @@ local function library()
     -- tiles has one list per tiled group; ring is flat: per record digest, dt, flags (1
     -- late), values; running (busy entities only)
     -- holds per history group and window a running state {B, count, item states...} of
-    -- the entries later than B. An entity too big for its bucket field is the same value
-    -- in its own string key; from PAGE entries on it is *paged*, a hash at its own key:
-    -- field 'h' the same blob with `false` for entries, plus the chunk directory (flat:
-    -- per chunk id, count, first and last time - base) and the next chunk id; fields
-    -- 'c<id>' its entries by chunks of about CHUNK (times relative to the chunk's
-    -- first); fields 'd<group>.<window>.<item>|<distinct key>' the counts of its running
-    -- distinct sets. E is then filled chunk by chunk as the call reads it (a metatable
-    -- loads a chunk on its first read), so a call costs what it reads, not the entity's
-    -- size.
-    local packed, in_bucket, paged, was_paged, own_string, thr_low
+    -- the entries later than B. An entity too big for its bucket field is *paged*: its
+    -- entries go to its own sorted set (zkey; score: the entry's time; member: its
+    -- arrival number in 5 big-endian bytes, so that entries of one time sort by arrival,
+    -- then msgpack of its mask and slots), the rest to its own hash (own): field 'h' the
+    -- same blob with `false` for entries and the next arrival number, fields
+    -- 'd<group>.<window>.<item>|<distinct key>' the counts of its running distinct sets.
+    -- An event then adds one member, rewrites the header and the counts it changed:
+    -- what it writes does not grow with the entity. E is filled block by block (BLOCK
+    -- entries, by rank) as the call reads it (a metatable loads a block on its first
+    -- read), so a call costs what it reads, not the entity's size. A paged entity goes
+    -- back to its bucket once it holds at most BLOCK entries and fits in three quarters
+    -- of a field.
+    local packed, in_bucket, paged, was_paged, thr_low
     local base, E, TILES, RING, RUN, N
-    local DIR, NEXTID, START, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY
+    local NEXT, ZMAX, LOADED, DCACHE, DDIRTY
 
-    -- ---------------------------------------------------------------- pages
+    -- ---------------------------------------------------------------- the sorted set
 
-    local function chunk_starts()
-      START = {}
-      local s = 1
-      for k = 1, #DIR / 4 do
-        START[k] = s
-        s = s + DIR[(k - 1) * 4 + 2]
+    -- an arrival number as 5 big-endian bytes (members of one score sort by them)
+    local function arrival(n)
+      local b = {}
+      for k = 5, 1, -1 do
+        b[k] = n % 256
+        n = (n - b[k]) / 256
       end
+      return char(b[1], b[2], b[3], b[4], b[5])
     end
 
-    local function load_chunk(k)
-      local d = (k - 1) * 4
-      if LOADED[DIR[d + 1]] then return end
-      LOADED[DIR[d + 1]] = true
-      local rows = cmsgpack.unpack(redis.call('HGET', own, 'c' .. DIR[d + 1]))
-      local first = DIR[d + 3]
-      local at = (START[k] - 1) * STRIDE
+    -- the member of a new entry `row` ({dt, [mask], slots...}), the next arrival
+    local function member(row)
+      local m = arrival(NEXT)
+      NEXT = NEXT + 1
+      if STRIDE == 1 then return m end
+      local rest = {}
+      for f = 2, STRIDE do rest[f - 1] = row[f] end
+      return m .. cmsgpack.pack(rest)
+    end
+
+    -- entries (k - 1) * BLOCK + 1 .. k * BLOCK of a paged entity into E
+    local function load_block(k)
+      LOADED[k] = true
+      local got = redis.call('ZRANGE', zkey, (k - 1) * BLOCK, k * BLOCK - 1, 'WITHSCORES')
+      local at = (k - 1) * BLOCK * STRIDE
       -- E's metatable has no __newindex: these are plain stores
-      for x = 1, #rows, STRIDE do
-        E[at + x] = rows[x] + first
-        for f = 1, STRIDE - 1 do E[at + x + f] = rows[x + f] end
+      for x = 1, #got, 2 do
+        E[at + 1] = tonumber(got[x + 1]) - base
+        if STRIDE > 1 then
+          local rest = cmsgpack.unpack(sub(got[x], 6))
+          for f = 2, STRIDE do E[at + f] = rest[f - 1] end
+        end
+        at = at + STRIDE
       end
-    end
-
-    -- the chunk holding entry p
-    local function chunk_of(p)
-      local lo, hi = 1, #START
-      while lo < hi do
-        local mid = floor((lo + hi + 1) / 2)
-        if START[mid] <= p then lo = mid else hi = mid - 1 end
-      end
-      return lo
     end
 
     local PAGED_E = {__index = function(tbl, pos)
       if pos < 1 or pos > N * STRIDE then return nil end
-      local k = chunk_of(floor((pos - 1) / STRIDE) + 1)
-      if LOADED[DIR[(k - 1) * 4 + 1]] then return nil end
-      load_chunk(k)
+      local k = floor(floor((pos - 1) / STRIDE) / BLOCK) + 1
+      if LOADED[k] then return nil end
+      load_block(k)
       return rawget(tbl, pos)
     end}
 
-    local function load_from(p)
-      for k = chunk_of(p), #START do load_chunk(k) end
+    -- E of a paged entity, nothing read yet (again after its entries changed)
+    local function paged_entries()
+      E, LOADED = setmetatable({}, PAGED_E), {}
+    end
+
+    -- ZADD / HSET / HDEL `items` in batches (Lua's unpack has a limit)
+    local function write(command, key, items)
+      for from = 1, #items, 512 do
+        local to = from + 511
+        if to > #items then to = #items end
+        redis.call(command, key, unpack(items, from, to))
+      end
     end
 
     -- ---------------------------------------------------------------- entries
@@ -530,23 +548,10 @@ local function library()
     local function search(x)
       local n = N
       if n == 0 then return 0 end
+      if paged then return redis.call('ZCOUNT', zkey, '-inf', x) end
+      if entry_t(n) <= x then return n end
+      if entry_t(1) > x then return 0 end
       local lo, hi = 1, n
-      if paged then
-        -- the last chunk whose first time is <= x holds the answer
-        local k, kn = 0, #START
-        local a, b = 1, kn
-        while a <= b do
-          local mid = floor((a + b) / 2)
-          if base + DIR[(mid - 1) * 4 + 3] <= x then k = mid; a = mid + 1 else b = mid - 1 end
-        end
-        if k == 0 then return 0 end
-        lo = START[k]
-        hi = lo + DIR[(k - 1) * 4 + 2] - 1
-        if base + DIR[(k - 1) * 4 + 4] <= x then return hi end
-      else
-        if entry_t(n) <= x then return n end
-        if entry_t(1) > x then return 0 end
-      end
       -- entry_t(lo) <= x < entry_t(hi)
       while hi - lo > 1 do
         local mid = floor((lo + hi) / 2)
@@ -568,7 +573,7 @@ local function library()
 
     local function maxts_now()
       if N == 0 then return nil end
-      if paged then return base + DIR[#DIR] end
+      if paged then return ZMAX end
       return entry_t(N)
     end
 
@@ -833,7 +838,21 @@ local function library()
       if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
       local ownt = fdiv(t, hop)
       local top = ownt
-      if not whole then
+      if not whole and g.sub then
+        -- counts and sums: the event's own tile whole, less its entries later than t
+        -- (come earlier with a later time; usually none), so a busy tile is not scanned
+        local stop = (ownt + 1) * hop
+        for i = hi + 1, N do
+          if entry_t(i) >= stop then break end
+          if band(entry_mask(i), g.bit) ~= 0 then
+            a.n = a.n - 1
+            for j = 1, #items do
+              local val = value_of(i, items[j][2])
+              if val then qadd(a.q[j], val, items[j][3], -1) end
+            end
+          end
+        end
+      elseif not whole then
         top = ownt - 1
         local start = ownt * hop
         for i = hi, 1, -1 do
@@ -938,60 +957,20 @@ local function library()
       for at = 2, #RING, RSTRIDE do RING[at] = RING[at] + base - newbase end
     end
 
-    -- directory bookkeeping of a paged entity after chunk k changed
-    local function chunk_changed(k)
-      local d = (k - 1) * 4
-      local s = START[k]
-      DIR[d + 3] = E[(s - 1) * STRIDE + 1]
-      DIR[d + 4] = E[(s + DIR[d + 2] - 2) * STRIDE + 1]
-      DIRTY[DIR[d + 1]] = true
-    end
-
-    -- a new chunk after chunk k (0: first) holding the next `count` entries (in E)
-    local function new_chunk(k, count)
-      local id = NEXTID
-      NEXTID = NEXTID + 1
-      local d = k * 4
-      for f = 1, 4 do tinsert(DIR, d + f, 0) end
-      DIR[d + 1], DIR[d + 2] = id, count
-      LOADED[id] = true
-      chunk_starts()
-      chunk_changed(k + 1)
-    end
-
     -- insert entry `row` after entry hi
     local function insert_row(hi, row)
       AT = {}
-      local at = hi * STRIDE
-      if paged and hi < N then load_from(hi + 1) end
-      for f = N * STRIDE, at + 1, -1 do E[f + STRIDE] = E[f] end
-      for f = 1, STRIDE do E[at + f] = row[f] end
       N = N + 1
-      if not paged then return end
-      local nk = #START
-      if nk == 0 then
-        new_chunk(0, 1)
+      if paged then
+        local tx = base + row[1]
+        redis.call('ZADD', zkey, tx, member(row))
+        if not ZMAX or tx > ZMAX then ZMAX = tx end
+        paged_entries()
         return
       end
-      local k = 1
-      if hi > 0 then k = chunk_of(hi) end
-      local d = (k - 1) * 4
-      if hi == N - 1 and k == nk and DIR[d + 2] >= CHUNK then
-        new_chunk(k, 1)  -- appending to a full last chunk opens a new one
-        return
-      end
-      -- entries after hi were moved (and read) above; those up to hi are read now
-      load_chunk(k)
-      DIR[d + 2] = DIR[d + 2] + 1
-      chunk_starts()
-      if DIR[d + 2] > 2 * CHUNK then
-        local half = floor(DIR[d + 2] / 2)
-        DIR[d + 2] = DIR[d + 2] - half
-        chunk_changed(k)
-        new_chunk(k, half)
-      else
-        chunk_changed(k)
-      end
+      local at = hi * STRIDE
+      for f = (N - 1) * STRIDE, at + 1, -1 do E[f + STRIDE] = E[f] end
+      for f = 1, STRIDE do E[at + f] = row[f] end
     end
 
     local function store(hi)
@@ -1041,21 +1020,13 @@ local function library()
         if x > top then top = x end
       end
       if paged then
-        -- whole chunks go, before anything is read: those whose entries every group
-        -- drops and no running state holds (the rest when saving, see drop_low)
+        -- entries below what every group keeps (and no running state holds) go when it
+        -- is saved (drop_low)
         local low = LAST
         for g = 1, #GROUPS do
           if thr[g] < low then low = thr[g] end
         end
         thr_low = low
-        low = below_running(low)
-        while #DIR > 4 and base + DIR[4] < low do
-          DROPPED[#DROPPED + 1] = DIR[1]
-          N = N - DIR[2]
-          for _ = 1, 4 do tremove(DIR, 1) end
-        end
-        chunk_starts()
-        AT = {}
         if RUN then run_floor(maxts) end
         return
       end
@@ -1155,17 +1126,10 @@ local function library()
     local function load()
       packed = redis.call('HGET', bucket, field)
       in_bucket = packed ~= false
-      paged, was_paged, RUN, DIR, thr_low, AT = false, false, nil, nil, nil, {}
-      own_string = false
+      paged, was_paged, RUN, thr_low, AT = false, false, nil, nil, {}
       if not in_bucket then
-        packed = redis.pcall('GET', own)
-        if type(packed) == 'table' then
-          -- not a string: the hash of a paged entity
-          packed = redis.call('HGET', own, 'h')
-          paged = packed ~= false
-        else
-          own_string = packed ~= false
-        end
+        packed = redis.call('HGET', own, 'h')
+        paged = packed ~= false
       end
       if not packed then
         base, E, TILES, RING, N = t, {}, {}, {}, 0
@@ -1180,17 +1144,18 @@ local function library()
         return
       end
       was_paged = true
-      DIR, NEXTID = blob[6], blob[7]
-      LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, {}, {}, {}, {}
-      N = 0
-      for k = 1, #DIR / 4 do N = N + DIR[(k - 1) * 4 + 2] end
-      chunk_starts()
-      E = setmetatable({}, PAGED_E)
+      NEXT, DCACHE, DDIRTY = blob[6], {}, {}
+      N = redis.call('ZCARD', zkey)
+      ZMAX = nil
+      if N > 0 then
+        ZMAX = tonumber(redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')[2])
+      end
+      paged_entries()
     end
 
-    -- forget everything but the guard records (and the hash it was in, at save)
+    -- forget everything but the guard records (and the keys it was in, at save)
     local function forget()
-      E, N, RUN, DIR, paged, AT = {}, 0, nil, nil, false, {}
+      E, N, RUN, paged, AT = {}, 0, nil, false, {}
       for g = 1, #TILES do TILES[g] = {} end
     end
 
@@ -1211,20 +1176,11 @@ local function library()
       end
     end
 
-    -- a paged entity as one flat entries array (every chunk read)
+    -- a paged entity as one flat entries array (every block read)
     local function flat_entries()
       local F = {}
       for x = 1, N * STRIDE do F[x] = E[x] end
       return F
-    end
-
-    -- HSET / HDEL `items` (field, value pairs / fields) of the own hash, in batches
-    local function hash_write(command, items)
-      for from = 1, #items, 512 do
-        local to = from + 511
-        if to > #items then to = #items end
-        redis.call(command, own, unpack(items, from, to))
-      end
     end
 
     -- below this time, entries of a paged entity go when it is saved: what trim drops
@@ -1234,51 +1190,21 @@ local function library()
       return below_running(thr_low)
     end
 
-    -- a paged entity: its header, the chunks and distinct counts that changed; entries
-    -- below drop_low() go (whole chunks, and the front of the first one when it was read)
+    -- a paged entity: entries below drop_low() go once they are BLOCK or an eighth of
+    -- it (and two or more: one command for several), then its header and the distinct
+    -- counts that changed
     local function save_paged(header)
-      local sets, dels = {'h', false}, {}
       local low = drop_low()
-      local H, front = {}, true
-      for k = 1, #DIR / 4 do
-        local d = (k - 1) * 4
-        local id, count = DIR[d + 1], DIR[d + 2]
-        local at = (START[k] - 1) * STRIDE
-        if low and base + DIR[d + 4] < low then
-          DROPPED[#DROPPED + 1] = id
-        else
-          local cut = 0
-          if front and low and LOADED[id] then
-            while base + E[at + cut * STRIDE + 1] < low do cut = cut + 1 end
-            -- the front of a chunk goes with a write that happens anyway, or once it
-            -- is an eighth of a chunk
-            if cut > 0 and (DIRTY[id] or cut * 8 >= CHUNK) then
-              DIRTY[id] = true
-            else
-              cut = 0
-            end
-          end
-          front = false
-          local first, last = DIR[d + 3], DIR[d + 4]
-          if DIRTY[id] then
-            first = E[at + cut * STRIDE + 1]
-            local rows, m = {}, 0
-            for x = at + cut * STRIDE + 1, at + count * STRIDE, STRIDE do
-              rows[m + 1] = E[x] - first
-              for f = 1, STRIDE - 1 do rows[m + 1 + f] = E[x + f] end
-              m = m + STRIDE
-            end
-            sets[#sets + 1] = 'c' .. id
-            sets[#sets + 1] = cmsgpack.pack(rows)
-          end
-          local h = #H
-          H[h + 1], H[h + 2] = id, count - cut
-          H[h + 3], H[h + 4] = base + first - header, base + last - header
+      if low then
+        local below = '(' .. fmt('%d', low)
+        local dead = redis.call('ZCOUNT', zkey, '-inf', below)
+        if dead >= 2 and (dead >= BLOCK or dead * 8 >= N) then
+          redis.call('ZREMRANGEBYSCORE', zkey, '-inf', below)
         end
       end
       shift_ring(header)
       base = header
-      sets[2] = cmsgpack.pack(header, {0, false, TILES, RING, RUN, H, NEXTID})
+      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT})}, {}
       for f in pairs(DDIRTY) do
         local v = DCACHE[f]
         if v == 0 then
@@ -1288,10 +1214,18 @@ local function library()
           sets[#sets + 1] = v
         end
       end
-      for _, id in ipairs(DROPPED) do dels[#dels + 1] = 'c' .. id end
-      hash_write('HDEL', dels)
-      hash_write('HSET', sets)
+      write('HDEL', own, dels)
+      write('HSET', own, sets)
       keep_alive(own, ttl)
+      keep_alive(zkey, ttl)
+    end
+
+    -- into its bucket field (its own keys go)
+    local function save_small(data)
+      redis.call('HSET', bucket, field, data)
+      keep_alive(bucket, ttl)
+      if was_paged then redis.call('DEL', own, zkey) end
+      sweep()
     end
 
     local function save()
@@ -1308,13 +1242,17 @@ local function library()
       end
       if empty then
         if in_bucket then redis.call('HDEL', bucket, field) end
-        if was_paged or own_string then redis.call('DEL', own) end
+        if was_paged then redis.call('DEL', own, zkey) end
         return
       end
       header = header or base
-      if paged and N < CHUNK then
-        -- small again: whole, in its bucket or its own string key (its hash goes)
-        paged, RUN, E = false, nil, flat_entries()
+      if paged and N <= BLOCK then
+        -- small again when it fits in three quarters of a field (not back and forth)
+        local data = cmsgpack.pack(header, {header - base, flat_entries(), TILES, RING})
+        if #data * 4 <= small * 3 then
+          save_small(data)
+          return
+        end
       end
       if not paged then
         if RUN and N < RUNMIN / 2 then RUN = nil end
@@ -1326,38 +1264,22 @@ local function library()
         end
         local data = cmsgpack.pack(header, blob)
         if #data <= small then
-          redis.call('HSET', bucket, field, data)
-          keep_alive(bucket, ttl)
-          if was_paged or own_string then redis.call('DEL', own) end
-          sweep()
+          save_small(data)
           return
         end
-        if N < PAGE then
-          -- SET replaces the hash of a paged entity, distinct counts included
-          if in_bucket then redis.call('HDEL', bucket, field) end
-          redis.call('SET', own, data, 'KEEPTTL')
-          keep_alive(own, ttl)
-          sweep()
-          return
-        end
-        -- PAGE entries or more: paged in its own hash, in chunks of CHUNK entries
+        -- too big for its field: paged, its entries into its sorted set
         if in_bucket then redis.call('HDEL', bucket, field) end
-        if was_paged or own_string then redis.call('DEL', own) end
-        paged, RUN = true, nil
-        DIR, NEXTID, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, 1, {}, {}, {}, {}, {}
-        local from = 1
-        while from <= N do
-          local count = N - from + 1
-          if count > CHUNK then count = CHUNK end
-          local d = #DIR
-          DIR[d + 1], DIR[d + 2] = NEXTID, count
-          DIR[d + 3] = E[(from - 1) * STRIDE + 1]
-          DIR[d + 4] = E[(from + count - 2) * STRIDE + 1]
-          DIRTY[NEXTID] = true
-          NEXTID = NEXTID + 1
-          from = from + count
+        if was_paged then redis.call('DEL', own, zkey) end
+        paged, RUN, NEXT, DCACHE, DDIRTY = true, nil, 1, {}, {}
+        local items = {}
+        for i = 1, N do
+          local at = (i - 1) * STRIDE
+          local row = {}
+          for f = 1, STRIDE do row[f] = E[at + f] end
+          items[#items + 1] = base + row[1]
+          items[#items + 1] = member(row)
         end
-        chunk_starts()
+        write('ZADD', zkey, items)
       end
       save_paged(header)
       sweep()
@@ -1377,7 +1299,7 @@ local function library()
     end
 
     return function(keys, args)
-      bucket, own = keys[1], keys[2]
+      bucket, own, zkey = keys[1], keys[2], keys[3]
       mode = args[1]
       t = tonumber(args[2])
       G = tonumber(args[3])
@@ -1501,30 +1423,28 @@ local function library()
 
   -- Sizes of one key of entity state, for stats: {entities, entries, tiles, guard
   -- records, running states, MEMORY USAGE}. args[1] the entry stride, args[2] the guard
-  -- record stride of the entity's plan, args[3] '1' for a bucket, '0' for an own key.
+  -- record stride of the entity's plan, args[3] '1' for a bucket, '0' for an own hash
+  -- (keys[2]: its sorted set of entries, counted with it).
   local function inspect(keys, args)
     local values = {}
+    local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
+    local entries = 0
     if args[3] == '1' then
       values = redis.call('HVALS', keys[1])
     else
-      local h = redis.pcall('HGET', keys[1], 'h')
-      if type(h) == 'table' then h = redis.call('GET', keys[1]) end
+      local h = redis.call('HGET', keys[1], 'h')
       if h then values[1] = h end
+      entries = redis.call('ZCARD', keys[2])
+      memory = memory + (redis.call('MEMORY', 'USAGE', keys[2]) or 0)
     end
-    local entries, tiles, records, running = 0, 0, 0, 0
+    local tiles, records, running = 0, 0, 0
     for _, value in ipairs(values) do
       local _, blob = cmsgpack.unpack(value)
-      if blob[2] then
-        entries = entries + #blob[2] / tonumber(args[1])
-      else
-        local dir = blob[6]
-        for at = 2, #dir, 4 do entries = entries + dir[at] end
-      end
+      if blob[2] then entries = entries + #blob[2] / tonumber(args[1]) end
       for _, group in ipairs(blob[3]) do tiles = tiles + #group end
       records = records + #blob[4] / tonumber(args[2])
       if blob[5] then running = running + 1 end
     end
-    local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
     return {#values, entries, tiles, records, running, memory}
   end
 
@@ -1705,8 +1625,8 @@ local function library()
         local eargs = {'a', args[2], G or '', lateflag, horizon, digest, args[a + 1],
                        args[a + 2], args[a + 3], args[a + 4], forget}
         for s = 1, P.NSLOT do eargs[11 + s] = args[a + 4 + s] end
-        entities[e] = entity_at(plans, i)({keys[k], keys[k + 1]}, eargs)
-        k, a = k + 2, a + 5 + P.NSLOT
+        entities[e] = entity_at(plans, i)({keys[k], keys[k + 1], keys[k + 2]}, eargs)
+        k, a = k + 3, a + 5 + P.NSLOT
       end
       for p = 1, np do
         local steps = tonumber(args[a + 6])
