@@ -464,7 +464,7 @@ local function library()
     -- of a field.
     local packed, in_bucket, paged, was_paged, thr_low
     local base, E, TILES, RING, RUN, N
-    local NEXT, ZMAX, LOADED, DCACHE, DDIRTY
+    local NEXT, ZMAX, DCACHE, DDIRTY
 
     -- ---------------------------------------------------------------- the sorted set
 
@@ -488,11 +488,13 @@ local function library()
       return m .. cmsgpack.pack(rest)
     end
 
-    -- entries (k - 1) * BLOCK + 1 .. k * BLOCK of a paged entity into E
-    local function load_block(k)
-      LOADED[k] = true
-      local got = redis.call('ZRANGE', zkey, (k - 1) * BLOCK, k * BLOCK - 1, 'WITHSCORES')
-      local at = (k - 1) * BLOCK * STRIDE
+    -- entries from..to of a paged entity into E (one ZRANGE by rank)
+    local function load_range(from, to)
+      if from < 1 then from = 1 end
+      if to > N then to = N end
+      if from > to then return end
+      local got = redis.call('ZRANGE', zkey, from - 1, to - 1, 'WITHSCORES')
+      local at = (from - 1) * STRIDE
       -- E's metatable has no __newindex: these are plain stores
       for x = 1, #got, 2 do
         E[at + 1] = tonumber(got[x + 1]) - base
@@ -504,17 +506,30 @@ local function library()
       end
     end
 
+    -- a read of an entry not loaded yet loads BLOCK entries around it
     local PAGED_E = {__index = function(tbl, pos)
       if pos < 1 or pos > N * STRIDE then return nil end
-      local k = floor(floor((pos - 1) / STRIDE) / BLOCK) + 1
-      if LOADED[k] then return nil end
-      load_block(k)
+      local i = floor((pos - 1) / STRIDE) + 1
+      if rawget(tbl, (i - 1) * STRIDE + 1) ~= nil then return nil end
+      local half = floor(BLOCK / 2)
+      load_range(i - half, i + BLOCK - half - 1)
       return rawget(tbl, pos)
     end}
 
+    -- entries from..to (about to be read in a row) loaded in one call
+    local function need(from, to)
+      if not paged then return end
+      for i = from, to do
+        if rawget(E, (i - 1) * STRIDE + 1) == nil then
+          load_range(i, to)
+          return
+        end
+      end
+    end
+
     -- E of a paged entity, nothing read yet (again after its entries changed)
     local function paged_entries()
-      E, LOADED = setmetatable({}, PAGED_E), {}
+      E = setmetatable({}, PAGED_E)
     end
 
     -- ZADD / HSET / HDEL `items` in batches (Lua's unpack has a limit)
@@ -647,6 +662,7 @@ local function library()
 
     local function run_range(ws, g, win, from, to, sign)
       local bitg = g.bit
+      need(from, to)
       for i = from, to do
         if in_group(i, bitg) then run_entry(ws, g, win, i, sign) end
       end
@@ -720,6 +736,7 @@ local function library()
     -- event; lo = t, or G - L for a late event (its floor G - L - W)
     local function history_values(g, out, lo_base, hi)
       local items, wins = g.items, g.wins
+      if paged then need(last_at_or_before(lo_base - wins[#wins].w) + 1, hi) end
       local a = newacc(items)
       if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
       local nw, j = #wins, 1
@@ -742,6 +759,7 @@ local function library()
     -- distinct keys go to `delta`
     local function run_adjust(a, delta, g, win, from, to, sign)
       local items, run, bitg = g.items, win.run, g.bit
+      if from > 0 then need(from, to) end
       for i = from, to do
         if i == 0 or in_group(i, bitg) then
           a.n = a.n + sign
@@ -776,6 +794,7 @@ local function library()
       local mine = band(pmask, bitg) ~= 0
       local a
       if win.scan or hi - ilo <= (iB - ilo) + (n - hi) then
+        need(ilo + 1, hi)
         a = newacc(items)
         if mine then acc_add(a, items, 0, t, LAST) end
         for i = hi, ilo + 1, -1 do
@@ -842,6 +861,7 @@ local function library()
         -- counts and sums: the event's own tile whole, less its entries later than t
         -- (come earlier with a later time; usually none), so a busy tile is not scanned
         local stop = (ownt + 1) * hop
+        need(hi + 1, N)
         for i = hi + 1, N do
           if entry_t(i) >= stop then break end
           if band(entry_mask(i), g.bit) ~= 0 then
@@ -855,6 +875,7 @@ local function library()
       elseif not whole then
         top = ownt - 1
         local start = ownt * hop
+        if paged then need(last_at_or_before(start - 1) + 1, hi) end
         for i = hi, 1, -1 do
           local tx = entry_t(i)
           if tx < start then break end
