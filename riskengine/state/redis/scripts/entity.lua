@@ -389,6 +389,7 @@ local function library()
   -- running state keeps, `edge` the first/last/min/max items it reads from its entries,
   -- `scan` whether one of those is min/max (read by scanning the whole window), `tags`
   -- the prefixes of the hash fields of its distinct counters in a paged entity.
+  local XPARTS = 64
   local function prepare(P)
     local hx = 0
     for g = 1, #P.G do
@@ -403,7 +404,7 @@ local function library()
         grp.hx = hx
         for w = 1, #grp.wins do
           local win = grp.wins[w]
-          local run, edge, seen, scan, tags = {}, {}, {}, false, {}
+          local run, edge, seen, scan, tags, xs, xtags = {}, {}, {}, false, {}, {}, {}
           for x = 1, #win.outs do
             local j = win.outs[x][3]
             if j > 0 and not seen[j] then
@@ -414,11 +415,19 @@ local function library()
                 tags[j] = 'd' .. hx .. '.' .. w .. '.' .. j .. '|'
               else
                 edge[#edge + 1] = j
-                if kind == 'mn' or kind == 'mx' then scan = true end
+                if kind == 'mn' or kind == 'mx' then
+                  scan = true
+                  xs[#xs + 1] = j
+                  xtags[j] = 'x' .. hx .. '.' .. w .. '.' .. j .. '|'
+                end
               end
             end
           end
+          -- a busy entity keeps, per min/max item of a window, the extreme of each
+          -- span of W / XPARTS of time (see `extreme`)
           win.run, win.edge, win.scan, win.tags = run, edge, scan, tags
+          win.xs, win.xtags, win.xspan = xs, xtags, floor(win.w / XPARTS)
+          if win.xspan < 1 then win.xspan = 1 end
         end
       end
     end
@@ -465,6 +474,7 @@ local function library()
     local packed, in_bucket, paged, was_paged, thr_low
     local base, E, TILES, RING, RUN, N
     local NEXT, ZMAX, DCACHE, DDIRTY
+    local ARR, EVSEQ, XLO, XCACHE, XDIRTY  -- arrivals of E's entries; extremes by span
 
     -- ---------------------------------------------------------------- the sorted set
 
@@ -496,10 +506,15 @@ local function library()
       local got = redis.call('ZRANGE', zkey, from - 1, to - 1, 'WITHSCORES')
       local at = (from - 1) * STRIDE
       -- E's metatable has no __newindex: these are plain stores
+      local i = from
       for x = 1, #got, 2 do
+        local m = got[x]
         E[at + 1] = tonumber(got[x + 1]) - base
+        ARR[i] = (((byte(m, 1) * 256 + byte(m, 2)) * 256 + byte(m, 3)) * 256 + byte(m, 4))
+                 * 256 + byte(m, 5)
+        i = i + 1
         if STRIDE > 1 then
-          local rest = cmsgpack.unpack(sub(got[x], 6))
+          local rest = cmsgpack.unpack(sub(m, 6))
           for f = 2, STRIDE do E[at + f] = rest[f - 1] end
         end
         at = at + STRIDE
@@ -529,7 +544,7 @@ local function library()
 
     -- E of a paged entity, nothing read yet (again after its entries changed)
     local function paged_entries()
-      E = setmetatable({}, PAGED_E)
+      E, ARR = setmetatable({}, PAGED_E), {}
     end
 
     -- ZADD / HSET / HDEL `items` in batches (Lua's unpack has a limit)
@@ -610,6 +625,141 @@ local function library()
           end
         end
       end
+    end
+
+    -- ---------------------------------------------------------------- extremes
+
+    -- A busy (paged) entity with running states keeps, per window W and min/max item j,
+    -- the extreme entry of each *span* b of W / XPARTS of time (the entries x of its
+    -- group with a value and floor(t(x) / span) = b): hash field xtags[j] .. b, msgpack
+    -- {t, arrival, value text}; XLO[xtags[j]] the lowest span kept. A window's extreme
+    -- is then its two edge spans scanned and the spans between read whole: about
+    -- 2 N / XPARTS entries and XPARTS fields instead of its N entries. Ties go to the
+    -- earlier (time, arrival), as `offer` orders them.
+
+    local function xget(f)
+      local h = XCACHE[f]
+      if h == nil then
+        local raw = redis.call('HGET', own, f)
+        h = raw and cmsgpack.unpack(raw) or false
+        XCACHE[f] = h
+      end
+      return h
+    end
+
+    -- entry (value text txt, time tx, arrival o) into its span of window win, item j
+    local function xoffer(win, kind, j, txt, tx, o)
+      local r = parts(txt)
+      local v = tonumber(r)
+      local f = win.xtags[j] .. fdiv(tx, win.xspan)
+      local h = xget(f)
+      local take = not h
+      if not take then
+        local hv = tonumber(h[3])
+        if v ~= hv then
+          if kind == 'mn' then take = v < hv else take = v > hv end
+        else
+          take = tx < h[1] or (tx == h[1] and o < h[2])
+        end
+      end
+      if take then
+        XCACHE[f] = {tx, o, r}
+        XDIRTY[f] = true
+      end
+    end
+
+    -- into the spans of every min/max window of history group g: its entries later
+    -- than maxts - L - W (all an event that is not late can read; none without maxts),
+    -- or the event (`ev`)
+    local function xadd(g, maxts, ev)
+      local items, bitg = g.items, g.bit
+      for w = 1, #g.wins do
+        local win = g.wins[w]
+        local from, to = 1, 0
+        if maxts and #win.xs > 0 then
+          from, to = last_at_or_before(maxts - L - win.w) + 1, N
+          need(from, to)
+        end
+        for x = 1, #win.xs do
+          local j = win.xs[x]
+          local kind, s = items[j][1], items[j][2]
+          for i = from, to do
+            local txt = in_group(i, bitg) and value_of(i, s)
+            if txt then xoffer(win, kind, j, txt, entry_t(i), ARR[i]) end
+          end
+          if ev and EV[s] then xoffer(win, kind, j, EV[s], t, EVSEQ) end
+        end
+      end
+    end
+
+    -- spans no event that is not late reads any more (below maxts - L - W) go
+    local function xfloor(maxts)
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled then
+          for w = 1, #grp.wins do
+            local win = grp.wins[w]
+            local span = win.xspan
+            for x = 1, #win.xs do
+              local tag = win.xtags[win.xs[x]]
+              local low, keep = XLO[tag], fdiv(maxts - L - win.w, span)
+              if low and keep > low then
+                -- spans only exist within (W + L) / span + 1 of the lowest
+                local top = low + XPARTS + floor(L / span) + 2
+                if top > keep - 1 then top = keep - 1 end
+                for b = low, top do
+                  XCACHE[tag .. b] = false
+                  XDIRTY[tag .. b] = true
+                end
+              end
+              if not low or keep > low then XLO[tag] = keep end
+            end
+          end
+        end
+      end
+    end
+
+    -- the extreme of min/max item j over window win, (lo, t] (entries ilo+1..hi), into
+    -- accumulator a; the event (`mine`) too
+    local function extreme(a, g, win, j, lo, ilo, hi, mine)
+      local bitg = g.bit
+      local kind, s = g.items[j][1], g.items[j][2]
+      local span = win.xspan
+      local blo, bhi = fdiv(lo, span), fdiv(t, span)
+      local function scan(from, to)
+        need(from, to)
+        for i = from, to do
+          local txt = in_group(i, bitg) and value_of(i, s)
+          if txt then offer_text(a, j, kind, txt, entry_t(i), ARR[i]) end
+        end
+      end
+      if bhi - blo < 2 then
+        scan(ilo + 1, hi)
+      else
+        scan(ilo + 1, last_at_or_before((blo + 1) * span - 1))
+        scan(last_at_or_before(bhi * span - 1) + 1, hi)
+        local tag, missing = win.xtags[j], {}
+        for b = blo + 1, bhi - 1 do
+          local h = XCACHE[tag .. b]
+          if h == nil then
+            missing[#missing + 1] = tag .. b
+          elseif h then
+            offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2])
+          end
+        end
+        for from = 1, #missing, 512 do
+          local to = from + 511
+          if to > #missing then to = #missing end
+          local got = redis.call('HMGET', own, unpack(missing, from, to))
+          for x = from, to do
+            local raw = got[x - from + 1]
+            local h = raw and cmsgpack.unpack(raw) or false
+            XCACHE[missing[x]] = h
+            if h then offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2]) end
+          end
+        end
+      end
+      if mine and EV[s] then offer_text(a, j, kind, EV[s], t, LAST) end
     end
 
     -- ---------------------------------------------------------------- running states
@@ -703,6 +853,14 @@ local function library()
           RUN[grp.hx] = states
         end
       end
+      if paged then
+        XLO, XCACHE, XDIRTY = {}, {}, {}
+        for g = 1, #GROUPS do
+          local grp = GROUPS[g]
+          if not grp.tiled then xadd(grp, maxts, false) end
+        end
+        xfloor(maxts)
+      end
     end
 
     -- no event that is not late reads below maxts - L - W: raise every bound to there
@@ -714,6 +872,7 @@ local function library()
           for w = 1, #wins do advance(grp, wins[w], states[w], maxts - L - wins[w].w) end
         end
       end
+      if paged and XLO then xfloor(maxts) end
     end
 
     -- the event, being stored, into the running states of its groups
@@ -793,7 +952,8 @@ local function library()
       local iB = last_at_or_before(ws[1])
       local mine = band(pmask, bitg) ~= 0
       local a
-      if win.scan or hi - ilo <= (iB - ilo) + (n - hi) then
+      local spans = paged and XLO
+      if (win.scan and not spans) or hi - ilo <= (iB - ilo) + (n - hi) then
         need(ilo + 1, hi)
         a = newacc(items)
         if mine then acc_add(a, items, 0, t, LAST) end
@@ -831,7 +991,9 @@ local function library()
       for x = 1, #edge do
         local j = edge[x]
         local kind, s = items[j][1], items[j][2]
-        if kind == 'fi' then
+        if kind == 'mn' or kind == 'mx' then
+          extreme(a, g, win, j, lo, ilo, hi, mine)
+        elseif kind == 'fi' then
           for i = ilo + 1, hi do
             local txt = in_group(i, bitg) and value_of(i, s)
             if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
@@ -1002,8 +1164,15 @@ local function library()
       local row = {t - base}
       if MASKED then row[2] = pmask end
       for s = 1, NSLOT do row[#row + 1] = EV[s] end
+      EVSEQ = NEXT
       insert_row(hi, row)
       if RUN then run_touch() end
+      if paged and RUN and XLO then
+        for g = 1, #GROUPS do
+          local grp = GROUPS[g]
+          if not grp.tiled and band(pmask, grp.bit) ~= 0 then xadd(grp, nil, true) end
+        end
+      end
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled and band(pmask, grp.bit) ~= 0 then tile_add(grp, TILES[grp.ti], 0, t) end
@@ -1147,7 +1316,7 @@ local function library()
     local function load()
       packed = redis.call('HGET', bucket, field)
       in_bucket = packed ~= false
-      paged, was_paged, RUN, thr_low, AT = false, false, nil, nil, {}
+      paged, was_paged, RUN, thr_low, AT, XLO = false, false, nil, nil, {}, nil
       if not in_bucket then
         packed = redis.call('HGET', own, 'h')
         paged = packed ~= false
@@ -1165,7 +1334,7 @@ local function library()
         return
       end
       was_paged = true
-      NEXT, DCACHE, DDIRTY = blob[6], {}, {}
+      NEXT, XLO, DCACHE, DDIRTY, XCACHE, XDIRTY = blob[6], blob[7], {}, {}, {}, {}
       N = redis.call('ZCARD', zkey)
       ZMAX = nil
       if N > 0 then
@@ -1176,7 +1345,7 @@ local function library()
 
     -- forget everything but the guard records (and the keys it was in, at save)
     local function forget()
-      E, N, RUN, paged, AT = {}, 0, nil, false, {}
+      E, N, RUN, paged, AT, XLO = {}, 0, nil, false, {}, nil
       for g = 1, #TILES do TILES[g] = {} end
     end
 
@@ -1225,7 +1394,20 @@ local function library()
       end
       shift_ring(header)
       base = header
-      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT})}, {}
+      if not RUN then XLO = nil end
+      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO})},
+                         {}
+      if XLO then
+        for f in pairs(XDIRTY) do
+          local h = XCACHE[f]
+          if h then
+            sets[#sets + 1] = f
+            sets[#sets + 1] = cmsgpack.pack(h)
+          else
+            dels[#dels + 1] = f
+          end
+        end
+      end
       for f in pairs(DDIRTY) do
         local v = DCACHE[f]
         if v == 0 then
@@ -1291,7 +1473,7 @@ local function library()
         -- too big for its field: paged, its entries into its sorted set
         if in_bucket then redis.call('HDEL', bucket, field) end
         if was_paged then redis.call('DEL', own, zkey) end
-        paged, RUN, NEXT, DCACHE, DDIRTY = true, nil, 1, {}, {}
+        paged, RUN, NEXT, DCACHE, DDIRTY, XLO = true, nil, 1, {}, {}, nil
         local items = {}
         for i = 1, N do
           local at = (i - 1) * STRIDE
