@@ -143,6 +143,37 @@ def test_min_max_of_a_busy_key_by_spans(client: redis.Redis) -> None:
     assert 4 * 60 <= len(spans) <= 4 * 72, len(spans)
 
 
+def test_tiles_of_a_busy_key_close_into_its_hash(client: redis.Redis) -> None:
+    """One busy key over two days of tiles of 10 minutes, out of order, with late events:
+    its tiled counts and sums are the oracle's, the tiles no event can change any more
+    are hash fields read by running sums, and its header does not grow with them."""
+    features = [{"name": "n_6h", "func": "count", "by": ["a"], "window": "6h",
+                 "kind": "window", "hop": "10m"},
+                {"name": "sum_1d", "func": "sum", "target": "v", "by": ["a"],
+                 "window": "1d", "kind": "window", "hop": "10m"},
+                {"name": "avg_2h", "func": "avg", "target": "v", "by": ["a"],
+                 "window": "2h", "kind": "window", "hop": "10m"},
+                "count(a.history,10m)"]
+    minute = 60_000
+    events = []
+    for i in range(900):
+        late = i % 97 == 0  # behind the clock by more than L (2 min): late
+        events.append({"event_id": f"t{i}", "a": "hot", "v": (i * 37) % 500 / 4,
+                       "timestamp": BASE_TS + 3 * minute * i - (i * 7919) % (90_000)
+                       - (10 * minute if late else 0)})
+    decider = RedisDecider(client, features, "2m")
+    got = run_against_oracle(decider, "s", events, Oracle(features, 2 * minute))
+    assert any(d.late for d in got)
+    own = [k for k in client.scan_iter(match="re:{s|a|*") if b":e:" not in k
+           and client.type(k) == b"hash" and client.hexists(k, "h")]
+    assert len(own) == 1, "the busy key is not paged"
+    tiles = [f for f in client.hkeys(own[0]) if f.startswith(b"t")]
+    # one tiled group (one kind, filter and hop): a day of 10-minute tiles, closed
+    assert 140 <= len(tiles) <= 150, len(tiles)
+    header = client.hstrlen(own[0], "h")
+    assert header < 1500, header  # the open tiles and running sums, not 435 tiles
+
+
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(event_streams())

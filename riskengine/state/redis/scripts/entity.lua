@@ -251,13 +251,23 @@ local function library()
     end
   end
 
-  local function qmerge(dst, src)
-    dst[1] = dst[1] + src[1]
+  -- add (sign 1, the default) or take away (sign -1) a whole state
+  local function qmerge(dst, src, sign)
+    sign = sign or 1
+    dst[1] = dst[1] + sign * src[1]
     for at = 2, 8, 2 do
-      fadd(dst, at, src[at])
-      if #src[at + 1] > 0 then addlimbs(limbs_at(dst, at + 1), src[at + 1], 1) end
+      fadd(dst, at, sign * src[at])
+      if #src[at + 1] > 0 then
+        local l = limbs_at(dst, at + 1)
+        addlimbs(l, src[at + 1], sign)
+        carry(l)
+      end
     end
-    if #src[10] > 0 then addlimbs(limbs_at(dst, 10), src[10], 1) end
+    if #src[10] > 0 then
+      local l = limbs_at(dst, 10)
+      addlimbs(l, src[10], sign)
+      carry(l)
+    end
   end
 
   local function qnormal(st)
@@ -475,6 +485,7 @@ local function library()
     local base, E, TILES, RING, RUN, N
     local NEXT, ZMAX, DCACHE, DDIRTY
     local ARR, EVSEQ, XLO, XCACHE, XDIRTY  -- arrivals of E's entries; extremes by span
+    local TS, TCACHE, TDIRTY  -- closed tiles of a paged entity (see `tiled_running`)
 
     -- ---------------------------------------------------------------- the sorted set
 
@@ -889,6 +900,154 @@ local function library()
       end
     end
 
+    -- ---------------------------------------------------------------- closed tiles
+
+    -- A paged entity keeps the tiles of a tiled group of counts and sums (g.sub) that no
+    -- event can change any more in its hash, field 't<ti>|<idx>' (msgpack of the tile):
+    -- a stored event has t >= m - L (m: its newest time, or the slowest clock if lower),
+    -- so tiles below c = floor((m - L) / H) are *closed*; the open ones stay in TILES.
+    -- TS[ti] = {tlo, c, lows, sums}: the lowest closed tile kept, c, and per window w
+    -- the running sum (a tile: {hi, n, item states}) of the closed tiles lows[w]..hi.
+    -- An event's window is then the event, its open tiles and that running sum, moved to
+    -- the window's closed tiles (a tile in or out as the window passes an hour): what a
+    -- call reads and writes does not grow with the window's number of tiles.
+
+    local function tkey(ti, idx) return 't' .. ti .. '|' .. idx end
+
+    -- closed tile idx of group ti (false: none)
+    local function tget(ti, idx)
+      local f = tkey(ti, idx)
+      local tile = TCACHE[f]
+      if tile == nil then
+        local raw = redis.call('HGET', own, f)
+        tile = raw and cmsgpack.unpack(raw) or false
+        TCACHE[f] = tile
+      end
+      return tile
+    end
+
+    -- tile into (sign 1) or out of (sign -1) running sum S
+    local function tmerge(S, items, tile, sign)
+      if not tile then return end
+      S[2] = S[2] + sign * tile[2]
+      for j = 1, #items do qmerge(S[2 + j], tile[2 + j], sign) end
+    end
+
+    -- window w's running sum of group g moved to the closed tiles a..b
+    local function tmove(g, w, a, b)
+      local st, items = TS[g.ti], g.items
+      local lows, sums = st[3], st[4]
+      local S = sums[w]
+      if not S then
+        S = newtile(items, a - 1)
+        lows[w], sums[w] = a, S
+      end
+      while S[1] < b do S[1] = S[1] + 1; tmerge(S, items, tget(g.ti, S[1]), 1) end
+      while S[1] > b do tmerge(S, items, tget(g.ti, S[1]), -1); S[1] = S[1] - 1 end
+      while lows[w] < a do tmerge(S, items, tget(g.ti, lows[w]), -1); lows[w] = lows[w] + 1 end
+      while lows[w] > a do lows[w] = lows[w] - 1; tmerge(S, items, tget(g.ti, lows[w]), 1) end
+      return S
+    end
+
+    -- open tiles below c = floor((m - L) / H) close (into fields); closed tiles below
+    -- floor((m - L - Wmax) / H) go, out of the running sums first
+    local function tclose(g, m)
+      local ti, hop, items = g.ti, g.hop, g.items
+      local st = TS[ti]
+      local c, keep = fdiv(m - L, hop), fdiv(m - L - g.wmax, hop)
+      local open = TILES[ti]
+      while #open > 0 and open[1][1] < c do
+        local tile = tremove(open, 1)
+        local f = tkey(ti, tile[1])
+        TCACHE[f], TDIRTY[f] = tile, true
+      end
+      if c > st[2] then st[2] = c end
+      local lows, sums = st[3], st[4]
+      for w = 1, #g.wins do
+        local S = sums[w]
+        if S then
+          while lows[w] < keep and lows[w] <= S[1] do
+            tmerge(S, items, tget(ti, lows[w]), -1)
+            lows[w] = lows[w] + 1
+          end
+          if lows[w] < keep then lows[w], S[1] = keep, keep - 1 end
+        end
+      end
+      if keep > st[1] then
+        local top = keep - 1
+        if top > st[2] - 1 then top = st[2] - 1 end
+        for idx = st[1], top do
+          local f = tkey(ti, idx)
+          TCACHE[f], TDIRTY[f] = false, true
+        end
+        st[1] = keep
+      end
+    end
+
+    -- every tile of group g, closed and open, ascending (a late event's, a peek's, and
+    -- the entity's when it goes back to its bucket)
+    local function all_tiles(g)
+      local st, out = TS[g.ti], {}
+      local fields = {}
+      for idx = st[1], st[2] - 1 do fields[#fields + 1] = tkey(g.ti, idx) end
+      for from = 1, #fields, 512 do
+        local to = from + 511
+        if to > #fields then to = #fields end
+        local got = redis.call('HMGET', own, unpack(fields, from, to))
+        for x = from, to do
+          local tile = TCACHE[fields[x]]
+          if tile == nil then
+            local raw = got[x - from + 1]
+            tile = raw and cmsgpack.unpack(raw) or false
+          end
+          if tile then out[#out + 1] = tile end
+        end
+      end
+      for _, tile in ipairs(TILES[g.ti]) do out[#out + 1] = tile end
+      return out
+    end
+
+    -- tiles of the sub groups of an entity being paged: closed ones to fields
+    local function tpage(m)
+      TS, TCACHE, TDIRTY = {}, {}, {}
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if grp.tiled and grp.sub then
+          local low = fdiv(m - L - grp.wmax, grp.hop)
+          TS[grp.ti] = {low, low, {}, {}}
+          tclose(grp, m)
+        end
+      end
+    end
+
+    -- a group's event values by its running sums (an event that is not late): per
+    -- window, the event, its own tile whole less its entries later than t, the open
+    -- tiles in the window, and the running sum of its closed ones
+    local function tiled_running(g, out, hi)
+      local items, wins, hop, ti = g.items, g.wins, g.hop, g.ti
+      local ownt = fdiv(t, hop)
+      local c = TS[ti][2]
+      local later = newacc(items)
+      local stop = (ownt + 1) * hop
+      need(hi + 1, N)
+      for i = hi + 1, N do
+        if entry_t(i) >= stop then break end
+        if band(entry_mask(i), g.bit) ~= 0 then acc_add(later, items, i, entry_t(i), i) end
+      end
+      for w = 1, #wins do
+        local a = newacc(items)
+        if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
+        a.n = a.n - later.n
+        for j = 1, #items do qmerge(a.q[j], later.q[j], -1) end
+        local lb = fdiv(t - wins[w].w, hop)
+        for _, tile in ipairs(TILES[ti]) do
+          if tile[1] >= lb and tile[1] <= ownt then acc_merge(a, items, tile) end
+        end
+        if lb <= c - 1 then acc_merge(a, items, tmove(g, w, lb, c - 1)) end
+        emit(a, wins[w], out)
+      end
+    end
+
     -- ---------------------------------------------------------------- values
 
     -- history group by one backward scan: stored x with lo - W < t(x) <= t, plus the
@@ -1072,7 +1231,13 @@ local function library()
       local n = N
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
-        if grp.tiled then
+        if grp.tiled and TS and TS[grp.ti] then
+          if floored then
+            tiled_values(grp, all_tiles(grp), out, true, lo_base, hi)
+          else
+            tiled_running(grp, out, hi)
+          end
+        elseif grp.tiled then
           tiled_values(grp, TILES[grp.ti], out, floored, lo_base, hi)
         elseif RUN and not floored then
           local states, wins = RUN[grp.hx], grp.wins
@@ -1203,6 +1368,7 @@ local function library()
           local tiles = TILES[grp.ti]
           local keep = fdiv(maxts - L - grp.wmax, grp.hop)
           while #tiles > 0 and tiles[1][1] < keep do tremove(tiles, 1) end
+          if TS and TS[grp.ti] then tclose(grp, maxts) end
         else
           x = maxts - L - grp.wmax + 1
         end
@@ -1316,7 +1482,7 @@ local function library()
     local function load()
       packed = redis.call('HGET', bucket, field)
       in_bucket = packed ~= false
-      paged, was_paged, RUN, thr_low, AT, XLO = false, false, nil, nil, {}, nil
+      paged, was_paged, RUN, thr_low, AT, XLO, TS = false, false, nil, nil, {}, nil, nil
       if not in_bucket then
         packed = redis.call('HGET', own, 'h')
         paged = packed ~= false
@@ -1335,6 +1501,7 @@ local function library()
       end
       was_paged = true
       NEXT, XLO, DCACHE, DDIRTY, XCACHE, XDIRTY = blob[6], blob[7], {}, {}, {}, {}
+      TS, TCACHE, TDIRTY = blob[8], {}, {}
       N = redis.call('ZCARD', zkey)
       ZMAX = nil
       if N > 0 then
@@ -1345,7 +1512,7 @@ local function library()
 
     -- forget everything but the guard records (and the keys it was in, at save)
     local function forget()
-      E, N, RUN, paged, AT, XLO = {}, 0, nil, false, {}, nil
+      E, N, RUN, paged, AT, XLO, TS = {}, 0, nil, false, {}, nil, nil
       for g = 1, #TILES do TILES[g] = {} end
     end
 
@@ -1395,8 +1562,19 @@ local function library()
       shift_ring(header)
       base = header
       if not RUN then XLO = nil end
-      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO})},
-                         {}
+      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO,
+                                                      TS or false})}, {}
+      if TS then
+        for f in pairs(TDIRTY) do
+          local tile = TCACHE[f]
+          if tile then
+            sets[#sets + 1] = f
+            sets[#sets + 1] = cmsgpack.pack(tile)
+          else
+            dels[#dels + 1] = f
+          end
+        end
+      end
       if XLO then
         for f in pairs(XDIRTY) do
           local h = XCACHE[f]
@@ -1451,7 +1629,17 @@ local function library()
       header = header or base
       if paged and N <= BLOCK then
         -- small again when it fits in three quarters of a field (not back and forth)
-        local data = cmsgpack.pack(header, {header - base, flat_entries(), TILES, RING})
+        local tiles = TILES
+        if TS then
+          tiles = {}
+          for g = 1, #GROUPS do
+            local grp = GROUPS[g]
+            if grp.tiled then
+              tiles[grp.ti] = TS[grp.ti] and all_tiles(grp) or TILES[grp.ti]
+            end
+          end
+        end
+        local data = cmsgpack.pack(header, {header - base, flat_entries(), tiles, RING})
         if #data * 4 <= small * 3 then
           save_small(data)
           return
@@ -1483,6 +1671,10 @@ local function library()
           items[#items + 1] = member(row)
         end
         write('ZADD', zkey, items)
+        ZMAX = N > 0 and base + E[(N - 1) * STRIDE + 1] or nil
+        local m = maxts_now()
+        if m and F and F < m then m = F end
+        if m then tpage(m) end
       end
       save_paged(header)
       sweep()
@@ -1631,16 +1823,19 @@ local function library()
   local function inspect(keys, args)
     local values = {}
     local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
-    local entries = 0
+    local entries, tiles = 0, 0
     if args[3] == '1' then
       values = redis.call('HVALS', keys[1])
     else
       local h = redis.call('HGET', keys[1], 'h')
       if h then values[1] = h end
       entries = redis.call('ZCARD', keys[2])
+      for _, f in ipairs(redis.call('HKEYS', keys[1])) do
+        if byte(f, 1) == 116 then tiles = tiles + 1 end  -- 't': a closed tile
+      end
       memory = memory + (redis.call('MEMORY', 'USAGE', keys[2]) or 0)
     end
-    local tiles, records, running = 0, 0, 0
+    local records, running = 0, 0
     for _, value in ipairs(values) do
       local _, blob = cmsgpack.unpack(value)
       if blob[2] then entries = entries + #blob[2] / tonumber(args[1]) end
