@@ -46,7 +46,8 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     that entries of one time sort by arrival, then msgpack of its mask and slots); the
     rest in the hash: field ``h`` its header (the blob below without the entries, plus
     the next arrival number), fields ``d<group>.<window>.<item>|<distinct key>`` the
-    counts of its running distinct sets. An event adds one member, rewrites the header
+    counts of its running distinct sets, ``x…`` and ``t…`` its min/max spans and closed
+    tiles (below, Values). An event adds one member, rewrites the header
     and the counts it changed, and now and then removes the entries no event can read
     (once they are an eighth of the set, or `page_entries`, with one
     ``ZREMRANGEBYSCORE``): what it writes does not grow with the entity. A call reads
@@ -158,7 +159,16 @@ late flag (the functions of the library call each other: ``event`` shares the en
 functions' closures).
 
 Values: tiled windows by whole tiles plus the raw entries of the event's own tile (whole
-tiles only when the event is late). History windows of small entities by one backward
+tiles only when the event is late); a group of counts and sums only (``sum``, ``avg``,
+``stddev``, ``count``) takes its own tile whole less its entries later than t, so a busy
+tile is not scanned. A paged entity keeps such a group's *closed* tiles (below
+``floor((m − L)/H)``, m its newest time or the slowest clock if lower: no event that is
+not late can be stored there any more) as hash fields ``t<group>|<tile>`` and, per
+window, a running sum of its closed tiles, moved a tile at a time as the window passes
+them: its header holds only the open tiles and those sums, and a call reads a tile or
+two. (A tiled group with ``count_distinct``, ``min``, ``max``, ``first`` or ``last``
+keeps every tile in the header, and merges them on every event: its writes and reads
+grow with W/H.) History windows of small entities by one backward
 scan over the entries. Entities holding `running_from` (32) entries or more keep, per
 history window, a *running state* of the entries later than a bound B: their count,
 exact sums (micro-units and squares) and distinct counts (a count per distinct key).
@@ -166,9 +176,14 @@ The value for an event at t over ``(t − W, t]`` is that state, plus the entrie
 ``(t − W, B]``, minus the entries later than t, plus the event; B then rises to
 ``t − W`` (and, when trimming, to ``maxts − L − W``), taking out the entries it passes.
 Each entry goes in and out of a state once, so a busy key costs about the same as a
-quiet one instead of a pass over its window. ``first``/``last`` read the window's edges;
-``min``/``max`` still scan their window, and so do late events (rare). A window holding
-fewer entries than the corrections is scanned instead. All of it is exact: the oracle
+quiet one instead of a pass over its window. ``first``/``last`` read the window's edges.
+``min``/``max`` of a paged entity use *spans*: per window W and item, the extreme entry
+(time, arrival, value text) of each span of ``W/64`` of time is a hash field
+``x<group>.<window>.<item>|<span>``, updated when a stored event beats it and dropped
+as the window passes; a window's extreme is its two edge spans scanned and the spans
+between read whole (ties to the earlier time and arrival), about ``2N/64`` entries and
+64 fields instead of N entries. Late events (rare) scan. A window holding fewer entries
+than the corrections is scanned instead. All of it is exact: the oracle
 tests run with running states from the first entry, from the default size, and never.
 
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers, computed in Python only
