@@ -3,8 +3,8 @@
 One client (this process) drives `RedisSceneFeatures.compute` over the transfer workload
 (`benchmarks.workload`, the seed's three features, lateness 5 min) against a private
 `redis-server` on a free port, one event at a time, as the service does per request:
-two round trips per event, the clock step (LSN, scene clock, late flag), then the entity
-functions (the service sends the clock step with its idempotency lookup).
+one round trip per event, the ``event`` function (clock step, then every entity; the
+service adds its idempotency lookup to that call and remembers the decision after).
 Beside it, on a fresh server and the same events, the seed-style peer's Redis work: one
 EVALSHA of its velocity script per event (ZADD, ZREMRANGEBYSCORE, PEXPIRE, ZCARD on the
 paying account, `benchmarks/peers/seed_style_app.py`).

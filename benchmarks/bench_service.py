@@ -26,6 +26,8 @@ redis-server (``hash-max-listpack-value 256``, pinned with the servers; a servic
 than one worker is not pinned, so its workers share both cores with wrk), and reports the
 Redis memory its state took per event (``used_memory`` after the runs minus after start,
 over the events evaluated; every event stays within the 1 h windows during the runs).
+With ``--workers 1`` among them, the profile phase profiles that Redis-state service
+(``service_redis_profile.txt`` / ``.svg``) instead of the in-memory one.
 """
 
 from __future__ import annotations
@@ -218,7 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "rss_mb": round(engine.rss_mb(), 1)}
         if "profile" not in args.skip:
             console.print("profile (py-spy)")
-            report["profile"] = profile_run(bench, engine)
+            if "riskengine_redis_w1" in targets:  # the one-worker service on Redis state
+                report["profile"] = profile_run(bench, targets["riskengine_redis_w1"][0],
+                                                "service_redis_profile")
+            else:
+                report["profile"] = profile_run(bench, engine)
         if "reload" not in args.skip:
             console.print("rule reload under load")
             report["reload"] = reload_runs(bench)

@@ -182,15 +182,16 @@ def summarise_reloads(trials: list[dict[str, Any]]) -> dict[str, Any]:
             "max_s": max(live) if live else None}
 
 
-def profile_run(bench: Bench, proc: Proc) -> dict[str, Any]:
+def profile_run(bench: Bench, proc: Proc, stem: str = "service_profile") -> dict[str, Any]:
     """py-spy on riskengine under the single-event load (raw stacks, summarised, and a
-    flame graph: one recording each) and under batch load (raw stacks)."""
+    flame graph: one recording each) and under batch load (raw stacks); the summary and
+    the flame graph go to `<stem>.txt` and `<stem>.svg` beside the results."""
     a = bench.args
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     batch = a.batch_sizes[0] if a.batch_sizes else 100
     out_dir = a.output.parent  # beside service.json
     recordings = [("single", bench.load(proc), "raw", bench.tmp / "profile_single.txt"),
-                  ("single", bench.load(proc), "flamegraph", out_dir / "service_profile.svg"),
+                  ("single", bench.load(proc), "flamegraph", out_dir / f"{stem}.svg"),
                   ("batch", bench.load(proc, batch=batch), "raw",
                    bench.tmp / "profile_batch.txt")]
     out: dict[str, Any] = {"batch_size": batch}
@@ -226,7 +227,7 @@ def profile_run(bench: Bench, proc: Proc) -> dict[str, Any]:
                                 f"(py-spy, 100 Hz, {a.profile_seconds} s; "
                                 f"{entry['events_per_s']:,.0f} events/s while sampled)"))
         out[f"{label}_{fmt}"] = entry
-    (out_dir / "service_profile.txt").write_text("\n\n".join(texts))
+    (out_dir / f"{stem}.txt").write_text("\n\n".join(texts))
     return out
 
 

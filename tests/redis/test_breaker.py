@@ -241,7 +241,10 @@ def test_redis_killed_and_restarted(server: Server) -> None:
 
 
 def test_redis_frozen_then_resumed(server: Server) -> None:
-    """SIGSTOP: connections are accepted, nothing answers; the timeout ends each wait."""
+    """SIGSTOP: connections are accepted, nothing answers; the timeout ends each wait.
+    A call that reached Redis before it froze runs when it resumes (its answer was the
+    fallback): that event then counts, once, with its LSN and its step of the clock; the
+    calls never sent change nothing."""
     events = Transfers()
     with shared_engine(server.url) as engine:
         assert not engine.evaluate("transfer", events.next()).degraded
@@ -253,7 +256,9 @@ def test_redis_frozen_then_resumed(server: Server) -> None:
         finally:
             server.signal(signal.SIGCONT)
         back = decide_until_normal(engine, events)
-        assert back.features["count(pay_account.history,1h)"] == 2  # the state survived
+        ran = back.lsn - 2  # degraded calls Redis ran after it resumed (on one key)
+        assert 0 <= ran <= 5
+        assert back.features["count(pay_account.history,1h)"] == 2 + ran  # the state survived
         assert engine.state.breaker.state == "closed"
 
 

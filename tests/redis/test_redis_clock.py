@@ -116,8 +116,10 @@ def test_late_events_on_tiled_windows_read_whole_tiles_above_the_floor(
 
 
 def test_a_duplicate_with_a_later_time_does_not_move_the_clock(
-        clients: list[Client]) -> None:
-    """A duplicate changes nothing: its clock step raised G, and G is put back."""
+        redis_url: str, clients: list[Client]) -> None:
+    """A duplicate changes nothing. On one server it is found before the clock step (in
+    the same atomic call) and takes no LSN; on a cluster its step raised G, G is put
+    back, and its LSN is a gap."""
     count = "count(a.history,1h)"
     workers = [RedisDecider(c, [count], "0ms") for c in clients]
     first = workers[0].evaluate("s", {"event_id": "x", "timestamp": NOON, "a": "k"})
@@ -126,7 +128,7 @@ def test_a_duplicate_with_a_later_time_does_not_move_the_clock(
     after = workers[0].evaluate("s", {"event_id": "y", "timestamp": NOON + MIN, "a": "k"})
     assert not after.late and after.features[count] == 2  # G is still 12:00
     assert workers[1].features.read_clock() == NOON + MIN
-    assert after.lsn == 3  # the duplicate's LSN is a gap
+    assert after.lsn == (3 if redis_url.startswith("redis+cluster") else 2)
 
 
 def test_patterns_take_lateness_from_the_scene_clock(redis_url: str,
@@ -174,7 +176,7 @@ def test_patterns_take_lateness_from_the_scene_clock(redis_url: str,
 
 @pytest.mark.parametrize(("key", "kind"), [
     ("re:lsn", "string"), ("re:{transfer}:G", "string"), ("re:{clock}", "1"),
-    ("re:{clock}", "2")])
+    ("re:{clock}", "2"), ("re:{clock}", "3")])
 def test_state_of_an_older_layout_is_refused_at_start(redis_url: str, client: Client,
                                                       key: str, kind: str) -> None:
     """The per-key clocks (format 1) and the entries of value texts the script quantised
@@ -200,7 +202,7 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
         assert first.evaluate("transfer", event).lsn == 1
     finally:
         first.close()
-    assert client.hget("re:{clock}", "format") == b"3"
+    assert client.hget("re:{clock}", "format") == b"4"
     # the state it wrote: accepted
     again = Engine.from_config(None, state=RedisState.connect(redis_url))
     try:
@@ -211,27 +213,61 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
 
 # -- the one place a degraded event moves the clock --------------------------------------
 
-def test_a_degraded_event_after_its_clock_step_has_moved_the_clock(
-        standalone_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The entity calls fail after the clock step: the event is answered with the
-    fallback, but G has its time (riskengine/state/redis/backend.py says so)."""
-    decider = RedisDecider(standalone_client, ["count(a.history,1h)"], "5m")
+def _fail_b_after_its_step(decider: RedisDecider, failing: str,
+                           patch: pytest.MonkeyPatch) -> None:
+    """Event b fails after its clock step (`failing`: the method of the state made to
+    fail): it is answered with the fallback, but G has its time (riskengine/state/redis/
+    backend.py says so)."""
     decider.evaluate("s", {"event_id": "a", "timestamp": NOON, "a": "k"})
     state = decider.features
+    real = getattr(state, failing)
 
-    def broken(*_: Any) -> Any:
-        raise redis.exceptions.ConnectionError("the entity calls fail")
+    def broken(*args: Any) -> Any:
+        if failing == "run_calls":
+            real(*args)  # it ran on the server; its reply is lost
+        raise redis.exceptions.ConnectionError("the call fails")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(state, "entity_calls", broken)
+    with patch.context() as inside:
+        inside.setattr(state, failing, broken)
         degraded = decider.engine.evaluate("s", {"event_id": "b", "timestamp": NOON + HOUR,
                                                  "a": "k"})
     assert degraded.degraded and degraded.lsn == 0
     assert state.read_clock() == NOON + HOUR
+
+
+def _late_behind_b(decider: RedisDecider) -> None:
     behind = decider.evaluate("s", {"event_id": "c", "timestamp": NOON + 50 * MIN, "a": "k"})
     assert behind.late  # 12:50 < 13:00 − 5m: late by the degraded event's time
+
+
+def _retry_b(decider: RedisDecider) -> None:
     retried = decider.evaluate("s", {"event_id": "b", "timestamp": NOON + HOUR, "a": "k"})
     assert not retried.late and retried.features["count(a.history,1h)"] == 1
+
+
+def test_a_degraded_event_whose_reply_was_lost_has_moved_the_clock(
+        standalone_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One server: the event's one call ran (clock step and entities) but its reply was
+    lost; its retry is answered by the entity's guard record (counted once, not late)."""
+    decider = RedisDecider(standalone_client, ["count(a.history,1h)"], "5m")
+    _fail_b_after_its_step(decider, "run_calls", monkeypatch)
+    _retry_b(decider)
+    _late_behind_b(decider)
+
+
+def test_a_degraded_event_after_its_clock_step_has_moved_the_clock(
+        cluster_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster: the entity calls fail after the clock step; its retry is decided
+    normally (not late by its own doing: its time is at most G)."""
+    client = connect(cluster_url)
+    try:
+        client.flushall()
+        decider = RedisDecider(client, ["count(a.history,1h)"], "5m")
+        _fail_b_after_its_step(decider, "entity_calls", monkeypatch)
+        _late_behind_b(decider)
+        _retry_b(decider)
+    finally:
+        client.close()
 
 
 # -- one clock per partition of a stream worker --------------------------------------------

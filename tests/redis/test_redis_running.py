@@ -3,9 +3,9 @@
 `running_from` moves the point where an entity switches from scanning its entries to
 running totals: 0 and 1 put every entity on running totals from its first entry, a huge
 value keeps every entity scanning, the default is in between. A tiny `bucket_value_max`
-pages every entity into its own hash, and a tiny `page_entries` makes its chunks split,
-open and go all the time. All of it happens inside one function call, so these run on
-the single server only.
+pages every entity into its own hash and sorted set, and a tiny `page_entries` makes the
+calls read its entries a few at a time and sends it back to its bucket often. All of it
+happens inside one function call, so these run on the single server only.
 """
 
 from __future__ import annotations
@@ -111,8 +111,67 @@ def test_running_totals_follow_a_busy_key(client: redis.Redis) -> None:
     run_against_oracle(decider, "s", events, Oracle(features, 5_000))
     stats = decider.features.stats()
     assert stats["running_states"] == 1
-    # trimming keeps the window (1 min of 200 ms events) and at most a chunk more
+    # trimming keeps the window (1 min of 200 ms events) and at most a page more
     assert stats["retained_entries"] <= 60_000 / 200 + 5_000 / 200 + 3_000 / 200 + 16
+
+
+def test_min_max_of_a_busy_key_by_spans(client: redis.Redis) -> None:
+    """One busy key, out of order, with ties (equal values at equal times, and 3 beside
+    3.0, which min/max must return as they came in): a paged entity with running states
+    keeps the extreme of each span of its min/max windows and reads the spans between a
+    window's two edges whole; every answer equals the oracle's."""
+    features = ["min(v#a.history,1m)", "max(v#a.history,1m)", "max(v#a.history,10m)",
+                "count(a.history,10m)",
+                {"name": "web_min_10m", "func": "min", "target": "v", "by": ["a"],
+                 "window": "10m", "where": "w != 'w3'"}]
+    events = []
+    for i in range(1500):
+        value: Any = (i * 7919) % 61 / 4 if i % 5 else None
+        if value is not None and value.is_integer() and i % 2:
+            value = int(value)  # the same number as an int: 3 beside 3.0
+        events.append({"event_id": f"x{i}", "timestamp": BASE_TS + 400 * i - (i * 31) % 4000
+                       - (i % 3 == 0) * 400,  # ties in time, disorder within 5 s
+                       "a": "hot", "v": value, "w": f"w{i % 7}"})
+    decider = RedisDecider(client, features, "5s", page_entries=8)
+    run_against_oracle(decider, "s", events, Oracle(features, 5_000))
+    own = [k for k in client.scan_iter(match="re:{s|a|*") if b":e:" not in k
+           and client.type(k) == b"hash" and client.hexists(k, "h")]
+    assert own, "the busy key is not paged"
+    spans = [f for k in own for f in client.hkeys(k) if f.startswith(b"x")]
+    # four (window, min/max) pairs by spans of W / 64, those of the last W + L kept:
+    # 64 to 70 each
+    assert 4 * 60 <= len(spans) <= 4 * 72, len(spans)
+
+
+def test_tiles_of_a_busy_key_close_into_its_hash(client: redis.Redis) -> None:
+    """One busy key over two days of tiles of 10 minutes, out of order, with late events:
+    its tiled counts and sums are the oracle's, the tiles no event can change any more
+    are hash fields read by running sums, and its header does not grow with them."""
+    features = [{"name": "n_6h", "func": "count", "by": ["a"], "window": "6h",
+                 "kind": "window", "hop": "10m"},
+                {"name": "sum_1d", "func": "sum", "target": "v", "by": ["a"],
+                 "window": "1d", "kind": "window", "hop": "10m"},
+                {"name": "avg_2h", "func": "avg", "target": "v", "by": ["a"],
+                 "window": "2h", "kind": "window", "hop": "10m"},
+                "count(a.history,10m)"]
+    minute = 60_000
+    events = []
+    for i in range(900):
+        late = i % 97 == 0  # behind the clock by more than L (2 min): late
+        events.append({"event_id": f"t{i}", "a": "hot", "v": (i * 37) % 500 / 4,
+                       "timestamp": BASE_TS + 3 * minute * i - (i * 7919) % (90_000)
+                       - (10 * minute if late else 0)})
+    decider = RedisDecider(client, features, "2m")
+    got = run_against_oracle(decider, "s", events, Oracle(features, 2 * minute))
+    assert any(d.late for d in got)
+    own = [k for k in client.scan_iter(match="re:{s|a|*") if b":e:" not in k
+           and client.type(k) == b"hash" and client.hexists(k, "h")]
+    assert len(own) == 1, "the busy key is not paged"
+    tiles = [f for f in client.hkeys(own[0]) if f.startswith(b"t")]
+    # one tiled group (one kind, filter and hop): a day of 10-minute tiles, closed
+    assert 140 <= len(tiles) <= 150, len(tiles)
+    header = client.hstrlen(own[0], "h")
+    assert header < 1500, header  # the open tiles and running sums, not 435 tiles
 
 
 @settings(max_examples=20, deadline=None,

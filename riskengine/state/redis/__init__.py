@@ -38,18 +38,26 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     server; 64 by default, 256 is a good setting) and buckets should hold fewer than
     ``hash-max-listpack-entries`` (128 by default) entities: ``buckets`` ≈ live
     entities / 50.
-``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (string, or hash when paged)
-    the entity's *own key*, where it lives once its blob outgrows a bucket field: whole,
-    as a string, while it holds fewer than ``2·page_entries`` (128) entries; *paged*
-    from there on (a busy key), as a hash: field ``h`` its header (the blob below without
-    the entries, plus a chunk directory), fields ``c<n>`` its entries in chunks of about
-    `page_entries` (64), fields ``d<group>.<window>.<item>|<distinct key>`` the counts
-    of its running distinct sets. A call on a paged entity reads the header and only the
-    chunks it needs, and writes back only what changed. It goes back to a string below
-    `page_entries` entries, and to its bucket when it fits there again.
+``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (hash) and
+``re:{<scene>|<B>|<bucket>}:<sig>:e:<key value>``  (sorted set)
+    the entity's *own keys*, where it lives once its blob outgrows a bucket field (a
+    *paged*, busy entity): its entries in the sorted set, one member each (score: the
+    entry's time; member: its arrival number at the entity in 5 big-endian bytes, so
+    that entries of one time sort by arrival, then msgpack of its mask and slots); the
+    rest in the hash: field ``h`` its header (the blob below without the entries, plus
+    the next arrival number), fields ``d<group>.<window>.<item>|<distinct key>`` the
+    counts of its running distinct sets, ``x…`` and ``t…`` its min/max spans and closed
+    tiles (below, Values). An event adds one member, rewrites the header
+    and the counts it changed, and now and then removes the entries no event can read
+    (once they are an eighth of the set, or `page_entries`, with one
+    ``ZREMRANGEBYSCORE``): what it writes does not grow with the entity. A call reads
+    the header and only the entries it needs (by rank, `page_entries` at a time; the
+    index of a time is a ``ZCOUNT``). It goes back to its bucket once it holds at most
+    `page_entries` (16) entries and fits in three quarters of a field. (A key value
+    text never starts with ``e``, so the two names cannot meet.)
 ``re:{clock}``  (hash)
     the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
-    ``format`` (the layout of the state, ``3``), ``lsn`` (the last LSN handed out) and
+    ``format`` (the layout of the state, ``4``), ``lsn`` (the last LSN handed out) and
     ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
     that were not late), and ``G:<scene>|<topic>#<partition>`` for each partition a
     stream worker reads (a clock each). Every event takes one *clock step* on it
@@ -83,41 +91,42 @@ holds per tiled group one partial aggregate per tile ``floor(t/H)``; ``guard`` h
 last `guard_depth` events (6-byte id digest, time, late flag, their values); ``running``
 (busy entities only) holds per history window a running state, below. Entries are sorted
 by (time, arrival): LSN order while one event is in flight at a time. A paged entity's
-header is the same array with ``false`` for entries, then the chunk directory (per
-chunk: id, entry count, first and last time) and the next chunk id; a chunk is the flat
-entries of its part, times relative to its first.
+header is the same array with ``false`` for entries, then its next arrival number.
 
 Memory: an entry costs its time offset (1–5 bytes), its mask (0–1) and its slots
 (micro-units: a msgpack integer, 5 bytes for amounts below 4,294.97, 9 above; a value
 text: a type byte and the text, ``'acct-42``, ``1234.5``), 10–20 bytes; a field read
 both ways holds both. An entity in a bucket adds its field name, the blob header and its
-guard record (about 45 bytes with the seed's three features); an entity in its own key
-adds a Redis key (~100 bytes), a paged one a hash (~100 bytes more), a few bytes per
-chunk, and per distinct value its running count field. Measured with the seed's three
-features, `hash-max-listpack-value 256` (bytes freed by deleting the state, INFO
-used_memory, which leaves out the Lua VMs; MEMORY USAGE of the keys agrees within 40 %),
-Redis 7.0: a steady stream of 440 active accounts holds 14.5 bytes per retained entry,
-34 per event inside the horizon (tests/redis/test_redis_memory.py); the benchmark's day
-of transfers (50,000 events, mostly cold keys, 256 buckets,
-`benchmarks/bench_redis_state.py`) about 58 bytes per retained entry. INFO `used_memory`
-deltas across a run also count Redis's per-command latency histograms and client
-buffers, so they are not a measure of the state.
+guard record (about 45 bytes with the seed's three features); a paged entity adds two
+Redis keys (~200 bytes), per entry its member (5 bytes and its slots) and score, about
+35–40 bytes while its sorted set is listpack-encoded (up to ``zset-max-listpack-entries``
+members, 128 by default; a larger setting keeps busy entities compact at the cost of a
+longer insertion) and 120–130 bytes beyond (a skiplist), and per distinct value its
+running count field. Measured with the seed's three features, `hash-max-listpack-value
+256` (bytes freed by deleting the state, INFO used_memory, which leaves out the Lua VMs;
+MEMORY USAGE of the keys agrees within 40 %), Redis 7.0: a steady stream of 440 active
+accounts holds 17.6–21.9 bytes per retained entry, 42–52 per event inside the horizon
+(tests/redis/test_redis_memory.py; its 40 busy receivers hold ~155 entries each, in
+skiplists). INFO `used_memory` deltas across a run also count Redis's per-command
+latency histograms and client buffers, so they are not a measure of the state.
 
 The clock step
 --------------
-An event's first call is its clock step, the ``clock`` function: atomically, the next
-LSN (``HINCRBY``), G before the event, whether the event is late (``t < G − L``), and G
+Every event takes a clock step, the ``clock`` function: atomically, the next LSN
+(``HINCRBY``), G before the event, whether the event is late (``t < G − L``), and G
 raised to t when it is not late. The LSN and G are taken in one step, so LSN order is
 the order in which G was taken: LSNs are one arrival order across every process, and a
-replay of the decision log in LSN order finds every event's G and late flag again. The
-step goes in the pipeline of the event's idempotency lookup (``recall``, a GET); a
-duplicate found there changes nothing (its LSN is a gap) and, if its step raised G (only
-a duplicate carrying a later time than its first decision can: the first was on time, so
-G is at or past its time, or late, so its time is below G − L), ``unclock`` puts G back
-unless another event moved it since. The step writes ``format`` when it is missing; a
-clock key without it or of another format, or the keys of the older per-key layout
-(``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`, naming what
-to delete).
+replay of the decision log in LSN order finds every event's G and late flag again. On
+one server the step is part of the event's one call (below), after its idempotency
+lookup: a duplicate found there takes no step at all. On a cluster the step goes in the
+pipeline of the event's idempotency lookup (``recall``, a GET, on another node); a
+duplicate found there changes nothing (its LSN is a gap) and, if its step raised G
+(only a duplicate carrying a later time than its first decision can: the first was on
+time, so G is at or past its time, or late, so its time is below G − L), ``unclock``
+puts G back unless another event moved it since. The step writes ``format`` when it is
+missing; a clock key without it or of another format, or the keys of the older per-key
+layout (``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`,
+naming what to delete).
 
 One call per entity
 -------------------
@@ -131,7 +140,7 @@ restarts with persistence, and replicate; a node that answers "Function not foun
 (flushed, or new in the cluster) gets the library again and only the calls it refused
 are sent again.
 
-One function per `EntityPlan` gets the event's t, G and late flag from its clock step
+One function per `EntityPlan` (``e<n>``) gets the event's t, G and late flag from its clock step
 (no entity decides lateness, so an event is late on all its keys or on none) and does
 atomically: the idempotency guard (this event id already applied within the horizon →
 the stored answer, its late flag included, nothing changes); forgetting (the stored
@@ -142,10 +151,24 @@ of their group, tiles before ``floor((maxts − L − W)/H)``, raw entries of ti
 late one reads above ``G − L − W``); every feature value of the entity (a late event's
 above the floor ``G − L − W``, tiled by whole tiles from ``floor((G − L − W)/H)``);
 storing the event (unless late or filtered out); and the guard record. Every entity of
-an event is one FCALL, all in one pipeline with the event's sequence-pattern calls.
+an event is one FCALL, all in one pipeline with the event's sequence-pattern calls, on
+a cluster. On one server the ``event`` function runs the whole step of an event in one
+atomic call: the idempotency lookup (a live record is the answer, nothing changes), the
+clock step, then every entity's function and every pattern call with the step's G and
+late flag (the functions of the library call each other: ``event`` shares the entity
+functions' closures).
 
 Values: tiled windows by whole tiles plus the raw entries of the event's own tile (whole
-tiles only when the event is late). History windows of small entities by one backward
+tiles only when the event is late); a group of counts and sums only (``sum``, ``avg``,
+``stddev``, ``count``) takes its own tile whole less its entries later than t, so a busy
+tile is not scanned. A paged entity keeps such a group's *closed* tiles (below
+``floor((m − L)/H)``, m its newest time or the slowest clock if lower: no event that is
+not late can be stored there any more) as hash fields ``t<group>|<tile>`` and, per
+window, a running sum of its closed tiles, moved a tile at a time as the window passes
+them: its header holds only the open tiles and those sums, and a call reads a tile or
+two. (A tiled group with ``count_distinct``, ``min``, ``max``, ``first`` or ``last``
+keeps every tile in the header, and merges them on every event: its writes and reads
+grow with W/H.) History windows of small entities by one backward
 scan over the entries. Entities holding `running_from` (32) entries or more keep, per
 history window, a *running state* of the entries later than a bound B: their count,
 exact sums (micro-units and squares) and distinct counts (a count per distinct key).
@@ -153,9 +176,14 @@ The value for an event at t over ``(t − W, t]`` is that state, plus the entrie
 ``(t − W, B]``, minus the entries later than t, plus the event; B then rises to
 ``t − W`` (and, when trimming, to ``maxts − L − W``), taking out the entries it passes.
 Each entry goes in and out of a state once, so a busy key costs about the same as a
-quiet one instead of a pass over its window. ``first``/``last`` read the window's edges;
-``min``/``max`` still scan their window, and so do late events (rare). A window holding
-fewer entries than the corrections is scanned instead. All of it is exact: the oracle
+quiet one instead of a pass over its window. ``first``/``last`` read the window's edges.
+``min``/``max`` of a paged entity use *spans*: per window W and item, the extreme entry
+(time, arrival, value text) of each span of ``W/64`` of time is a hash field
+``x<group>.<window>.<item>|<span>``, updated when a stored event beats it and dropped
+as the window passes; a window's extreme is its two edge spans scanned and the spans
+between read whole (ties to the earlier time and arrival), about ``2N/64`` entries and
+64 fields instead of N entries. Late events (rare) scan. A window holding fewer entries
+than the corrections is scanned instead. All of it is exact: the oracle
 tests run with running states from the first entry, from the default size, and never.
 
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers, computed in Python only
@@ -170,14 +198,15 @@ beyond ±2^53 compare as their nearest double).
 
 Redis Cluster
 -------------
-Every call touches the keys of one entity, which share a hash tag, so every call is on
-one slot and needs no cross-slot atomicity; the clock key is one slot (``{clock}``) for
-every scene, and an event's clock step goes to its node in parallel with its
-idempotency lookup. In a batch, each call goes to the primary of its first key's slot (routed by the
-client from the key, not by asking the server for an FCALL's keys), the commands for
-every node are written before any reply is read (redis-py's cluster pipeline), so an
-event still costs about one round trip; MOVED/ASK during a resharding are followed by
-the client. `state_keys` and `stats` scan every primary.
+There the ``event`` function is not used: its keys span slots. Every call touches the
+keys of one entity, which share a hash tag, so every call is on one slot and needs no
+cross-slot atomicity; the clock key is one slot (``{clock}``) for every scene, and an
+event's clock step goes to its node in parallel with its idempotency lookup. In a
+batch, each call goes to the primary of its first key's slot (routed by the client from
+the key, not by asking the server for an FCALL's keys), the commands for every node are
+written before any reply is read (redis-py's cluster pipeline), so a batch still costs
+about one round trip; MOVED/ASK during a resharding are followed by the client.
+`state_keys` and `stats` scan every primary.
 
 Clocks and expiry
 -----------------
@@ -189,8 +218,11 @@ of a replay in LSN order; events of one entity in flight at once are applied at 
 entity in the order their calls reach it.
 
 Idle entities: event-time forgetting is in the script (by G); memory is reclaimed by
-TTLs and a sweep. Own keys and buckets get a TTL of ``max(2·(L + Rmax(B)), 1 day)``
-of wall clock, refreshed on every write: when event time runs like wall time, a key
+TTLs and a sweep. Own keys and buckets keep a TTL of at least ``T = max(2·(L +
+Rmax(B)), 1 day)`` of wall clock after their last write: a write that finds less than T
+left sets it to 2·T, others leave it (a refresh on every write would put a
+``PEXPIREAT`` in the AOF each time), so a key lives between T and 2·T after its last
+write. When event time runs like wall time, a key
 untouched for ``L + Rmax(B)`` is forgettable by then anyway; the TTL is a safety net for
 keys nothing touches any more, far beyond that. A stream whose event time stops for
 longer than the TTL less the horizon (an outage of a day, then its backlog) would lose
@@ -202,8 +234,8 @@ the idempotency horizon needs their guard record).
 
 Connections: on one server a batch is written and read on one pooled connection; when
 that connection fails, the batch is sent once more on a new one (the entity guard
-answers a call that had run from its record; with ``guard_depth=0`` the error is
-raised instead).
+answers a call that had run from its record, the clock step is taken again: an LSN gap;
+with ``guard_depth=0`` the error is raised instead).
 """
 
 from riskengine.state.redis.backend import RedisState

@@ -14,40 +14,52 @@ the sequence patterns, and `RedisDecisionStore` is the idempotency guard: a deci
 stored as a compact record (`DecisionRecords`) under its event id, and a duplicate gets
 an equal `Decision` rebuilt from it (the first decision's LSN and latency included).
 
-A decision costs three round trips:
+On one server a decision costs two round trips:
 
-1. the event's **clock step** and its idempotency lookup, in one pipeline (on a Redis
-   Cluster they are on different nodes and go in parallel). The step (`SharedClock`,
-   riskengine/state/redis/clock.py) takes, atomically on one key for all scenes, the
-   event's LSN, the scene clock G before it and whether it is late (``t < G − L``), and
-   raises G to t when it is not late. A remembered decision (its time ``> G − L −
-   Wmax(scene)`` at that G) is answered as it is and changes nothing: its LSN is a gap,
-   and if its step raised G (a duplicate with a later time than its first decision) one
-   more call puts G back;
+1. one atomic call of the scene library's ``event`` function (scripts/entity.lua): the
+   idempotency lookup, then, unless a remembered decision is found, the event's
+   **clock step** and every entity and sequence-pattern key it touches. A remembered
+   decision (its time ``> G − L − Wmax(scene)``, G before the event) is answered as it
+   is and changes nothing, not even the clock. The step (`SharedClock`,
+   riskengine/state/redis/clock.py) takes, on one key for all scenes, the event's LSN,
+   the scene clock G before it and whether it is late (``t < G − L``), and raises G to t
+   when it is not late; each entity and pattern is then given t, G and the late flag:
+   no key decides lateness, so an event is late on all its keys or on none;
+2. remembering the decision.
+
+On a Redis Cluster an event's keys live on several nodes, which no one call can touch,
+so three:
+
+1. the clock step and the idempotency lookup, in one pipeline (two nodes, in parallel);
+   a remembered decision is answered as it is and, if its step raised G (a duplicate
+   with a later time than its first decision), one more call puts G back (its LSN is a
+   gap);
 2. the entity calls of every key the event touches and its pattern calls, in one
-   pipeline, each given t, G and the late flag: no key decides lateness, so an event is
-   late on all its keys or on none;
+   pipeline (one per node, every command written before any reply is read), each
+   given t, G and the late flag;
 3. remembering the decision.
 
 LSNs are one arrival order across every process sharing the Redis (one counter, taken
-with G), increasing, with gaps (duplicates, degraded events). `lsn` is the LSN of this
+with G), increasing, with gaps (degraded events; duplicates on a cluster). `lsn` is the LSN of this
 process's last new decision. With one request in flight at a time, any number of
 processes give the in-memory engine's answers on the same sequence, run after run, on
 one Redis or a Cluster. Under concurrent requests the clock steps put them in one
 order: every event's G and late flag are those of a replay of the decision log in LSN
-order; events of one entity that are in flight at the same time are applied at the
-entity in the order their calls reach it, which can differ from their LSN order. Two
-narrow exceptions: a duplicate carrying a later time than its first decision raises G
-until its ``unclock`` (events in flight meanwhile are judged against it), and a fallback
-answer whose clock step was taken moved G but is not in the decision log (below).
+order; on a cluster, events of one entity that are in flight at the same time are
+applied at the entity in the order their calls reach it, which can differ from their LSN
+order (on one server the step and the entities are one atomic call: LSN order). Two
+narrow exceptions: a fallback answer whose clock step was taken moved G but is not in
+the decision log (below), and, on a cluster, a duplicate carrying a later time than its
+first decision raises G until its ``unclock`` (events in flight meanwhile are judged
+against it).
 
 Time budget, fallback, circuit breaker
 --------------------------------------
 ``state_timeout_ms`` (default 50) bounds every Redis round trip (socket connect and read
-timeouts, no client-side retries) and is the request's budget: when the first round trip
-has used it up, the event's features are not computed and it is answered like an outage.
-A failing round trip ends the request at once, so a degraded answer comes within about
-one timeout (two when the features call's reconnect also times out).
+timeouts, no client-side retries) and is the request's budget: on a cluster, when the
+first round trip has used it up, the event's features are not computed and it is
+answered like an outage. A failing round trip ends the request at once, so a degraded
+answer comes within about one timeout (two when the reconnect also times out).
 
 When Redis cannot be reached, answers an error, runs out of the budget, or the breaker is
 open, `evaluate` returns the scene's **fallback** decision (scene key ``fallback:``,
@@ -58,13 +70,16 @@ still returns the real decision, only not remembered: the entities' own guard re
 keep a retry of that event from being counted twice while it is their latest event.
 
 **The one place a degraded event moves the clock.** The contract's G counts only events
-that reached the state. When the clock step succeeded and a later round trip fails (or
-the budget ran out after the first), the event is answered with the fallback, but its
-step has happened: its LSN is a gap and, if it was on time and later than G, G is now
-its time (and some of its entity calls may have been applied, on a cluster whose node
-failed mid-batch). Later events are judged against that G; its own retry is decided
-normally (not late by its own doing: its time is at most G). Nothing puts G back: a
-partly applied event could then be stored above G.
+that reached the state. When the clock step succeeded but its answer never came back
+(one server: the connection failed or timed out after the call was sent, and Redis ran
+it, maybe later, as when it was frozen and resumed) or a later round trip failed (a
+cluster; or the budget ran out after the first), the event is answered with the
+fallback, but its step has happened: its LSN is a gap and, if it was on time and later
+than G, G is now its time, and its entity calls may have been applied (all of them on
+one server; some, on a cluster whose node failed mid-batch). Later events are judged
+against that G; its own retry is decided normally (not late by its own doing: its time
+is at most G), and the entities' guard records answer it where it was applied. Nothing
+puts G back: a partly applied event could then be stored above G.
 
 The `CircuitBreaker` (riskengine/state/breaker.py; defaults: opens after 5 consecutive
 failures or a failure rate of 50 % over the last 50 calls, at least 20 of them; 1 s
@@ -114,6 +129,8 @@ __all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "Red
            "refuse_other_layouts"]
 
 log = logging.getLogger("riskengine.state")
+NO_STEP = Step(0, None, False, False)
+"""The step of a duplicate answered on one server: none was taken."""
 
 DEFAULT_STATE_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STATE_TIMEOUT_MS = 50
@@ -370,27 +387,11 @@ class RedisScene:
             state = self.features
             if state is None:
                 state = self.attach()
-            run = state.run_calls
-            raw, reply = run([state.recall_call(self.store.key(event_id)),
-                              state.step_call(event, domain)])
-            step = backend._clock.taken(reply, t)
-            previous = self.store.live(raw, step.clock)
-            if previous is None:
-                if perf_counter() - started > backend.budget_s:
-                    raise redis.exceptions.TimeoutError("the state time budget ran out "
-                                                        "before the features were computed")
-                digest = event_digest(event_id)  # once, for the entities and patterns
-                calls, touched = state.entity_calls(event, step, digest)
-                asked: list[str] = []
-                if self.patterns:
-                    more, asked = self.patterns.calls(state, event, step, lists, digest)
-                    calls += more
-                replies = run(calls)
-                features, late = state.values(touched, replies[:len(touched)], step.late)
-                if self.patterns:
-                    self.patterns.read(asked, replies[len(touched):], features)
-            elif step.raised:
-                self._unclock(state, event, step, domain)
+            if state.one_server:
+                previous, step, features, late = self._in_one_call(state, event, domain)
+            else:
+                previous, step, features, late = self._in_two_calls(state, event, domain,
+                                                                    started)
         except STATE_ERRORS as exc:
             backend.failed(exc)
             return self._degraded(event, started)
@@ -416,6 +417,59 @@ class RedisScene:
         backend.lsn = step.lsn
         decision.latency_ms = (perf_counter() - started) * 1000.0
         return decision
+
+    def _in_one_call(self, state: RedisSceneFeatures, event: dict[str, Any],
+                     domain: str | None) -> tuple[bytes | None, Step, dict[str, Any], bool]:
+        """One server: the idempotency lookup, the clock step, the entities and the
+        patterns in one atomic call (the ``event`` function). Returns the remembered
+        decision (a duplicate: nothing changed, not even the clock) or None, the step,
+        the features and the late flag."""
+        event_id = event["event_id"]
+        digest = event_digest(event_id)
+        parts, asked = self.patterns.parts(event, self.backend.lists) if self.patterns \
+            else ([], [])
+        call, touched, _ = state.event_call(event, domain, self.store.key(event_id), digest,
+                                            parts)
+        (reply,) = state.run_calls([call])
+        if reply[0] == 0:
+            return bytes(reply[1]), NO_STEP, {}, False
+        step = self.backend._clock.taken(reply[1:5], event["timestamp"])
+        features, late = state.values(touched, reply[5], step.late)
+        if self.patterns:
+            self.patterns.read(asked, reply[6], features)
+        return None, step, features, late
+
+    def _in_two_calls(self, state: RedisSceneFeatures, event: dict[str, Any],
+                      domain: str | None, started: float
+                      ) -> tuple[bytes | None, Step, dict[str, Any], bool]:
+        """A cluster: the clock step with the idempotency lookup (two nodes, in
+        parallel), then the entities and patterns (one pipeline per node). As
+        `_in_one_call`; a duplicate whose step raised G puts it back."""
+        event_id = event["event_id"]
+        backend = self.backend
+        run = state.run_calls
+        raw, reply = run([state.recall_call(self.store.key(event_id)),
+                          state.step_call(event, domain)])
+        step = backend._clock.taken(reply, event["timestamp"])
+        previous = self.store.live(raw, step.clock)
+        if previous is not None:
+            if step.raised:
+                self._unclock(state, event, step, domain)
+            return previous, step, {}, False
+        if perf_counter() - started > backend.budget_s:
+            raise redis.exceptions.TimeoutError("the state time budget ran out before the "
+                                                "features were computed")
+        digest = event_digest(event_id)  # once, for the entities and patterns
+        calls, touched = state.entity_calls(event, step, digest)
+        asked: list[str] = []
+        if self.patterns:
+            more, asked = self.patterns.calls(state, event, step, backend.lists, digest)
+            calls += more
+        replies = run(calls)
+        features, late = state.values(touched, replies[:len(touched)], step.late)
+        if self.patterns:
+            self.patterns.read(asked, replies[len(touched):], features)
+        return None, step, features, late
 
     def _unclock(self, state: RedisSceneFeatures, event: dict[str, Any], step: Step,
                  domain: str | None) -> None:

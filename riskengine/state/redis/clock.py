@@ -20,10 +20,12 @@ Each event takes one *clock step* (the ``clock`` function of the scene library,
 scripts/entity.lua): the next LSN, G before the event and whether the event is late
 (``t < G − L``), G raised to t when it is not, all atomically. LSN order is therefore the
 order in which G was taken, whichever worker took it, and the decision log's LSN order
-replays the lateness of every event exactly. The step goes out in the same pipeline as
-the event's idempotency lookup; an event found to be a duplicate changes nothing: if its
-step raised G (only a duplicate carrying a later time than its first decision can), an
-``unclock`` call puts G back. Its LSN is a gap.
+replays the lateness of every event exactly. On one server the step is part of the
+event's one call (the ``event`` function), after its idempotency lookup: a duplicate
+takes none. On a cluster it goes out in the same pipeline as the event's idempotency
+lookup; an event found to be a duplicate changes nothing: if its step raised G (only a
+duplicate carrying a later time than its first decision can), an ``unclock`` call puts
+G back. Its LSN is a gap.
 
 The counter survives restarts with persistence. If Redis comes back without it, a
 process never hands out an LSN at or below the last one it saw (the step takes that as
@@ -39,11 +41,14 @@ from typing import Any
 from riskengine.state.redis.codec import StateUnavailableError
 from riskengine.state.redis.functions import Call, Client
 
-FORMAT = "3"
+FORMAT = "4"
 """The layout of the state this version writes: one clock key, lateness by the scene
 clock (docs/semantics.md), entries holding the micro-units Python computed (a slot per
-target and kind, riskengine/state/redis/codec.py). Version 2 stored value texts the
-script quantised itself; version 1 kept ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
+target and kind, riskengine/state/redis/codec.py), an entity too big for its bucket
+field in its own hash and sorted set of entries (riskengine/state/redis/__init__.py).
+Version 3 kept such an entity whole in a string, then in a hash of entry chunks;
+version 2 stored value texts the script quantised itself; version 1 kept
+``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
 
 
 class StateFormatError(StateUnavailableError):
@@ -107,12 +112,17 @@ class SharedClock:
             f"key matching {self.prefix}:* (on a database used by riskengine alone: "
             f"FLUSHDB, on every primary of a cluster), or use another prefix")
 
-    def step_call(self, function: str, scene: str, t: int, lateness_ms: int,
-                  domain: str | None = None) -> Call:
-        """The FCALL of one event's clock step, on the clock of `domain` (a partition;
+    def step_args(self, scene: str, t: int, lateness_ms: int, domain: str | None = None
+                  ) -> tuple[Any, ...]:
+        """The arguments of one event's clock step, on the clock of `domain` (a partition;
         None: the scene's one clock)."""
         name = scene if domain is None else f"{scene}|{domain}"
-        return (function, (self.key,), (name, t, lateness_ms, FORMAT, self.last_lsn, scene))
+        return (name, t, lateness_ms, FORMAT, self.last_lsn, scene)
+
+    def step_call(self, function: str, scene: str, t: int, lateness_ms: int,
+                  domain: str | None = None) -> Call:
+        """The FCALL of one event's clock step (the ``clock`` function)."""
+        return (function, (self.key,), self.step_args(scene, t, lateness_ms, domain))
 
     def taken(self, reply: Any, t: int) -> Step:
         """The `Step` of a clock step's reply, for an event at `t`."""

@@ -83,6 +83,11 @@ class FunctionCaller:
             else None
         self.load()
 
+    @property
+    def one_server(self) -> bool:
+        """The client is on one server, not a cluster."""
+        return self._server is not None
+
     def load(self, node: Any = None) -> None:
         """FUNCTION LOAD REPLACE the library: on `node`, else on the server or every
         primary of the cluster."""

@@ -37,27 +37,40 @@ class RedisScenePatterns:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
-    def calls(self, features: RedisSceneFeatures, event: dict[str, Any], step: Step,
-              lists: Any, digest: bytes) -> tuple[list[Call], list[str]]:
-        """The FCALLs of the event's pattern keys (a pattern with a null key field has
-        none), and the ``pattern:name`` each answers; `digest` is the event id's."""
-        calls: list[Call] = []
+    def parts(self, event: dict[str, Any], lists: Any
+              ) -> tuple[list[tuple[str, list[Any]]], list[str]]:
+        """The event's pattern keys (a pattern with a null key field has none), each with
+        what its call says whatever the clock step gives (kind, step mask, within, keep,
+        cap, TTL, the number of steps and their counts), and the ``pattern:name`` each
+        answers."""
+        parts: list[tuple[str, list[Any]]] = []
         asked: list[str] = []
-        t = event["timestamp"]
-        after = step.slowest(t if step.raised else step.clock)  # G after the event
-        g: int | str = "" if after is None else after  # (the slowest partition's)
-        late = 1 if step.late else 0
-        function = features.pattern_function
         for pattern, head in zip(self.patterns, self.heads, strict=True):
             key = pattern.key_of(event)
             if key is None:
                 continue
             text = key_text(key if isinstance(key, tuple) else (key,))
-            calls.append((function, (f"{head}{text}}}",), (
-                "s" if pattern.times else "a", t, late, g,
-                pattern.mask_of(event, lists), pattern.within, pattern.keep_ms, MAX_PER_KEY,
-                max(2 * pattern.keep_ms, STATE_TTL_FLOOR_MS), digest, *pattern.times)))
+            parts.append((f"{head}{text}}}", [
+                "s" if pattern.times else "a", pattern.mask_of(event, lists), pattern.within,
+                pattern.keep_ms, MAX_PER_KEY, max(2 * pattern.keep_ms, STATE_TTL_FLOOR_MS),
+                len(pattern.times), *pattern.times]))
             asked.append(pattern.key)
+        return parts, asked
+
+    def calls(self, features: RedisSceneFeatures, event: dict[str, Any], step: Step,
+              lists: Any, digest: bytes) -> tuple[list[Call], list[str]]:
+        """The FCALLs of the event's pattern keys given its clock step, and the
+        ``pattern:name`` each answers; `digest` is the event id's."""
+        t = event["timestamp"]
+        after = step.slowest(t if step.raised else step.clock)  # G after the event
+        g: int | str = "" if after is None else after  # (the slowest partition's)
+        late = 1 if step.late else 0
+        function = features.pattern_function
+        parts, asked = self.parts(event, lists)
+        calls: list[Call] = [
+            (function, (key,), (kind, t, late, g, mask, within, keep, most, ttl, digest,
+                                *times))
+            for key, (kind, mask, within, keep, most, ttl, _, *times) in parts]
         return calls, asked
 
     def read(self, asked: list[str], replies: list[Any], out: dict[str, Any]) -> None:

@@ -1,10 +1,11 @@
 """`RedisSceneFeatures`: a scene's features computed and stored in Redis.
 
-An event first takes its clock step (`step_call`: its LSN, the scene clock G before it,
-and whether it is late; riskengine/state/redis/clock.py), then each entity it touches is
-one FCALL of its plan's function, all in one pipeline (`entity_calls`), given t, G and
-the late flag: no entity decides lateness, so an event is late on all its keys or on
-none. `compute(event)` does both round trips and gives what `SceneFeatures.compute`
+An event takes its clock step (its LSN, the scene clock G before it, and whether it is
+late; riskengine/state/redis/clock.py), then each entity it touches is updated by its
+plan's function, given t, G and the late flag: no entity decides lateness, so an event
+is late on all its keys or on none. On one server that is one atomic call
+(`event_call`); on a cluster two round trips: the step (`step_call`), then the entities
+in one pipeline (`entity_calls`). `compute(event)` gives what `SceneFeatures.compute`
 gives in memory, `(features, late)`, for the same events in the same order.
 """
 
@@ -44,8 +45,9 @@ its horizon) should set a longer `ttl_ms`, or 0."""
 RUNNING_FROM = 32
 """Entities holding at least this many entries keep running totals (see the package
 docstring); below half of it they go back to scanning."""
-PAGE_ENTRIES = 64
-"""Busy entities (twice this many entries) keep them in chunks of about this many."""
+PAGE_ENTRIES = 16
+"""A call reads a paged entity's entries this many at a time; a paged entity goes back
+to its bucket once it holds at most this many (and fits)."""
 _EMPTY: dict[str, Any] = {}
 
 Predicate = Callable[..., Any]
@@ -97,6 +99,7 @@ class _Entity:
     """An `EntityPlan` prepared for the per-event path."""
 
     plan: EntityPlan
+    index: int  # its plan's place in the library's PLANS (from 1)
     function: str  # its function's name in the library
     single: str | None  # the key field when B has one field
     key_head: str
@@ -115,14 +118,15 @@ class RedisSceneFeatures:
     prefix (one per process is enough; made here when not given); state of another
     layout is refused with `StateFormatError`. `guard_depth` is how many recent
     events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
-    the TTL of entity keys, `max(2 * (L + Rmax(B)), 1 day)` (0: no TTL). `buckets` per
+    the least TTL of entity keys after a write, `max(2 * (L + Rmax(B)), 1 day)` (0: no
+    TTL; a write finding less left sets twice that). `buckets` per
     key set: about the number of live entities / 50. `bucket_value_max`: the largest
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
     entries keep running totals instead of scanning their entries on every event.
-    `page_entries`: entities holding twice this many entries or more are paged, their
-    entries kept in chunks of about this many, so that a call reads and writes only the
-    chunks it needs.
+    `page_entries`: a call reads a paged entity's entries (in its sorted set) this many
+    at a time, and a paged entity goes back to its bucket once it holds at most this
+    many entries and fits in three quarters of a field.
     """
 
     def __init__(self, client: Client, scene: SceneConfig, *,
@@ -146,12 +150,16 @@ class RedisSceneFeatures:
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
         tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from, page_entries)
                   for plan in self.plans]
-        self.library, functions = Library.build("riskengine", load_script("entity.lua"), [
-            *((f"e{i}", f"lazy(function(lib) return lib.entity({table}) end)")
-              for i, table in enumerate(tables)),
+        body = load_script("entity.lua") + "\nlocal PLANS = {\n" + "".join(
+            f"  {table},\n" for table in tables) + "}\n"
+        self.library, functions = Library.build("riskengine", body, [
+            *((f"e{i}", f"lazy(function(lib) return lib.entity_at(PLANS, {i + 1}) end)")
+              for i in range(len(tables))),
+            ("event", "lazy(function(lib) return lib.event(PLANS) end)"),
             *((name, f"lazy(function(lib) return lib.{name} end)")
               for name in ("clock", "unclock", "recall", "inspect", "pattern"))])
         self.pattern_function = functions["pattern"]
+        self._event_function = functions["event"]
         self._clock_function = functions["clock"]
         self._unclock_function = functions["unclock"]
         self._recall_function = functions["recall"]
@@ -171,6 +179,7 @@ class RedisSceneFeatures:
                 2 * (scene.lateness_ms + plan.reach_ms), STATE_TTL_FLOOR_MS)
             entities.append(_Entity(
                 plan=plan,
+                index=i + 1,
                 function=functions[f"e{i}"],
                 single=plan.by[0] if len(plan.by) == 1 else None,
                 key_head=f"{prefix}:{{{scene.name}|{'+'.join(plan.by)}|",
@@ -243,38 +252,44 @@ class RedisSceneFeatures:
             return None
         return key_text(values)
 
-    def entity_keys(self, entity: _Entity, text: str) -> tuple[str, str]:
-        """(bucket hash, own key) of the entity whose key value is `text`."""
+    def entity_keys(self, entity: _Entity, text: str) -> tuple[str, str, str]:
+        """(bucket hash, own hash, sorted set of entries) of the entity whose key value
+        is `text` (a key text never starts with ``e``: the last two cannot meet)."""
         digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         bucket = entity.key_head + str(int.from_bytes(digest, "big") % self.buckets) + \
             entity.key_tail
-        return bucket, f"{bucket}:{text}"
+        return bucket, f"{bucket}:{text}", f"{bucket}:e:{text}"
+
+    @property
+    def one_server(self) -> bool:
+        """The state is on one server (not a cluster): an event's keys can all be
+        touched by one atomic call (`event_call`)."""
+        return self._caller.one_server
 
     def compute(self, event: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Feature values for a parsed `event` and whether it is late; stores it unless
-        late. Two round trips: the clock step, then the entities (no idempotency check:
-        `RedisState` is the whole decision path)."""
+        late (no idempotency check: `RedisState` is the whole decision path). One round
+        trip on one server (`event_call`); on a cluster two: the clock step, then the
+        entities."""
+        digest = event_digest(event["event_id"])
+        if self.one_server:
+            call, touched, _ = self.event_call(event, None, None, digest, [])
+            (reply,) = self._run([call])
+            step = self.shared_clock.taken(reply[1:5], event["timestamp"])
+            return self.values(touched, reply[5], step.late)
         (reply,) = self._run([self.step_call(event)])
         step = self.shared_clock.taken(reply, event["timestamp"])
-        calls, touched = self.entity_calls(event, step, event_digest(event["event_id"]))
+        calls, touched = self.entity_calls(event, step, digest)
         return self.values(touched, self._run(calls), step.late)
 
-    def entity_calls(self, event: dict[str, Any], step: Step, digest: bytes
-                     ) -> tuple[list[Call], list[_Entity]]:
-        """The FCALLs of every entity the event touches (null keys touch none), given its
-        clock step and the digest of its id (`codec.event_digest`), and those entities
-        (for `values`)."""
-        t = event["timestamp"]
-        clock = step.clock
-        clock_arg: int | str = "" if clock is None else clock
-        forget = step.forget
-        forget_arg: int | str = "" if forget is None else forget
-        horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
-        late = 1 if step.late else 0
+    def entity_parts(self, event: dict[str, Any]
+                     ) -> list[tuple[_Entity, tuple[str, str, str], list[Any]]]:
+        """Every entity the event touches (null keys touch none): the entity, its keys
+        (`entity_keys`) and what its call says whatever the clock step gives: its group
+        mask, TTL, key value text, the bucket field limit and its slot texts."""
         lists = self.lists
-        commands: list[Call] = []
-        touched: list[_Entity] = []
         small = self.bucket_value_max
+        parts = []
         for entity in self._entities:
             text = self._text_of(entity, event)
             if text is None:
@@ -283,16 +298,59 @@ class RedisSceneFeatures:
             for bit, predicate in entity.filters:
                 if predicate is None or predicate(event, _EMPTY, lists):
                     mask |= bit
-            slots = []
+            fixed: list[Any] = [mask, entity.ttl_ms, text, small]
             for field, quantized, distinct in entity.slots:
                 value = event.get(field)
-                slots.append("" if value is None else slot_text(
+                fixed.append("" if value is None else slot_text(
                     value, quantized=quantized, distinct=distinct, field=field))
-            commands.append((entity.function, self.entity_keys(entity, text),
-                             ["a", t, clock_arg, late, horizon, digest, mask, entity.ttl_ms,
-                              text, small, forget_arg, *slots]))
+            parts.append((entity, self.entity_keys(entity, text), fixed))
+        return parts
+
+    def entity_calls(self, event: dict[str, Any], step: Step, digest: bytes
+                     ) -> tuple[list[Call], list[_Entity]]:
+        """The FCALLs of every entity the event touches, given its clock step and the
+        digest of its id (`codec.event_digest`), and those entities (for `values`)."""
+        t = event["timestamp"]
+        clock = step.clock
+        clock_arg: int | str = "" if clock is None else clock
+        forget = step.forget
+        forget_arg: int | str = "" if forget is None else forget
+        horizon: int | str = "" if clock is None else clock - self.idempotency_horizon_ms
+        late = 1 if step.late else 0
+        commands: list[Call] = []
+        touched: list[_Entity] = []
+        for entity, keys, (mask, ttl, text, small, *slots) in self.entity_parts(event):
+            commands.append((entity.function, keys,
+                             ["a", t, clock_arg, late, horizon, digest, mask, ttl, text,
+                              small, forget_arg, *slots]))
             touched.append(entity)
         return commands, touched
+
+    def event_call(self, event: dict[str, Any], domain: str | None, record_key: str | None,
+                   digest: bytes, patterns: list[tuple[str, list[Any]]]
+                   ) -> tuple[Call, list[_Entity], int]:
+        """The one FCALL of an event on one server (the ``event`` function of
+        scripts/entity.lua): the idempotency lookup at `record_key` (None: none; the
+        clock key takes its place), the
+        clock step on the clock of `domain`, every entity the event touches and its
+        `patterns` (key, arguments: `RedisScenePatterns.parts`), atomically. Returns it,
+        the entities (for `values`) and how many patterns it holds."""
+        t = event["timestamp"]
+        clock = self.shared_clock
+        keys = [clock.key, clock.key if record_key is None else record_key]
+        args: list[Any] = [*clock.step_args(self.scene, t, self.lateness_ms, domain),
+                           self.idempotency_horizon_ms, digest, 0, len(patterns)]
+        touched: list[_Entity] = []
+        for entity, entity_keys, fixed in self.entity_parts(event):
+            keys += entity_keys
+            args.append(entity.index)
+            args += fixed
+            touched.append(entity)
+        args[8] = len(touched)
+        for key, pattern_args in patterns:
+            keys.append(key)
+            args += pattern_args
+        return (self._event_function, keys, args), touched, len(patterns)
 
     def values(self, touched: list[_Entity], replies: list[Any], late: bool
                ) -> tuple[dict[str, Any], bool]:
@@ -348,18 +406,22 @@ class RedisSceneFeatures:
     def stats(self) -> dict[str, int]:
         """Entities, retained entries, tiles, guard records and running states, and the
         MEMORY USAGE of their keys."""
-        strides = {e.plan.signature: (e.plan.stride, 3 + len(e.plan.outputs))
+        strides = {e.plan.signature.encode(): (e.plan.stride, 3 + len(e.plan.outputs))
                    for e in self._entities}
-        bucket_ends = tuple(f"}}:{e.plan.signature}".encode() for e in self._entities)
         names = ("entities", "retained_entries", "tiles", "guard_records", "running_states",
                  "memory_bytes")
         totals = dict.fromkeys(("keys", *names), 0)
         for key in self.state_keys():
-            signature = key.rsplit(b"}:", 1)[-1].split(b":", 1)[0].decode()
-            if signature not in strides:
-                continue
-            kind = "1" if key.endswith(bucket_ends) else "0"
-            (sizes,) = self._run([(self._inspect_function, (key.decode(),),
+            # <bucket>, <bucket>:<text> or <bucket>:e:<text>; <bucket> ends in }:<sig>
+            head, _, rest = key.partition(b"}:")
+            signature, _, text = rest.partition(b":")
+            if signature not in strides or text.startswith(b"e:"):
+                continue  # another plan's, or the entries of an own hash (counted with it)
+            bucket = head + b"}:" + signature
+            keys = (key.decode(),) if not text else (key.decode(), f"{bucket.decode()}:e:"
+                                                                   f"{text.decode()}")
+            kind = "0" if text else "1"
+            (sizes,) = self._run([(self._inspect_function, keys,
                                    (*strides[signature], kind))])
             totals["keys"] += 1
             for name, size in zip(names, sizes, strict=True):

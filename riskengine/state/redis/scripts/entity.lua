@@ -1,19 +1,21 @@
 -- riskengine's Redis feature state, as one Redis Functions library per scene plan.
 --
--- store.py puts the library together: a `#!lua name=...` line, this file, then one
--- `redis.register_function(name, lazy(function(lib) return lib.entity(P) end))` per
--- EntityPlan, P the plan table of riskengine/state/redis/plan.py, plus `lib.clock` and
--- `lib.unclock` (the scene clock), `lib.recall` (an idempotency record), `lib.inspect`
--- and `lib.pattern` (sequence patterns). The load run of a library sees no globals but
+-- store.py puts the library together: a `#!lua name=...` line, this file, a table
+-- PLANS of the plan tables of riskengine/state/redis/plan.py (one per EntityPlan), then
+-- one `redis.register_function(name, lazy(function(lib) return lib.entity_at(PLANS, i)
+-- end))` per plan, `lib.event(PLANS)` (one event's whole step on one server), plus
+-- `lib.clock` and `lib.unclock` (the scene clock), `lib.recall` (an idempotency record),
+-- `lib.inspect` and `lib.pattern` (sequence patterns). The load run of a library sees no globals but
 -- `redis`, so `library()` builds the helpers at the first call, and each function builds
 -- its plan's closures at its own first call: once per server, after which a call only
 -- executes.
 -- docs/semantics.md is the contract; riskengine/state/redis/__init__.py documents the
 -- key and blob layout.
 --
--- An entity function, FCALL <name> 2 <bucket> <own key> <args...>:
+-- An entity function, FCALL <name> 3 <bucket> <own key> <entries key> <args...>:
 -- keys[1]  the bucket hash of the entity (small entities are fields of it)
--- keys[2]  the entity's own key (where it lives once it outgrows a bucket field)
+-- keys[2]  the entity's own hash (where it lives once it outgrows a bucket field)
+-- keys[3]  the entity's sorted set of entries (then)
 -- args[1]  mode: 'a' apply | 'p' peek (read at t, no event, nothing written: the first
 --          reply value is 1 when the key holds anything)
 -- args[2]  t, the event time (ms)
@@ -40,7 +42,7 @@ local LIB
 local function library()
   if LIB then return LIB end
   local floor, fmt, concat = math.floor, string.format, table.concat
-  local sub, find, byte = string.sub, string.find, string.byte
+  local sub, find, byte, char = string.sub, string.find, string.byte, string.char
   local tinsert, tremove, band = table.insert, table.remove, bit.band
   local tonumber, pairs, ipairs, type = tonumber, pairs, ipairs, type
   local unpack, setmetatable, rawget, rawset = unpack, setmetatable, rawget, rawset
@@ -48,6 +50,17 @@ local function library()
   local SPILL = 2 ^ 52
   local HALF = 2 ^ 26
   local LAST = 2 ^ 53
+
+  -- ------------------------------------------------------------------ expiry
+
+  -- A written key keeps a TTL of at least `ttl` (ms, 0: none): it is set to 2 * ttl
+  -- once less than ttl is left, not on every write (each refresh is a PEXPIREAT in the
+  -- AOF). A key written last at any moment lives between ttl and 2 * ttl after it.
+  local function keep_alive(key, ttl)
+    if ttl > 0 and redis.call('PTTL', key) < ttl then
+      redis.call('PEXPIRE', key, 2 * ttl)
+    end
+  end
 
   -- ------------------------------------------------------------------ arithmetic
 
@@ -238,13 +251,23 @@ local function library()
     end
   end
 
-  local function qmerge(dst, src)
-    dst[1] = dst[1] + src[1]
+  -- add (sign 1, the default) or take away (sign -1) a whole state
+  local function qmerge(dst, src, sign)
+    sign = sign or 1
+    dst[1] = dst[1] + sign * src[1]
     for at = 2, 8, 2 do
-      fadd(dst, at, src[at])
-      if #src[at + 1] > 0 then addlimbs(limbs_at(dst, at + 1), src[at + 1], 1) end
+      fadd(dst, at, sign * src[at])
+      if #src[at + 1] > 0 then
+        local l = limbs_at(dst, at + 1)
+        addlimbs(l, src[at + 1], sign)
+        carry(l)
+      end
     end
-    if #src[10] > 0 then addlimbs(limbs_at(dst, 10), src[10], 1) end
+    if #src[10] > 0 then
+      local l = limbs_at(dst, 10)
+      addlimbs(l, src[10], sign)
+      carry(l)
+    end
   end
 
   local function qnormal(st)
@@ -376,16 +399,22 @@ local function library()
   -- running state keeps, `edge` the first/last/min/max items it reads from its entries,
   -- `scan` whether one of those is min/max (read by scanning the whole window), `tags`
   -- the prefixes of the hash fields of its distinct counters in a paged entity.
+  local XPARTS = 64
   local function prepare(P)
     local hx = 0
     for g = 1, #P.G do
       local grp = P.G[g]
+      -- a tiled group of counts and sums only: its tiles can be taken apart again
+      grp.sub = true
+      for j = 1, #grp.items do
+        if grp.items[j][1] ~= 'q' then grp.sub = false end
+      end
       if not grp.tiled then
         hx = hx + 1
         grp.hx = hx
         for w = 1, #grp.wins do
           local win = grp.wins[w]
-          local run, edge, seen, scan, tags = {}, {}, {}, false, {}
+          local run, edge, seen, scan, tags, xs, xtags = {}, {}, {}, false, {}, {}, {}
           for x = 1, #win.outs do
             local j = win.outs[x][3]
             if j > 0 and not seen[j] then
@@ -396,11 +425,19 @@ local function library()
                 tags[j] = 'd' .. hx .. '.' .. w .. '.' .. j .. '|'
               else
                 edge[#edge + 1] = j
-                if kind == 'mn' or kind == 'mx' then scan = true end
+                if kind == 'mn' or kind == 'mx' then
+                  scan = true
+                  xs[#xs + 1] = j
+                  xtags[j] = 'x' .. hx .. '.' .. w .. '.' .. j .. '|'
+                end
               end
             end
           end
+          -- a busy entity keeps, per min/max item of a window, the extreme of each
+          -- span of W / XPARTS of time (see `extreme`)
           win.run, win.edge, win.scan, win.tags = run, edge, scan, tags
+          win.xs, win.xtags, win.xspan = xs, xtags, floor(win.w / XPARTS)
+          if win.xspan < 1 then win.xspan = 1 end
         end
       end
     end
@@ -415,17 +452,13 @@ local function library()
     local L, RMAX, STRIDE, MASKED = P.L, P.RMAX, P.STRIDE, P.MASKED
     local NSLOT, QSLOT, NOUT, DEPTH, GROUPS = P.NSLOT, P.QSLOT, P.NOUT, P.DEPTH, P.G
     local NHIST, RUNMIN, SWEEP, IDLE = P.NHIST, P.RUNMIN, P.SWEEP, P.IDLE
-    local CHUNK = P.CHUNK
+    local BLOCK = P.CHUNK
     local OFF = STRIDE - NSLOT
     local RSTRIDE = 3 + NOUT
     local SLOT0 = 11
-    -- an entity too big for its bucket field lives whole in its own string key while it
-    -- holds fewer than PAGE entries, paged in its own hash from PAGE on, and whole again
-    -- below CHUNK
-    local PAGE = 2 * CHUNK
 
     -- the call's arguments (set at the start of every call)
-    local bucket, own, field, mode, digest
+    local bucket, own, zkey, field, mode, digest
     local t, G, F, late, horizon, pmask, ttl, small
     local EV = {}  -- the event's slot values (false for null)
     -- The entity as loaded. A small entity is one bucket field, value msgpack(header) ..
@@ -436,64 +469,102 @@ local function library()
     -- tiles has one list per tiled group; ring is flat: per record digest, dt, flags (1
     -- late), values; running (busy entities only)
     -- holds per history group and window a running state {B, count, item states...} of
-    -- the entries later than B. An entity too big for its bucket field is the same value
-    -- in its own string key; from PAGE entries on it is *paged*, a hash at its own key:
-    -- field 'h' the same blob with `false` for entries, plus the chunk directory (flat:
-    -- per chunk id, count, first and last time - base) and the next chunk id; fields
-    -- 'c<id>' its entries by chunks of about CHUNK (times relative to the chunk's
-    -- first); fields 'd<group>.<window>.<item>|<distinct key>' the counts of its running
-    -- distinct sets. E is then filled chunk by chunk as the call reads it (a metatable
-    -- loads a chunk on its first read), so a call costs what it reads, not the entity's
-    -- size.
-    local packed, in_bucket, paged, was_paged, own_string, thr_low
+    -- the entries later than B. An entity too big for its bucket field is *paged*: its
+    -- entries go to its own sorted set (zkey; score: the entry's time; member: its
+    -- arrival number in 5 big-endian bytes, so that entries of one time sort by arrival,
+    -- then msgpack of its mask and slots), the rest to its own hash (own): field 'h' the
+    -- same blob with `false` for entries and the next arrival number, fields
+    -- 'd<group>.<window>.<item>|<distinct key>' the counts of its running distinct sets.
+    -- An event then adds one member, rewrites the header and the counts it changed:
+    -- what it writes does not grow with the entity. E is filled block by block (BLOCK
+    -- entries, by rank) as the call reads it (a metatable loads a block on its first
+    -- read), so a call costs what it reads, not the entity's size. A paged entity goes
+    -- back to its bucket once it holds at most BLOCK entries and fits in three quarters
+    -- of a field.
+    local packed, in_bucket, paged, was_paged, thr_low
     local base, E, TILES, RING, RUN, N
-    local DIR, NEXTID, START, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY
+    local NEXT, ZMAX, DCACHE, DDIRTY
+    local ARR, EVSEQ, XLO, XCACHE, XDIRTY  -- arrivals of E's entries; extremes by span
+    local TS, TCACHE, TDIRTY  -- closed tiles of a paged entity (see `tiled_running`)
 
-    -- ---------------------------------------------------------------- pages
+    -- ---------------------------------------------------------------- the sorted set
 
-    local function chunk_starts()
-      START = {}
-      local s = 1
-      for k = 1, #DIR / 4 do
-        START[k] = s
-        s = s + DIR[(k - 1) * 4 + 2]
+    -- an arrival number as 5 big-endian bytes (members of one score sort by them)
+    local function arrival(n)
+      local b = {}
+      for k = 5, 1, -1 do
+        b[k] = n % 256
+        n = (n - b[k]) / 256
       end
+      return char(b[1], b[2], b[3], b[4], b[5])
     end
 
-    local function load_chunk(k)
-      local d = (k - 1) * 4
-      if LOADED[DIR[d + 1]] then return end
-      LOADED[DIR[d + 1]] = true
-      local rows = cmsgpack.unpack(redis.call('HGET', own, 'c' .. DIR[d + 1]))
-      local first = DIR[d + 3]
-      local at = (START[k] - 1) * STRIDE
+    -- the member of a new entry `row` ({dt, [mask], slots...}), the next arrival
+    local function member(row)
+      local m = arrival(NEXT)
+      NEXT = NEXT + 1
+      if STRIDE == 1 then return m end
+      local rest = {}
+      for f = 2, STRIDE do rest[f - 1] = row[f] end
+      return m .. cmsgpack.pack(rest)
+    end
+
+    -- entries from..to of a paged entity into E (one ZRANGE by rank)
+    local function load_range(from, to)
+      if from < 1 then from = 1 end
+      if to > N then to = N end
+      if from > to then return end
+      local got = redis.call('ZRANGE', zkey, from - 1, to - 1, 'WITHSCORES')
+      local at = (from - 1) * STRIDE
       -- E's metatable has no __newindex: these are plain stores
-      for x = 1, #rows, STRIDE do
-        E[at + x] = rows[x] + first
-        for f = 1, STRIDE - 1 do E[at + x + f] = rows[x + f] end
+      local i = from
+      for x = 1, #got, 2 do
+        local m = got[x]
+        E[at + 1] = tonumber(got[x + 1]) - base
+        ARR[i] = (((byte(m, 1) * 256 + byte(m, 2)) * 256 + byte(m, 3)) * 256 + byte(m, 4))
+                 * 256 + byte(m, 5)
+        i = i + 1
+        if STRIDE > 1 then
+          local rest = cmsgpack.unpack(sub(m, 6))
+          for f = 2, STRIDE do E[at + f] = rest[f - 1] end
+        end
+        at = at + STRIDE
       end
     end
 
-    -- the chunk holding entry p
-    local function chunk_of(p)
-      local lo, hi = 1, #START
-      while lo < hi do
-        local mid = floor((lo + hi + 1) / 2)
-        if START[mid] <= p then lo = mid else hi = mid - 1 end
-      end
-      return lo
-    end
-
+    -- a read of an entry not loaded yet loads BLOCK entries around it
     local PAGED_E = {__index = function(tbl, pos)
       if pos < 1 or pos > N * STRIDE then return nil end
-      local k = chunk_of(floor((pos - 1) / STRIDE) + 1)
-      if LOADED[DIR[(k - 1) * 4 + 1]] then return nil end
-      load_chunk(k)
+      local i = floor((pos - 1) / STRIDE) + 1
+      if rawget(tbl, (i - 1) * STRIDE + 1) ~= nil then return nil end
+      local half = floor(BLOCK / 2)
+      load_range(i - half, i + BLOCK - half - 1)
       return rawget(tbl, pos)
     end}
 
-    local function load_from(p)
-      for k = chunk_of(p), #START do load_chunk(k) end
+    -- entries from..to (about to be read in a row) loaded in one call
+    local function need(from, to)
+      if not paged then return end
+      for i = from, to do
+        if rawget(E, (i - 1) * STRIDE + 1) == nil then
+          load_range(i, to)
+          return
+        end
+      end
+    end
+
+    -- E of a paged entity, nothing read yet (again after its entries changed)
+    local function paged_entries()
+      E, ARR = setmetatable({}, PAGED_E), {}
+    end
+
+    -- ZADD / HSET / HDEL `items` in batches (Lua's unpack has a limit)
+    local function write(command, key, items)
+      for from = 1, #items, 512 do
+        local to = from + 511
+        if to > #items then to = #items end
+        redis.call(command, key, unpack(items, from, to))
+      end
     end
 
     -- ---------------------------------------------------------------- entries
@@ -518,23 +589,10 @@ local function library()
     local function search(x)
       local n = N
       if n == 0 then return 0 end
+      if paged then return redis.call('ZCOUNT', zkey, '-inf', x) end
+      if entry_t(n) <= x then return n end
+      if entry_t(1) > x then return 0 end
       local lo, hi = 1, n
-      if paged then
-        -- the last chunk whose first time is <= x holds the answer
-        local k, kn = 0, #START
-        local a, b = 1, kn
-        while a <= b do
-          local mid = floor((a + b) / 2)
-          if base + DIR[(mid - 1) * 4 + 3] <= x then k = mid; a = mid + 1 else b = mid - 1 end
-        end
-        if k == 0 then return 0 end
-        lo = START[k]
-        hi = lo + DIR[(k - 1) * 4 + 2] - 1
-        if base + DIR[(k - 1) * 4 + 4] <= x then return hi end
-      else
-        if entry_t(n) <= x then return n end
-        if entry_t(1) > x then return 0 end
-      end
       -- entry_t(lo) <= x < entry_t(hi)
       while hi - lo > 1 do
         local mid = floor((lo + hi) / 2)
@@ -556,7 +614,7 @@ local function library()
 
     local function maxts_now()
       if N == 0 then return nil end
-      if paged then return base + DIR[#DIR] end
+      if paged then return ZMAX end
       return entry_t(N)
     end
 
@@ -578,6 +636,141 @@ local function library()
           end
         end
       end
+    end
+
+    -- ---------------------------------------------------------------- extremes
+
+    -- A busy (paged) entity with running states keeps, per window W and min/max item j,
+    -- the extreme entry of each *span* b of W / XPARTS of time (the entries x of its
+    -- group with a value and floor(t(x) / span) = b): hash field xtags[j] .. b, msgpack
+    -- {t, arrival, value text}; XLO[xtags[j]] the lowest span kept. A window's extreme
+    -- is then its two edge spans scanned and the spans between read whole: about
+    -- 2 N / XPARTS entries and XPARTS fields instead of its N entries. Ties go to the
+    -- earlier (time, arrival), as `offer` orders them.
+
+    local function xget(f)
+      local h = XCACHE[f]
+      if h == nil then
+        local raw = redis.call('HGET', own, f)
+        h = raw and cmsgpack.unpack(raw) or false
+        XCACHE[f] = h
+      end
+      return h
+    end
+
+    -- entry (value text txt, time tx, arrival o) into its span of window win, item j
+    local function xoffer(win, kind, j, txt, tx, o)
+      local r = parts(txt)
+      local v = tonumber(r)
+      local f = win.xtags[j] .. fdiv(tx, win.xspan)
+      local h = xget(f)
+      local take = not h
+      if not take then
+        local hv = tonumber(h[3])
+        if v ~= hv then
+          if kind == 'mn' then take = v < hv else take = v > hv end
+        else
+          take = tx < h[1] or (tx == h[1] and o < h[2])
+        end
+      end
+      if take then
+        XCACHE[f] = {tx, o, r}
+        XDIRTY[f] = true
+      end
+    end
+
+    -- into the spans of every min/max window of history group g: its entries later
+    -- than maxts - L - W (all an event that is not late can read; none without maxts),
+    -- or the event (`ev`)
+    local function xadd(g, maxts, ev)
+      local items, bitg = g.items, g.bit
+      for w = 1, #g.wins do
+        local win = g.wins[w]
+        local from, to = 1, 0
+        if maxts and #win.xs > 0 then
+          from, to = last_at_or_before(maxts - L - win.w) + 1, N
+          need(from, to)
+        end
+        for x = 1, #win.xs do
+          local j = win.xs[x]
+          local kind, s = items[j][1], items[j][2]
+          for i = from, to do
+            local txt = in_group(i, bitg) and value_of(i, s)
+            if txt then xoffer(win, kind, j, txt, entry_t(i), ARR[i]) end
+          end
+          if ev and EV[s] then xoffer(win, kind, j, EV[s], t, EVSEQ) end
+        end
+      end
+    end
+
+    -- spans no event that is not late reads any more (below maxts - L - W) go
+    local function xfloor(maxts)
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled then
+          for w = 1, #grp.wins do
+            local win = grp.wins[w]
+            local span = win.xspan
+            for x = 1, #win.xs do
+              local tag = win.xtags[win.xs[x]]
+              local low, keep = XLO[tag], fdiv(maxts - L - win.w, span)
+              if low and keep > low then
+                -- spans only exist within (W + L) / span + 1 of the lowest
+                local top = low + XPARTS + floor(L / span) + 2
+                if top > keep - 1 then top = keep - 1 end
+                for b = low, top do
+                  XCACHE[tag .. b] = false
+                  XDIRTY[tag .. b] = true
+                end
+              end
+              if not low or keep > low then XLO[tag] = keep end
+            end
+          end
+        end
+      end
+    end
+
+    -- the extreme of min/max item j over window win, (lo, t] (entries ilo+1..hi), into
+    -- accumulator a; the event (`mine`) too
+    local function extreme(a, g, win, j, lo, ilo, hi, mine)
+      local bitg = g.bit
+      local kind, s = g.items[j][1], g.items[j][2]
+      local span = win.xspan
+      local blo, bhi = fdiv(lo, span), fdiv(t, span)
+      local function scan(from, to)
+        need(from, to)
+        for i = from, to do
+          local txt = in_group(i, bitg) and value_of(i, s)
+          if txt then offer_text(a, j, kind, txt, entry_t(i), ARR[i]) end
+        end
+      end
+      if bhi - blo < 2 then
+        scan(ilo + 1, hi)
+      else
+        scan(ilo + 1, last_at_or_before((blo + 1) * span - 1))
+        scan(last_at_or_before(bhi * span - 1) + 1, hi)
+        local tag, missing = win.xtags[j], {}
+        for b = blo + 1, bhi - 1 do
+          local h = XCACHE[tag .. b]
+          if h == nil then
+            missing[#missing + 1] = tag .. b
+          elseif h then
+            offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2])
+          end
+        end
+        for from = 1, #missing, 512 do
+          local to = from + 511
+          if to > #missing then to = #missing end
+          local got = redis.call('HMGET', own, unpack(missing, from, to))
+          for x = from, to do
+            local raw = got[x - from + 1]
+            local h = raw and cmsgpack.unpack(raw) or false
+            XCACHE[missing[x]] = h
+            if h then offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2]) end
+          end
+        end
+      end
+      if mine and EV[s] then offer_text(a, j, kind, EV[s], t, LAST) end
     end
 
     -- ---------------------------------------------------------------- running states
@@ -630,6 +823,7 @@ local function library()
 
     local function run_range(ws, g, win, from, to, sign)
       local bitg = g.bit
+      need(from, to)
       for i = from, to do
         if in_group(i, bitg) then run_entry(ws, g, win, i, sign) end
       end
@@ -670,6 +864,14 @@ local function library()
           RUN[grp.hx] = states
         end
       end
+      if paged then
+        XLO, XCACHE, XDIRTY = {}, {}, {}
+        for g = 1, #GROUPS do
+          local grp = GROUPS[g]
+          if not grp.tiled then xadd(grp, maxts, false) end
+        end
+        xfloor(maxts)
+      end
     end
 
     -- no event that is not late reads below maxts - L - W: raise every bound to there
@@ -681,6 +883,7 @@ local function library()
           for w = 1, #wins do advance(grp, wins[w], states[w], maxts - L - wins[w].w) end
         end
       end
+      if paged and XLO then xfloor(maxts) end
     end
 
     -- the event, being stored, into the running states of its groups
@@ -697,12 +900,161 @@ local function library()
       end
     end
 
+    -- ---------------------------------------------------------------- closed tiles
+
+    -- A paged entity keeps the tiles of a tiled group of counts and sums (g.sub) that no
+    -- event can change any more in its hash, field 't<ti>|<idx>' (msgpack of the tile):
+    -- a stored event has t >= m - L (m: its newest time, or the slowest clock if lower),
+    -- so tiles below c = floor((m - L) / H) are *closed*; the open ones stay in TILES.
+    -- TS[ti] = {tlo, c, lows, sums}: the lowest closed tile kept, c, and per window w
+    -- the running sum (a tile: {hi, n, item states}) of the closed tiles lows[w]..hi.
+    -- An event's window is then the event, its open tiles and that running sum, moved to
+    -- the window's closed tiles (a tile in or out as the window passes an hour): what a
+    -- call reads and writes does not grow with the window's number of tiles.
+
+    local function tkey(ti, idx) return 't' .. ti .. '|' .. idx end
+
+    -- closed tile idx of group ti (false: none)
+    local function tget(ti, idx)
+      local f = tkey(ti, idx)
+      local tile = TCACHE[f]
+      if tile == nil then
+        local raw = redis.call('HGET', own, f)
+        tile = raw and cmsgpack.unpack(raw) or false
+        TCACHE[f] = tile
+      end
+      return tile
+    end
+
+    -- tile into (sign 1) or out of (sign -1) running sum S
+    local function tmerge(S, items, tile, sign)
+      if not tile then return end
+      S[2] = S[2] + sign * tile[2]
+      for j = 1, #items do qmerge(S[2 + j], tile[2 + j], sign) end
+    end
+
+    -- window w's running sum of group g moved to the closed tiles a..b
+    local function tmove(g, w, a, b)
+      local st, items = TS[g.ti], g.items
+      local lows, sums = st[3], st[4]
+      local S = sums[w]
+      if not S then
+        S = newtile(items, a - 1)
+        lows[w], sums[w] = a, S
+      end
+      while S[1] < b do S[1] = S[1] + 1; tmerge(S, items, tget(g.ti, S[1]), 1) end
+      while S[1] > b do tmerge(S, items, tget(g.ti, S[1]), -1); S[1] = S[1] - 1 end
+      while lows[w] < a do tmerge(S, items, tget(g.ti, lows[w]), -1); lows[w] = lows[w] + 1 end
+      while lows[w] > a do lows[w] = lows[w] - 1; tmerge(S, items, tget(g.ti, lows[w]), 1) end
+      return S
+    end
+
+    -- open tiles below c = floor((m - L) / H) close (into fields); closed tiles below
+    -- floor((m - L - Wmax) / H) go, out of the running sums first
+    local function tclose(g, m)
+      local ti, hop, items = g.ti, g.hop, g.items
+      local st = TS[ti]
+      local c, keep = fdiv(m - L, hop), fdiv(m - L - g.wmax, hop)
+      local open = TILES[ti]
+      while #open > 0 and open[1][1] < c do
+        local tile = tremove(open, 1)
+        local f = tkey(ti, tile[1])
+        TCACHE[f], TDIRTY[f] = tile, true
+      end
+      if c > st[2] then st[2] = c end
+      local lows, sums = st[3], st[4]
+      for w = 1, #g.wins do
+        local S = sums[w]
+        if S then
+          while lows[w] < keep and lows[w] <= S[1] do
+            tmerge(S, items, tget(ti, lows[w]), -1)
+            lows[w] = lows[w] + 1
+          end
+          if lows[w] < keep then lows[w], S[1] = keep, keep - 1 end
+        end
+      end
+      if keep > st[1] then
+        local top = keep - 1
+        if top > st[2] - 1 then top = st[2] - 1 end
+        for idx = st[1], top do
+          local f = tkey(ti, idx)
+          TCACHE[f], TDIRTY[f] = false, true
+        end
+        st[1] = keep
+      end
+    end
+
+    -- every tile of group g, closed and open, ascending (a late event's, a peek's, and
+    -- the entity's when it goes back to its bucket)
+    local function all_tiles(g)
+      local st, out = TS[g.ti], {}
+      local fields = {}
+      for idx = st[1], st[2] - 1 do fields[#fields + 1] = tkey(g.ti, idx) end
+      for from = 1, #fields, 512 do
+        local to = from + 511
+        if to > #fields then to = #fields end
+        local got = redis.call('HMGET', own, unpack(fields, from, to))
+        for x = from, to do
+          local tile = TCACHE[fields[x]]
+          if tile == nil then
+            local raw = got[x - from + 1]
+            tile = raw and cmsgpack.unpack(raw) or false
+          end
+          if tile then out[#out + 1] = tile end
+        end
+      end
+      for _, tile in ipairs(TILES[g.ti]) do out[#out + 1] = tile end
+      return out
+    end
+
+    -- tiles of the sub groups of an entity being paged: closed ones to fields
+    local function tpage(m)
+      TS, TCACHE, TDIRTY = {}, {}, {}
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if grp.tiled and grp.sub then
+          local low = fdiv(m - L - grp.wmax, grp.hop)
+          TS[grp.ti] = {low, low, {}, {}}
+          tclose(grp, m)
+        end
+      end
+    end
+
+    -- a group's event values by its running sums (an event that is not late): per
+    -- window, the event, its own tile whole less its entries later than t, the open
+    -- tiles in the window, and the running sum of its closed ones
+    local function tiled_running(g, out, hi)
+      local items, wins, hop, ti = g.items, g.wins, g.hop, g.ti
+      local ownt = fdiv(t, hop)
+      local c = TS[ti][2]
+      local later = newacc(items)
+      local stop = (ownt + 1) * hop
+      need(hi + 1, N)
+      for i = hi + 1, N do
+        if entry_t(i) >= stop then break end
+        if band(entry_mask(i), g.bit) ~= 0 then acc_add(later, items, i, entry_t(i), i) end
+      end
+      for w = 1, #wins do
+        local a = newacc(items)
+        if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
+        a.n = a.n - later.n
+        for j = 1, #items do qmerge(a.q[j], later.q[j], -1) end
+        local lb = fdiv(t - wins[w].w, hop)
+        for _, tile in ipairs(TILES[ti]) do
+          if tile[1] >= lb and tile[1] <= ownt then acc_merge(a, items, tile) end
+        end
+        if lb <= c - 1 then acc_merge(a, items, tmove(g, w, lb, c - 1)) end
+        emit(a, wins[w], out)
+      end
+    end
+
     -- ---------------------------------------------------------------- values
 
     -- history group by one backward scan: stored x with lo - W < t(x) <= t, plus the
     -- event; lo = t, or G - L for a late event (its floor G - L - W)
     local function history_values(g, out, lo_base, hi)
       local items, wins = g.items, g.wins
+      if paged then need(last_at_or_before(lo_base - wins[#wins].w) + 1, hi) end
       local a = newacc(items)
       if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
       local nw, j = #wins, 1
@@ -725,6 +1077,7 @@ local function library()
     -- distinct keys go to `delta`
     local function run_adjust(a, delta, g, win, from, to, sign)
       local items, run, bitg = g.items, win.run, g.bit
+      if from > 0 then need(from, to) end
       for i = from, to do
         if i == 0 or in_group(i, bitg) then
           a.n = a.n + sign
@@ -758,7 +1111,9 @@ local function library()
       local iB = last_at_or_before(ws[1])
       local mine = band(pmask, bitg) ~= 0
       local a
-      if win.scan or hi - ilo <= (iB - ilo) + (n - hi) then
+      local spans = paged and XLO
+      if (win.scan and not spans) or hi - ilo <= (iB - ilo) + (n - hi) then
+        need(ilo + 1, hi)
         a = newacc(items)
         if mine then acc_add(a, items, 0, t, LAST) end
         for i = hi, ilo + 1, -1 do
@@ -795,7 +1150,9 @@ local function library()
       for x = 1, #edge do
         local j = edge[x]
         local kind, s = items[j][1], items[j][2]
-        if kind == 'fi' then
+        if kind == 'mn' or kind == 'mx' then
+          extreme(a, g, win, j, lo, ilo, hi, mine)
+        elseif kind == 'fi' then
           for i = ilo + 1, hi do
             local txt = in_group(i, bitg) and value_of(i, s)
             if txt then offer_text(a, j, kind, txt, entry_t(i), i); break end
@@ -821,9 +1178,25 @@ local function library()
       if band(pmask, g.bit) ~= 0 then acc_add(a, items, 0, t, LAST) end
       local ownt = fdiv(t, hop)
       local top = ownt
-      if not whole then
+      if not whole and g.sub then
+        -- counts and sums: the event's own tile whole, less its entries later than t
+        -- (come earlier with a later time; usually none), so a busy tile is not scanned
+        local stop = (ownt + 1) * hop
+        need(hi + 1, N)
+        for i = hi + 1, N do
+          if entry_t(i) >= stop then break end
+          if band(entry_mask(i), g.bit) ~= 0 then
+            a.n = a.n - 1
+            for j = 1, #items do
+              local val = value_of(i, items[j][2])
+              if val then qadd(a.q[j], val, items[j][3], -1) end
+            end
+          end
+        end
+      elseif not whole then
         top = ownt - 1
         local start = ownt * hop
+        if paged then need(last_at_or_before(start - 1) + 1, hi) end
         for i = hi, 1, -1 do
           local tx = entry_t(i)
           if tx < start then break end
@@ -858,7 +1231,13 @@ local function library()
       local n = N
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
-        if grp.tiled then
+        if grp.tiled and TS and TS[grp.ti] then
+          if floored then
+            tiled_values(grp, all_tiles(grp), out, true, lo_base, hi)
+          else
+            tiled_running(grp, out, hi)
+          end
+        elseif grp.tiled then
           tiled_values(grp, TILES[grp.ti], out, floored, lo_base, hi)
         elseif RUN and not floored then
           local states, wins = RUN[grp.hx], grp.wins
@@ -926,60 +1305,20 @@ local function library()
       for at = 2, #RING, RSTRIDE do RING[at] = RING[at] + base - newbase end
     end
 
-    -- directory bookkeeping of a paged entity after chunk k changed
-    local function chunk_changed(k)
-      local d = (k - 1) * 4
-      local s = START[k]
-      DIR[d + 3] = E[(s - 1) * STRIDE + 1]
-      DIR[d + 4] = E[(s + DIR[d + 2] - 2) * STRIDE + 1]
-      DIRTY[DIR[d + 1]] = true
-    end
-
-    -- a new chunk after chunk k (0: first) holding the next `count` entries (in E)
-    local function new_chunk(k, count)
-      local id = NEXTID
-      NEXTID = NEXTID + 1
-      local d = k * 4
-      for f = 1, 4 do tinsert(DIR, d + f, 0) end
-      DIR[d + 1], DIR[d + 2] = id, count
-      LOADED[id] = true
-      chunk_starts()
-      chunk_changed(k + 1)
-    end
-
     -- insert entry `row` after entry hi
     local function insert_row(hi, row)
       AT = {}
-      local at = hi * STRIDE
-      if paged and hi < N then load_from(hi + 1) end
-      for f = N * STRIDE, at + 1, -1 do E[f + STRIDE] = E[f] end
-      for f = 1, STRIDE do E[at + f] = row[f] end
       N = N + 1
-      if not paged then return end
-      local nk = #START
-      if nk == 0 then
-        new_chunk(0, 1)
+      if paged then
+        local tx = base + row[1]
+        redis.call('ZADD', zkey, tx, member(row))
+        if not ZMAX or tx > ZMAX then ZMAX = tx end
+        paged_entries()
         return
       end
-      local k = 1
-      if hi > 0 then k = chunk_of(hi) end
-      local d = (k - 1) * 4
-      if hi == N - 1 and k == nk and DIR[d + 2] >= CHUNK then
-        new_chunk(k, 1)  -- appending to a full last chunk opens a new one
-        return
-      end
-      -- entries after hi were moved (and read) above; those up to hi are read now
-      load_chunk(k)
-      DIR[d + 2] = DIR[d + 2] + 1
-      chunk_starts()
-      if DIR[d + 2] > 2 * CHUNK then
-        local half = floor(DIR[d + 2] / 2)
-        DIR[d + 2] = DIR[d + 2] - half
-        chunk_changed(k)
-        new_chunk(k, half)
-      else
-        chunk_changed(k)
-      end
+      local at = hi * STRIDE
+      for f = (N - 1) * STRIDE, at + 1, -1 do E[f + STRIDE] = E[f] end
+      for f = 1, STRIDE do E[at + f] = row[f] end
     end
 
     local function store(hi)
@@ -990,8 +1329,15 @@ local function library()
       local row = {t - base}
       if MASKED then row[2] = pmask end
       for s = 1, NSLOT do row[#row + 1] = EV[s] end
+      EVSEQ = NEXT
       insert_row(hi, row)
       if RUN then run_touch() end
+      if paged and RUN and XLO then
+        for g = 1, #GROUPS do
+          local grp = GROUPS[g]
+          if not grp.tiled and band(pmask, grp.bit) ~= 0 then xadd(grp, nil, true) end
+        end
+      end
       for g = 1, #GROUPS do
         local grp = GROUPS[g]
         if grp.tiled and band(pmask, grp.bit) ~= 0 then tile_add(grp, TILES[grp.ti], 0, t) end
@@ -1022,6 +1368,7 @@ local function library()
           local tiles = TILES[grp.ti]
           local keep = fdiv(maxts - L - grp.wmax, grp.hop)
           while #tiles > 0 and tiles[1][1] < keep do tremove(tiles, 1) end
+          if TS and TS[grp.ti] then tclose(grp, maxts) end
         else
           x = maxts - L - grp.wmax + 1
         end
@@ -1029,21 +1376,13 @@ local function library()
         if x > top then top = x end
       end
       if paged then
-        -- whole chunks go, before anything is read: those whose entries every group
-        -- drops and no running state holds (the rest when saving, see drop_low)
+        -- entries below what every group keeps (and no running state holds) go when it
+        -- is saved (drop_low)
         local low = LAST
         for g = 1, #GROUPS do
           if thr[g] < low then low = thr[g] end
         end
         thr_low = low
-        low = below_running(low)
-        while #DIR > 4 and base + DIR[4] < low do
-          DROPPED[#DROPPED + 1] = DIR[1]
-          N = N - DIR[2]
-          for _ = 1, 4 do tremove(DIR, 1) end
-        end
-        chunk_starts()
-        AT = {}
         if RUN then run_floor(maxts) end
         return
       end
@@ -1143,17 +1482,10 @@ local function library()
     local function load()
       packed = redis.call('HGET', bucket, field)
       in_bucket = packed ~= false
-      paged, was_paged, RUN, DIR, thr_low, AT = false, false, nil, nil, nil, {}
-      own_string = false
+      paged, was_paged, RUN, thr_low, AT, XLO, TS = false, false, nil, nil, {}, nil, nil
       if not in_bucket then
-        packed = redis.pcall('GET', own)
-        if type(packed) == 'table' then
-          -- not a string: the hash of a paged entity
-          packed = redis.call('HGET', own, 'h')
-          paged = packed ~= false
-        else
-          own_string = packed ~= false
-        end
+        packed = redis.call('HGET', own, 'h')
+        paged = packed ~= false
       end
       if not packed then
         base, E, TILES, RING, N = t, {}, {}, {}, 0
@@ -1168,17 +1500,19 @@ local function library()
         return
       end
       was_paged = true
-      DIR, NEXTID = blob[6], blob[7]
-      LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, {}, {}, {}, {}
-      N = 0
-      for k = 1, #DIR / 4 do N = N + DIR[(k - 1) * 4 + 2] end
-      chunk_starts()
-      E = setmetatable({}, PAGED_E)
+      NEXT, XLO, DCACHE, DDIRTY, XCACHE, XDIRTY = blob[6], blob[7], {}, {}, {}, {}
+      TS, TCACHE, TDIRTY = blob[8], {}, {}
+      N = redis.call('ZCARD', zkey)
+      ZMAX = nil
+      if N > 0 then
+        ZMAX = tonumber(redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')[2])
+      end
+      paged_entries()
     end
 
-    -- forget everything but the guard records (and the hash it was in, at save)
+    -- forget everything but the guard records (and the keys it was in, at save)
     local function forget()
-      E, N, RUN, DIR, paged, AT = {}, 0, nil, nil, false, {}
+      E, N, RUN, paged, AT, XLO, TS = {}, 0, nil, false, {}, nil, nil
       for g = 1, #TILES do TILES[g] = {} end
     end
 
@@ -1199,20 +1533,11 @@ local function library()
       end
     end
 
-    -- a paged entity as one flat entries array (every chunk read)
+    -- a paged entity as one flat entries array (every block read)
     local function flat_entries()
       local F = {}
       for x = 1, N * STRIDE do F[x] = E[x] end
       return F
-    end
-
-    -- HSET / HDEL `items` (field, value pairs / fields) of the own hash, in batches
-    local function hash_write(command, items)
-      for from = 1, #items, 512 do
-        local to = from + 511
-        if to > #items then to = #items end
-        redis.call(command, own, unpack(items, from, to))
-      end
     end
 
     -- below this time, entries of a paged entity go when it is saved: what trim drops
@@ -1222,51 +1547,45 @@ local function library()
       return below_running(thr_low)
     end
 
-    -- a paged entity: its header, the chunks and distinct counts that changed; entries
-    -- below drop_low() go (whole chunks, and the front of the first one when it was read)
+    -- a paged entity: entries below drop_low() go once they are BLOCK or an eighth of
+    -- it (and two or more: one command for several), then its header and the distinct
+    -- counts that changed
     local function save_paged(header)
-      local sets, dels = {'h', false}, {}
       local low = drop_low()
-      local H, front = {}, true
-      for k = 1, #DIR / 4 do
-        local d = (k - 1) * 4
-        local id, count = DIR[d + 1], DIR[d + 2]
-        local at = (START[k] - 1) * STRIDE
-        if low and base + DIR[d + 4] < low then
-          DROPPED[#DROPPED + 1] = id
-        else
-          local cut = 0
-          if front and low and LOADED[id] then
-            while base + E[at + cut * STRIDE + 1] < low do cut = cut + 1 end
-            -- the front of a chunk goes with a write that happens anyway, or once it
-            -- is an eighth of a chunk
-            if cut > 0 and (DIRTY[id] or cut * 8 >= CHUNK) then
-              DIRTY[id] = true
-            else
-              cut = 0
-            end
-          end
-          front = false
-          local first, last = DIR[d + 3], DIR[d + 4]
-          if DIRTY[id] then
-            first = E[at + cut * STRIDE + 1]
-            local rows, m = {}, 0
-            for x = at + cut * STRIDE + 1, at + count * STRIDE, STRIDE do
-              rows[m + 1] = E[x] - first
-              for f = 1, STRIDE - 1 do rows[m + 1 + f] = E[x + f] end
-              m = m + STRIDE
-            end
-            sets[#sets + 1] = 'c' .. id
-            sets[#sets + 1] = cmsgpack.pack(rows)
-          end
-          local h = #H
-          H[h + 1], H[h + 2] = id, count - cut
-          H[h + 3], H[h + 4] = base + first - header, base + last - header
+      if low then
+        local below = '(' .. fmt('%d', low)
+        local dead = redis.call('ZCOUNT', zkey, '-inf', below)
+        if dead >= 2 and (dead >= BLOCK or dead * 8 >= N) then
+          redis.call('ZREMRANGEBYSCORE', zkey, '-inf', below)
         end
       end
       shift_ring(header)
       base = header
-      sets[2] = cmsgpack.pack(header, {0, false, TILES, RING, RUN, H, NEXTID})
+      if not RUN then XLO = nil end
+      local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO,
+                                                      TS or false})}, {}
+      if TS then
+        for f in pairs(TDIRTY) do
+          local tile = TCACHE[f]
+          if tile then
+            sets[#sets + 1] = f
+            sets[#sets + 1] = cmsgpack.pack(tile)
+          else
+            dels[#dels + 1] = f
+          end
+        end
+      end
+      if XLO then
+        for f in pairs(XDIRTY) do
+          local h = XCACHE[f]
+          if h then
+            sets[#sets + 1] = f
+            sets[#sets + 1] = cmsgpack.pack(h)
+          else
+            dels[#dels + 1] = f
+          end
+        end
+      end
       for f in pairs(DDIRTY) do
         local v = DCACHE[f]
         if v == 0 then
@@ -1276,10 +1595,18 @@ local function library()
           sets[#sets + 1] = v
         end
       end
-      for _, id in ipairs(DROPPED) do dels[#dels + 1] = 'c' .. id end
-      hash_write('HDEL', dels)
-      hash_write('HSET', sets)
-      if ttl > 0 then redis.call('PEXPIRE', own, ttl) end
+      write('HDEL', own, dels)
+      write('HSET', own, sets)
+      keep_alive(own, ttl)
+      keep_alive(zkey, ttl)
+    end
+
+    -- into its bucket field (its own keys go)
+    local function save_small(data)
+      redis.call('HSET', bucket, field, data)
+      keep_alive(bucket, ttl)
+      if was_paged then redis.call('DEL', own, zkey) end
+      sweep()
     end
 
     local function save()
@@ -1296,13 +1623,27 @@ local function library()
       end
       if empty then
         if in_bucket then redis.call('HDEL', bucket, field) end
-        if was_paged or own_string then redis.call('DEL', own) end
+        if was_paged then redis.call('DEL', own, zkey) end
         return
       end
       header = header or base
-      if paged and N < CHUNK then
-        -- small again: whole, in its bucket or its own string key (its hash goes)
-        paged, RUN, E = false, nil, flat_entries()
+      if paged and N <= BLOCK then
+        -- small again when it fits in three quarters of a field (not back and forth)
+        local tiles = TILES
+        if TS then
+          tiles = {}
+          for g = 1, #GROUPS do
+            local grp = GROUPS[g]
+            if grp.tiled then
+              tiles[grp.ti] = TS[grp.ti] and all_tiles(grp) or TILES[grp.ti]
+            end
+          end
+        end
+        local data = cmsgpack.pack(header, {header - base, flat_entries(), tiles, RING})
+        if #data * 4 <= small * 3 then
+          save_small(data)
+          return
+        end
       end
       if not paged then
         if RUN and N < RUNMIN / 2 then RUN = nil end
@@ -1314,37 +1655,26 @@ local function library()
         end
         local data = cmsgpack.pack(header, blob)
         if #data <= small then
-          redis.call('HSET', bucket, field, data)
-          if ttl > 0 then redis.call('PEXPIRE', bucket, ttl) end
-          if was_paged or own_string then redis.call('DEL', own) end
-          sweep()
+          save_small(data)
           return
         end
-        if N < PAGE then
-          -- SET replaces the hash of a paged entity, distinct counts included
-          if in_bucket then redis.call('HDEL', bucket, field) end
-          if ttl > 0 then redis.call('SET', own, data, 'PX', ttl) else redis.call('SET', own, data) end
-          sweep()
-          return
-        end
-        -- PAGE entries or more: paged in its own hash, in chunks of CHUNK entries
+        -- too big for its field: paged, its entries into its sorted set
         if in_bucket then redis.call('HDEL', bucket, field) end
-        if was_paged or own_string then redis.call('DEL', own) end
-        paged, RUN = true, nil
-        DIR, NEXTID, LOADED, DIRTY, DROPPED, DCACHE, DDIRTY = {}, 1, {}, {}, {}, {}, {}
-        local from = 1
-        while from <= N do
-          local count = N - from + 1
-          if count > CHUNK then count = CHUNK end
-          local d = #DIR
-          DIR[d + 1], DIR[d + 2] = NEXTID, count
-          DIR[d + 3] = E[(from - 1) * STRIDE + 1]
-          DIR[d + 4] = E[(from + count - 2) * STRIDE + 1]
-          DIRTY[NEXTID] = true
-          NEXTID = NEXTID + 1
-          from = from + count
+        if was_paged then redis.call('DEL', own, zkey) end
+        paged, RUN, NEXT, DCACHE, DDIRTY, XLO = true, nil, 1, {}, {}, nil
+        local items = {}
+        for i = 1, N do
+          local at = (i - 1) * STRIDE
+          local row = {}
+          for f = 1, STRIDE do row[f] = E[at + f] end
+          items[#items + 1] = base + row[1]
+          items[#items + 1] = member(row)
         end
-        chunk_starts()
+        write('ZADD', zkey, items)
+        ZMAX = N > 0 and base + E[(N - 1) * STRIDE + 1] or nil
+        local m = maxts_now()
+        if m and F and F < m then m = F end
+        if m then tpage(m) end
       end
       save_paged(header)
       sweep()
@@ -1364,7 +1694,7 @@ local function library()
     end
 
     return function(keys, args)
-      bucket, own = keys[1], keys[2]
+      bucket, own, zkey = keys[1], keys[2], keys[3]
       mode = args[1]
       t = tonumber(args[2])
       G = tonumber(args[3])
@@ -1488,30 +1818,31 @@ local function library()
 
   -- Sizes of one key of entity state, for stats: {entities, entries, tiles, guard
   -- records, running states, MEMORY USAGE}. args[1] the entry stride, args[2] the guard
-  -- record stride of the entity's plan, args[3] '1' for a bucket, '0' for an own key.
+  -- record stride of the entity's plan, args[3] '1' for a bucket, '0' for an own hash
+  -- (keys[2]: its sorted set of entries, counted with it).
   local function inspect(keys, args)
     local values = {}
+    local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
+    local entries, tiles = 0, 0
     if args[3] == '1' then
       values = redis.call('HVALS', keys[1])
     else
-      local h = redis.pcall('HGET', keys[1], 'h')
-      if type(h) == 'table' then h = redis.call('GET', keys[1]) end
+      local h = redis.call('HGET', keys[1], 'h')
       if h then values[1] = h end
+      entries = redis.call('ZCARD', keys[2])
+      for _, f in ipairs(redis.call('HKEYS', keys[1])) do
+        if byte(f, 1) == 116 then tiles = tiles + 1 end  -- 't': a closed tile
+      end
+      memory = memory + (redis.call('MEMORY', 'USAGE', keys[2]) or 0)
     end
-    local entries, tiles, records, running = 0, 0, 0, 0
+    local records, running = 0, 0
     for _, value in ipairs(values) do
       local _, blob = cmsgpack.unpack(value)
-      if blob[2] then
-        entries = entries + #blob[2] / tonumber(args[1])
-      else
-        local dir = blob[6]
-        for at = 2, #dir, 4 do entries = entries + dir[at] end
-      end
+      if blob[2] then entries = entries + #blob[2] / tonumber(args[1]) end
       for _, group in ipairs(blob[3]) do tiles = tiles + #group end
       records = records + #blob[4] / tonumber(args[2])
       if blob[5] then running = running + 1 end
     end
-    local memory = redis.call('MEMORY', 'USAGE', keys[1]) or 0
     return {#values, entries, tiles, records, running, memory}
   end
 
@@ -1620,16 +1951,95 @@ local function library()
     guard[#guard + 1] = digest
     guard[#guard + 1] = result
     while #guard > 4 do table.remove(guard, 1); table.remove(guard, 1) end
-    if ttl > 0 then
-      redis.call('SET', keys[1], cmsgpack.pack(st), 'PX', ttl)
+    if raw and redis.call('PTTL', keys[1]) >= ttl then
+      redis.call('SET', keys[1], cmsgpack.pack(st), 'KEEPTTL')
     else
       redis.call('SET', keys[1], cmsgpack.pack(st))
+      keep_alive(keys[1], ttl)
     end
     return result
   end
 
-  LIB = {entity = entity, clock = clock, unclock = unclock, recall = recall,
-         inspect = inspect, pattern = pattern}
+  -- ------------------------------------------------------------------ one event
+
+  -- The entity function of plan i of `plans`, built once: its own FCALL and `event`
+  -- share it (every call sets all of its state first).
+  local built = {}
+  local function entity_at(plans, i)
+    local call = built[i]
+    if not call then
+      call = entity(plans[i])
+      built[i] = call
+    end
+    return call
+  end
+
+  -- the slowest of `own` (a clock, nil for none) and `others` (clock.py, Step.slowest)
+  local function slowest(own, others)
+    if own == nil then return others end
+    if others and others < own then return others end
+    return own
+  end
+
+  -- One event's whole step on one server, in one atomic call (riskengine/state/redis/
+  -- backend.py): FCALL <event> <numkeys> <clock key> <record key> [<bucket> <own>]...
+  -- [<pattern key>]... <clock name> <t> <L> <format> <floor> <scene> <span> <digest>
+  -- <entities> <patterns> [<plan> <mask> <ttl> <field> <small> <slot>...]...
+  -- [<kind> <mask> <within> <keep> <most> <ttl> <steps> <times>...]...
+  -- The first six arguments are the clock step's (`clock`); span is L + Wmax(scene),
+  -- the idempotency horizon's length. The clock key again as the record key: no lookup.
+  -- A remembered decision at the record key whose time is > G - span (G of the clock
+  -- before the event; the rule of idempotency.py, `live`) is the answer and nothing
+  -- changes, not even the clock: {0, record}. Otherwise the clock step, then every
+  -- entity (the arguments of its own function, t, G and the late flag from the step)
+  -- and every pattern (the scene clock after the event), in order:
+  -- {1, lsn, G before (false: none), late, slowest other clock (false: none),
+  --  {entity replies}, {pattern replies}}.
+  local function event(plans)
+    return function(keys, args)
+      local t, span, digest = tonumber(args[2]), tonumber(args[7]), args[8]
+      if keys[2] ~= keys[1] then
+        local rec = redis.call('GET', keys[2])
+        if rec then
+          local at = find(rec, '|', 1, true)
+          local rt = at and tonumber(sub(rec, 1, at - 1))
+          local g = tonumber(redis.call('HGET', keys[1], 'G:' .. args[1]))
+          if rt and (g == nil or rt > g - span) then return {0, rec} end
+        end
+      end
+      local step = clock(keys, args)
+      local G, late, others = step[2] or nil, step[3], step[4] or nil
+      local lateflag = late == 1 and '1' or '0'
+      local horizon = G and G - span or ''
+      local forget = slowest(G, others) or ''
+      local raised = late == 0 and (G == nil or t > G)
+      local after = slowest(raised and t or G, others) or ''
+      local ne, np = tonumber(args[9]), tonumber(args[10])
+      local k, a = 3, 11
+      local entities, patterns = {}, {}
+      for e = 1, ne do
+        local i = tonumber(args[a])
+        local P = plans[i]
+        local eargs = {'a', args[2], G or '', lateflag, horizon, digest, args[a + 1],
+                       args[a + 2], args[a + 3], args[a + 4], forget}
+        for s = 1, P.NSLOT do eargs[11 + s] = args[a + 4 + s] end
+        entities[e] = entity_at(plans, i)({keys[k], keys[k + 1], keys[k + 2]}, eargs)
+        k, a = k + 3, a + 5 + P.NSLOT
+      end
+      for p = 1, np do
+        local steps = tonumber(args[a + 6])
+        local pargs = {args[a], args[2], lateflag, after, args[a + 1], args[a + 2],
+                       args[a + 3], args[a + 4], args[a + 5], digest}
+        for x = 1, steps do pargs[10 + x] = args[a + 6 + x] end
+        patterns[p] = pattern({keys[k]}, pargs)
+        k, a = k + 1, a + 7 + steps
+      end
+      return {1, step[1], step[2], late, step[4], entities, patterns}
+    end
+  end
+
+  LIB = {entity = entity, entity_at = entity_at, event = event, clock = clock,
+         unclock = unclock, recall = recall, inspect = inspect, pattern = pattern}
   return LIB
 end
 
