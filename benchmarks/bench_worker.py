@@ -20,7 +20,7 @@ last commit), best and median over `--reps`, and our speed over the peer's.
 
     .venv/bin/python -m benchmarks.bench_worker                 # 200,000 events, 3 rounds
     .venv/bin/python -m benchmarks.bench_worker --workload example --events 100000
-    py-spy record -o worker.svg -- .venv/bin/python -m benchmarks.bench_worker --reps 1
+    .venv/bin/python -m benchmarks.profile_worker --workload example   # py-spy, by stage
 
 Results go to `benchmarks/results/worker_<workload>.json`.
 """
@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workload", choices=("seed", "example"), default="seed")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="riskengine rounds only, nothing written (for profiling)")
     args = parser.parse_args(argv)
     n = args.events
     scene = SCENE if args.workload == "seed" else "transfer"
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loading {n:,} events…", flush=True)
         load_events(bootstrap, source, workload_events(args.workload, n, args.seed))
         for rep in range(args.reps):
-            for name in ("peer", "riskengine"):
+            for name in ("riskengine",) if args.no_peer else ("peer", "riskengine"):
                 if name == "peer":
                     seconds = run_peer(bootstrap, source, out_peer, n)
                 else:
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name].append(n / seconds)
                 print(f"round {rep + 1} {name:>10}: {n / seconds:10,.0f} events/s",
                       flush=True)
+    if args.no_peer:
+        return 0
     best = {k: max(v) for k, v in rows.items()}
     median = {k: statistics.median(v) for k, v in rows.items()}
     result = {
