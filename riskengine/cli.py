@@ -959,6 +959,10 @@ def worker(
     claim_idle: Annotated[int, typer.Option(
         min=1, help="Redis Streams: take over entries pending this many ms at another "
                     "consumer.")] = 30_000,
+    session_timeout: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Kafka consumer group session timeout (e.g. 6s; default: the config's "
+             "worker: session_timeout, else 6s).")] = None,
     otel_endpoint: OtelEndpointOption = None,
 ) -> None:
     """Decide a stream of events (Kafka or Redis Streams) into decisions (at least once).
@@ -970,6 +974,7 @@ def worker(
     import logging
 
     from riskengine.stream.runner import build_settings, run_foreground, use_ruleset_file
+    from riskengine.stream.section import worker_section
     from riskengine.tracing import tracing_settings
 
     with _user_errors():
@@ -990,7 +995,8 @@ def worker(
                 checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
                 from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port,
                 metrics_host=metrics_host,
-                consumer_name=consumer, claim_idle_ms=claim_idle, tracing=tracing)
+                consumer_name=consumer, claim_idle_ms=claim_idle, tracing=tracing,
+                session_timeout=session_timeout, section=worker_section(engine.config.worker))
             if ruleset is not None:
                 version = use_ruleset_file(engine, scene, ruleset)
                 logging.getLogger("riskengine").info("scene %s: ruleset %s from %s", scene,

@@ -26,6 +26,7 @@ from riskengine.engine import Engine
 from riskengine.stream.base import StreamError
 from riskengine.stream.checkpoint import PreviousRun
 from riskengine.stream.kafka.base import Record, WorkerSettings
+from riskengine.stream.kafka.group import group_options
 from riskengine.stream.loop import Batch, Offsets
 from riskengine.stream.metrics import StreamMetrics
 from riskengine.tracing import TRACE_FIELDS
@@ -90,6 +91,7 @@ class KafkaSource:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": settings.stop_at_end,
+            **group_options(settings.session_timeout_ms),
         }
         conf.update(settings.consumer_options)
         self._consumer = consumer = Consumer(conf)
