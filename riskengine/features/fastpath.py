@@ -83,7 +83,8 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"    if t + {lateness} < tab{k}.partial_until:")
         w("        return None  # may be a key evicted for size: marked on that path")
         anchors = " or ".join(
-            f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
+            f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else
+            f"t < (s{k}[{at}][0] if s{k}[{at}].__class__ is tuple else s{k}[{at}].anchor)"
             for b, at in zip(plan.buffers, plan.offsets, strict=True))
         w(f"elif {anchors} or t + {lateness} < s{k}[{PARTIAL}]:")
         w("    return None  # out of order, or a key started in a partial zone")
@@ -115,7 +116,8 @@ def build_fast_path(scene: Any) -> FastPath:
                 env[f"ops{k}_{j}"] = ops
                 _history_step(w, k, j, bplan, at, ops, index_of, horizon, always)
             else:
-                _tiled_step(w, f"s{k}[{at}]", bplan, index_of)
+                env[f"bplan{k}_{j}"] = bplan
+                _tiled_step(w, f"s{k}[{at}]", f"bplan{k}_{j}", bplan, index_of)
                 if not always:
                     w("if passes:")
                     w("    stored = True")
@@ -126,7 +128,7 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"    s{k}[{MAXTS}] = t")
         for bplan, at in zip(plan.buffers, plan.offsets, strict=True):
             if bplan.kind != "history":
-                w(f"s{k}[{at}].trim(t - {horizon}, t, {lateness})")
+                _tiled_trim(w, f"s{k}[{at}]", bplan, horizon, lateness)
         if not always:
             w.dedent()
         w.dedent()
@@ -189,12 +191,11 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
             _passes(w, env, k, j, bplan, p)
         any_passes.append(p)
         e = f"e{j}"
-        if bplan.kind != "history":
-            env[f"bplan{k}_{j}"] = bplan
-            w(f"tb{j} = TiledBuffer(bplan{k}_{j})")
-            _tiled_step(w, f"tb{j}", bplan, index_of, passes=p, entry=e)
-            parts.append(f"tb{j}")
-            after.append(f"tb{j}.trim(t - {table.idle_ms}, t, {lateness})")
+        if bplan.kind != "history":  # lazy: (anchor, entry), see features.tiles
+            w(f"{e} = {_entry_expr(bplan)}" if bplan.predicate is None else
+              f"{e} = {_entry_expr(bplan)} if {p} else None")
+            parts.append(f"(t, {e})")
+            _one_event_outputs(w, j, bplan, e, p, index_of)
             continue
         if bplan.predicate is None:
             w(f"{e} = {_entry_expr(bplan)}")
@@ -387,13 +388,128 @@ def _result(a: str, func: str) -> str:
     return f"({running.source(running.result, _names(a, func))})"
 
 
-def _tiled_step(w: _Writer, buffer: str, bplan: BufferPlan, index_of: dict[str, int],
-                passes: str = "passes", entry: str = "entry") -> None:
-    w(f"{entry} = {_entry_expr(bplan)} if {passes} else (t, lsn)")
-    w("tmp = {}")
-    w(f"{buffer}.step({entry}, {passes}, tmp)")
-    for name in bplan.output_names:
-        w(f"f{index_of[name]} = tmp[{name!r}]")
+def _one_event_outputs(w: _Writer, j: int, bplan: BufferPlan, e: str, p: str,
+                       index_of: dict[str, int]) -> None:
+    """The values of a tiled buffer's windows over one event (a key's first): each
+    window holds just it (or nothing, when it fails the filter `p`)."""
+    filtered = bplan.predicate is not None
+    for w_index, window in enumerate(bplan.windows):
+        for output in window.outputs:
+            target = f"f{index_of[output.name]}"
+            value = f"{e}[{output.slot}]"
+            if filtered:
+                value = f"({value} if {p} else None)"
+            if output.func == "count":
+                w(f"{target} = 1 if {p} else 0" if filtered else f"{target} = 1")
+                continue
+            running = RUNNING.get(output.func)
+            if running is None:  # min, max, first, last of one value: the value
+                w(f"{target} = {value}")
+                continue
+            names = _names(f"o{j}_{w_index}_{output.agg_index}", output.func)
+            for name, fresh in zip(running.state, running.fresh, strict=True):
+                w(f"{names[name]} = {fresh}")
+            w(f"v = {value}")
+            w("if v is not None:")
+            for line in running.source(running.add, names).splitlines():
+                w("    " + line)
+            w(f"{target} = ({running.source(running.result, names)})")
+
+
+def _inlined(bplan: BufferPlan) -> bool:
+    """Whether a tiled buffer's in-order step is generated inline: every aggregate of it
+    is kept as a running total (count and the running aggregates)."""
+    return all(cls.func == "count" or cls.func in RUNNING
+               for window in bplan.windows for cls, _ in window.agg_types)
+
+
+def _agg_source(func: str, kind: str, obj: str, other: str = "") -> str:
+    """Statements on the aggregator object `obj` (a `CountAgg` or a running class):
+    ``add`` of the entry's value `v` (non-null), or ``unmerge`` of the tile part
+    `other`; or the expression of its ``result``."""
+    if func == "count":
+        return {"add": f"{obj}.n += 1", "unmerge": f"{obj}.n -= {other}.n",
+                "result": f"{obj}.n"}[kind]
+    running = RUNNING[func]
+    names = {n: f"{obj}.{n}" for n in running.state}
+    if kind == "add":
+        return running.source(running.add, names)
+    if kind == "result":
+        return running.source(running.result, names)
+    if func == "count_distinct":
+        return f"{obj}.unmerge({other})"
+    return "\n".join(f"{obj}.{n} -= {other}.{n}" for n in running.state)
+
+
+def _tiled_step(w: _Writer, slot: str, plan_name: str, bplan: BufferPlan,
+                index_of: dict[str, int]) -> None:
+    """The in-order step of a key's tiled buffer (built first if it was lazy)."""
+    w(f"b = {slot}")
+    w("if b.__class__ is tuple:")
+    w(f"    b = {slot} = TiledBuffer.first({plan_name}, b)")
+    w(f"entry = {_entry_expr(bplan)} if passes else (t, lsn)")
+    if not _inlined(bplan):
+        w("tmp = {}")
+        w("b.step(entry, passes, tmp)")
+        for name in bplan.output_names:
+            w(f"f{index_of[name]} = tmp[{name!r}]")
+        return
+    hop = bplan.hop_ms
+    w("order = b.order")
+    w("if passes:")
+    w(f"    i = t // {hop}")
+    w("    tile = b.tiles[i] if order and order[-1] == i else b.new_tile(i)")
+    w("    b.raw.append(entry)")
+    w("tiles = b.tiles")
+    w("starts = b.starts")
+    for i, window in enumerate(bplan.windows):
+        aggs = [(m, cls.func, slot) for m, (cls, slot) in enumerate(window.agg_types)]
+        w(f"r = b.running[{i}]")
+        w(f"pos = starts[{i}]")
+        w(f"lo = (t - {window.window_ms}) // {hop}")
+        w("if pos < len(order) and order[pos] < lo:")
+        w.indent()
+        w("while pos < len(order) and order[pos] < lo:")
+        w.indent()
+        w(f"part = tiles[order[pos]][{i}]")
+        for m, func, _ in aggs:
+            for line in _agg_source(func, "unmerge", f"r[{m}]", f"part[{m}]").splitlines():
+                w(line)
+        w("pos += 1")
+        w.dedent()
+        w(f"starts[{i}] = pos")
+        w.dedent()
+        w("if passes:")
+        w.indent()
+        w(f"part = tile[{i}]")
+        for m, func, at in aggs:
+            for obj in (f"part[{m}]", f"r[{m}]"):
+                if func == "count":
+                    w(_agg_source(func, "add", obj))
+                    continue
+                w(f"v = entry[{at}]")
+                w("if v is not None:")
+                for line in _agg_source(func, "add", obj).splitlines():
+                    w("    " + line)
+        w.dedent()
+        for output in window.outputs:
+            w(f"f{index_of[output.name]} = "
+              f"({_agg_source(output.func, 'result', f'r[{output.agg_index}]')})")
+    w("b.anchor = t")
+
+
+def _tiled_trim(w: _Writer, slot: str, bplan: BufferPlan, horizon: int,
+                lateness: int) -> None:
+    """`TiledBuffer.trim` after an in-order event, called only when a tile has left the
+    horizon or the oldest raw entry left the open tiles (about once a hop)."""
+    hop = bplan.hop_ms
+    w(f"b = {slot}")
+    w("if b.__class__ is not tuple:")
+    w("    order = b.order")
+    w("    raw = b.raw")
+    w(f"    if (order and order[0] < (t - {horizon}) // {hop}) or "
+      f"(raw and raw[0][0] < (t - {lateness}) // {hop} * {hop}):")
+    w(f"        b.trim(t - {horizon}, t, {lateness})")
 
 
 __all__ = ["FastPath", "HistoryOps", "build_fast_path"]

@@ -48,6 +48,30 @@ TILED_FEATURES: list[Any] = [
      "window": "30ms", "kind": "window", "hop": "10ms"},
 ]
 
+TILED_MORE_FEATURES: list[Any] = [
+    # every function on tiled windows; filters; two windows in one buffer; a composite key
+    {"name": "t_avg", "func": "avg", "target": "v", "by": ["a"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_avg_long", "func": "avg", "target": "v", "by": ["a"], "window": "60ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_stddev", "func": "stddev", "target": "v", "by": ["a"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_n_x", "func": "count", "by": ["b"], "window": "30ms", "kind": "window",
+     "hop": "10ms", "where": "c == 'x'"},
+    {"name": "t_sum_x", "func": "sum", "target": "v", "by": ["b"], "window": "30ms",
+     "kind": "window", "hop": "10ms", "where": "c == 'x'"},
+    {"name": "t_n_pair", "func": "count", "by": ["a", "b"], "window": "40ms",
+     "kind": "window", "hop": "20ms"},
+    {"name": "t_max", "func": "max", "target": "v", "by": ["b"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_min", "func": "min", "target": "v", "by": ["b"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_first", "func": "first", "target": "v", "by": ["a", "b"], "window": "30ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_last", "func": "last", "target": "v", "by": ["a", "b"], "window": "30ms",
+     "kind": "window", "hop": "10ms"},
+]
+
 ABSENT = object()
 STEPS = [-60, -40, -20, -16, -15, -14, -5, -1, 0, 0, 0, 1, 5, 9, 10, 11, 20, 40, 50, 65,
          66, 100, 1000]
@@ -98,6 +122,13 @@ def test_history_features_match_oracle(events: list[dict[str, Any]]) -> None:
 def test_tiled_features_match_oracle(events: list[dict[str, Any]]) -> None:
     engine = make_engine(scene_config(TILED_FEATURES, LATENESS))
     run_against_oracle(engine, "s", events, Oracle(TILED_FEATURES, LATENESS_MS))
+
+
+@settings(max_examples=200, deadline=None)
+@given(event_streams())
+def test_every_tiled_function_matches_oracle(events: list[dict[str, Any]]) -> None:
+    engine = make_engine(scene_config(TILED_MORE_FEATURES, LATENESS))
+    run_against_oracle(engine, "s", events, Oracle(TILED_MORE_FEATURES, LATENESS_MS))
 
 
 RULES = [
