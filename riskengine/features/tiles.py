@@ -139,9 +139,9 @@ class TiledBuffer:
                 for old in self.raw[start:end]:
                     for acc in accs:
                         acc.add(old)
-            if passes:
+            if passes:  # a late event's whole tile may hold later entries
                 for acc in accs:
-                    acc.add(entry)
+                    _add_anywhere(acc, entry)
             for output in window.outputs:
                 out[output.name] = accs[output.agg_index].result()
 
@@ -160,7 +160,7 @@ class TiledBuffer:
             if created and pos_new < self.starts[i]:
                 self.starts[i] += 1
             for agg, part in zip(self.running[i], tile[i], strict=True):
-                part.add(entry)
+                _add_anywhere(part, entry)  # the tile may hold later entries
                 if agg.invertible and index >= first_tile:
                     agg.add(entry)
 
@@ -200,6 +200,17 @@ class TiledBuffer:
         buffer.starts = list(data["starts"])
         buffer.running = data["running"]
         return buffer
+
+
+def _add_anywhere(acc: Aggregator, entry: Entry) -> None:
+    """Add `entry` to `acc`, which may hold later entries (by time, LSN): an aggregator
+    whose result depends on the order (first, last) merges it in, in order."""
+    if acc.ordered:
+        own = acc.fresh()
+        own.add(entry)
+        acc.merge(own)
+    else:
+        acc.add(entry)
 
 
 class TiledOps:
