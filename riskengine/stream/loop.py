@@ -15,7 +15,10 @@ decisions and dead letters and flushes them. The loop owns everything else, once
   the sink took everything, commit — at least once, never a commit past what was lost;
 - stop, `max_events` and idle exit; the batch limit; metrics and progress at most once a
   second; the checkpoint (restore at start, every `checkpoint_interval_s`, and at the
-  end with the clean-end mark).
+  end with the clean-end mark);
+- the garbage collector kept off the state while it runs (`riskengine.longlived`: what
+  outlives a batch is frozen; on the example config the collector otherwise took a third
+  of the engine's time as the state grew).
 
 `dry_run` opens no sink: decisions are counted, poison messages logged.
 
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from riskengine.decision import Decision
 from riskengine.engine import Engine
+from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 from riskengine.stream.base import CommonSettings, PoisonMessage, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint, PreviousRun
 from riskengine.stream.metrics import StreamMetrics
@@ -182,7 +186,8 @@ class StreamLoop(Generic[M]):
         try:
             self.source.start(resume, previous, save)
             try:
-                self._loop()
+                with settled_memory(BATCH_YOUNG_THRESHOLD):  # the collector off the state
+                    self._loop()
             finally:
                 try:
                     if checkpoint is not None:
