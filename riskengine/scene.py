@@ -136,8 +136,12 @@ class SceneRuntime:
                                   origin=f"feature {spec.name!r} where")
 
     def list_hits(self, lists: Lists, event: dict[str, Any], t: int) -> tuple[str, ...]:
-        return tuple(name for name, field in self.list_checks
-                     if lists.contains(name, event.get(field), t))
+        hits: tuple[str, ...] = ()  # a loop, not a generator: most events hit nothing
+        contains = lists.contains
+        for name, field in self.list_checks:
+            if contains(name, event.get(field), t):
+                hits += (name,)
+        return hits
 
     def decide(self, event: dict[str, Any], lsn: int, features: dict[str, Any], late: bool,
                degraded: bool, lists: Lists, started: float, scored: Lineup | None = None

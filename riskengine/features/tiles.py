@@ -40,21 +40,28 @@ class TiledBuffer:
         self.raw: list[Entry] = []  # entries of the recent tiles, sorted by (time, lsn)
         self.anchor = NO_ANCHOR
         self.starts = [0] * len(plan.windows)  # position in `order` of each window's 1st tile
-        self.running: list[list[Aggregator]] = [self._fresh(i) for i in range(len(plan.windows))]
+        self.running: list[list[Aggregator]] = plan.fresh_parts()
 
     @classmethod
     def first(cls, plan: BufferPlan, lazy: Lazy) -> TiledBuffer:
-        """The buffer that a lazy one stands for: `step` of its one event."""
+        """The buffer that a lazy one stands for: `step` of its one event (which has
+        nothing to slide: it is the only one)."""
         buffer = cls(plan)
         anchor, entry = lazy
         if entry is not None:
-            buffer.step(entry, True, {})
+            tile = buffer.new_tile(entry[0] // plan.hop_ms)
+            buffer.raw.append(entry)
+            for running, parts in zip(buffer.running, tile, strict=True):
+                for agg, part in zip(running, parts, strict=True):
+                    part.add(entry)
+                    if agg.invertible:
+                        agg.add(entry)
         buffer.anchor = anchor
         return buffer
 
     def new_tile(self, index: int) -> list[list[Aggregator]]:
         """Open tile `index`, newer than every tile held (an in-order event's)."""
-        tile = self.tiles[index] = [self._fresh(i) for i in range(len(self.plan.windows))]
+        tile = self.tiles[index] = self.plan.fresh_parts()
         self.order.append(index)
         return tile
 

@@ -48,7 +48,7 @@ class ModelSet:
         self.feature_names = frozenset(feature_names)
         self._plan = tuple(
             (m.spec.key, name, m.scorer,
-             tuple((i in self.feature_names, i) for i in m.spec.inputs))
+             _row_reader(tuple((i in self.feature_names, i) for i in m.spec.inputs)))
             for name, m in self.models.items())
 
     @classmethod
@@ -65,9 +65,9 @@ class ModelSet:
                         self.feature_names, self.failures)
 
     def score(self, event: Mapping[str, Any], features: dict[str, Any]) -> None:
-        for key, name, scorer, readers in self._plan:
+        for key, name, scorer, row in self._plan:
             self._put(name, key, features, self._score_row(name, scorer.score,
-                                                           _row(readers, event, features)))
+                                                           row(event, features)))
 
     def score_many(self, events: Sequence[Mapping[str, Any]],
                    features: Sequence[dict[str, Any]]) -> None:
@@ -77,9 +77,8 @@ class ModelSet:
             for event, values in zip(events, features, strict=True):
                 self.score(event, values)
             return
-        for key, name, scorer, readers in self._plan:
-            rows = [_row(readers, event, values)
-                    for event, values in zip(events, features, strict=True)]
+        for key, name, scorer, row in self._plan:
+            rows = [row(event, values) for event, values in zip(events, features, strict=True)]
             results: list[float | None] | None = None
             if scorer.batch_exact:
                 try:
@@ -112,10 +111,13 @@ class ModelSet:
         features[key] = None
 
 
-def _row(readers: tuple[tuple[bool, str], ...], event: Mapping[str, Any],
-         features: Mapping[str, Any]) -> list[Any]:
-    """A model's input row: each input read from the features or the event's fields;
-    anything but a number is NaN (the model's missing)."""
-    values = [(features if from_features else event).get(field)
-              for from_features, field in readers]
-    return [v if v.__class__ in _NUMBERS else _NAN for v in values]
+def _row_reader(readers: tuple[tuple[bool, str], ...]
+                ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], list[Any]]:
+    """``row(event, features)``: a model's input row, each input read from the features
+    (or the event's fields when `readers` says so), anything but a number NaN (the
+    model's missing); one compiled list display."""
+    items = [f"(v if (v := {'f' if from_features else 'e'}.get({field!r})).__class__ in "
+             "NUMBERS else NAN)" for from_features, field in readers]
+    reader: Callable[[Mapping[str, Any], Mapping[str, Any]], list[Any]] = eval(
+        "lambda e, f: [" + ", ".join(items) + "]", {"NUMBERS": _NUMBERS, "NAN": _NAN})
+    return reader
