@@ -32,6 +32,7 @@ from riskengine.features.plan import (
     BufferPlan,
     KeyPlan,
 )
+from riskengine.features.tilecounts import CountTiles, counts_only
 from riskengine.features.tiles import TiledBuffer
 
 FastPath = Callable[[dict[str, Any], int], "dict[str, Any] | None"]
@@ -60,7 +61,7 @@ def build_fast_path(scene: Any) -> FastPath:
     w = _Writer()
     env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
                            "bisect_right": bisect_right, "INF": float("inf"), "NEVER": NEVER,
-                           "TiledBuffer": TiledBuffer, "sqrt": math.sqrt, "quantize": quantize}
+                           "sqrt": math.sqrt, "quantize": quantize}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
     w(f"if t < gmax - {lateness}:")
@@ -116,8 +117,7 @@ def build_fast_path(scene: Any) -> FastPath:
                 env[f"ops{k}_{j}"] = ops
                 _history_step(w, k, j, bplan, at, ops, index_of, horizon, always)
             else:
-                env[f"bplan{k}_{j}"] = bplan
-                _tiled_step(w, f"s{k}[{at}]", f"bplan{k}_{j}", bplan, index_of)
+                _tiled_step(w, env, f"s{k}[{at}]", f"{k}_{j}", bplan, index_of)
                 if not always:
                     w("if passes:")
                     w("    stored = True")
@@ -441,13 +441,19 @@ def _agg_source(func: str, kind: str, obj: str, other: str = "") -> str:
     return "\n".join(f"{obj}.{n} -= {other}.{n}" for n in running.state)
 
 
-def _tiled_step(w: _Writer, slot: str, plan_name: str, bplan: BufferPlan,
+def _tiled_step(w: _Writer, env: dict[str, Any], slot: str, name: str, bplan: BufferPlan,
                 index_of: dict[str, int]) -> None:
     """The in-order step of a key's tiled buffer (built first if it was lazy)."""
+    counts = counts_only(bplan)
+    env[f"bplan{name}"] = bplan
+    env[f"kind{name}"] = CountTiles if counts else TiledBuffer
     w(f"b = {slot}")
     w("if b.__class__ is tuple:")
-    w(f"    b = {slot} = TiledBuffer.first({plan_name}, b)")
+    w(f"    b = {slot} = kind{name}.first(bplan{name}, b)")
     w(f"entry = {_entry_expr(bplan)} if passes else (t, lsn)")
+    if counts:
+        _count_step(w, bplan, index_of)
+        return
     if not _inlined(bplan):
         w("tmp = {}")
         w("b.step(entry, passes, tmp)")
@@ -495,6 +501,38 @@ def _tiled_step(w: _Writer, slot: str, plan_name: str, bplan: BufferPlan,
         for output in window.outputs:
             w(f"f{index_of[output.name]} = "
               f"({_agg_source(output.func, 'result', f'r[{output.agg_index}]')})")
+    w("b.anchor = t")
+
+
+def _count_step(w: _Writer, bplan: BufferPlan, index_of: dict[str, int]) -> None:
+    """`CountTiles.step`, inline: a tile and each window's total are ints."""
+    hop = bplan.hop_ms
+    w("order = b.order")
+    w("if passes:")
+    w(f"    i = t // {hop}")
+    w("    if order and order[-1] == i:")
+    w("        b.tiles[i] += 1")
+    w("    else:")
+    w("        b.tiles[i] = 1")
+    w("        order.append(i)")
+    w("    b.raw.append(entry)")
+    w("running = b.running")
+    w("starts = b.starts")
+    for i, window in enumerate(bplan.windows):
+        w(f"total = running[{i}]")
+        w(f"pos = starts[{i}]")
+        w(f"lo = (t - {window.window_ms}) // {hop}")
+        w("if pos < len(order) and order[pos] < lo:")
+        w("    tiles = b.tiles")
+        w("    while pos < len(order) and order[pos] < lo:")
+        w("        total -= tiles[order[pos]]")
+        w("        pos += 1")
+        w(f"    starts[{i}] = pos")
+        w("if passes:")
+        w("    total += 1")
+        w(f"running[{i}] = total")
+        for output in window.outputs:
+            w(f"f{index_of[output.name]} = total")
     w("b.anchor = t")
 
 

@@ -62,6 +62,10 @@ TILED_MORE_FEATURES: list[Any] = [
      "kind": "window", "hop": "10ms", "where": "c == 'x'"},
     {"name": "t_n_pair", "func": "count", "by": ["a", "b"], "window": "40ms",
      "kind": "window", "hop": "20ms"},
+    {"name": "t_n_y", "func": "count", "by": ["a"], "window": "20ms", "kind": "window",
+     "hop": "10ms", "where": "c == 'y'"},
+    {"name": "t_n_y_long", "func": "count", "by": ["a"], "window": "50ms",
+     "kind": "window", "hop": "10ms", "where": "c == 'y'"},
     {"name": "t_max", "func": "max", "target": "v", "by": ["b"], "window": "40ms",
      "kind": "window", "hop": "10ms"},
     {"name": "t_min", "func": "min", "target": "v", "by": ["b"], "window": "40ms",
@@ -144,7 +148,8 @@ RULES = [
 @given(event_streams(max_size=30), st.integers(0, 30))
 def test_restart_equals_uninterrupted(events: list[dict[str, Any]], cut: int) -> None:
     cut = min(cut, len(events))
-    config = scene_config(HISTORY_FEATURES + TILED_FEATURES[1:], LATENESS, rules=RULES,
+    config = scene_config(HISTORY_FEATURES + TILED_FEATURES[1:] + TILED_MORE_FEATURES,
+                          LATENESS, rules=RULES,
                           policy={"review_at": 50, "reject_at": 80})
     uninterrupted = make_engine(config)
     expected = [decision_view(uninterrupted.evaluate("s", dict(e))) for e in events]
