@@ -15,7 +15,7 @@ tests/oracle.py.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -42,6 +42,28 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.depth = 1
+        self.reads: dict[str, str] = {}
+        """Event field → the local it is read into once, at the top (`read`)."""
+        self.quantized: dict[str, str] = {}
+
+    def read(self, field: str, quantized: bool = False) -> str:
+        """The local holding the event's `field` (its micro-units when `quantized`)."""
+        name = self.reads.get(field)
+        if name is None:
+            name = self.reads[field] = f"x{len(self.reads)}"
+        if not quantized:
+            return name
+        q = self.quantized.get(field)
+        if q is None:
+            q = self.quantized[field] = f"q{len(self.quantized)}"
+        return q
+
+    def reads_source(self) -> list[str]:
+        """The statements reading every field `read` named, once per event."""
+        lines = [f"    {name} = event.get({field!r})" for field, name in self.reads.items()]
+        lines += [f"    {q} = quantize({self.reads[field]})"
+                  for field, q in self.quantized.items()]
+        return lines
 
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -60,12 +82,14 @@ def build_fast_path(scene: Any) -> FastPath:
     lateness = scene.lateness_ms
     w = _Writer()
     env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
-                           "bisect_right": bisect_right, "INF": float("inf"), "NEVER": NEVER,
+                           "bisect_left": bisect_left, "bisect_right": bisect_right,
+                           "INF": float("inf"), "NEVER": NEVER,
                            "sqrt": math.sqrt, "quantize": quantize}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
     w(f"if t < gmax - {lateness}:")
     w("    return None  # late: the general path")
+    reads_at = len(w.lines)  # the event's fields are read here, once (see _Writer.read)
     # Phase 1: keys, forgetting and order checks. Nothing is changed here except
     # forgetting idle keys, which the general path would do identically.
     for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
@@ -140,6 +164,7 @@ def build_fast_path(scene: Any) -> FastPath:
     w("    if t >= scene.sweep_at:")
     w("        scene.sweep()")
     w("return {" + ", ".join(f"{n!r}: f{i}" for i, n in enumerate(names)) + "}")
+    w.lines[reads_at:reads_at] = w.reads_source()
     source = "def fast(event, lsn):\n" + "\n".join(w.lines) + "\n"
     code = compile(source, f"<fast path of scene {scene!r}>", "exec")
     exec(code, env)
@@ -150,9 +175,9 @@ def build_fast_path(scene: Any) -> FastPath:
 
 def _key_expr(w: _Writer, k: int, plan: KeyPlan) -> None:
     if len(plan.by) == 1:
-        w(f"k{k} = event.get({plan.by[0]!r})")
+        w(f"k{k} = {w.read(plan.by[0])}")
         return
-    parts = ", ".join(f"event.get({f!r})" for f in plan.by)
+    parts = ", ".join(w.read(f) for f in plan.by)
     w(f"k{k} = ({parts},)")
     w(f"if None in k{k}:")
     w(f"    k{k} = None")
@@ -167,13 +192,8 @@ def _passes(w: _Writer, env: dict[str, Any], k: int, j: int, bplan: BufferPlan,
         w(f"{var} = True")
 
 
-def _entry_expr(bplan: BufferPlan) -> str:
-    parts = ["t", "lsn"]
-    for field, quantized in bplan.slots:
-        if quantized:
-            parts.append(f"quantize(event.get({field!r}))")
-        else:
-            parts.append(f"event.get({field!r})")
+def _entry_expr(w: _Writer, bplan: BufferPlan) -> str:
+    parts = ["t", "lsn", *(w.read(field, quantized) for field, quantized in bplan.slots)]
     return "(" + ", ".join(parts) + ",)"
 
 
@@ -192,15 +212,15 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
         any_passes.append(p)
         e = f"e{j}"
         if bplan.kind != "history":  # lazy: (anchor, entry), see features.tiles
-            w(f"{e} = {_entry_expr(bplan)}" if bplan.predicate is None else
-              f"{e} = {_entry_expr(bplan)} if {p} else None")
+            w(f"{e} = {_entry_expr(w, bplan)}" if bplan.predicate is None else
+              f"{e} = {_entry_expr(w, bplan)} if {p} else None")
             parts.append(f"(t, {e})")
             _one_event_outputs(w, j, bplan, e, p, index_of)
             continue
         if bplan.predicate is None:
-            w(f"{e} = {_entry_expr(bplan)}")
+            w(f"{e} = {_entry_expr(w, bplan)}")
         else:
-            w(f"{e} = {_entry_expr(bplan)} if {p} else None")
+            w(f"{e} = {_entry_expr(w, bplan)} if {p} else None")
         values = {}
         for slot in sorted({s for window in bplan.windows for _, s in window.agg_types}):
             values[slot] = f"v{j}_{slot}"
@@ -274,8 +294,8 @@ def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: H
     filtered = bplan.predicate is not None
     w(f"entries = {s}" if ops.inline else f"entries = {s}[{at + ENTRIES}]")
     w("n = len(entries)")
-    w(f"entry = {_entry_expr(bplan)} if passes else None" if filtered else
-      f"entry = {_entry_expr(bplan)}")
+    w(f"entry = {_entry_expr(w, bplan)} if passes else None" if filtered else
+      f"entry = {_entry_expr(w, bplan)}")
     for window in bplan.windows:
         loads: list[str] = []
         stores: list[str] = []
@@ -450,7 +470,7 @@ def _tiled_step(w: _Writer, env: dict[str, Any], slot: str, name: str, bplan: Bu
     w(f"b = {slot}")
     w("if b.__class__ is tuple:")
     w(f"    b = {slot} = kind{name}.first(bplan{name}, b)")
-    w(f"entry = {_entry_expr(bplan)} if passes else (t, lsn)")
+    w(f"entry = {_entry_expr(w, bplan)} if passes else (t, lsn)")
     if counts:
         _count_step(w, bplan, index_of)
         return
@@ -538,15 +558,18 @@ def _count_step(w: _Writer, bplan: BufferPlan, index_of: dict[str, int]) -> None
 
 def _tiled_trim(w: _Writer, slot: str, bplan: BufferPlan, horizon: int,
                 lateness: int) -> None:
-    """`TiledBuffer.trim` after an in-order event, called only when a tile has left the
-    horizon or the oldest raw entry left the open tiles (about once a hop)."""
+    """`TiledBuffer.trim` after an in-order event: raw entries before the open tiles go
+    inline (a key with an event every few hops drops one nearly every time), tiles past
+    the horizon through the call (about once a hop)."""
     hop = bplan.hop_ms
     w(f"b = {slot}")
     w("if b.__class__ is not tuple:")
-    w("    order = b.order")
     w("    raw = b.raw")
-    w(f"    if (order and order[0] < (t - {horizon}) // {hop}) or "
-      f"(raw and raw[0][0] < (t - {lateness}) // {hop} * {hop}):")
+    w(f"    cut = (t - {lateness}) // {hop} * {hop}")
+    w("    if raw and raw[0][0] < cut:")
+    w("        del raw[:bisect_left(raw, (cut,))]")
+    w("    order = b.order")
+    w(f"    if order and order[0] < (t - {horizon}) // {hop}:")
     w(f"        b.trim(t - {horizon}, t, {lateness})")
 
 

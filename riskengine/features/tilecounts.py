@@ -16,7 +16,7 @@ from typing import Any
 
 from riskengine.features.aggregators import CountAgg, Entry
 from riskengine.features.plan import BufferPlan
-from riskengine.features.tiles import Lazy, TiledBuffer
+from riskengine.features.tiles import NO_ANCHOR, Lazy, TiledBuffer
 
 __all__ = ["CountTiles", "counts_only"]
 
@@ -36,8 +36,13 @@ class CountTiles(TiledBuffer):
     tiles: dict[int, int]  # type: ignore[assignment]
     running: list[int]  # type: ignore[assignment]
 
-    def __init__(self, plan: BufferPlan) -> None:
-        super().__init__(plan)
+    def __init__(self, plan: BufferPlan) -> None:  # no aggregators: not the base's
+        self.plan = plan
+        self.tiles = {}
+        self.order = []
+        self.raw = []
+        self.anchor = NO_ANCHOR
+        self.starts = [0] * len(plan.windows)
         self.running = [0] * len(plan.windows)
 
     @classmethod
