@@ -42,7 +42,7 @@ from riskengine.longlived import BATCH_YOUNG_THRESHOLD, settled_memory
 from riskengine.stream.base import CommonSettings, PoisonMessage, WorkerStats
 from riskengine.stream.checkpoint import Checkpoint, PreviousRun
 from riskengine.stream.metrics import StreamMetrics
-from riskengine.stream.worker import StreamWorker
+from riskengine.stream.worker import Decided, StreamWorker
 from riskengine.tracing import open_tracing
 
 if TYPE_CHECKING:
@@ -262,7 +262,9 @@ class StreamLoop(Generic[M]):
             outcomes = worker.decide_batch(batch.values, where, batch.clocks)
         else:
             outcomes, traces = self.tracing.decide_batch(batch, source.trace_carrier, where)
-        done = 0
+        done = redelivered = 0
+        decided: list[str] = []
+        produce = None if sink is None else sink.decision
         for i, outcome in enumerate(outcomes):
             if outcome is None:  # stopping: this message and the rest stay uncommitted
                 break
@@ -270,19 +272,22 @@ class StreamLoop(Generic[M]):
             if quiet is not None and quiet[i]:  # decided before: the state is rebuilt
                 stats.rebuilt += 1
                 continue
-            if isinstance(outcome, PoisonMessage):
+            if outcome.__class__ is not Decided:
+                assert isinstance(outcome, PoisonMessage)
                 if outcome.kind == "undecodable" and batch.values[i] is None:
                     outcome = PoisonMessage("undecodable", source.no_value)
                 stats.dead_lettered += 1
                 if sink is None or not sink.dead_letter(messages[i], outcome):
                     log.warning("skipped %s (%s): %s", where(i), outcome.kind, outcome)
                 continue
-            decision = outcome.decision
-            redelivery = not outcome.fresh or (unsure is not None and unsure[i])
-            if sink is not None:
-                sink.decision(messages[i], decision, redelivery,
-                              None if traces is None else traces[i])
-            worker.counted(decision, redelivery)
+            decision, fresh = outcome
+            redelivery = not fresh or (unsure is not None and unsure[i])
+            if produce is not None:
+                produce(messages[i], decision, redelivery,
+                        None if traces is None else traces[i])
+            decided.append(decision.decision)
+            redelivered += redelivery
+        worker.counted_many(decided, redelivered)
         return done
 
     def _report(self, force: bool = False) -> None:

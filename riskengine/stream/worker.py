@@ -148,11 +148,12 @@ class StreamWorker:
                 return decision
         return None
 
-    def counted(self, decision: Decision, redelivery: bool) -> None:
-        """Count a decision that was produced."""
-        self.stats.decided += 1
-        self.stats.redelivered += redelivery
-        self._by_decision[decision.decision] += 1
+    def counted_many(self, decisions: Sequence[str], redelivered: int) -> None:
+        """Count produced decisions (their `decision`s), `redelivered` of them marked as
+        redeliveries."""
+        self.stats.decided += len(decisions)
+        self.stats.redelivered += redelivered
+        self._by_decision.update(decisions)
 
     def record_metrics(self) -> None:
         stats = self.stats

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from confluent_kafka import OFFSET_INVALID
 from typer.testing import CliRunner
 
 from riskengine.cli import app
@@ -21,7 +22,8 @@ from riskengine.stream import StreamError, WorkerSettings
 from riskengine.stream.runner import build_settings
 from riskengine.stream.section import WorkerSection, worker_section
 from riskengine.synth import generate_transfers
-from tests.stream.kafkatools import finish, new_topics, produce_events, read_all
+from tests.servers import free_port
+from tests.stream.kafkatools import committed, finish, new_topics, produce_events, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_DECISION_WITHIN_S = 15.0
@@ -145,3 +147,26 @@ def test_the_cli_refuses_a_bad_session_timeout_clearly(tmp_path: Path) -> None:
                                           *args])
         assert result.exit_code != 0
         assert "session" in result.output and "Traceback" not in result.output
+
+
+def test_decisions_the_broker_did_not_take_stop_the_worker_and_commit_nothing(
+        bootstrap: str) -> None:
+    # delivery reports come for failures only: a sink nobody listens on must still fail
+    events = [{k: v for k, v in e.items() if k != "label"} for e in generate_transfers(20, 5)]
+    topics = new_topics(bootstrap, events=1)
+    produce_events(bootstrap, topics["events"], events)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "riskengine", "worker",
+         "--source", f"kafka://{bootstrap}/{topics['events']}",
+         "--sink", f"kafka://127.0.0.1:{free_port()}/decisions",
+         "--group", "nobody-listens", "--max-events", "20",
+         "-X", "producer:message.timeout.ms=2000"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 1, err[-2000:]
+    assert "the broker did not take the decisions" in err
+    assert committed(bootstrap, "nobody-listens", topics["events"], 1) == [OFFSET_INVALID]
