@@ -16,11 +16,13 @@ and rules. Then, in this one process, rounds alternate between:
 
 Each round reads the whole topic with a new group, so both start from offset 0 with the
 broker warm. Reported: events/s (events over the wall time from the first poll to the
-last commit), best and median over `--reps`, and our speed over the peer's.
+last commit), best and median over `--reps`, and our speed over the peer's; and how long
+after its start each worker round had its first batch (joining the group with the
+worker's default settings: the first assignment).
 
     .venv/bin/python -m benchmarks.bench_worker                 # 200,000 events, 3 rounds
     .venv/bin/python -m benchmarks.bench_worker --workload example --events 100000
-    py-spy record -o worker.svg -- .venv/bin/python -m benchmarks.bench_worker --reps 1
+    .venv/bin/python -m benchmarks.profile_worker --workload example   # py-spy, by stage
 
 Results go to `benchmarks/results/worker_<workload>.json`.
 """
@@ -56,7 +58,8 @@ from riskengine.synth import generate_transfers  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 1000
-GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+PEER_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "2000"}
+"""The peer's group settings: the worker's defaults (riskengine/stream/kafka/group.py)."""
 
 
 def workload_events(workload: str, n: int, seed: int) -> Iterator[dict[str, Any]]:
@@ -92,7 +95,7 @@ def run_peer(bootstrap: str, source: str, sink: str, n: int) -> float:
     """Decode and produce every event, flushing and committing per batch; seconds."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"peer-{uuid.uuid4()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         **GROUP_OPTIONS})
+                         **PEER_GROUP})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     consumer.subscribe([source])
     done = 0
@@ -146,19 +149,21 @@ class TimedSource:
 
 
 def run_worker(bootstrap: str, source: str, sink: str, n: int, engine: Engine,
-               scene: str) -> float:
+               scene: str) -> tuple[float, float]:
+    """(seconds from the first batch to the last commit, seconds from the start of the
+    run to the first batch: joining the group, with the worker's default settings)."""
     settings = WorkerSettings(
         source=KafkaTopic(bootstrap, source), sink=KafkaTopic(bootstrap, sink),
-        group=f"bench-{uuid.uuid4()}", max_events=n, batch_size=BATCH, scene=scene,
-        consumer_options=GROUP_OPTIONS)
+        group=f"bench-{uuid.uuid4()}", max_events=n, batch_size=BATCH, scene=scene)
     worker = KafkaWorker(engine, settings)
     timed = worker.source = TimedSource(worker.source)
+    started = time.perf_counter()
     stats = worker.run()
     ended = time.perf_counter()
     if stats.decided != n:
         raise RuntimeError(f"the worker decided {stats.decided} of {n} events")
     assert timed.first_batch is not None
-    return ended - timed.first_batch
+    return ended - timed.first_batch, timed.first_batch - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workload", choices=("seed", "example"), default="seed")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="riskengine rounds only, nothing written (for profiling)")
     args = parser.parse_args(argv)
     n = args.events
     scene = SCENE if args.workload == "seed" else "transfer"
     rows: dict[str, list[float]] = {"peer": [], "riskengine": []}
+    joins: list[float] = []
     with kafka_server() as bootstrap:
         suffix = uuid.uuid4().hex[:6]
         source, out_peer, out_ours = (f"{x}-{suffix}" for x in ("events", "piped",
@@ -179,15 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loading {n:,} events…", flush=True)
         load_events(bootstrap, source, workload_events(args.workload, n, args.seed))
         for rep in range(args.reps):
-            for name in ("peer", "riskengine"):
+            for name in ("riskengine",) if args.no_peer else ("peer", "riskengine"):
+                joined = ""
                 if name == "peer":
                     seconds = run_peer(bootstrap, source, out_peer, n)
                 else:
-                    seconds = run_worker(bootstrap, source, out_ours, n,
-                                         workload_engine(args.workload), scene)
+                    seconds, join = run_worker(bootstrap, source, out_ours, n,
+                                               workload_engine(args.workload), scene)
+                    joins.append(join)
+                    joined = f" (first batch {join:.1f} s after the start)"
                 rows[name].append(n / seconds)
-                print(f"round {rep + 1} {name:>10}: {n / seconds:10,.0f} events/s",
+                print(f"round {rep + 1} {name:>10}: {n / seconds:10,.0f} events/s{joined}",
                       flush=True)
+    if args.no_peer:
+        return 0
     best = {k: max(v) for k, v in rows.items()}
     median = {k: statistics.median(v) for k, v in rows.items()}
     result = {
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "events_per_s": rows, "best": best, "median": median,
+        "worker_first_batch_after_s": [round(j, 2) for j in joins],
         "ratio_best": best["riskengine"] / best["peer"],
         "ratio_median": median["riskengine"] / median["peer"],
     }

@@ -63,6 +63,7 @@ from riskengine.synth import DEFAULT_START, FIELDS, generate_transfers, parse_st
 
 if TYPE_CHECKING:
     from riskengine.batch.backfill import Compute
+    from riskengine.stream.base import WorkerStats
 
 __all__ = ["app"]
 
@@ -964,6 +965,15 @@ def worker(
     claim_idle: Annotated[int, typer.Option(
         min=1, help="Redis Streams: take over entries pending this many ms at another "
                     "consumer.")] = 30_000,
+    session_timeout: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Kafka consumer group session timeout (e.g. 6s; default: the config's "
+             "worker: session_timeout, else 6s).")] = None,
+    processes: Annotated[int | None, typer.Option(
+        show_default=False,
+        help="Kafka: run this many worker processes in the group, one per core (default: "
+             "the config's worker: processes, else 1); process i checkpoints to "
+             "STATE_DIR/worker-i and serves metrics on METRICS_PORT+i.")] = None,
     otel_endpoint: OtelEndpointOption = None,
 ) -> None:
     """Decide a stream of events (Kafka or Redis Streams) into decisions (at least once).
@@ -974,7 +984,10 @@ def worker(
     """
     import logging
 
+    from riskengine.stream.kafka import WorkerSettings
+    from riskengine.stream.processes import EngineSource, run_processes, total
     from riskengine.stream.runner import build_settings, run_foreground, use_ruleset_file
+    from riskengine.stream.section import worker_section
     from riskengine.tracing import tracing_settings
 
     with _user_errors():
@@ -988,6 +1001,7 @@ def worker(
                   "Redis (use its persistence): give one of them", 2)
         engine = _load_engine(config, 2, state)
         try:
+            section = worker_section(engine.config.worker)
             settings = build_settings(
                 source=source, sink=sink, dead_letter=dead_letter, group=group, scene=scene,
                 state_dir=state_dir, max_events=max_events, idle_exit_s=idle_exit,
@@ -995,24 +1009,40 @@ def worker(
                 checkpoint_interval_s=checkpoint_interval, from_offset=from_offset,
                 from_timestamp=from_timestamp, dry_run=dry_run, metrics_port=metrics_port,
                 metrics_host=metrics_host,
-                consumer_name=consumer, claim_idle_ms=claim_idle, tracing=tracing)
+                consumer_name=consumer, claim_idle_ms=claim_idle, tracing=tracing,
+                session_timeout=session_timeout, section=section)
             if ruleset is not None:
                 version = use_ruleset_file(engine, scene, ruleset)
                 logging.getLogger("riskengine").info("scene %s: ruleset %s from %s", scene,
                                                      version, ruleset)
-            stats = run_foreground(engine, settings)
+            n = processes if processes is not None else section.processes or 1
+            if n == 1:
+                stats = run_foreground(engine, settings)
+            elif not isinstance(settings, WorkerSettings):
+                _fail("--processes runs Kafka consumers in one group: it is for kafka:// "
+                      "sources", 2)
+            else:
+                engine.close()  # each process builds its own
+                each = run_processes(EngineSource(config, state, ruleset), settings, n)
+                for index, done in enumerate(each):
+                    _stdout().print(f"worker process {index}: {_worker_summary(done)}",
+                                    markup=False)
+                stats = total(each)
         except RiskEngineError as exc:
             _fail(str(exc), 1)
         finally:
             close = getattr(engine, "close", None)  # Redis state: its connections
             if close is not None:
                 close()
-        counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_decision.items()))
-        _stdout().print(f"decided {stats.decided:,} events ({counts or 'none'}), "
-                        f"{stats.dead_lettered:,} dead-lettered, "
-                        f"{stats.redelivered:,} redeliveries"
-                        + (f", {stats.rebuilt:,} re-read to rebuild the state after an "
-                           f"unclean stop" if stats.rebuilt else ""), markup=False)
+        _stdout().print(_worker_summary(stats), markup=False)
+
+
+def _worker_summary(stats: WorkerStats) -> str:
+    counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_decision.items()))
+    return (f"decided {stats.decided:,} events ({counts or 'none'}), "
+            f"{stats.dead_lettered:,} dead-lettered, {stats.redelivered:,} redeliveries"
+            + (f", {stats.rebuilt:,} re-read to rebuild the state after an unclean stop"
+               if stats.rebuilt else ""))
 
 
 # spark-stream ---------------------------------------------------------------------------

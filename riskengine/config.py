@@ -29,7 +29,7 @@ DEFAULT_LATENESS_MS = 5 * 60_000
 DEFAULT_IDEMPOTENCY_MAX = 1_000_000
 DEFAULT_MAX_ENTITIES = 5_000_000
 
-_PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service"})
+_PROJECT_KEYS = frozenset({"version", "lists", "scenes", "service", "worker"})
 _SCENE_KEYS = frozenset({"lateness", "schema", "features", "lists", "rules", "policy",
                          "ruleset_version", "idempotency_max", "max_entities", "fallback",
                          "patterns", "experiment", "models"})
@@ -73,6 +73,7 @@ class ProjectConfig:
     base_dir: Path | None = None
     source: str = "<dict>"
     service: Mapping[str, Any] = field(default_factory=dict)  # read by riskengine.service
+    worker: Mapping[str, Any] = field(default_factory=dict)  # read by riskengine.stream
 
 
 def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | ProjectConfig | None
@@ -122,8 +123,11 @@ def _project(raw: Mapping[str, Any], *, base_dir: Path | None, origin: str) -> P
     service = raw.get("service") or {}
     if not isinstance(service, Mapping):
         raise ConfigError(f"{origin}: 'service' must be a mapping of service settings")
+    worker = raw.get("worker") or {}
+    if not isinstance(worker, Mapping):
+        raise ConfigError(f"{origin}: 'worker' must be a mapping of stream worker settings")
     return ProjectConfig(scenes=scenes, lists=dict(lists), base_dir=base_dir, source=origin,
-                         service=dict(service))
+                         service=dict(service), worker=dict(worker))
 
 
 def _scene(name: str, raw: object, base_dir: Path | None = None) -> SceneConfig:

@@ -66,13 +66,15 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: plain types only; hits as objects with rule_id, reason, score, action."""
+        # most decisions hit nothing: no comprehension (a call each) for empty ones
         return {
             "event_id": self.event_id,
             "scene": self.scene,
             "decision": self.decision,
             "score": self.score,
-            "hits": [h.to_dict() for h in self.hits],
-            "shadow_hits": [h.to_dict() for h in self.shadow_hits],
+            "hits": [h.to_dict() for h in self.hits] if self.hits else [],
+            "shadow_hits": ([h.to_dict() for h in self.shadow_hits] if self.shadow_hits
+                            else []),
             "features": dict(self.features),
             "list_hits": list(self.list_hits),
             "ruleset_version": self.ruleset_version,
@@ -84,7 +86,7 @@ class Decision:
             "rule_errors": list(self.rule_errors),
             "duplicate": self.duplicate,
             "arm": self.arm,
-            "arms": {a.arm: a.to_dict() for a in self.arms},
+            "arms": {a.arm: a.to_dict() for a in self.arms} if self.arms else {},
             "models": dict(self.models),
             "experiment": self.experiment,
         }

@@ -10,7 +10,7 @@ a `Decision` through the model scores, the list checks, the arms' rulesets and t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any, Protocol
@@ -42,6 +42,11 @@ class ModelScores(Protocol):
     def score(self, event: Mapping[str, Any], features: dict[str, Any]) -> None:
         """Put each model's score (None when it failed) in `features` under
         ``model:<name>``."""
+
+    def score_many(self, events: Sequence[Mapping[str, Any]],
+                   features: Sequence[dict[str, Any]]) -> None:
+        """`score` for each event (and its features), as few model runs as give the
+        same numbers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +136,26 @@ class SceneRuntime:
                                   origin=f"feature {spec.name!r} where")
 
     def list_hits(self, lists: Lists, event: dict[str, Any], t: int) -> tuple[str, ...]:
-        return tuple(name for name, field in self.list_checks
-                     if lists.contains(name, event.get(field), t))
+        hits: tuple[str, ...] = ()  # a loop, not a generator: most events hit nothing
+        contains = lists.contains
+        for name, field in self.list_checks:
+            if contains(name, event.get(field), t):
+                hits += (name,)
+        return hits
 
     def decide(self, event: dict[str, Any], lsn: int, features: dict[str, Any], late: bool,
-               degraded: bool, lists: Lists, started: float) -> tuple[Decision, Outcome]:
+               degraded: bool, lists: Lists, started: float, scored: Lineup | None = None
+               ) -> tuple[Decision, Outcome]:
         """The decision of an event whose features (and pattern values) are computed:
         model scores (added to `features`), list checks, the arms' rulesets and policies;
         with the answering arm's outcome (shared by the remembered record). Every
         runtime's one decision path; `started` is the `perf_counter()` the event's latency
-        counts from."""
+        counts from. `scored`: the lineup whose models scored `features` already (a run
+        of events scored at once, `Lineup.models.score_many`); it decides."""
         t = event["timestamp"]
-        lineup = self.lineup
+        lineup = self.lineup if scored is None else scored
         models = lineup.models
-        if models is not None:
+        if models is not None and scored is None:
             models.score(event, features)
         list_hits = self.list_hits(lists, event, t) if self.list_checks else ()
         experiment = lineup.experiment

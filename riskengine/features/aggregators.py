@@ -298,6 +298,16 @@ class MinAgg(_ExtremeAgg):
     def _dominates(self, a: Any, b: Any) -> bool:
         return bool(a < b)
 
+    def add(self, entry: Entry) -> None:  # `_ExtremeAgg.add`, the comparison inline
+        slot = self.slot
+        v = entry[slot]
+        if v is None:
+            return
+        dq = self.dq
+        while dq and not dq[-1][slot] < v:
+            dq.pop()
+        dq.append(entry)
+
 
 class MaxAgg(_ExtremeAgg):
     __slots__ = ()
@@ -305,6 +315,16 @@ class MaxAgg(_ExtremeAgg):
 
     def _dominates(self, a: Any, b: Any) -> bool:
         return bool(a > b)
+
+    def add(self, entry: Entry) -> None:  # `_ExtremeAgg.add`, the comparison inline
+        slot = self.slot
+        v = entry[slot]
+        if v is None:
+            return
+        dq = self.dq
+        while dq and not dq[-1][slot] > v:
+            dq.pop()
+        dq.append(entry)
 
 
 class _EdgeAgg(Aggregator):

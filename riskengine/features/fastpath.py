@@ -15,7 +15,7 @@ tests/oracle.py.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -32,6 +32,7 @@ from riskengine.features.plan import (
     BufferPlan,
     KeyPlan,
 )
+from riskengine.features.tilecounts import CountTiles, counts_only
 from riskengine.features.tiles import TiledBuffer
 
 FastPath = Callable[[dict[str, Any], int], "dict[str, Any] | None"]
@@ -41,6 +42,28 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.depth = 1
+        self.reads: dict[str, str] = {}
+        """Event field → the local it is read into once, at the top (`read`)."""
+        self.quantized: dict[str, str] = {}
+
+    def read(self, field: str, quantized: bool = False) -> str:
+        """The local holding the event's `field` (its micro-units when `quantized`)."""
+        name = self.reads.get(field)
+        if name is None:
+            name = self.reads[field] = f"x{len(self.reads)}"
+        if not quantized:
+            return name
+        q = self.quantized.get(field)
+        if q is None:
+            q = self.quantized[field] = f"q{len(self.quantized)}"
+        return q
+
+    def reads_source(self) -> list[str]:
+        """The statements reading every field `read` named, once per event."""
+        lines = [f"    {name} = event.get({field!r})" for field, name in self.reads.items()]
+        lines += [f"    {q} = quantize({self.reads[field]})"
+                  for field, q in self.quantized.items()]
+        return lines
 
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -59,12 +82,14 @@ def build_fast_path(scene: Any) -> FastPath:
     lateness = scene.lateness_ms
     w = _Writer()
     env: dict[str, Any] = {"scene": scene, "lists": scene.lists, "EMPTY": {},
-                           "bisect_right": bisect_right, "INF": float("inf"), "NEVER": NEVER,
-                           "TiledBuffer": TiledBuffer, "sqrt": math.sqrt, "quantize": quantize}
+                           "bisect_left": bisect_left, "bisect_right": bisect_right,
+                           "INF": float("inf"), "NEVER": NEVER,
+                           "sqrt": math.sqrt, "quantize": quantize}
     w("t = event['timestamp']")
     w("gmax = scene.global_max")
     w(f"if t < gmax - {lateness}:")
     w("    return None  # late: the general path")
+    reads_at = len(w.lines)  # the event's fields are read here, once (see _Writer.read)
     # Phase 1: keys, forgetting and order checks. Nothing is changed here except
     # forgetting idle keys, which the general path would do identically.
     for k, (table, plan) in enumerate(zip(scene.tables, scene.plans, strict=True)):
@@ -83,7 +108,8 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"    if t + {lateness} < tab{k}.partial_until:")
         w("        return None  # may be a key evicted for size: marked on that path")
         anchors = " or ".join(
-            f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else f"t < s{k}[{at}].anchor"
+            f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else
+            f"t < (s{k}[{at}][0] if s{k}[{at}].__class__ is tuple else s{k}[{at}].anchor)"
             for b, at in zip(plan.buffers, plan.offsets, strict=True))
         w(f"elif {anchors} or t + {lateness} < s{k}[{PARTIAL}]:")
         w("    return None  # out of order, or a key started in a partial zone")
@@ -115,7 +141,7 @@ def build_fast_path(scene: Any) -> FastPath:
                 env[f"ops{k}_{j}"] = ops
                 _history_step(w, k, j, bplan, at, ops, index_of, horizon, always)
             else:
-                _tiled_step(w, f"s{k}[{at}]", bplan, index_of)
+                _tiled_step(w, env, f"s{k}[{at}]", f"{k}_{j}", bplan, index_of)
                 if not always:
                     w("if passes:")
                     w("    stored = True")
@@ -126,7 +152,7 @@ def build_fast_path(scene: Any) -> FastPath:
         w(f"    s{k}[{MAXTS}] = t")
         for bplan, at in zip(plan.buffers, plan.offsets, strict=True):
             if bplan.kind != "history":
-                w(f"s{k}[{at}].trim(t - {horizon}, t, {lateness})")
+                _tiled_trim(w, f"s{k}[{at}]", bplan, horizon, lateness)
         if not always:
             w.dedent()
         w.dedent()
@@ -138,6 +164,7 @@ def build_fast_path(scene: Any) -> FastPath:
     w("    if t >= scene.sweep_at:")
     w("        scene.sweep()")
     w("return {" + ", ".join(f"{n!r}: f{i}" for i, n in enumerate(names)) + "}")
+    w.lines[reads_at:reads_at] = w.reads_source()
     source = "def fast(event, lsn):\n" + "\n".join(w.lines) + "\n"
     code = compile(source, f"<fast path of scene {scene!r}>", "exec")
     exec(code, env)
@@ -148,9 +175,9 @@ def build_fast_path(scene: Any) -> FastPath:
 
 def _key_expr(w: _Writer, k: int, plan: KeyPlan) -> None:
     if len(plan.by) == 1:
-        w(f"k{k} = event.get({plan.by[0]!r})")
+        w(f"k{k} = {w.read(plan.by[0])}")
         return
-    parts = ", ".join(f"event.get({f!r})" for f in plan.by)
+    parts = ", ".join(w.read(f) for f in plan.by)
     w(f"k{k} = ({parts},)")
     w(f"if None in k{k}:")
     w(f"    k{k} = None")
@@ -165,13 +192,8 @@ def _passes(w: _Writer, env: dict[str, Any], k: int, j: int, bplan: BufferPlan,
         w(f"{var} = True")
 
 
-def _entry_expr(bplan: BufferPlan) -> str:
-    parts = ["t", "lsn"]
-    for field, quantized in bplan.slots:
-        if quantized:
-            parts.append(f"quantize(event.get({field!r}))")
-        else:
-            parts.append(f"event.get({field!r})")
+def _entry_expr(w: _Writer, bplan: BufferPlan) -> str:
+    parts = ["t", "lsn", *(w.read(field, quantized) for field, quantized in bplan.slots)]
     return "(" + ", ".join(parts) + ",)"
 
 
@@ -189,17 +211,16 @@ def _fresh(w: _Writer, env: dict[str, Any], k: int, table: KeyTable,
             _passes(w, env, k, j, bplan, p)
         any_passes.append(p)
         e = f"e{j}"
-        if bplan.kind != "history":
-            env[f"bplan{k}_{j}"] = bplan
-            w(f"tb{j} = TiledBuffer(bplan{k}_{j})")
-            _tiled_step(w, f"tb{j}", bplan, index_of, passes=p, entry=e)
-            parts.append(f"tb{j}")
-            after.append(f"tb{j}.trim(t - {table.idle_ms}, t, {lateness})")
+        if bplan.kind != "history":  # lazy: (anchor, entry), see features.tiles
+            w(f"{e} = {_entry_expr(w, bplan)}" if bplan.predicate is None else
+              f"{e} = {_entry_expr(w, bplan)} if {p} else None")
+            parts.append(f"(t, {e})")
+            _one_event_outputs(w, j, bplan, e, p, index_of)
             continue
         if bplan.predicate is None:
-            w(f"{e} = {_entry_expr(bplan)}")
+            w(f"{e} = {_entry_expr(w, bplan)}")
         else:
-            w(f"{e} = {_entry_expr(bplan)} if {p} else None")
+            w(f"{e} = {_entry_expr(w, bplan)} if {p} else None")
         values = {}
         for slot in sorted({s for window in bplan.windows for _, s in window.agg_types}):
             values[slot] = f"v{j}_{slot}"
@@ -273,8 +294,8 @@ def _history_step(w: _Writer, k: int, j: int, bplan: BufferPlan, at: int, ops: H
     filtered = bplan.predicate is not None
     w(f"entries = {s}" if ops.inline else f"entries = {s}[{at + ENTRIES}]")
     w("n = len(entries)")
-    w(f"entry = {_entry_expr(bplan)} if passes else None" if filtered else
-      f"entry = {_entry_expr(bplan)}")
+    w(f"entry = {_entry_expr(w, bplan)} if passes else None" if filtered else
+      f"entry = {_entry_expr(w, bplan)}")
     for window in bplan.windows:
         loads: list[str] = []
         stores: list[str] = []
@@ -387,13 +408,169 @@ def _result(a: str, func: str) -> str:
     return f"({running.source(running.result, _names(a, func))})"
 
 
-def _tiled_step(w: _Writer, buffer: str, bplan: BufferPlan, index_of: dict[str, int],
-                passes: str = "passes", entry: str = "entry") -> None:
-    w(f"{entry} = {_entry_expr(bplan)} if {passes} else (t, lsn)")
-    w("tmp = {}")
-    w(f"{buffer}.step({entry}, {passes}, tmp)")
-    for name in bplan.output_names:
-        w(f"f{index_of[name]} = tmp[{name!r}]")
+def _one_event_outputs(w: _Writer, j: int, bplan: BufferPlan, e: str, p: str,
+                       index_of: dict[str, int]) -> None:
+    """The values of a tiled buffer's windows over one event (a key's first): each
+    window holds just it (or nothing, when it fails the filter `p`)."""
+    filtered = bplan.predicate is not None
+    for w_index, window in enumerate(bplan.windows):
+        for output in window.outputs:
+            target = f"f{index_of[output.name]}"
+            value = f"{e}[{output.slot}]"
+            if filtered:
+                value = f"({value} if {p} else None)"
+            if output.func == "count":
+                w(f"{target} = 1 if {p} else 0" if filtered else f"{target} = 1")
+                continue
+            running = RUNNING.get(output.func)
+            if running is None:  # min, max, first, last of one value: the value
+                w(f"{target} = {value}")
+                continue
+            names = _names(f"o{j}_{w_index}_{output.agg_index}", output.func)
+            for name, fresh in zip(running.state, running.fresh, strict=True):
+                w(f"{names[name]} = {fresh}")
+            w(f"v = {value}")
+            w("if v is not None:")
+            for line in running.source(running.add, names).splitlines():
+                w("    " + line)
+            w(f"{target} = ({running.source(running.result, names)})")
+
+
+def _inlined(bplan: BufferPlan) -> bool:
+    """Whether a tiled buffer's in-order step is generated inline: every aggregate of it
+    is kept as a running total (count and the running aggregates)."""
+    return all(cls.func == "count" or cls.func in RUNNING
+               for window in bplan.windows for cls, _ in window.agg_types)
+
+
+def _agg_source(func: str, kind: str, obj: str, other: str = "") -> str:
+    """Statements on the aggregator object `obj` (a `CountAgg` or a running class):
+    ``add`` of the entry's value `v` (non-null), or ``unmerge`` of the tile part
+    `other`; or the expression of its ``result``."""
+    if func == "count":
+        return {"add": f"{obj}.n += 1", "unmerge": f"{obj}.n -= {other}.n",
+                "result": f"{obj}.n"}[kind]
+    running = RUNNING[func]
+    names = {n: f"{obj}.{n}" for n in running.state}
+    if kind == "add":
+        return running.source(running.add, names)
+    if kind == "result":
+        return running.source(running.result, names)
+    if func == "count_distinct":
+        return f"{obj}.unmerge({other})"
+    return "\n".join(f"{obj}.{n} -= {other}.{n}" for n in running.state)
+
+
+def _tiled_step(w: _Writer, env: dict[str, Any], slot: str, name: str, bplan: BufferPlan,
+                index_of: dict[str, int]) -> None:
+    """The in-order step of a key's tiled buffer (built first if it was lazy)."""
+    counts = counts_only(bplan)
+    env[f"bplan{name}"] = bplan
+    env[f"kind{name}"] = CountTiles if counts else TiledBuffer
+    w(f"b = {slot}")
+    w("if b.__class__ is tuple:")
+    w(f"    b = {slot} = kind{name}.first(bplan{name}, b)")
+    w(f"entry = {_entry_expr(w, bplan)} if passes else (t, lsn)")
+    if counts:
+        _count_step(w, bplan, index_of)
+        return
+    if not _inlined(bplan):
+        w("tmp = {}")
+        w("b.step(entry, passes, tmp)")
+        for name in bplan.output_names:
+            w(f"f{index_of[name]} = tmp[{name!r}]")
+        return
+    hop = bplan.hop_ms
+    w("order = b.order")
+    w("if passes:")
+    w(f"    i = t // {hop}")
+    w("    tile = b.tiles[i] if order and order[-1] == i else b.new_tile(i)")
+    w("    b.raw.append(entry)")
+    w("tiles = b.tiles")
+    w("starts = b.starts")
+    for i, window in enumerate(bplan.windows):
+        aggs = [(m, cls.func, slot) for m, (cls, slot) in enumerate(window.agg_types)]
+        w(f"r = b.running[{i}]")
+        w(f"pos = starts[{i}]")
+        w(f"lo = (t - {window.window_ms}) // {hop}")
+        w("if pos < len(order) and order[pos] < lo:")
+        w.indent()
+        w("while pos < len(order) and order[pos] < lo:")
+        w.indent()
+        w(f"part = tiles[order[pos]][{i}]")
+        for m, func, _ in aggs:
+            for line in _agg_source(func, "unmerge", f"r[{m}]", f"part[{m}]").splitlines():
+                w(line)
+        w("pos += 1")
+        w.dedent()
+        w(f"starts[{i}] = pos")
+        w.dedent()
+        w("if passes:")
+        w.indent()
+        w(f"part = tile[{i}]")
+        for m, func, at in aggs:
+            for obj in (f"part[{m}]", f"r[{m}]"):
+                if func == "count":
+                    w(_agg_source(func, "add", obj))
+                    continue
+                w(f"v = entry[{at}]")
+                w("if v is not None:")
+                for line in _agg_source(func, "add", obj).splitlines():
+                    w("    " + line)
+        w.dedent()
+        for output in window.outputs:
+            w(f"f{index_of[output.name]} = "
+              f"({_agg_source(output.func, 'result', f'r[{output.agg_index}]')})")
+    w("b.anchor = t")
+
+
+def _count_step(w: _Writer, bplan: BufferPlan, index_of: dict[str, int]) -> None:
+    """`CountTiles.step`, inline: a tile and each window's total are ints."""
+    hop = bplan.hop_ms
+    w("order = b.order")
+    w("if passes:")
+    w(f"    i = t // {hop}")
+    w("    if order and order[-1] == i:")
+    w("        b.tiles[i] += 1")
+    w("    else:")
+    w("        b.tiles[i] = 1")
+    w("        order.append(i)")
+    w("    b.raw.append(entry)")
+    w("running = b.running")
+    w("starts = b.starts")
+    for i, window in enumerate(bplan.windows):
+        w(f"total = running[{i}]")
+        w(f"pos = starts[{i}]")
+        w(f"lo = (t - {window.window_ms}) // {hop}")
+        w("if pos < len(order) and order[pos] < lo:")
+        w("    tiles = b.tiles")
+        w("    while pos < len(order) and order[pos] < lo:")
+        w("        total -= tiles[order[pos]]")
+        w("        pos += 1")
+        w(f"    starts[{i}] = pos")
+        w("if passes:")
+        w("    total += 1")
+        w(f"running[{i}] = total")
+        for output in window.outputs:
+            w(f"f{index_of[output.name]} = total")
+    w("b.anchor = t")
+
+
+def _tiled_trim(w: _Writer, slot: str, bplan: BufferPlan, horizon: int,
+                lateness: int) -> None:
+    """`TiledBuffer.trim` after an in-order event: raw entries before the open tiles go
+    inline (a key with an event every few hops drops one nearly every time), tiles past
+    the horizon through the call (about once a hop)."""
+    hop = bplan.hop_ms
+    w(f"b = {slot}")
+    w("if b.__class__ is not tuple:")
+    w("    raw = b.raw")
+    w(f"    cut = (t - {lateness}) // {hop} * {hop}")
+    w("    if raw and raw[0][0] < cut:")
+    w("        del raw[:bisect_left(raw, (cut,))]")
+    w("    order = b.order")
+    w(f"    if order and order[0] < (t - {horizon}) // {hop}:")
+    w(f"        b.trim(t - {horizon}, t, {lateness})")
 
 
 __all__ = ["FastPath", "HistoryOps", "build_fast_path"]

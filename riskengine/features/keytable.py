@@ -21,7 +21,7 @@ from typing import Any
 
 from riskengine.features.history import NEVER, HistoryOps
 from riskengine.features.plan import KEY, MAXTS, PARTIAL, KeyPlan
-from riskengine.features.tiles import TiledOps
+from riskengine.features.tileops import TiledOps
 
 BufferOps = HistoryOps | TiledOps
 Entity = list[Any]

@@ -17,6 +17,7 @@ usual plans is therefore one list, built in one go.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,10 @@ class BufferPlan:
     max_window_ms: int
     output_names: tuple[str, ...]
     width: int = 1  # entity slots taken by this buffer
+    fresh_parts: Callable[[], list[list[Aggregator]]] = dataclasses.field(
+        default=list, compare=False, repr=False)
+    """Fresh aggregators of every window (`window` kind: a tile's partials, the running
+    totals), made by one compiled list display."""
 
     def make_entry(self, event: dict[str, Any], lsn: int) -> tuple[Any, ...]:
         values: list[Any] = [event["timestamp"], lsn]
@@ -186,7 +191,23 @@ def _buffer_plan(by: tuple[str, ...], kind: str, where: str | None, hop: int,
         max_window_ms=max(windows),
         output_names=tuple(o.name for w in window_plans for o in w.outputs),
         width=at if kind == "history" else 1,
+        fresh_parts=_parts_factory(window_plans) if kind == "window" else list,
     )
+
+
+def _parts_factory(windows: Sequence[WindowPlan]) -> Callable[[], list[list[Aggregator]]]:
+    """``lambda: [[Agg(slot), …] per window]`` for `windows`, compiled once."""
+    env: dict[str, Any] = {}
+    rows = []
+    for i, window in enumerate(windows):
+        items = []
+        for m, (cls, slot) in enumerate(window.agg_types):
+            env[f"c{i}_{m}"] = cls
+            items.append(f"c{i}_{m}({slot})")
+        rows.append("[" + ", ".join(items) + "]")
+    factory: Callable[[], list[list[Aggregator]]] = eval(
+        "lambda: [" + ", ".join(rows) + "]", env)
+    return factory
 
 
 def _quantized(func: str) -> bool:

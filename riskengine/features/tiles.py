@@ -5,6 +5,13 @@ Invertible functions (count, sum, avg, stddev, count_distinct) keep a running to
 the tiles in the window; min/max/first/last merge the window's tiles when read. Raw
 entries are kept only for the tiles an accepted out-of-order event can still fall in
 (`≥ floor((maxts − L)/H)`), so such an event sees exactly the events up to its own time.
+
+A key's buffer starts *lazy*: until a second event touches it, the entity slot holds
+``(anchor, entry)`` — the time of its one in-order event and that event's entry (None
+when it did not pass the filter) — instead of a `TiledBuffer`, which is built from it
+(`TiledBuffer.first`) on the next touch. Most keys of a long tiled window over a pair of
+fields (payer and receiver) see one event in a while, and a tuple costs a fraction of a
+buffer's dict, lists and aggregators to make and to keep.
 """
 
 from __future__ import annotations
@@ -16,6 +23,11 @@ from riskengine.features.aggregators import Aggregator, Entry
 from riskengine.features.plan import BufferPlan
 
 _INF = float("inf")
+NO_ANCHOR = -1 << 62
+"""The anchor of a buffer that no event has touched."""
+Lazy = tuple[int, "Entry | None"]
+"""A buffer touched by one in-order event: (its time, its entry or None)."""
+UNTOUCHED: Lazy = (NO_ANCHOR, None)
 
 
 class TiledBuffer:
@@ -26,9 +38,32 @@ class TiledBuffer:
         self.tiles: dict[int, list[list[Aggregator]]] = {}  # tile → per window → aggs
         self.order: list[int] = []  # tile indexes, sorted
         self.raw: list[Entry] = []  # entries of the recent tiles, sorted by (time, lsn)
-        self.anchor = -1 << 62
+        self.anchor = NO_ANCHOR
         self.starts = [0] * len(plan.windows)  # position in `order` of each window's 1st tile
-        self.running: list[list[Aggregator]] = [self._fresh(i) for i in range(len(plan.windows))]
+        self.running: list[list[Aggregator]] = plan.fresh_parts()
+
+    @classmethod
+    def first(cls, plan: BufferPlan, lazy: Lazy) -> TiledBuffer:
+        """The buffer that a lazy one stands for: `step` of its one event (which has
+        nothing to slide: it is the only one)."""
+        buffer = cls(plan)
+        anchor, entry = lazy
+        if entry is not None:
+            tile = buffer.new_tile(entry[0] // plan.hop_ms)
+            buffer.raw.append(entry)
+            for running, parts in zip(buffer.running, tile, strict=True):
+                for agg, part in zip(running, parts, strict=True):
+                    part.add(entry)
+                    if agg.invertible:
+                        agg.add(entry)
+        buffer.anchor = anchor
+        return buffer
+
+    def new_tile(self, index: int) -> list[list[Aggregator]]:
+        """Open tile `index`, newer than every tile held (an in-order event's)."""
+        tile = self.tiles[index] = self.plan.fresh_parts()
+        self.order.append(index)
+        return tile
 
     def _fresh(self, window_index: int) -> list[Aggregator]:
         window = self.plan.windows[window_index]
@@ -49,10 +84,8 @@ class TiledBuffer:
         order = self.order
         if passes:
             index = t // hop
-            if index not in self.tiles:
-                self.tiles[index] = [self._fresh(i) for i in range(len(self.plan.windows))]
-                order.append(index)  # in-order: the newest tile
-            tile = self.tiles[index]
+            found = self.tiles.get(index)
+            tile = self.new_tile(index) if found is None else found  # new: the newest
             self.raw.append(entry)
         for i, window in enumerate(self.plan.windows):
             first_tile = (t - window.window_ms) // hop
@@ -113,9 +146,9 @@ class TiledBuffer:
                 for old in self.raw[start:end]:
                     for acc in accs:
                         acc.add(old)
-            if passes:
+            if passes:  # a late event's whole tile may hold later entries
                 for acc in accs:
-                    acc.add(entry)
+                    _add_anywhere(acc, entry)
             for output in window.outputs:
                 out[output.name] = accs[output.agg_index].result()
 
@@ -134,7 +167,7 @@ class TiledBuffer:
             if created and pos_new < self.starts[i]:
                 self.starts[i] += 1
             for agg, part in zip(self.running[i], tile[i], strict=True):
-                part.add(entry)
+                _add_anywhere(part, entry)  # the tile may hold later entries
                 if agg.invertible and index >= first_tile:
                     agg.add(entry)
 
@@ -176,42 +209,12 @@ class TiledBuffer:
         return buffer
 
 
-class TiledOps:
-    """Operations on one `window` buffer of an entity: a `TiledBuffer` at slot `base`."""
-
-    __slots__ = ("at", "plan")
-
-    def __init__(self, plan: BufferPlan, base: int) -> None:
-        self.plan = plan
-        self.at = base
-
-    def init_source(self, env: dict[str, Any], prefix: str) -> str:
-        env["TiledBuffer"] = TiledBuffer
-        env[f"{prefix}plan"] = self.plan
-        return f"TiledBuffer({prefix}plan)"
-
-    def anchor(self, e: list[Any]) -> int:
-        return e[self.at].anchor  # type: ignore[no-any-return]
-
-    def step(self, e: list[Any], entry: Entry, passes: bool, out: dict[str, Any]) -> None:
-        e[self.at].step(entry, passes, out)
-
-    def compute(self, e: list[Any], entry: Entry, passes: bool, floor_ms: int | None,
-                out: dict[str, Any]) -> None:
-        e[self.at].compute(entry, passes, floor_ms, out)
-
-    def insert(self, e: list[Any], entry: Entry) -> None:
-        e[self.at].insert(entry)
-
-    def trim(self, e: list[Any], horizon: int, maxts: int, lateness_ms: int) -> None:
-        e[self.at].trim(horizon, maxts, lateness_ms)
-
-    def retained(self, e: list[Any]) -> int:
-        return e[self.at].retained  # type: ignore[no-any-return]
-
-    def dump(self, e: list[Any]) -> tuple[str, dict[str, Any], int]:
-        buffer = e[self.at]
-        return ("window", buffer.dump(), buffer.anchor)
-
-    def load(self, e: list[Any], saved: tuple[Any, ...]) -> None:
-        e[self.at] = TiledBuffer.load(self.plan, saved[1])
+def _add_anywhere(acc: Aggregator, entry: Entry) -> None:
+    """Add `entry` to `acc`, which may hold later entries (by time, LSN): an aggregator
+    whose result depends on the order (first, last) merges it in, in order."""
+    if acc.ordered:
+        own = acc.fresh()
+        own.add(entry)
+        acc.merge(own)
+    else:
+        acc.add(entry)

@@ -13,6 +13,13 @@ its outputs (`output` of the model's config):
 Loading runs the model once on a row of zeros, so a model whose outputs do not fit is
 refused at load, not at the first event. Sessions run on the calling thread (one intra-op
 thread, sequential execution): a decision scores one row, where a thread pool only costs.
+
+Many rows at once (`score_many`: a stream worker's batch) cost a fraction of a run each,
+but only a model whose number for a row does not depend on the other rows of the run
+may be scored so: tree ensembles are (each row walks the trees alone), a matrix product
+may sum in another order for a block of rows than for one. Loading checks it on probe
+rows (`batch_exact`: every probe row's number alone equals its number in runs of several
+sizes, bit for bit); a model that fails the check is scored one row at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +46,26 @@ def _class1_of_map(out: Any) -> float:
 
 def _first_value(out: Any) -> float:
     return float(out.reshape(-1)[0])
+
+
+def _class1_of_tensors(out: Any) -> list[float]:
+    return out[:, 1].tolist()  # type: ignore[no-any-return]
+
+
+def _class1_of_maps(out: Any) -> list[float]:
+    return [float(row[1]) for row in out]
+
+
+def _values(out: Any) -> list[float]:
+    return out.reshape(-1).tolist()  # type: ignore[no-any-return]
+
+
+_MANY: dict[Callable[[Any], float], Callable[[Any], list[float]]] = {
+    _class1_of_tensor: _class1_of_tensors, _class1_of_map: _class1_of_maps,
+    _first_value: _values}
+"""Each one-row reader's reader of a run's rows."""
+PROBE_ROWS = 64
+PROBE_RUNS = (2, 3, 7, 16, PROBE_ROWS)
 
 
 class OnnxScorer:
@@ -70,17 +97,49 @@ class OnnxScorer:
         self.input_name = inputs[0].name
         name, self._pick = _choose_output(session, output, what)
         self.output_names = [name]
+        self._pick_many = _MANY[self._pick]
         self._run = session.run
         try:
             self.score([0.0] * n_inputs)
         except Exception as exc:
             raise ModelError(f"{what}: the model fails on a row of zeros or its {output!r} "
                              f"output is not the expected shape: {_short(exc)}") from None
+        quiet = onnxruntime.RunOptions()
+        quiet.log_severity_level = 4  # a probe row the model refuses is no error to log
+        self.batch_exact = self._scores_rows_alone(quiet)
+        """Whether `score_many` gives each row the number `score` gives it."""
 
-    def score(self, row: Sequence[Any]) -> float:
+    def score(self, row: Sequence[Any], options: Any = None) -> float:
         """The model's number for one row of numbers (NaN marks a missing input)."""
-        out = self._run(self.output_names, {self.input_name: np.array((row,), np.float32)})
+        out = self._run(self.output_names, {self.input_name: np.array((row,), np.float32)},
+                        options)
         return self._pick(out[0])
+
+    def score_many(self, rows: Sequence[Sequence[Any]], options: Any = None) -> list[float]:
+        """The model's numbers for `rows` in one run (see `batch_exact`)."""
+        out = self._run(self.output_names, {self.input_name: np.array(rows, np.float32)},
+                        options)
+        return self._pick_many(out[0])
+
+    def _scores_rows_alone(self, options: Any) -> bool:
+        """Probe rows (seeded: every process decides alike) scored one at a time and in
+        runs of several sizes give the same numbers, bit for bit."""
+        rng = np.random.default_rng(20260105)
+        scales = 10.0 ** rng.integers(-3, 5, size=(PROBE_ROWS, self.n_inputs))
+        probe = (rng.standard_normal((PROBE_ROWS, self.n_inputs)) * scales).tolist()
+        probe[0] = [0.0] * self.n_inputs
+        try:
+            alone = [self.score(row, options) for row in probe]
+            for size in PROBE_RUNS:
+                together: list[float] = []
+                for start in range(0, PROBE_ROWS, size):
+                    together += self.score_many(probe[start:start + size], options)
+                if not all(a == b or (a != a and b != b)  # NaN: the same missing number
+                           for a, b in zip(alone, together, strict=True)):
+                    return False
+        except Exception:  # a model that cannot score these rows is scored row by row
+            return False
+        return True
 
 
 def _choose_output(session: Any, output: str, what: str) -> tuple[str, Callable[[Any], float]]:

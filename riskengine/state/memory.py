@@ -47,6 +47,9 @@ of its own. `version` is the ruleset version, ``(arm, version)`` for a decision 
 challenger answered (riskengine/experiment.py), or ``(arm, version, models)`` when models
 scored it (`models`: the live set's own name → version mapping, shared)."""
 _T, _LSN, _LATENCY, _OUTCOME, _LIST_HITS, _FLAGS, _VERSION, _VALUES = range(8)
+_Computed = tuple[dict[str, Any], int, dict[str, Any], bool, bool, bool, int, float]
+"""An event of a run taken to its features: (event, LSN, values, late, degraded, its id
+held already, the scene clock after it, seconds spent on it)."""
 _NO_MODELS: Mapping[str, str] = {}
 
 
@@ -205,16 +208,8 @@ class MemoryScene:
         return self.part(clock).evaluate(event, started)
 
     def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
-        """`evaluate` for each event in order, one clock read per event (a decision's
-        latency is the time since the previous one was made)."""
-        evaluate = self.part(clock).evaluate
-        decisions: list[Decision] = []
-        append = decisions.append
-        started = perf_counter()
-        for event in events:
-            append(evaluate(event, started))
-            started = perf_counter()
-        return decisions
+        """`evaluate` for each event in order (`MemoryPart.evaluate_many`)."""
+        return self.part(clock).evaluate_many(events)
 
 
 class MemoryPart:
@@ -261,6 +256,86 @@ class MemoryPart:
                                                 self.lists, started)
         self.remember(decision, outcome, previous is not None)
         return decision
+
+    def evaluate_many(self, events: list[dict[str, Any]]) -> list[Decision]:
+        """`evaluate` for each event in order, with the same decisions. Without models it
+        is that loop. With models, a run of events is taken to its features (idempotency,
+        LSN, features, patterns: the state, in order), then scored by the models in one
+        run each (`ModelScores.score_many`), then decided and remembered in order. A run
+        ends before an event whose id is held already or earlier in the run, so that it
+        finds what `evaluate` would: the remembered decisions of every event before it.
+        A decision's latency is the time spent on its event (its share of the models'
+        run included)."""
+        decisions: list[Decision] = []
+        append = decisions.append
+        if self.runtime.lineup.models is None:
+            evaluate = self.evaluate
+            started = perf_counter()
+            for event in events:
+                append(evaluate(event, started))
+                started = perf_counter()
+            return decisions
+        features, ids, state = self.features, self.ids, self.state
+        records = ids.records
+        run: list[_Computed] = []
+        in_run: set[str] = set()
+        try:
+            for event in events:
+                started = perf_counter()
+                event_id = event["event_id"]
+                known = False
+                if event_id in in_run or event_id in records:
+                    self._decide_run(run, decisions)
+                    in_run.clear()
+                    started = perf_counter()
+                    previous = records.get(event_id)
+                    if previous is not None and ids.fresh(previous, features.global_max):
+                        append(self.recall(event_id, previous))
+                        continue
+                    known = previous is not None
+                state.lsn = lsn = state.lsn + 1
+                values = self.fast(event, lsn)
+                if values is None:
+                    values, late, degraded = features.compute_general(event, lsn)
+                else:
+                    late = degraded = False
+                if self.patterns:
+                    self.patterns.observe(event, lsn, late, self.lists, features.global_max,
+                                          values)
+                in_run.add(event_id)
+                run.append((event, lsn, values, late, degraded, known, features.global_max,
+                            perf_counter() - started))
+        finally:  # an event that raises: those before it are decided and remembered, as
+            self._decide_run(run, decisions)  # one by one (the caller isolates it)
+        return decisions
+
+    def _decide_run(self, run: list[_Computed], decisions: list[Decision]) -> None:
+        """Score a run's events in one go, then decide and remember each in order (each
+        at the clock `evaluate` would have remembered it at); empties `run`. An event
+        whose decision raises is left out (as `evaluate` would leave it) and the first
+        such error raised once the others are decided and remembered."""
+        if not run:
+            return
+        runtime, lists, ids = self.runtime, self.lists, self.ids
+        lineup = runtime.lineup  # one lineup scores and decides the whole run
+        scoring = perf_counter()
+        if lineup.models is not None:
+            lineup.models.score_many([c[0] for c in run], [c[2] for c in run])
+        share = (perf_counter() - scoring) / len(run)
+        append = decisions.append
+        failure: Exception | None = None
+        for event, lsn, values, late, degraded, known, clock, spent in run:
+            try:
+                decision, outcome = runtime.decide(event, lsn, values, late, degraded, lists,
+                                                   perf_counter() - spent - share, lineup)
+                ids.remember(decision.event_id, record_of(decision, outcome), known, clock)
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            append(decision)
+        run.clear()
+        if failure is not None:
+            raise failure
 
     # -- idempotency -----------------------------------------------------------------
 

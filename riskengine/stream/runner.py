@@ -17,6 +17,7 @@ from riskengine.exceptions import ListError, RiskEngineError
 from riskengine.lists import parse_expiry
 from riskengine.stream.base import StreamError, WorkerStats, parse_kafka_url
 from riskengine.stream.kafka import KafkaWorker, WorkerSettings
+from riskengine.stream.kafka.group import DEFAULT_SESSION_TIMEOUT_MS, check_session_timeout
 from riskengine.stream.loop import StreamLoop
 from riskengine.stream.redis_streams import (
     SCHEME as STREAM_SCHEME,
@@ -27,6 +28,7 @@ from riskengine.stream.redis_streams import (
     RedisStreamWorker,
     parse_stream_url,
 )
+from riskengine.stream.section import WorkerSection, duration
 from riskengine.tracing import TracingSettings
 
 __all__ = ["build_settings", "run_foreground", "split_options", "use_ruleset_file"]
@@ -64,10 +66,12 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
                    dry_run: bool = False, metrics_port: int | None = None,
                    metrics_host: str = "127.0.0.1",
                    consumer_name: str | None = None, claim_idle_ms: int = 30_000,
-                   tracing: TracingSettings | None = None
+                   tracing: TracingSettings | None = None, session_timeout: str | None = None,
+                   section: WorkerSection | None = None
                    ) -> WorkerSettings | RedisStreamSettings:
-    """The CLI's options as the settings of a Kafka (``kafka://``) or Redis Streams
-    (``redis-stream://``) worker; `StreamError` names the bad option."""
+    """The CLI's options (over the config's ``worker:`` `section`) as the settings of a
+    Kafka (``kafka://``) or Redis Streams (``redis-stream://``) worker; `StreamError`
+    names the bad option."""
     start_ms = None
     if from_timestamp is not None:
         try:
@@ -80,6 +84,9 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
         if from_offset is not None:
             raise StreamError("a Redis stream has no offsets: replay it with "
                               "--from-timestamp (entry ids are times)")
+        if session_timeout is not None:
+            raise StreamError("--session-timeout is for kafka:// sources (a Redis consumer "
+                              "group has no sessions: see --claim-idle)")
 
         def stream(url: str | None, option: str) -> RedisStream | None:
             return None if url is None else parse_stream_url(url, option)
@@ -97,6 +104,7 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
         raise StreamError("--consumer names a Redis Streams consumer; a Kafka worker is "
                           "named by librdkafka's client.id (-X client.id=…)")
     consumer, producer = split_options(kafka_options)
+    timeout_ms = _session_timeout(session_timeout, consumer, section or WorkerSection())
     replay = from_offset is not None or start_ms is not None
     return WorkerSettings(
         source=parse_kafka_url(source, "--source"),
@@ -108,7 +116,28 @@ def build_settings(*, source: str, sink: str | None, dead_letter: str | None, gr
                      if dead_letter is not None else None),
         group=group, scene=scene, state_dir=state_dir, max_events=max_events,
         idle_exit_s=idle_exit_s, batch_size=batch_size, consumer_options=consumer,
-        producer_options=producer, checkpoint_interval_s=checkpoint_interval_s)
+        producer_options=producer, checkpoint_interval_s=checkpoint_interval_s,
+        session_timeout_ms=timeout_ms)
+
+
+def _session_timeout(option: str | None, consumer: dict[str, str],
+                     section: WorkerSection) -> int:
+    """The session timeout: ``--session-timeout``, or librdkafka's own
+    ``session.timeout.ms`` given with -X (taken out of `consumer`: the worker sets it),
+    else the config's ``worker: session_timeout``, else 6 s."""
+    raw = consumer.pop("session.timeout.ms", None)
+    if raw is not None:
+        if option is not None:
+            raise StreamError("give --session-timeout or -X session.timeout.ms, not both")
+        if not raw.strip().isdigit():
+            raise StreamError(f"-X session.timeout.ms={raw[:50]!r}: expected milliseconds")
+        return check_session_timeout(int(raw), "-X session.timeout.ms")
+    if option is not None:
+        return check_session_timeout(duration(option, "--session-timeout"),
+                                     "--session-timeout")
+    if section.session_timeout_ms is not None:
+        return section.session_timeout_ms
+    return DEFAULT_SESSION_TIMEOUT_MS
 
 
 @contextmanager

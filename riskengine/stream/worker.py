@@ -72,7 +72,7 @@ class StreamWorker:
                     return None
                 decision = answered
         except PoisonMessage as exc:
-            return exc
+            return exc.with_traceback(None)  # kept past the batch: no frames with it
         except EventValidationError as exc:
             return PoisonMessage("invalid-event", str(exc), field=exc.field)
         except Exception as exc:  # one event must not stop the stream
@@ -108,7 +108,7 @@ class StreamWorker:
                 parsed.append(parse(decode_event(value)))
                 slots.append(i)
             except PoisonMessage as exc:
-                out[i] = exc
+                out[i] = exc.with_traceback(None)
             except EventValidationError as exc:
                 out[i] = PoisonMessage("invalid-event", str(exc), field=exc.field)
             except Exception as exc:  # one message must not stop the stream
@@ -148,11 +148,12 @@ class StreamWorker:
                 return decision
         return None
 
-    def counted(self, decision: Decision, redelivery: bool) -> None:
-        """Count a decision that was produced."""
-        self.stats.decided += 1
-        self.stats.redelivered += redelivery
-        self._by_decision[decision.decision] += 1
+    def counted_many(self, decisions: Sequence[str], redelivered: int) -> None:
+        """Count produced decisions (their `decision`s), `redelivered` of them marked as
+        redeliveries."""
+        self.stats.decided += len(decisions)
+        self.stats.redelivered += redelivered
+        self._by_decision.update(decisions)
 
     def record_metrics(self) -> None:
         stats = self.stats

@@ -48,6 +48,34 @@ TILED_FEATURES: list[Any] = [
      "window": "30ms", "kind": "window", "hop": "10ms"},
 ]
 
+TILED_MORE_FEATURES: list[Any] = [
+    # every function on tiled windows; filters; two windows in one buffer; a composite key
+    {"name": "t_avg", "func": "avg", "target": "v", "by": ["a"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_avg_long", "func": "avg", "target": "v", "by": ["a"], "window": "60ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_stddev", "func": "stddev", "target": "v", "by": ["a"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_n_x", "func": "count", "by": ["b"], "window": "30ms", "kind": "window",
+     "hop": "10ms", "where": "c == 'x'"},
+    {"name": "t_sum_x", "func": "sum", "target": "v", "by": ["b"], "window": "30ms",
+     "kind": "window", "hop": "10ms", "where": "c == 'x'"},
+    {"name": "t_n_pair", "func": "count", "by": ["a", "b"], "window": "40ms",
+     "kind": "window", "hop": "20ms"},
+    {"name": "t_n_y", "func": "count", "by": ["a"], "window": "20ms", "kind": "window",
+     "hop": "10ms", "where": "c == 'y'"},
+    {"name": "t_n_y_long", "func": "count", "by": ["a"], "window": "50ms",
+     "kind": "window", "hop": "10ms", "where": "c == 'y'"},
+    {"name": "t_max", "func": "max", "target": "v", "by": ["b"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_min", "func": "min", "target": "v", "by": ["b"], "window": "40ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_first", "func": "first", "target": "v", "by": ["a", "b"], "window": "30ms",
+     "kind": "window", "hop": "10ms"},
+    {"name": "t_last", "func": "last", "target": "v", "by": ["a", "b"], "window": "30ms",
+     "kind": "window", "hop": "10ms"},
+]
+
 ABSENT = object()
 STEPS = [-60, -40, -20, -16, -15, -14, -5, -1, 0, 0, 0, 1, 5, 9, 10, 11, 20, 40, 50, 65,
          66, 100, 1000]
@@ -100,6 +128,13 @@ def test_tiled_features_match_oracle(events: list[dict[str, Any]]) -> None:
     run_against_oracle(engine, "s", events, Oracle(TILED_FEATURES, LATENESS_MS))
 
 
+@settings(max_examples=200, deadline=None)
+@given(event_streams())
+def test_every_tiled_function_matches_oracle(events: list[dict[str, Any]]) -> None:
+    engine = make_engine(scene_config(TILED_MORE_FEATURES, LATENESS))
+    run_against_oracle(engine, "s", events, Oracle(TILED_MORE_FEATURES, LATENESS_MS))
+
+
 RULES = [
     {"id": "many", "when": 'features["count(a.history,50ms)"] >= 3', "score": 60,
      "reason": "many"},
@@ -113,7 +148,8 @@ RULES = [
 @given(event_streams(max_size=30), st.integers(0, 30))
 def test_restart_equals_uninterrupted(events: list[dict[str, Any]], cut: int) -> None:
     cut = min(cut, len(events))
-    config = scene_config(HISTORY_FEATURES + TILED_FEATURES[1:], LATENESS, rules=RULES,
+    config = scene_config(HISTORY_FEATURES + TILED_FEATURES[1:] + TILED_MORE_FEATURES,
+                          LATENESS, rules=RULES,
                           policy={"review_at": 50, "reject_at": 80})
     uninterrupted = make_engine(config)
     expected = [decision_view(uninterrupted.evaluate("s", dict(e))) for e in events]

@@ -5,6 +5,8 @@
 - `linear(weights)`: a regressor, x · weights in one [N, 1] output.
 - `lookup(n)`: a regressor that casts its inputs to indices into a table of 2 values and
   gives the largest: any input outside 0..1 (NaN included) makes onnxruntime raise.
+- `batchwise(weights)`: a regressor whose number for a row depends on the other rows of
+  the run: x · weights minus its mean over the run, plus 0.5 (0.5 for a row alone).
 """
 
 from __future__ import annotations
@@ -72,6 +74,21 @@ def lookup(path: Path, n: int) -> Path:
         nodes, "lookup", [_input(n)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
         initializer=[table])
+    return _save(graph, path)
+
+
+def batchwise(path: Path, weights: Sequence[float]) -> Path:
+    half = numpy_helper.from_array(np.array([[0.5]], dtype=np.float32), "half")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["z"]),
+        helper.make_node("ReduceMean", ["z"], ["m"], axes=[0], keepdims=1),
+        helper.make_node("Sub", ["z", "m"], ["d"]),
+        helper.make_node("Add", ["d", "half"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "batchwise", [_input(len(weights))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        initializer=[_weights(weights), half])
     return _save(graph, path)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Message
 
 from riskengine.stream.base import CommonSettings, KafkaTopic, StreamError
+from riskengine.stream.kafka.group import DEFAULT_SESSION_TIMEOUT_MS, check_session_timeout
 
 __all__ = ["Record", "WorkerSettings"]
 
@@ -23,7 +24,10 @@ class WorkerSettings(CommonSettings[KafkaTopic]):
     """Replay: read every partition from this offset (no group offsets used or moved)."""
     stop_at_end: bool = False
     """Stop once every partition has been read to its end (the default of a replay)."""
+    session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS
+    """The consumer group's session timeout (`riskengine.stream.kafka.group`)."""
     consumer_options: Mapping[str, str] = field(default_factory=dict)
+    """librdkafka settings of the consumer (over the worker's own)."""
     producer_options: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -38,4 +42,5 @@ class WorkerSettings(CommonSettings[KafkaTopic]):
         if self.replay and self.state_dir is not None:
             raise StreamError("a replay starts from fresh state and commits nothing: it "
                               "takes no --state-dir")
+        check_session_timeout(self.session_timeout_ms, "session_timeout_ms")
         self.check_common("topic", self.source.topic)

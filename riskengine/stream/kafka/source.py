@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from confluent_kafka import (
@@ -26,6 +26,7 @@ from riskengine.engine import Engine
 from riskengine.stream.base import StreamError
 from riskengine.stream.checkpoint import PreviousRun
 from riskengine.stream.kafka.base import Record, WorkerSettings
+from riskengine.stream.kafka.group import group_options
 from riskengine.stream.loop import Batch, Offsets
 from riskengine.stream.metrics import StreamMetrics
 from riskengine.tracing import TRACE_FIELDS
@@ -74,6 +75,7 @@ class KafkaSource:
         self._skip_before: dict[Place, int] = {}
         self._skipped: dict[Place, int] = {}
         """Per partition: the offset after the messages the last poll passed over."""
+        self._places: dict[int, Place] = {}
 
     # set-up ---------------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class KafkaSource:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": settings.stop_at_end,
+            **group_options(settings.session_timeout_ms),
         }
         conf.update(settings.consumer_options)
         self._consumer = consumer = Consumer(conf)
@@ -209,6 +212,9 @@ class KafkaSource:
         if not messages:
             return None
         records: list[Record] = []
+        clocks: list[Hashable] = []
+        places = self._places
+        topic = self.settings.source.topic  # the one topic read (subscribed or assigned)
         skipped = 0
         for msg in messages:
             err = msg.error()
@@ -221,8 +227,11 @@ class KafkaSource:
                 else:
                     log.warning("consumer error: %s", err.str())
                 continue
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset()
+            partition, offset = msg.partition() or 0, msg.offset()
             offset = offset if offset is not None else -1
+            place = places.get(partition)
+            if place is None:  # one tuple per partition: clocks compare by identity
+                place = places[partition] = (topic, partition)
             if self._skip_before:
                 place = (topic, partition)
                 start = self._skip_before.get(place)
@@ -233,9 +242,10 @@ class KafkaSource:
                         continue
                     del self._skip_before[place]
             records.append((msg, topic, partition, offset))
+            clocks.append(place)
         quiet_until, unsure_until = self._quiet, self._unsure
         return Batch(
-            records, [r[0].value() for r in records], [(r[1], r[2]) for r in records],
+            records, [r[0].value() for r in records], clocks,
             quiet=[o < quiet_until.get((t, p), -1) for _, t, p, o in records]
             if quiet_until else None,
             unsure=[o < unsure_until.get((t, p), -1) for _, t, p, o in records]
