@@ -102,22 +102,22 @@ class EvaluateLane:
         body = await read_body(receive, limit)
         raw = parse_json(body)
         if not batch:
-            decision, record = rt.decide(scene, raw)
+            decision, answer, record = rt.decide(scene, raw)
             if record is not None:
                 await rt.committed((record,))
             if mirror is not None:
                 mirror.offer(scene, body, (decision,), False)
-            return orjson.dumps(decision.to_dict())
+            return answer
         if not isinstance(raw, list):
             raise ApiError(422, "a batch is a JSON list of events")
         if len(raw) > settings.max_batch:
             raise ApiError(413, f"a batch holds at most {settings.max_batch} events, "
                                 f"got {len(raw)}")
-        decisions, records = rt.decide_many(scene, raw)
-        await rt.committed(records)
+        decided = rt.decide_many(scene, raw)
+        await rt.committed([d.record for d in decided if d.record is not None])
         if mirror is not None:
-            mirror.offer(scene, body, decisions, True)
-        return orjson.dumps([d.to_dict() for d in decisions])
+            mirror.offer(scene, body, [d.decision for d in decided], True)
+        return b"[" + b",".join([d.answer for d in decided]) + b"]"
 
 
 def evaluate_lane(app: ASGIApp, runtime: ServiceRuntime) -> EvaluateLane:

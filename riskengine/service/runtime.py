@@ -22,11 +22,13 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
-from riskengine.decisionlog import DecisionLog, LogRecord, open_log
+from riskengine.decisionlog import DecisionLog, LogRecord, codec, open_log
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
@@ -51,6 +53,17 @@ from riskengine.tracing import open_tracing
 log = logging.getLogger("riskengine.service")
 
 DECISIONS_FILE = "decisions.sqlite"
+
+
+class Decided(NamedTuple):
+    """One decided event, as the evaluate endpoints answer and log it."""
+
+    decision: Decision
+    answer: bytes
+    """The decision's JSON (`Decision.to_dict()`), as the response carries it."""
+    record: LogRecord | None
+    """What the decision log stores; None when nothing is logged (a duplicate, a
+    fallback)."""
 
 
 class ServiceRuntime:
@@ -141,35 +154,41 @@ class ServiceRuntime:
             raw = {**raw, "timestamp": int(time.time() * 1000)}
         return raw  # type: ignore[return-value]  # the engine refuses non-objects
 
-    def decide(self, scene: str, raw: object) -> tuple[Decision, LogRecord | None]:
-        """Evaluate one event; returns the decision and its log record (None for an
-        event_id already decided). Await `committed(record)` before answering."""
+    def decide(self, scene: str, raw: object) -> Decided:
+        """Evaluate one event: the decision, its JSON and its log record (None for an
+        event_id already decided). Await `committed` of the record before answering."""
         event = self.prepare(raw)
-        decision = self.engine.evaluate(scene, event)
-        return decision, self._logged(scene, decision, event)
+        return self._decided(scene, self.engine.evaluate(scene, event), event)
 
-    def _logged(self, scene: str, decision: Decision, event: Mapping[str, Any]
-                ) -> LogRecord | None:
-        """Count `decision`; its log record, or None when there is nothing to log: a
-        duplicate (the stored answer) or a fallback (the shared state was not reached)."""
+    def _decided(self, scene: str, decision: Decision, event: Mapping[str, Any]) -> Decided:
+        """Count `decision` and encode it once, for the answer and the log; no log record
+        when there is nothing to log: a duplicate (the stored answer) or a fallback (the
+        shared state was not reached)."""
+        answer = orjson.dumps(decision.to_dict())
         if decision.duplicate:
             self.metrics.duplicates.labels(scene).inc()
-            return None
+            return Decided(decision, answer, None)
         if decision.degraded:
             self.metrics.degraded.labels(scene).inc()
             if decision.fallback:
-                return None
+                return Decided(decision, answer, None)
         self.metrics.observe(decision)
         if self.guard is not None:
             self.guard.count(decision)
-        return _record(decision, event)
+        stored = dict(event)
+        stored["event_id"] = decision.event_id
+        stored["timestamp"] = decision.timestamp
+        # the engine's numbers are finite, so orjson's output is the stored text unless
+        # some string needs an escape
+        document = codec.plain_text(answer)
+        return Decided(decision, answer, LogRecord.from_decision(
+            decision, stored, document=decision.to_dict() if document is None else document))
 
-    def decide_many(self, scene: str, raws: Sequence[object]
-                    ) -> tuple[list[Decision], list[LogRecord]]:
+    def decide_many(self, scene: str, raws: Sequence[object]) -> list[Decided]:
+        """`decide` for each event of a batch, in order; all are validated first."""
         events = [self.prepare(raw) for raw in raws]
         decisions = self.engine.evaluate_many(scene, events)
-        logged = (self._logged(scene, d, e) for d, e in zip(decisions, events, strict=True))
-        return decisions, [record for record in logged if record is not None]
+        return [self._decided(scene, d, e) for d, e in zip(decisions, events, strict=True)]
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
         """Log `records` and wait until they are committed; a failed commit answers 503
@@ -269,10 +288,3 @@ class TickWaiter:
             loop.call_soon_threadsafe(resolve, error)
 
         group.add_done_callback(committed)
-
-
-def _record(decision: Decision, event: Mapping[str, Any]) -> LogRecord:
-    stored = dict(event)
-    stored["event_id"] = decision.event_id
-    stored["timestamp"] = decision.timestamp
-    return LogRecord.from_decision(decision, stored)
