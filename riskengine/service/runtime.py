@@ -193,20 +193,30 @@ class ServiceRuntime:
     async def committed(self, records: Sequence[LogRecord]) -> None:
         """Log `records` and wait until they are committed; a failed commit answers 503
         (the state already holds the event, the log does not: a restart forgets it, as
-        it should for a non-200).
+        it should for a non-200)."""
+        if not records:
+            return
+        error = await self.commit(records)
+        if error is not None:
+            raise self.not_committed(error, len(records))
+
+    def commit(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
+        """Log `records`: a loop future that resolves, with None or the failure, once they
+        are committed. Call it right after deciding them (no await between: LSN order).
 
         The records of every request of one event-loop tick go to the log together, behind
         one future: one queue operation and one hop back to the loop per tick.
         """
-        if not records:
-            return
-        error = await self._waiter.wait(records)
-        if error is not None:
-            self.metrics.log_failures.inc(len(records))
-            log.error("decision log write failed for %d decisions: %s", len(records),
-                      type(error).__name__)
-            raise ApiError(503, "the decision log is unavailable; the decision was not "
-                                "recorded, retry with the same event_id")
+        return self._waiter.wait(records)
+
+    def not_committed(self, error: BaseException, count: int) -> ApiError:
+        """The 503 of `count` decisions whose commit failed with `error` (counted, logged
+        without the records)."""
+        self.metrics.log_failures.inc(count)
+        log.error("decision log write failed for %d decisions: %s", count,
+                  type(error).__name__)
+        return ApiError(503, "the decision log is unavailable; the decision was not "
+                             "recorded, retry with the same event_id")
 
     # -- config reload
 

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from riskengine.decisionlog import LogRecord
 from riskengine.exceptions import RiskEngineError
 from riskengine.service.errors import ApiError
+from riskengine.service.evaluation import EvaluateEndpoints
 from riskengine.service.lane import EvaluateLane
 from riskengine.service.runtime import Decided, ServiceRuntime
 from riskengine.tracing import TRACE_FIELDS
@@ -47,10 +48,12 @@ _TRACE_HEADERS = frozenset(name.encode() for name in TRACE_FIELDS)
 class TracedLane(EvaluateLane):
     """`EvaluateLane` with a span per evaluate request (see the module docstring)."""
 
+    answers_in_protocol = False
+
     def __init__(self, app: ASGIApp, runtime: ServiceRuntime, tracer: Tracer) -> None:
         super().__init__(app, runtime)
         self.tracer = tracer
-        self.rt = TracedCalls(runtime, tracer)  # type: ignore[assignment]
+        self.endpoints = EvaluateEndpoints(runtime, TracedCalls(runtime, tracer))
 
     async def answer(self, scene: str, batch: bool, scope: Scope, receive: Receive,
                      send: Send) -> None:
