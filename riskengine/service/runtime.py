@@ -24,8 +24,6 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
-
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
 from riskengine.decisionlog import DecisionLog, LogRecord, codec, open_log
@@ -164,7 +162,7 @@ class ServiceRuntime:
         """Count `decision` and encode it once, for the answer and the log; no log record
         when there is nothing to log: a duplicate (the stored answer) or a fallback (the
         shared state was not reached)."""
-        answer = orjson.dumps(decision.to_dict())
+        answer = decision.to_json()
         if decision.duplicate:
             self.metrics.duplicates.labels(scene).inc()
             return Decided(decision, answer, None)
