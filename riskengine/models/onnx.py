@@ -13,14 +13,10 @@ its outputs (`output` of the model's config):
 Loading runs the model once on a row of zeros, so a model whose outputs do not fit is
 refused at load, not at the first event. Sessions run on the calling thread (one intra-op
 thread, sequential execution): a decision scores one row, where a thread pool only costs.
-A model with a tensor output runs through an I/O binding of a one-row input buffer (one
-per thread), filled in place for each row: about half the cost of `run` with a new array
-and a feed dict, the same numbers.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,11 +70,7 @@ class OnnxScorer:
         self.input_name = inputs[0].name
         name, self._pick = _choose_output(session, output, what)
         self.output_names = [name]
-        self._session = session
         self._run = session.run
-        self._local = threading.local()
-        if self._pick is not _class1_of_map:  # a map output cannot be bound
-            self.score = self._score_bound  # type: ignore[method-assign]
         try:
             self.score([0.0] * n_inputs)
         except Exception as exc:
@@ -89,20 +81,6 @@ class OnnxScorer:
         """The model's number for one row of numbers (NaN marks a missing input)."""
         out = self._run(self.output_names, {self.input_name: np.array((row,), np.float32)})
         return self._pick(out[0])
-
-    def _score_bound(self, row: Sequence[Any]) -> float:
-        """`score` through this thread's I/O binding (see the module docstring)."""
-        try:
-            binding, buffer = self._local.bound
-        except AttributeError:
-            buffer = np.zeros((1, self.n_inputs), np.float32)
-            binding = self._session.io_binding()
-            binding.bind_cpu_input(self.input_name, buffer)  # bound in place, not copied
-            binding.bind_output(self.output_names[0])
-            self._local.bound = binding, buffer
-        buffer[0] = row
-        self._session.run_with_iobinding(binding)
-        return self._pick(binding.copy_outputs_to_cpu()[0])
 
 
 def _choose_output(session: Any, output: str, what: str) -> tuple[str, Callable[[Any], float]]:

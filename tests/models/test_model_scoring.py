@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from riskengine import Engine
 from riskengine.exceptions import ConfigError, ModelError, RuleCompileError
 from riskengine.models import ModelSet, content_version
-from riskengine.models.onnx import OnnxScorer
 from tests.models.onnx_files import linear, logistic, lookup, sigmoid
 
 T0 = 1_767_571_200_000
@@ -205,32 +201,3 @@ def test_a_score_beyond_float32_is_null_not_infinity(tmp_path: Path) -> None:
     decision = engine.evaluate("pay", event(1, amount=1e15))
     assert decision.features["model:m"] is None
     assert math.isfinite(engine.evaluate("pay", event(2, amount=1.0)).features["model:m"])
-
-
-def test_scores_are_the_sessions_own_numbers_on_every_thread(tmp_path: Path) -> None:
-    """The in-place input buffer (one per thread) gives what a plain `run` gives."""
-    path = logistic(tmp_path / "clf.onnx", [0.5, -0.25, 0.125])
-    scorer = OnnxScorer(path.read_bytes(), 3, "probability", "clf")
-    rnd = random.Random(5)
-    rows = [[rnd.choice([math.nan, rnd.uniform(-50, 50), rnd.randint(0, 9)]) for _ in range(3)]
-            for _ in range(400)]
-
-    def plain(row: list[float]) -> float:
-        out = scorer._session.run(["probabilities"], {"x": np.array((row,), np.float32)})
-        return float(out[0][0, 1])
-
-    expected = [plain(row) for row in rows]
-    results: dict[int, list[float]] = {}
-
-    def score_all(index: int) -> None:
-        results[index] = [scorer.score(row) for row in rows]
-
-    threads = [threading.Thread(target=score_all, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    score_all(3)
-    for thread in threads:
-        thread.join()
-    assert len(results) == 4
-    for scores in results.values():
-        assert [repr(s) for s in scores] == [repr(e) for e in expected]
