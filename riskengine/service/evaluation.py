@@ -111,9 +111,7 @@ class EvaluateEndpoints:
         """Decide the whole body; commit `records` before answering."""
         raw = parse_json(body)
         if not batch:
-            decided = self.calls.decide(scene, raw)
-            return Answer(decided.answer, [] if decided.record is None else [decided.record],
-                          (decided.decision,))
+            return self.one(self.calls.decide(scene, raw))
         if not isinstance(raw, list):
             raise ApiError(422, "a batch is a JSON list of events")
         if len(raw) > self.settings.max_batch:
@@ -123,6 +121,12 @@ class EvaluateEndpoints:
         return Answer(b"[" + b",".join([d.answer for d in many]) + b"]",
                       [d.record for d in many if d.record is not None],
                       [d.decision for d in many])
+
+    @staticmethod
+    def one(decided: Decided) -> Answer:
+        """The answer of a single event's request."""
+        return Answer(decided.answer, [] if decided.record is None else [decided.record],
+                      (decided.decision,))
 
     def answered(self, scene: str, batch: bool, body: bytes, answer: Answer,
                  mirror: Mirror | None) -> bytes:

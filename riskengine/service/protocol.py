@@ -17,6 +17,8 @@ It takes requests over only when the app uvicorn serves is the untraced `Evaluat
 no concurrency limit is set; otherwise it is uvicorn's protocol unchanged. A `_Call` plays
 uvicorn's request cycle where the protocol reads one (`response_complete`,
 `disconnected`, `keep_alive`, and `run_asgi` for a pipelined request whose turn comes).
+A single event is decided at the end of the tick it came in, with the other requests'
+(`ServiceRuntime.decide_soon`, ticks.py).
 """
 
 from __future__ import annotations
@@ -34,8 +36,15 @@ from uvicorn.server import ServerState
 
 from riskengine.exceptions import RiskEngineError
 from riskengine.service.errors import ApiError
-from riskengine.service.evaluation import JSON_HEADERS, Answer, EvaluateEndpoints, too_large
+from riskengine.service.evaluation import (
+    JSON_HEADERS,
+    Answer,
+    EvaluateEndpoints,
+    parse_json,
+    too_large,
+)
 from riskengine.service.mirror import Mirror
+from riskengine.service.runtime import Decided
 
 __all__ = ["EvaluateProtocol"]
 
@@ -182,14 +191,29 @@ class _Call:
         chunks = self.chunks
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.chunks = []
+        endpoints = self.endpoints
         try:
-            answer = self.endpoints.decide(self.scene, self.batch, self.body)
+            if not self.batch:  # decided at the end of the tick, with the tick's others
+                endpoints.runtime.decide_soon(self.scene, parse_json(self.body), self._decided)
+                return
+            answer = endpoints.decide(self.scene, self.batch, self.body)
         except (ApiError, RiskEngineError) as exc:
             self.refuse(exc)
             return
         except Exception:
             self.fail()
             return
+        self._commit(answer)
+
+    def _decided(self, decided: Decided | Exception) -> None:
+        if isinstance(decided, (ApiError, RiskEngineError)):
+            self.refuse(decided)
+        elif isinstance(decided, Exception):
+            self.fail()
+        else:
+            self._commit(self.endpoints.one(decided))
+
+    def _commit(self, answer: Answer) -> None:
         if not answer.records:
             self.answer(answer, None)
             return

@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +45,7 @@ from riskengine.service.persistence import (
 )
 from riskengine.service.rulesets import RulesetRegistry
 from riskengine.service.settings import ServiceSettings
+from riskengine.service.ticks import Done, TickDecisions, TickWaiter
 from riskengine.tracing import open_tracing
 
 log = logging.getLogger("riskengine.service")
@@ -98,6 +98,7 @@ class ServiceRuntime:
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
+        self._ticks = TickDecisions(self)
         self.mirror = (None if self.settings.mirror is None
                        else Mirror(self.settings.mirror, self.metrics))
         self.tracer = open_tracing(self.settings.tracing)
@@ -156,9 +157,15 @@ class ServiceRuntime:
         """Evaluate one event: the decision, its JSON and its log record (None for an
         event_id already decided). Await `committed` of the record before answering."""
         event = self.prepare(raw)
-        return self._decided(scene, self.engine.evaluate(scene, event), event)
+        return self.decided(scene, self.engine.evaluate(scene, event), event)
 
-    def _decided(self, scene: str, decision: Decision, event: Mapping[str, Any]) -> Decided:
+    def decide_soon(self, scene: str, raw: object, done: Done) -> None:
+        """`decide` at the end of this event-loop tick, together with the other single
+        events that came in during it (riskengine/service/ticks.py); `done` gets the
+        `Decided` or the error. Commit its record (`commit`) right in `done`."""
+        self._ticks.submit(scene, raw, done)
+
+    def decided(self, scene: str, decision: Decision, event: Mapping[str, Any]) -> Decided:
         """Count `decision` and encode it once, for the answer and the log; no log record
         when there is nothing to log: a duplicate (the stored answer) or a fallback (the
         shared state was not reached)."""
@@ -186,7 +193,7 @@ class ServiceRuntime:
         """`decide` for each event of a batch, in order; all are validated first."""
         events = [self.prepare(raw) for raw in raws]
         decisions = self.engine.evaluate_many(scene, events)
-        return [self._decided(scene, d, e) for d, e in zip(decisions, events, strict=True)]
+        return [self.decided(scene, d, e) for d, e in zip(decisions, events, strict=True)]
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
         """Log `records` and wait until they are committed; a failed commit answers 503
@@ -202,10 +209,14 @@ class ServiceRuntime:
         """Log `records`: a loop future that resolves, with None or the failure, once they
         are committed. Call it right after deciding them (no await between: LSN order).
 
-        The records of every request of one event-loop tick go to the log together, behind
-        one future: one queue operation and one hop back to the loop per tick.
+        The records of every request of one event-loop tick go to the log together
+        (riskengine/service/ticks.py).
         """
         return self._waiter.wait(records)
+
+    def ship_records(self) -> None:
+        """Hand the log the records waiting for this tick's group now."""
+        self._waiter.ship()
 
     def not_committed(self, error: BaseException, count: int) -> ApiError:
         """The 503 of `count` decisions whose commit failed with `error` (counted, logged
@@ -252,47 +263,3 @@ class ServiceRuntime:
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE
-
-
-class TickWaiter:
-    """Collects the log records of one event-loop tick and appends them as one group.
-
-    `wait(records)` returns a loop future that resolves, with None or the failure, when
-    the group's commit is done. Records are appended in the order `wait` is called,
-    which is LSN order: every caller calls it right after deciding, with no await between.
-    """
-
-    def __init__(self, log: DecisionLog) -> None:
-        self.log = log
-        self._records: list[LogRecord] = []
-        self._waiters: list[asyncio.Future[BaseException | None]] = []
-
-    def wait(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[BaseException | None] = loop.create_future()
-        if not self._waiters:
-            loop.call_soon(self._ship, loop)
-        self._records.extend(records)
-        self._waiters.append(waiter)
-        return waiter
-
-    def _ship(self, loop: asyncio.AbstractEventLoop) -> None:
-        records, waiters = self._records, self._waiters
-        self._records, self._waiters = [], []
-
-        def resolve(error: BaseException | None) -> None:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(error)
-
-        try:
-            group = self.log.append_many(records)
-        except RiskEngineError as exc:
-            resolve(exc)
-            return
-
-        def committed(future: Future[None]) -> None:
-            error = CancelledError() if future.cancelled() else future.exception()
-            loop.call_soon_threadsafe(resolve, error)
-
-        group.add_done_callback(committed)

@@ -4,7 +4,9 @@ bodies, `Expect: 100-continue`, HTTP/1.0, refusals, clients that leave, garbage.
 
 from __future__ import annotations
 
+import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -283,3 +285,48 @@ def test_the_evaluate_token_is_checked_before_the_body(tmp_path: Path, connect: 
         assert status == 200 and orjson.loads(answer)["lsn"] == 1
     finally:
         process.kill()
+
+
+def test_concurrent_clients_get_what_one_by_one_in_lsn_order_gives(
+        service: ServiceProcess) -> None:
+    """Requests of many connections are decided together per loop tick: replaying the
+    answered events in LSN order through one engine gives the same features."""
+    rnd = random.Random(8)
+    per_thread = [[event("conc", t * 100 + i, pay_account=f"P{rnd.randint(0, 3)}",
+                         rcv_account=f"R{rnd.randint(0, 2)}",
+                         amount=float(rnd.choice([10, 900, 2500])))
+                   for i in range(25)] for t in range(12)]
+    answers: list[dict[str, Any]] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def client(events: list[dict[str, Any]]) -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            sent = [*events, {**events[0], "amount": "lots"}, events[3]]
+            for e in sent:
+                response = http.post(EVALUATE, json=e)
+                with lock:
+                    if response.status_code == 200:
+                        answers.append(response.json())
+                    else:
+                        refused.append(response.status_code)
+
+    threads = [threading.Thread(target=client, args=(events,)) for events in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refused == [422] * 12
+    fresh = sorted((a for a in answers if not a["duplicate"]), key=lambda a: a["lsn"])
+    assert len(fresh) == 12 * 25
+    assert [a["lsn"] for a in fresh] == list(range(fresh[0]["lsn"], fresh[0]["lsn"] + 300))
+    by_id = {e["event_id"]: e for events in per_thread for e in events}
+    engine = Engine.from_config(None)
+    for answer in fresh:
+        assert engine.evaluate("transfer", by_id[answer["event_id"]]).features == \
+            answer["features"], answer["event_id"]
+    repeats = [a for a in answers if a["duplicate"]]
+    assert len(repeats) == 12
+    first = {a["event_id"]: a for a in fresh}
+    for again in repeats:
+        assert {**again, "duplicate": False} == first[again["event_id"]]
