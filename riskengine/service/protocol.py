@@ -218,12 +218,12 @@ class _Call:
             self.answer(answer, None)
             return
         self.pending = answer
-        self.endpoints.runtime.commit(answer.records).add_done_callback(self._committed)
+        self.endpoints.runtime.commit(answer.records, self._committed)
 
-    def _committed(self, future: asyncio.Future[BaseException | None]) -> None:
+    def _committed(self, error: BaseException | None) -> None:
         answer, self.pending = self.pending, None
         if answer is not None:
-            self.answer(answer, future.result())
+            self.answer(answer, error)
 
     def answer(self, answer: Answer, error: BaseException | None) -> None:
         endpoints = self.endpoints

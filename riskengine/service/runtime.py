@@ -16,10 +16,9 @@ order of evaluation, and a snapshot is a consistent cut.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -201,18 +200,20 @@ class ServiceRuntime:
         it should for a non-200)."""
         if not records:
             return
-        error = await self.commit(records)
+        error = await self._waiter.wait(records)
         if error is not None:
             raise self.not_committed(error, len(records))
 
-    def commit(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
-        """Log `records`: a loop future that resolves, with None or the failure, once they
-        are committed. Call it right after deciding them (no await between: LSN order).
+    def commit(self, records: Sequence[LogRecord],
+               done: Callable[[BaseException | None], None]) -> None:
+        """Log `records`; `done` is called on the loop, with None or the failure, once
+        they are committed. Call it right after deciding them (no await between: LSN
+        order).
 
         The records of every request of one event-loop tick go to the log together
         (riskengine/service/ticks.py).
         """
-        return self._waiter.wait(records)
+        self._waiter.add(records, done)
 
     def ship_records(self) -> None:
         """Hand the log the records waiting for this tick's group now."""

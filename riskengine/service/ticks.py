@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from riskengine.service.runtime import Decided, ServiceRuntime
 
 __all__ = ["Done", "TickDecisions", "TickWaiter"]
+
+log = logging.getLogger("riskengine.service")
 
 Done = Callable[["Decided | Exception"], None]
 """Called with an event's `Decided`, or with the error that refused or failed it."""
@@ -93,37 +96,49 @@ class TickDecisions:
 class TickWaiter:
     """Collects the log records of one event-loop tick and appends them as one group.
 
-    `wait(records)` returns a loop future that resolves, with None or the failure, when
-    the group's commit is done. Records are appended in the order `wait` is called,
-    which is LSN order: every caller calls it right after deciding, with no await between.
+    `add(records, done)` calls `done` on the loop, with None or the failure, when the
+    group's commit is done. Records are appended in the order `add` is called, which is
+    LSN order: every caller calls it right after deciding, with no await between.
     """
 
     def __init__(self, log: DecisionLog) -> None:
         self.log = log
         self._records: list[LogRecord] = []
-        self._waiters: list[asyncio.Future[BaseException | None]] = []
+        self._done: list[Callable[[BaseException | None], None]] = []
+
+    def add(self, records: Sequence[LogRecord], done: Callable[[BaseException | None], None]
+            ) -> None:
+        if not self._done:
+            asyncio.get_running_loop().call_soon(self.ship)
+        self._records.extend(records)
+        self._done.append(done)
 
     def wait(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[BaseException | None] = loop.create_future()
-        if not self._waiters:
-            loop.call_soon(self.ship)
-        self._records.extend(records)
-        self._waiters.append(waiter)
+        """`add` as a loop future."""
+        waiter: asyncio.Future[BaseException | None] = \
+            asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if not waiter.done():
+                waiter.set_result(error)
+
+        self.add(records, done)
         return waiter
 
     def ship(self) -> None:
         """Append what waits now as one group (the end of the tick does it anyway)."""
-        if not self._waiters:
+        if not self._done:
             return
-        records, waiters = self._records, self._waiters
-        self._records, self._waiters = [], []
+        records, callbacks = self._records, self._done
+        self._records, self._done = [], []
         loop = asyncio.get_running_loop()
 
         def resolve(error: BaseException | None) -> None:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(error)
+            for done in callbacks:
+                try:
+                    done(error)
+                except Exception:  # one answer's failure must not keep the others
+                    log.exception("answering after the decision log's commit failed")
 
         try:
             group = self.log.append_many(records)

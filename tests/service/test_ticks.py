@@ -44,8 +44,7 @@ def submitted(runtime: ServiceRuntime, items: list[tuple[str, object]]
         await asyncio.sleep(0)
         assert len(outcomes) == len(items)
         records = [o.record for o in outcomes if isinstance(o, Decided) and o.record]
-        if records:
-            assert await runtime.commit(records) is None
+        await runtime.committed(records)  # raises on a failed commit
         return outcomes
 
     return asyncio.run(run())
