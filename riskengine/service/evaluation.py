@@ -63,8 +63,8 @@ class EvaluateEndpoints:
         self.scenes = frozenset(runtime.engine.scenes)
         self.mirror = runtime.mirror
         self.errors = runtime.metrics.errors
-        self.latency = {(scene, kind): runtime.metrics.request_latency.labels(scene, kind)
-                        for scene in self.scenes for kind in ("evaluate", "batch")}
+        self.latency = {(scene, kind): runtime.metrics.request_latency.child((scene, kind))
+                        for scene in runtime.engine.scenes for kind in ("evaluate", "batch")}
 
     def route(self, path: str) -> tuple[str, bool] | None:
         """(scene, batch) when a POST to `path` is one of these endpoints; None for any
