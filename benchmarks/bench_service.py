@@ -7,6 +7,8 @@ Starts, each as its own process on a free port:
 - peer A (``benchmarks/peers/noop_app.py``): FastAPI + Pydantic body, no work;
 - peer B (``benchmarks/peers/seed_style_app.py``): FastAPI + Pydantic body + one Redis
   Lua velocity check per request, against a private ``redis-server``;
+- the ceiling (``benchmarks/peers/asgi_ceiling_app.py``): a bare ASGI app answering
+  constant JSON, what uvicorn itself costs per request;
 
 all on uvicorn with uvloop and httptools. wrk (``benchmarks/wrk/transfer.lua``) posts
 transfers with new event ids, wall-clock event times and accounts from a
@@ -181,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "peers" not in args.skip:
             redis = bench.redis()
             targets["noop"] = [bench.peer("noop", "noop_app")]
+            targets["asgi_ceiling"] = [bench.peer("asgi_ceiling", "asgi_ceiling_app")]
             targets["seed_style"] = [bench.peer(
                 "seed_style", "seed_style_app",
                 {"RISKBENCH_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}), redis]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 NAMES = {"riskengine": "riskengine", "noop": "peer A: FastAPI no-op (Pydantic body)",
-         "seed_style": "peer B: seed-style (Pydantic + Redis Lua)"}
+         "seed_style": "peer B: seed-style (Pydantic + Redis Lua)",
+         "asgi_ceiling": "ceiling: bare ASGI app, constant JSON"}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -1,6 +1,6 @@
 """Summarise a py-spy ``--format raw --threads --full-filenames`` profile of the service.
 
-Every sample is put in one bucket — HTTP framework, engine, JSON, decision log, metrics,
+Every sample is put in one bucket — HTTP, engine, JSON, decision log, metrics,
 service glue, event loop — and functions are ranked by self and total time.
 
 A sample's bucket: samples of the decision-log writer thread are the decision log; samples
@@ -25,20 +25,19 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 _ADDRESS = re.compile(r" (object )?at 0x[0-9a-fA-F]+")
 _WAITS = ("wait(", ".get(block=True)", "acquire(", "sleep(")
 _STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/)")
-LOG_HANDOFF = ("ServiceRuntime.committed", "_record", "LogRecord.", "DecisionLog.append",
-               "TickWaiter.")
+LOG_HANDOFF = ("ServiceRuntime.commit", "LogRecord.", "DecisionLog.append", "TickWaiter.")
 FRAMEWORK = ("/fastapi/", "/starlette/", "/pydantic/", "/pydantic_core/", "/anyio/",
              "/httptools/", "/h11/", "/uvicorn/protocols/", "/uvicorn/middleware/")
 SERVER_ROOT = ("/riskengine/__main__.py", "/uvicorn/server.py", "/uvicorn/_compat.py",
                "/uvicorn/main.py", "/riskengine/cli.py", "/typer/", "/click/", "<frozen runpy>")
 
-BUCKETS = ("HTTP framework (FastAPI, Starlette, uvicorn)",
+BUCKETS = ("HTTP (uvicorn's protocol and riskengine's, FastAPI, Starlette)",
            "event loop (uvloop: sockets, HTTP parsing, scheduling)",
            "engine (features, rules, decision)",
            "JSON (orjson)",
            "decision log: writer thread (SQLite)",
            "decision log: record + commit wait on the loop",
-           "metrics (prometheus_client)",
+           "metrics (prometheus_client, riskengine's tallies)",
            "service glue (riskengine/service)",
            "other threads",
            "other")
@@ -112,6 +111,10 @@ def bucket(thread: str, frames: list[Frame]) -> str:
         if _is_stdlib(frame):
             continue
         path = frame.file
+        if path.endswith("/riskengine/service/protocol.py"):
+            return BUCKETS[0]
+        if path.endswith("/riskengine/service/tallies.py"):
+            return BUCKETS[6]
         if "/riskengine/service/" in path:
             return BUCKETS[7]
         if "/riskengine/" in path or path.startswith("<fast path") \

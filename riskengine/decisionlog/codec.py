@@ -10,7 +10,12 @@ character (U+FDD0, a Unicode noncharacter) followed by its ASCII JSON escape.
 stored as a string of a second marker (U+FDD1) and their `repr`.
 
 A string that already begins with a marker is escaped too, so decoding is exact. Values
-without any of these are stored as the plain `json.dumps` output.
+without any of these are stored as their plain compact JSON: orjson's output, which
+`json.loads` reads back to the same values (the stdlib encoder takes over where orjson
+refuses or may differ: lone surrogates, integers past 64 bits, keys that are no strings,
+and any value whose orjson output holds a ``null``, since orjson writes NaN and the
+infinities as ``null`` where the log refuses them). Values orjson encodes that the stdlib
+refuses (UUIDs, enums) are stored as orjson writes them.
 
 >>> encode_text("a\\x00b")
 '\\ufdd0a\\\\u0000b'
@@ -29,11 +34,18 @@ import json
 import math
 from typing import Any
 
-__all__ = ["FLOAT_MARK", "MARK", "decode_text", "dumps", "encode_text", "loads"]
+import orjson
+
+__all__ = ["FLOAT_MARK", "MARK", "decode_text", "dumps", "encode_text", "loads", "plain_text"]
 
 MARK = "\ufdd0"
 FLOAT_MARK = "\ufdd1"
 _MARKS = (MARK, FLOAT_MARK)
+_MARK_BYTES = tuple(mark.encode() for mark in _MARKS)
+# datetimes, dataclasses and subclasses are refused (TypeError), so the stdlib encoder
+# treats them as it always did
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
 _EXACT_FLOAT_LIMIT = 1e16  # from here on, repr() uses an exponent
 
 
@@ -92,11 +104,32 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+def plain_text(encoded: bytes) -> str | None:
+    """`encoded` (orjson output) as the log stores it when it needs no escape, else None
+    (then store `dumps` of the value). orjson writes NaN and the infinities as ``null``:
+    the caller vouches that the value held none."""
+    # orjson escapes NUL as \u0000, refuses lone surrogates and shows big floats as "e+";
+    # a false alarm (such text inside a string) only costs the caller a `dumps`.
+    if (b"\\u0000" in encoded or b"e+" in encoded or b"-0.0" in encoded
+            or _MARK_BYTES[0] in encoded or _MARK_BYTES[1] in encoded):
+        return None
+    return encoded.decode()
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text that is valid UTF-8 and holds no NUL (see the module docstring).
 
     Raises `TypeError` or `ValueError` for values JSON cannot hold (objects, NaN).
     """
+    try:
+        encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except TypeError:  # lone surrogates, big integers, other keys, depth: the stdlib's turn
+        pass
+    else:
+        if b"null" not in encoded:  # else perhaps a NaN: the stdlib encoder refuses those
+            text = plain_text(encoded)
+            if text is not None:
+                return text
     text = _dumps(value)
     # json.dumps escapes NUL as \u0000 and leaves lone surrogates raw; big floats show "e+".
     # A false alarm (such text inside a string) only costs the walk below.

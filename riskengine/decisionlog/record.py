@@ -48,8 +48,11 @@ def _check_number(value: object, name: str) -> None:
 class LogRecord:
     """One logged decision: the queryable columns, the full decision and the event.
 
-    `document` is the decision as `Decision.to_dict()` gives it; `event` is the normalised
-    event the engine decided, kept so state can be rebuilt by replaying the log.
+    `document` is the decision as `Decision.to_dict()` gives it, or that dict already
+    encoded as the log stores it (`codec.dumps`, or `codec.plain_text` of its orjson
+    encoding: the service encodes each decision once, for the response and the log);
+    `event` is the normalised event the engine decided, kept so state can be rebuilt by
+    replaying the log.
     """
 
     lsn: int
@@ -65,7 +68,7 @@ class LogRecord:
     latency_ms: float
     hits: tuple[str, ...]
     shadow_hits: tuple[str, ...]
-    document: Mapping[str, Any] = field(repr=False)
+    document: Mapping[str, Any] | str = field(repr=False)
     event: Mapping[str, Any] = field(repr=False)
 
     def __post_init__(self) -> None:
@@ -82,29 +85,35 @@ class LogRecord:
         for name in ("event_id", "scene", "ruleset_version"):
             if not isinstance(getattr(self, name), str):
                 raise DecisionLogError(f"log record: {name} must be a string")
-        for name in ("document", "event"):
-            if not isinstance(getattr(self, name), Mapping):
-                raise DecisionLogError(f"log record: {name} must be a mapping")
+        if not isinstance(self.document, Mapping | str):
+            raise DecisionLogError("log record: document must be a mapping or its JSON text")
+        if not isinstance(self.event, Mapping):
+            raise DecisionLogError("log record: event must be a mapping")
 
     @classmethod
     def from_decision(cls, decision: Decision, event: Mapping[str, Any], *,
-                      logged_at: int | None = None) -> LogRecord:
-        """The record of `decision`, made for `event` (the normalised event)."""
+                      logged_at: int | None = None,
+                      document: Mapping[str, Any] | str | None = None) -> LogRecord:
+        """The record of `decision`, made for `event` (the normalised event); `document`
+        is `decision.to_dict()` (made here when not given) or its stored text."""
         return cls(
-            lsn=decision.lsn, event_id=decision.event_id, scene=decision.scene,
-            decision=decision.decision, score=decision.score, timestamp=decision.timestamp,
-            logged_at=now_ms() if logged_at is None else logged_at,
-            ruleset_version=decision.ruleset_version, late=decision.late,
-            degraded=decision.degraded, latency_ms=decision.latency_ms,
-            hits=tuple(decision.hit_ids),
-            shadow_hits=tuple(h.rule_id for h in decision.shadow_hits),
-            document=decision.to_dict(), event=event)
+            decision.lsn, decision.event_id, decision.scene, decision.decision,
+            decision.score, decision.timestamp, now_ms() if logged_at is None else logged_at,
+            decision.ruleset_version, decision.late, decision.degraded, decision.latency_ms,
+            tuple([h.rule_id for h in decision.hits]),
+            tuple([h.rule_id for h in decision.shadow_hits]),
+            decision.to_dict() if document is None else document, event)
 
     def to_row(self) -> Row:
         """Column values as both backends store them (strings made storable, JSON as text)."""
+        document = self.document
         return (self.lsn, codec.encode_text(self.event_id), codec.encode_text(self.scene),
                 self.decision, float(self.score), self.timestamp, self.logged_at,
                 codec.encode_text(self.ruleset_version), bool(self.late), bool(self.degraded),
-                float(self.latency_ms), codec.dumps(list(self.hits)),
-                codec.dumps(list(self.shadow_hits)), codec.dumps(dict(self.document)),
+                float(self.latency_ms), _ids(self.hits), _ids(self.shadow_hits),
+                document if isinstance(document, str) else codec.dumps(dict(document)),
                 codec.dumps(dict(self.event)))
+
+
+def _ids(ids: tuple[str, ...]) -> str:
+    return codec.dumps(list(ids)) if ids else "[]"

@@ -9,7 +9,12 @@ from fastapi import Header, Path, Request
 from riskengine.events import parse_timestamp_text
 from riskengine.exceptions import EventValidationError
 from riskengine.service.errors import ApiError
-from riskengine.service.lane import check_content_type, check_declared_length, parse_json
+from riskengine.service.evaluation import (
+    check_content_type,
+    check_declared_length,
+    parse_json,
+    too_large,
+)
 
 __all__ = ["JSON", "Auth", "SceneName", "read_json", "time_param"]
 
@@ -30,7 +35,7 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"the body is over the limit of {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return parse_json(b"".join(chunks))
 

@@ -4,33 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from riskengine.decision import Decision
+from riskengine.service.tallies import TallyCounter, TallyHistogram
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0)
 
 
 class ServiceMetrics:
-    """Counters and histograms; label children of the hot path are resolved once."""
+    """Counters and histograms; those counted per decision are plain numbers counted on
+    the event loop's thread (tallies.py), label children resolved once."""
 
     def __init__(self, scenes: Iterable[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.decisions = Counter("riskengine_decisions_total", "Decisions by scene and outcome",
-                                 ["scene", "decision"], registry=r)
-        self.rule_hits = Counter("riskengine_rule_hits_total", "Rule hits by scene, rule, mode",
-                                 ["scene", "rule", "mode"], registry=r)
-        self.latency = Histogram("riskengine_decision_seconds",
-                                 "Engine time per decision (seconds)", ["scene"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.request_latency = Histogram("riskengine_request_seconds",
-                                         "Evaluate request time, body read to response",
-                                         ["scene", "endpoint"], buckets=LATENCY_BUCKETS,
-                                         registry=r)
-        self.late = Counter("riskengine_late_events_total", "Events scored late", ["scene"],
-                            registry=r)
+        # counted on the event loop for every decision: plain numbers (tallies.py)
+        self.decisions = TallyCounter("riskengine_decisions", "Decisions by scene and outcome",
+                                      ["scene", "decision"], r)
+        self.rule_hits = TallyCounter("riskengine_rule_hits", "Rule hits by scene, rule, mode",
+                                      ["scene", "rule", "mode"], r)
+        self.latency = TallyHistogram("riskengine_decision_seconds",
+                                      "Engine time per decision (seconds)", ["scene"],
+                                      LATENCY_BUCKETS, r)
+        self.request_latency = TallyHistogram("riskengine_request_seconds",
+                                              "Evaluate request time, body read to response",
+                                              ["scene", "endpoint"], LATENCY_BUCKETS, r)
+        self.late = TallyCounter("riskengine_late_events", "Events scored late", ["scene"], r)
         self.duplicates = Counter("riskengine_duplicate_events_total",
                                   "Events whose event_id was already decided", ["scene"],
                                   registry=r)
@@ -74,21 +75,23 @@ class ServiceMetrics:
         self.review_queue_oldest = Gauge("riskengine_review_queue_oldest_age_seconds",
                                          "Age of the oldest unresolved review decision "
                                          "(0 with none), by scene", ["scene"], registry=r)
-        self._by_outcome = {(s, d): self.decisions.labels(s, d)
-                            for s in scenes for d in ("accept", "review", "reject")}
-        self._latency = {s: self.latency.labels(s) for s in scenes}
-        self._late = {s: self.late.labels(s) for s in scenes}
+        for s in scenes:  # shown at zero from the start
+            for d in ("accept", "review", "reject"):
+                self.decisions.inc((s, d), 0.0)
+            self.late.inc((s,), 0.0)
+        self._latency = {s: self.latency.child((s,)) for s in scenes}
 
     def observe(self, decision: Decision) -> None:
+        """Count a decision (on the event loop's thread)."""
         scene = decision.scene
-        self._by_outcome[scene, decision.decision].inc()
+        self.decisions.counts[scene, decision.decision] += 1
         self._latency[scene].observe(decision.latency_ms / 1000.0)
         if decision.late:
-            self._late[scene].inc()
+            self.late.counts[scene, ] += 1
         for hit in decision.hits:
-            self.rule_hits.labels(scene, hit.rule_id, "active").inc()
+            self.rule_hits.inc((scene, hit.rule_id, "active"))
         for hit in decision.shadow_hits:
-            self.rule_hits.labels(scene, hit.rule_id, "shadow").inc()
+            self.rule_hits.inc((scene, hit.rule_id, "shadow"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,17 +16,15 @@ order of evaluation, and a snapshot is a consistent cut.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import CancelledError, Future
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from riskengine.config import ProjectConfig, load_config
 from riskengine.decision import Decision
-from riskengine.decisionlog import DecisionLog, LogRecord, open_log
+from riskengine.decisionlog import DecisionLog, LogRecord, codec, open_log
 from riskengine.engine import Engine
 from riskengine.exceptions import RiskEngineError
 from riskengine.lists import ListCatalog
@@ -46,11 +44,23 @@ from riskengine.service.persistence import (
 )
 from riskengine.service.rulesets import RulesetRegistry
 from riskengine.service.settings import ServiceSettings
+from riskengine.service.ticks import Done, TickDecisions, TickWaiter
 from riskengine.tracing import open_tracing
 
 log = logging.getLogger("riskengine.service")
 
 DECISIONS_FILE = "decisions.sqlite"
+
+
+class Decided(NamedTuple):
+    """One decided event, as the evaluate endpoints answer and log it."""
+
+    decision: Decision
+    answer: bytes
+    """The decision's JSON (`Decision.to_dict()`), as the response carries it."""
+    record: LogRecord | None
+    """What the decision log stores; None when nothing is logged (a duplicate, a
+    fallback)."""
 
 
 class ServiceRuntime:
@@ -88,6 +98,7 @@ class ServiceRuntime:
         self.log: DecisionLog = open_log(self.settings.decision_log,
                                          path_default=self.state_dir / DECISIONS_FILE)
         self._waiter = TickWaiter(self.log)
+        self._ticks = TickDecisions(self)
         self.mirror = (None if self.settings.mirror is None
                        else Mirror(self.settings.mirror, self.metrics))
         self.tracer = open_tracing(self.settings.tracing)
@@ -142,53 +153,81 @@ class ServiceRuntime:
             raw = {**raw, "timestamp": int(time.time() * 1000)}
         return raw  # type: ignore[return-value]  # the engine refuses non-objects
 
-    def decide(self, scene: str, raw: object) -> tuple[Decision, LogRecord | None]:
-        """Evaluate one event; returns the decision and its log record (None for an
-        event_id already decided). Await `committed(record)` before answering."""
+    def decide(self, scene: str, raw: object) -> Decided:
+        """Evaluate one event: the decision, its JSON and its log record (None for an
+        event_id already decided). Await `committed` of the record before answering."""
         event = self.prepare(raw)
-        decision = self.engine.evaluate(scene, event)
-        return decision, self._logged(scene, decision, event)
+        return self.decided(scene, self.engine.evaluate(scene, event), event)
 
-    def _logged(self, scene: str, decision: Decision, event: Mapping[str, Any]
-                ) -> LogRecord | None:
-        """Count `decision`; its log record, or None when there is nothing to log: a
-        duplicate (the stored answer) or a fallback (the shared state was not reached)."""
+    def decide_soon(self, scene: str, raw: object, done: Done) -> None:
+        """`decide` at the end of this event-loop tick, together with the other single
+        events that came in during it (riskengine/service/ticks.py); `done` gets the
+        `Decided` or the error. Commit its record (`commit`) right in `done`."""
+        self._ticks.submit(scene, raw, done)
+
+    def decided(self, scene: str, decision: Decision, event: Mapping[str, Any]) -> Decided:
+        """Count `decision` and encode it once, for the answer and the log; no log record
+        when there is nothing to log: a duplicate (the stored answer) or a fallback (the
+        shared state was not reached)."""
+        answer = decision.to_json()
         if decision.duplicate:
             self.metrics.duplicates.labels(scene).inc()
-            return None
+            return Decided(decision, answer, None)
         if decision.degraded:
             self.metrics.degraded.labels(scene).inc()
             if decision.fallback:
-                return None
+                return Decided(decision, answer, None)
         self.metrics.observe(decision)
         if self.guard is not None:
             self.guard.count(decision)
-        return _record(decision, event)
+        stored = dict(event)
+        stored["event_id"] = decision.event_id
+        stored["timestamp"] = decision.timestamp
+        # the engine's numbers are finite, so orjson's output is the stored text unless
+        # some string needs an escape
+        document = codec.plain_text(answer)
+        return Decided(decision, answer, LogRecord.from_decision(
+            decision, stored, document=decision.to_dict() if document is None else document))
 
-    def decide_many(self, scene: str, raws: Sequence[object]
-                    ) -> tuple[list[Decision], list[LogRecord]]:
+    def decide_many(self, scene: str, raws: Sequence[object]) -> list[Decided]:
+        """`decide` for each event of a batch, in order; all are validated first."""
         events = [self.prepare(raw) for raw in raws]
         decisions = self.engine.evaluate_many(scene, events)
-        logged = (self._logged(scene, d, e) for d, e in zip(decisions, events, strict=True))
-        return decisions, [record for record in logged if record is not None]
+        return [self.decided(scene, d, e) for d, e in zip(decisions, events, strict=True)]
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
         """Log `records` and wait until they are committed; a failed commit answers 503
         (the state already holds the event, the log does not: a restart forgets it, as
-        it should for a non-200).
-
-        The records of every request of one event-loop tick go to the log together, behind
-        one future: one queue operation and one hop back to the loop per tick.
-        """
+        it should for a non-200)."""
         if not records:
             return
         error = await self._waiter.wait(records)
         if error is not None:
-            self.metrics.log_failures.inc(len(records))
-            log.error("decision log write failed for %d decisions: %s", len(records),
-                      type(error).__name__)
-            raise ApiError(503, "the decision log is unavailable; the decision was not "
-                                "recorded, retry with the same event_id")
+            raise self.not_committed(error, len(records))
+
+    def commit(self, records: Sequence[LogRecord],
+               done: Callable[[BaseException | None], None]) -> None:
+        """Log `records`; `done` is called on the loop, with None or the failure, once
+        they are committed. Call it right after deciding them (no await between: LSN
+        order).
+
+        The records of every request of one event-loop tick go to the log together
+        (riskengine/service/ticks.py).
+        """
+        self._waiter.add(records, done)
+
+    def ship_records(self) -> None:
+        """Hand the log the records waiting for this tick's group now."""
+        self._waiter.ship()
+
+    def not_committed(self, error: BaseException, count: int) -> ApiError:
+        """The 503 of `count` decisions whose commit failed with `error` (counted, logged
+        without the records)."""
+        self.metrics.log_failures.inc(count)
+        log.error("decision log write failed for %d decisions: %s", count,
+                  type(error).__name__)
+        return ApiError(503, "the decision log is unavailable; the decision was not "
+                             "recorded, retry with the same event_id")
 
     # -- config reload
 
@@ -226,54 +265,3 @@ class ServiceRuntime:
 
     def snapshot_path(self) -> Path:
         return self.state_dir / SNAPSHOT_FILE
-
-
-class TickWaiter:
-    """Collects the log records of one event-loop tick and appends them as one group.
-
-    `wait(records)` returns a loop future that resolves, with None or the failure, when
-    the group's commit is done. Records are appended in the order `wait` is called,
-    which is LSN order: every caller calls it right after deciding, with no await between.
-    """
-
-    def __init__(self, log: DecisionLog) -> None:
-        self.log = log
-        self._records: list[LogRecord] = []
-        self._waiters: list[asyncio.Future[BaseException | None]] = []
-
-    def wait(self, records: Sequence[LogRecord]) -> asyncio.Future[BaseException | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[BaseException | None] = loop.create_future()
-        if not self._waiters:
-            loop.call_soon(self._ship, loop)
-        self._records.extend(records)
-        self._waiters.append(waiter)
-        return waiter
-
-    def _ship(self, loop: asyncio.AbstractEventLoop) -> None:
-        records, waiters = self._records, self._waiters
-        self._records, self._waiters = [], []
-
-        def resolve(error: BaseException | None) -> None:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(error)
-
-        try:
-            group = self.log.append_many(records)
-        except RiskEngineError as exc:
-            resolve(exc)
-            return
-
-        def committed(future: Future[None]) -> None:
-            error = CancelledError() if future.cancelled() else future.exception()
-            loop.call_soon_threadsafe(resolve, error)
-
-        group.add_done_callback(committed)
-
-
-def _record(decision: Decision, event: Mapping[str, Any]) -> LogRecord:
-    stored = dict(event)
-    stored["event_id"] = decision.event_id
-    stored["timestamp"] = decision.timestamp
-    return LogRecord.from_decision(decision, stored)

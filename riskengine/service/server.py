@@ -1,4 +1,5 @@
-"""Run the service on uvicorn (uvloop + httptools).
+"""Run the service on uvicorn (uvloop + httptools; the evaluate requests answered by the
+protocol itself, protocol.py).
 
 One worker: the app is built here and served by one process. Several workers need state
 shared between processes (`--state redis://…`): uvicorn starts N processes, each builds
@@ -16,6 +17,7 @@ import uvicorn
 
 from riskengine.service.app import create_app
 from riskengine.service.lane import EvaluateLane, evaluate_lane
+from riskengine.service.protocol import EvaluateProtocol
 from riskengine.service.runtime import ServiceRuntime
 from riskengine.service.settings import ServiceSettings
 
@@ -50,7 +52,7 @@ def run_workers(settings: ServiceSettings, *, host: str, port: int, workers: int
     refuse_other_layouts(str(settings.state), config.scenes)
     os.environ[SETTINGS_ENV] = settings.to_env()
     uvicorn.run("riskengine.service.server:worker_app", factory=True, host=host, port=port,
-                workers=workers, loop="uvloop", http="httptools", access_log=False,
+                workers=workers, loop="uvloop", http=EvaluateProtocol, access_log=False,
                 log_level=log_level, lifespan="on", timeout_graceful_shutdown=10,
                 server_header=False, proxy_headers=False, date_header=False)
 
@@ -63,7 +65,7 @@ def build_server(settings: ServiceSettings, *, host: str, port: int, workers: in
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = ServiceRuntime(settings)
     app = evaluate_lane(create_app(runtime=runtime, lane=False), runtime)
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=EvaluateProtocol,
                             access_log=False, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False,
                             proxy_headers=False, date_header=False)

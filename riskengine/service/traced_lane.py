@@ -25,12 +25,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from riskengine.decision import Decision
 from riskengine.decisionlog import LogRecord
 from riskengine.exceptions import RiskEngineError
 from riskengine.service.errors import ApiError
+from riskengine.service.evaluation import EvaluateEndpoints
 from riskengine.service.lane import EvaluateLane
-from riskengine.service.runtime import ServiceRuntime
+from riskengine.service.runtime import Decided, ServiceRuntime
 from riskengine.tracing import TRACE_FIELDS
 from riskengine.tracing.otel import (
     DecideClock,
@@ -48,10 +48,12 @@ _TRACE_HEADERS = frozenset(name.encode() for name in TRACE_FIELDS)
 class TracedLane(EvaluateLane):
     """`EvaluateLane` with a span per evaluate request (see the module docstring)."""
 
+    answers_in_protocol = False
+
     def __init__(self, app: ASGIApp, runtime: ServiceRuntime, tracer: Tracer) -> None:
         super().__init__(app, runtime)
         self.tracer = tracer
-        self.rt = TracedCalls(runtime, tracer)  # type: ignore[assignment]
+        self.endpoints = EvaluateEndpoints(runtime, TracedCalls(runtime, tracer))
 
     async def answer(self, scene: str, batch: bool, scope: Scope, receive: Receive,
                      send: Send) -> None:
@@ -95,31 +97,30 @@ class TracedCalls:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.runtime, name)
 
-    def decide(self, scene: str, raw: object) -> tuple[Decision, LogRecord | None]:
+    def decide(self, scene: str, raw: object) -> Decided:
         span = trace.get_current_span()
         clock = self.clock
         clock.reset()
         started = time_ns()
-        decision, record = self.runtime.decide(scene, raw)
+        decided = self.runtime.decide(scene, raw)
         if span.is_recording():  # not when the sampler left this request out
             self.tracer.steps(span, started, clock)
-            span.set_attributes(decision_attributes(decision))
-        return decision, record
+            span.set_attributes(decision_attributes(decided.decision))
+        return decided
 
-    def decide_many(self, scene: str, raws: Sequence[object]
-                    ) -> tuple[list[Decision], list[LogRecord]]:
+    def decide_many(self, scene: str, raws: Sequence[object]) -> list[Decided]:
         span = trace.get_current_span()
         clock = self.clock
         clock.reset()
         started = time_ns()
-        decisions, records = self.runtime.decide_many(scene, raws)
+        decided = self.runtime.decide_many(scene, raws)
         if not span.is_recording():
-            return decisions, records
+            return decided
         self.tracer.interval("riskengine.decide", span, started, time_ns(),
-                             {"riskengine.events": len(decisions),
+                             {"riskengine.events": len(decided),
                               "riskengine.rules_ms": clock.busy / 1e6})
-        span.set_attributes(batch_attributes(decisions))
-        return decisions, records
+        span.set_attributes(batch_attributes([d.decision for d in decided]))
+        return decided
 
     async def committed(self, records: Sequence[LogRecord]) -> None:
         if not records or not trace.get_current_span().is_recording():
