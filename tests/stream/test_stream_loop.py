@@ -4,13 +4,15 @@ took them, and the garbage collector kept off the state while it runs."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
+import pytest
 
 from riskengine.decision import Decision
 from riskengine.engine import Engine
+from riskengine.longlived import _freeze_survivors, settle_memory
 from riskengine.stream.base import CommonSettings, PoisonMessage
 from riskengine.stream.checkpoint import PreviousRun
 from riskengine.stream.loop import Batch, Offsets, StreamLoop
@@ -86,6 +88,22 @@ class ListSink:
         pass
 
 
+@pytest.fixture
+def unsettled() -> Iterator[None]:
+    """A process that has not settled its memory (`settle_memory`, which a service test
+    in the same process may have done): the hook freezing survivors is out for the test."""
+    hooked = _freeze_survivors in gc.callbacks
+    if hooked:
+        gc.callbacks.remove(_freeze_survivors)
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        if hooked:
+            gc.callbacks.append(_freeze_survivors)
+
+
+@pytest.mark.usefixtures("unsettled")
 def test_the_loop_decides_in_order_and_keeps_the_collector_off_the_state() -> None:
     events = [{k: v for k, v in e.items() if k != "label"}
               for e in generate_transfers(2500, 6)]
@@ -105,3 +123,25 @@ def test_the_loop_decides_in_order_and_keeps_the_collector_off_the_state() -> No
     assert len(sink.dead) == 1 and sink.dead[0].__traceback__ is None
     assert min(source.frozen_while_polling) > before  # the state is frozen meanwhile
     assert gc.get_freeze_count() == before  # and given back to the collector after
+
+
+def test_the_loop_in_a_settled_process_leaves_its_survivors_frozen() -> None:
+    """After `settle_memory` (a service in the same process) the loop keeps the process's
+    setting: the hook stays and what it froze stays frozen."""
+    settled_before = _freeze_survivors in gc.callbacks
+    settle_memory()
+    try:
+        before = gc.get_freeze_count()
+        events = [{k: v for k, v in e.items() if k != "label"}
+                  for e in generate_transfers(500, 7)]
+        source, sink = ListSource([orjson.dumps(e) for e in events], 100), ListSink()
+        settings: CommonSettings[Any] = CommonSettings(source="in", sink="out",
+                                                       max_events=len(events))
+        StreamLoop(Engine.from_config(None), settings, lambda _m: source, lambda: sink).run()
+        assert len(sink.decisions) == len(events)
+        assert _freeze_survivors in gc.callbacks
+        assert gc.get_freeze_count() >= before
+    finally:
+        if not settled_before:  # leave the process as it was
+            gc.callbacks.remove(_freeze_survivors)
+            gc.unfreeze()
