@@ -811,6 +811,10 @@ def serve(
         show_default=False, help="Shared state: redis://host:port/db or "
                                  "redis+cluster://host:port,host:port (default: in memory, "
                                  "snapshots in the state dir).")] = None,
+    state_timeout: Annotated[str | None, typer.Option(
+        show_default=False, help="Budget of each round trip to the shared state, e.g. 50ms "
+                                 "(default 50ms; or the config's service: state_timeout); "
+                                 "past it the answer is the scene's fallback.")] = None,
     watch: Annotated[bool, typer.Option(help="Reload rules and lists when the config "
                                              "file changes.")] = True,
     mirror: Annotated[str | None, typer.Option(
@@ -847,7 +851,7 @@ def serve(
     """
     from riskengine.service.mirror_settings import MirrorSettings, parse_mirror_url
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
-    from riskengine.service.settings import ServiceSettings, parse_guard
+    from riskengine.service.settings import ServiceSettings, parse_guard, parse_state_timeout
     from riskengine.tracing import tracing_settings
 
     with _user_errors():
@@ -869,11 +873,14 @@ def serve(
             _fail(str(exc), 2)
         try:
             tracing = tracing_settings(otel_endpoint, "riskengine")
+            timeout_ms = (None if state_timeout is None
+                          else parse_state_timeout(state_timeout, "--state-timeout"))
         except RiskEngineError as exc:
             _fail(str(exc), 2)
         settings = ServiceSettings(config=config, state_dir=state_dir, decision_log=decision_log,
-                                   state=state, watch_config=watch, guard=guard,
-                                   mirror=mirrored, tracing=tracing,
+                                   state=state, state_timeout_ms=timeout_ms,
+                                   watch_config=watch, guard=guard, mirror=mirrored,
+                                   tracing=tracing,
                                    backtests_dir=backtests_dir)
         if workers > 1:
             try:

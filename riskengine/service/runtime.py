@@ -77,7 +77,8 @@ class ServiceRuntime:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = ServiceMetrics(tuple(self.config.scenes))
         self.persistence: Persistence = (
-            SharedPersistence(self.config, str(self.settings.state))
+            SharedPersistence(self.config, str(self.settings.state),
+                              self.settings.state_timeout_ms)
             if self.settings.state is not None
             else LocalPersistence(self.config, self.state_dir, self.metrics))
         self.engine: Engine = self.persistence.engine

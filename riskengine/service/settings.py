@@ -31,7 +31,7 @@ ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
 API_TOKEN_ENV = "RISKENGINE_API_TOKEN"
 _SERVICE_KEYS = frozenset({"admin_token", "api_token", "backtests", "guard", "max_body_bytes",
                            "max_batch", "mirror", "retention", "review_claim",
-                           "snapshot_interval", "watch_config"})
+                           "snapshot_interval", "state_timeout", "watch_config"})
 BACKTESTS_DIR = "backtests"
 """The backtest reports' directory under the state dir, unless one is given."""
 _GUARD_KEYS = ("decisions", "factor", "min_delta")
@@ -93,6 +93,18 @@ def _guard_number(value: object, what: str, low: float, high: float, expected: s
     return number
 
 
+MAX_STATE_TIMEOUT_MS = 60_000
+
+
+def parse_state_timeout(value: Any, what: str) -> int:
+    """A state timeout (``50ms``, ``1s``, or milliseconds as a number) in whole
+    milliseconds, from 1 ms to a minute."""
+    timeout_ms = parse_duration(value, what=what)
+    if not 1 <= timeout_ms <= MAX_STATE_TIMEOUT_MS:
+        raise ConfigError(f"{what} must be from 1ms to 60s; got {value!r:.40}")
+    return timeout_ms
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Everything the service needs besides the project config itself."""
@@ -101,6 +113,9 @@ class ServiceSettings:
     state_dir: Path = Path("riskengine-state")
     decision_log: str | None = None  # None: SQLite file in state_dir
     state: str | None = None  # None: in memory; redis://… or redis+cluster://… shared
+    state_timeout_ms: int | None = None
+    """The budget of each Redis round trip of shared state (`--state-timeout`,
+    ``service: state_timeout``); None: `DEFAULT_STATE_TIMEOUT_MS` (50 ms)."""
     admin_token: str | None = None
     api_token: str | None = None
     max_body_bytes: int = 1024 * 1024
@@ -167,6 +182,9 @@ class ServiceSettings:
                 raise ConfigError("service: backtests must name a directory (the backtest "
                                   "reports the console lists)")
             values["backtests_dir"] = (base_dir or Path()) / Path(directory).expanduser()
+        if section.get("state_timeout") is not None and self.state_timeout_ms is None:
+            values["state_timeout_ms"] = parse_state_timeout(section["state_timeout"],
+                                                             "service: state_timeout")
         if "watch_config" in section:
             values["watch_config"] = bool(section["watch_config"])
         if section.get("guard") is not None:
@@ -186,7 +204,8 @@ class ServiceSettings:
         return json.dumps({
             "config": None if self.config is None else str(self.config),
             "state_dir": str(self.state_dir), "decision_log": self.decision_log,
-            "state": self.state, "watch_config": self.watch_config,
+            "state": self.state, "state_timeout_ms": self.state_timeout_ms,
+            "watch_config": self.watch_config,
             "guard": None if self.guard is None else self.guard.to_dict(),
             "mirror": None if self.mirror is None else self.mirror.url,
             "otel_endpoint": None if self.tracing is None else self.tracing.endpoint,
@@ -198,7 +217,8 @@ class ServiceSettings:
         data = json.loads(text)
         return cls(config=None if data["config"] is None else Path(data["config"]),
                    state_dir=Path(data["state_dir"]), decision_log=data["decision_log"],
-                   state=data["state"], watch_config=data["watch_config"],
+                   state=data["state"], state_timeout_ms=data.get("state_timeout_ms"),
+                   watch_config=data["watch_config"],
                    guard=None if data.get("guard") is None else parse_guard(data["guard"]),
                    mirror=None if data["mirror"] is None else MirrorSettings(data["mirror"]),
                    tracing=(TracingSettings(endpoint=data.get("otel_endpoint"))

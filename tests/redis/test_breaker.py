@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from riskengine.decision import Decision
@@ -22,6 +23,7 @@ from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.state.breaker import CircuitBreaker
 from riskengine.state.redis.backend import RedisState, StateUnavailableError
+from riskengine.state.redis.functions import FunctionCaller
 from tests.example_config import example_config
 from tests.servers import free_port, wait_for_port
 
@@ -284,3 +286,40 @@ def test_start_without_redis(server: Server) -> None:
         server.start()
         assert decide_until_normal(engine, events).features[
             "count(pay_account.history,1h)"] == 1
+
+
+@pytest.mark.parametrize(("failure", "resent"), [
+    (redis.exceptions.ConnectionError("Connection closed by server."), True),
+    (redis.exceptions.TimeoutError("Timeout reading from socket"), False)])
+def test_only_a_call_whose_connection_failed_is_sent_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch, failure: Exception,
+        resent: bool) -> None:
+    """A pooled connection that went stale fails at once (the server closed it): the call
+    never ran, and is sent again on a new connection. A call that timed out may still run
+    (it waits in a slow server's input): a copy sent after it would be applied twice when
+    more events of an entity than its guard remembers run in between, so it is answered
+    with the fallback instead (its step of the clock may have happened: README, Degraded
+    decisions)."""
+    events = Transfers()
+    with shared_engine(server.url, guard_depth=2) as engine:
+        assert not engine.evaluate("transfer", events.next()).degraded
+        real = FunctionCaller._exchange
+        sent: list[int] = []
+
+        def exchange(client: Any, commands: list[Any]) -> list[Any]:
+            sent.append(len(commands))
+            if len(sent) == 1:
+                raise failure
+            return real(client, commands)
+
+        monkeypatch.setattr(FunctionCaller, "_exchange", staticmethod(exchange))
+        decision = engine.evaluate("transfer", events.next())
+        if resent:
+            assert sent[:2] == [1, 1] and not decision.degraded
+            assert decision.features["count(pay_account.history,1h)"] == 2
+        else:
+            assert sent == [1]
+            assert_degraded(decision)
+        monkeypatch.undo()
+        after = engine.evaluate("transfer", events.next())
+        assert after.features["count(pay_account.history,1h)"] == 3 if resent else 2

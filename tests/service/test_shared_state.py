@@ -21,6 +21,8 @@ from fastapi.testclient import TestClient
 
 from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
+from riskengine.exceptions import ConfigError
+from riskengine.service.settings import ServiceSettings
 from riskengine.state.redis import connect
 from tests.example_config import example_config
 from tests.oracle import Oracle
@@ -163,7 +165,10 @@ def serve_in_turns(url: str, state_dir: Path, events: list[dict[str, Any]]
         cluster.flushall()
     finally:
         cluster.close()
-    service = ServiceProcess(state_dir, extra=["--workers", "2", "--state", url]).start()
+    # a budget a loaded machine cannot use up: a degraded answer would differ from the
+    # engine's (the fallback is tested apart)
+    service = ServiceProcess(state_dir, extra=["--workers", "2", "--state", url,
+                                               "--state-timeout", "5s"]).start()
     close = {"Connection": "close"}
     try:
         with httpx.Client(base_url=service.url, timeout=30) as client:
@@ -207,6 +212,41 @@ def test_two_workers_on_a_redis_cluster_decide_as_one_run_after_run(tmp_path: Pa
             ({**a.features}, a.late) for a in answers]
     assert runs[0] == [{**d, "latency_ms": runs[0][i]["latency_ms"]}
                        for i, d in enumerate(runs[1])]
+
+
+def test_state_timeout_from_the_flag_the_config_and_workers(
+        make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
+    """The budget of a Redis round trip: 50 ms unless `service: state_timeout` or
+    `--state-timeout` (which wins) says otherwise; the service's workers get it too."""
+    assert ServiceSettings().with_service_section({}).state_timeout_ms is None
+    section = {"state_timeout": "250ms"}
+    assert ServiceSettings().with_service_section(section).state_timeout_ms == 250
+    flag = ServiceSettings(state_timeout_ms=40)
+    assert flag.with_service_section(section).state_timeout_ms == 40
+    assert ServiceSettings.from_env(flag.to_env()).state_timeout_ms == 40
+    for value in ("0ms", "2m", True, "soon", -5, [50], "50"):
+        with pytest.raises(ConfigError, match="service: state_timeout"):
+            ServiceSettings().with_service_section({"state_timeout": value})
+    raw = example_config()
+    raw["service"] = section
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    client = make_client(state=redis_url, state_dir=tmp_path / "s", config=config)
+    assert client.app.state.runtime.engine.state.budget_s == 0.25  # type: ignore[attr-defined]
+    default = make_client(state=redis_url, state_dir=tmp_path / "d")
+    assert default.app.state.runtime.engine.state.budget_s == 0.05  # type: ignore[attr-defined]
+
+
+def test_serve_refuses_an_invalid_state_timeout(tmp_path: Path) -> None:
+    for value in ("0ms", "fast", "61s"):
+        done = subprocess.run(
+            [sys.executable, "-m", "riskengine", "serve", "--port", str(free_port()),
+             "--state-dir", str(tmp_path), "--state", "redis://127.0.0.1:1/0",
+             "--state-timeout", value],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "RISKENGINE_ADMIN_TOKEN": ADMIN})
+        assert done.returncode == 2, done.stderr
+        assert "--state-timeout" in done.stderr
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -59,7 +59,8 @@ Time budget, fallback, circuit breaker
 timeouts, no client-side retries) and is the request's budget: on a cluster, when the
 first round trip has used it up, the event's features are not computed and it is
 answered like an outage. A failing round trip ends the request at once, so a degraded
-answer comes within about one timeout (two when the reconnect also times out).
+answer comes within about one timeout (two when a closed connection's reconnect times
+out; a timed-out call is never sent again, since it may still run).
 
 When Redis cannot be reached, answers an error, runs out of the budget, or the breaker is
 open, `evaluate` returns the scene's **fallback** decision (scene key ``fallback:``,

@@ -66,9 +66,9 @@ def _function_missing(answer: object) -> bool:
 class FunctionCaller:
     """Runs FCALL batches of one library on `client` (`redis.Redis` or `RedisCluster`).
 
-    `resend`: on one server, a batch whose connection failed is sent once more on a new
-    connection; only for functions that answer a repeated call without applying it
-    twice (the entity functions with a guard).
+    `resend`: on one server, a batch whose connection failed (closed or reset, not timed
+    out) is sent once more on a new connection; only for functions that answer a
+    repeated call without applying it twice (the entity functions with a guard).
     """
 
     def __init__(self, client: Client, library: Library, what: str, *,
@@ -140,7 +140,12 @@ class FunctionCaller:
             commands = [("FCALL", name, len(keys), *keys, *args) for name, keys, args in calls]
             try:
                 return self._exchange(server, commands)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except redis.exceptions.TimeoutError:
+                # never sent again: the call may still run (it waits in a slow server's
+                # input), and a copy would be applied twice once more events of an entity
+                # than its guard remembers ran in between
+                raise
+            except redis.exceptions.ConnectionError:
                 if not self.resend:
                     raise
                 # once more on a new connection (a pooled one may have gone stale); the
