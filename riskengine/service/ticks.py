@@ -5,7 +5,9 @@
   `Engine.decide_parsed`, in arrival order (which is LSN order), so the engine can score
   a run's events with one model run each. Each request still gets its own answer: an
   event the scene refuses is refused alone, the others are decided as they would be one
-  by one. With shared state each event is decided on its own (its fallback is its own).
+  by one. With shared state on one Redis the run goes there in two round trips (its
+  events' calls, then their rememberings): a round trip that fails answers every event
+  of the run with the fallback (or unremembered), as it would answer one.
 - `TickWaiter`: the log records of every request decided in a tick, appended as one
   group behind one future: one queue operation and one hop back to the loop per tick.
 """
@@ -62,14 +64,6 @@ class TickDecisions:
 
     def _decide_run(self, scene: str, run: list[tuple[str, object, Done]]) -> None:
         rt = self.runtime
-        if rt.engine.shared_state:  # each event alone: a fallback answers for itself only
-            for _, raw, done in run:
-                try:
-                    outcome: Decided | Exception = rt.decide(scene, raw)
-                except Exception as exc:
-                    outcome = exc
-                done(outcome)
-            return
         parse = rt.engine.scene(scene).parse
         events: list[dict[str, Any]] = []
         taken: list[tuple[Any, Done]] = []

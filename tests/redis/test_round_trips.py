@@ -17,6 +17,8 @@ import redis
 from riskengine import Engine
 from riskengine.state.redis import connect
 from riskengine.state.redis.backend import RedisState
+from riskengine.state.redis.functions import FunctionCaller
+from riskengine.state.redis.idempotency import RedisDecisionStore
 from tests.features.test_patterns import EXAMPLE as PATTERNS
 from tests.features.test_patterns import T0
 
@@ -135,5 +137,82 @@ def test_a_duplicate_on_one_server_changes_nothing(standalone_client: Any) -> No
         assert again.duplicate and again.lsn == first.lsn == 1
         assert standalone_client.hgetall("re:{clock}") == clock
         assert {k: standalone_client.dump(k) for k in standalone_client.scan_iter()} == keys
+    finally:
+        engine.close()
+
+
+def test_a_run_of_events_takes_two_round_trips_on_one_server(
+        counted: tuple[Any, Counter, bool]) -> None:
+    """`evaluate_many` (a batch, a tick of the service, a stream worker's poll): on one
+    server every event's call in one round trip and every remembering in another; a run
+    ends before an id seen earlier in it, whose repeat then finds the first decision. A
+    cluster decides event by event. The answers are the in-memory engine's."""
+    client, counter, cluster = counted
+    shared = Engine.from_config(None, state=RedisState(client, state_timeout_ms=60_000))
+    memory = Engine.from_config(None)
+    try:
+        warm = {"event_id": "warm", "timestamp": T0 - 1, **TRANSFERS[0]}
+        shared.evaluate("transfer", dict(warm))
+        memory.evaluate("transfer", dict(warm))
+        distinct = [{"event_id": f"e{i}", "timestamp": T0 + i * 1000, **fields}
+                    for i, fields in enumerate(TRANSFERS * 3)]
+        distinct[5]["timestamp"] = T0 - 500  # out of order
+        repeats = [distinct[0], {**distinct[1], "event_id": "n1", "timestamp": T0 + 20_000},
+                   {**distinct[2], "event_id": "n2", "timestamp": T0 + 21_000},
+                   {**distinct[2], "event_id": "n2", "timestamp": T0 + 21_000},
+                   {**distinct[3], "event_id": "n3", "timestamp": T0 + 22_000}]
+        for events, runs in ((distinct, [12]), (repeats, [3, 2])):
+            before = counter.trips
+            got = shared.evaluate_many("transfer", [dict(e) for e in events])
+            expected = memory.evaluate_many("transfer", [dict(e) for e in events])
+            assert [(d.event_id, d.features, d.late, d.decision, d.duplicate)
+                    for d in got] == [
+                (d.event_id, d.features, d.late, d.decision, d.duplicate)
+                for d in expected]
+            if not cluster:  # (a cluster's duplicate takes a clock step: an LSN gap)
+                assert [d.lsn for d in got] == [d.lsn for d in expected]
+            assert not any(d.degraded for d in got)
+            fresh = sum(not d.duplicate for d in got)
+            if cluster:
+                assert counter.trips - before == 3 * fresh + (len(events) - fresh)
+            else:
+                assert counter.trips - before == 2 * len(runs)
+        assert [d.duplicate for d in got] == [True, False, False, True, False]
+    finally:
+        shared.close()
+
+
+def test_a_failed_round_trip_answers_its_whole_run_as_one_event(
+        standalone_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events' calls fail: every event of the run gets the fallback, and none is
+    remembered (a retry is decided). The rememberings fail: every event gets its
+    decision, none remembered, and a retry of the latest of an entity is answered from
+    the entity's guard record, not counted twice."""
+    engine = Engine.from_config(None, state=RedisState(standalone_client,
+                                                       state_timeout_ms=60_000))
+    events = [{"event_id": f"e{i}", "timestamp": T0 + i * 1000, **TRANSFERS[0]}
+              for i in range(3)]
+    try:
+        engine.evaluate("transfer", {"event_id": "warm", "timestamp": T0 - 1,
+                                     **TRANSFERS[2]})  # another payer
+
+        def refused(*args: Any, **options: Any) -> Any:
+            raise redis.exceptions.ConnectionError("Connection refused")
+
+        monkeypatch.setattr(FunctionCaller, "_exchange", staticmethod(refused))
+        down = engine.evaluate_many("transfer", [dict(e) for e in events])
+        assert [(d.degraded, d.lsn) for d in down] == [(True, 0)] * 3
+        monkeypatch.undo()
+        monkeypatch.setattr(RedisDecisionStore, "remember_many", refused)
+        lost = engine.evaluate_many("transfer", [dict(e) for e in events])
+        assert [d.features["count(pay_account.history,1h)"] for d in lost] == [1, 2, 3]
+        assert not any(d.degraded or d.duplicate for d in lost)
+        assert engine.stats()["transfer"]["unremembered"] == 3
+        monkeypatch.undo()
+        again = engine.evaluate("transfer", dict(events[2]))
+        assert again.features == lost[2].features and not again.degraded
+        after = engine.evaluate("transfer", {**events[2], "event_id": "e3",
+                                             "timestamp": T0 + 3000})
+        assert after.features["count(pay_account.history,1h)"] == 4
     finally:
         engine.close()

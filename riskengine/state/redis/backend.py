@@ -132,6 +132,12 @@ __all__ = ["DEFAULT_STATE_TIMEOUT_MS", "DEFAULT_STATE_URL", "STATE_ERRORS", "Red
 log = logging.getLogger("riskengine.state")
 NO_STEP = Step(0, None, False, False)
 """The step of a duplicate answered on one server: none was taken."""
+RUN_MAX = 256
+"""The most events whose calls go to Redis in one round trip (a longer run is cut): a
+pipeline holds the server for the time of all its calls."""
+_Computed = tuple["bytes | None", Step, dict[str, Any], bool]
+"""An event taken through the state: the decision remembered for its id (a duplicate) or
+None, its clock step, its features and whether it is late."""
 
 DEFAULT_STATE_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STATE_TIMEOUT_MS = 50
@@ -368,8 +374,34 @@ class RedisScene:
         return features
 
     def evaluate_many(self, events: list[dict[str, Any]], clock: Hashable) -> list[Decision]:
-        """`evaluate` for each event in order, on the clock of domain `clock`."""
-        return [self.evaluate(event, perf_counter(), clock) for event in events]
+        """`evaluate` for each event in order, on the clock of domain `clock`.
+
+        On one server a run of events goes in two round trips: every event's ``event``
+        call, pipelined on one connection (Redis runs them in that order, so their LSNs
+        are in it), then every remembering. A run ends before an id seen earlier in it,
+        so that the repeat finds the first one's record, and after `RUN_MAX` events. A failing round trip answers
+        every event of its run as it would answer one event (degraded, or decided and
+        not remembered). A cluster decides event by event."""
+        state = self.features
+        if state is None or not state.one_server or len(events) < 2:
+            return [self.evaluate(event, perf_counter(), clock) for event in events]
+        domain = None if clock is None else domain_name(clock)
+        decisions: list[Decision] = []
+        start = 0
+        while start < len(events):
+            seen: set[str] = set()
+            end = start
+            while (end < len(events) and end - start < RUN_MAX
+                   and events[end]["event_id"] not in seen):
+                seen.add(events[end]["event_id"])
+                end += 1
+            run, started = events[start:end], perf_counter()
+            if self.backend.breaker.allow():
+                decisions += self._run(state, run, started, domain)
+            else:
+                decisions += [self._degraded(event, started) for event in run]
+            start = end
+        return decisions
 
     def evaluate(self, event: dict[str, Any], started: float, clock: Hashable) -> Decision:
         """Decide one parsed event on the shared state; never a Redis error (those give the
@@ -377,75 +409,108 @@ class RedisScene:
         stream worker: its own scene clock in Redis; None: the scene's one clock)."""
         domain = None if clock is None else domain_name(clock)
         backend = self.backend
-        breaker = backend.breaker
-        if not breaker.allow():
+        if not backend.breaker.allow():
             return self._degraded(event, started)
-        event_id = event["event_id"]
-        t = event["timestamp"]
-        lists = backend.lists
-        assert lists is not None
         try:
             state = self.features
             if state is None:
                 state = self.attach()
             if state.one_server:
-                previous, step, features, late = self._in_one_call(state, event, domain)
-            else:
-                previous, step, features, late = self._in_two_calls(state, event, domain,
-                                                                    started)
+                return self._run(state, [event], started, domain)[0]
+            computed = self._in_two_calls(state, event, domain, started)
         except STATE_ERRORS as exc:
             backend.failed(exc)
             return self._degraded(event, started)
-        if previous is not None:
-            backend.succeeded()
-            self.duplicates += 1
-            return self.records.decode(previous, event_id)
-        decision, _ = self.runtime.decide(event, step.lsn, features, late, False, lists,
-                                          started)
+        return self._decide([event], [computed], started)[0]
+
+    def _run(self, state: RedisSceneFeatures, events: list[dict[str, Any]], started: float,
+             domain: str | None) -> list[Decision]:
+        """One server: each event's idempotency lookup, clock step, entities and patterns
+        in one atomic call (the ``event`` function), every event's call in one round trip;
+        then `_decide`. The caller asked the breaker."""
+        backend = self.backend
+        lists = backend.lists
+        calls, parts = [], []
+        for event in events:
+            asked: list[str] = []
+            patterns: list[tuple[str, list[Any]]] = []
+            if self.patterns:
+                patterns, asked = self.patterns.parts(event, lists)
+            event_id = event["event_id"]
+            call, touched, _ = state.event_call(event, domain, self.store.key(event_id),
+                                                event_digest(event_id), patterns)
+            calls.append(call)
+            parts.append((touched, asked))
         try:
-            first = self.store.remember(event_id, t, self.records.encode(decision),
-                                        step.clock)
+            replies = state.run_calls(calls)
         except STATE_ERRORS as exc:
             backend.failed(exc)
-            self.unremembered += 1
-            first = None
+            return [self._degraded(event, started) for event in events]
+        taken = backend._clock.taken
+        computed: list[_Computed] = []
+        for event, (touched, asked), reply in zip(events, parts, replies, strict=True):
+            if reply[0] == 0:  # remembered: a duplicate, nothing changed, not even G
+                computed.append((bytes(reply[1]), NO_STEP, {}, False))
+                continue
+            step = taken(reply[1:5], event["timestamp"])
+            features, late = state.values(touched, reply[5], step.late)
+            if self.patterns:
+                self.patterns.read(asked, reply[6], features)
+            computed.append((None, step, features, late))
+        return self._decide(events, computed, started)
+
+    def _decide(self, events: list[dict[str, Any]], computed: list[_Computed],
+                started: float) -> list[Decision]:
+        """Decide the events whose state calls are done, in order, and remember the new
+        decisions (one round trip on one server, one per event on a cluster). A
+        duplicate answers with the decision remembered first, also when another worker
+        remembered its id in between."""
+        backend = self.backend
+        lists = backend.lists
+        assert lists is not None
+        decisions: list[Decision] = []
+        fresh: list[tuple[int, Step]] = []
+        records: list[tuple[str, int, bytes, int | None]] = []
+        for event, (previous, step, features, late) in zip(events, computed, strict=True):
+            event_id = event["event_id"]
+            if previous is not None:
+                self.duplicates += 1
+                decisions.append(self.records.decode(previous, event_id))
+                continue
+            decision, _ = self.runtime.decide(event, step.lsn, features, late, False, lists,
+                                              started)
+            fresh.append((len(decisions), step))
+            records.append((event_id, event["timestamp"], self.records.encode(decision),
+                            step.clock))
+            decisions.append(decision)
+        firsts: list[bytes | None]
+        try:
+            if len(records) > 1:
+                firsts = self.store.remember_many(records)
+            else:
+                firsts = [self.store.remember(*record) for record in records]
+        except STATE_ERRORS as exc:
+            backend.failed(exc)
+            self.unremembered += len(records)
+            firsts = [None] * len(records)
         else:
             backend.succeeded()
-        if first is not None:  # another worker decided this id first: its answer stands
-            self.duplicates += 1
-            return self.records.decode(first, event_id)
-        self.decisions += 1
-        backend.lsn = step.lsn
-        decision.latency_ms = (perf_counter() - started) * 1000.0
-        return decision
-
-    def _in_one_call(self, state: RedisSceneFeatures, event: dict[str, Any],
-                     domain: str | None) -> tuple[bytes | None, Step, dict[str, Any], bool]:
-        """One server: the idempotency lookup, the clock step, the entities and the
-        patterns in one atomic call (the ``event`` function). Returns the remembered
-        decision (a duplicate: nothing changed, not even the clock) or None, the step,
-        the features and the late flag."""
-        event_id = event["event_id"]
-        digest = event_digest(event_id)
-        parts, asked = self.patterns.parts(event, self.backend.lists) if self.patterns \
-            else ([], [])
-        call, touched, _ = state.event_call(event, domain, self.store.key(event_id), digest,
-                                            parts)
-        (reply,) = state.run_calls([call])
-        if reply[0] == 0:
-            return bytes(reply[1]), NO_STEP, {}, False
-        step = self.backend._clock.taken(reply[1:5], event["timestamp"])
-        features, late = state.values(touched, reply[5], step.late)
-        if self.patterns:
-            self.patterns.read(asked, reply[6], features)
-        return None, step, features, late
+        for (i, step), first in zip(fresh, firsts, strict=True):
+            if first is not None:  # another worker decided this id first: its answer stands
+                self.duplicates += 1
+                decisions[i] = self.records.decode(first, decisions[i].event_id)
+                continue
+            self.decisions += 1
+            backend.lsn = step.lsn
+            decisions[i].latency_ms = (perf_counter() - started) * 1000.0
+        return decisions
 
     def _in_two_calls(self, state: RedisSceneFeatures, event: dict[str, Any],
                       domain: str | None, started: float
                       ) -> tuple[bytes | None, Step, dict[str, Any], bool]:
         """A cluster: the clock step with the idempotency lookup (two nodes, in
-        parallel), then the entities and patterns (one pipeline per node). As
-        `_in_one_call`; a duplicate whose step raised G puts it back."""
+        parallel), then the entities and patterns (one pipeline per node). As `_run` for
+        one event; a duplicate whose step raised G puts it back."""
         event_id = event["event_id"]
         backend = self.backend
         run = state.run_calls
