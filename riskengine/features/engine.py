@@ -93,34 +93,52 @@ class SceneFeatures:
                 state[KEY] = key
                 if reach < table.partial_until:
                     state[PARTIAL] = table.partial_until
-            stored = False
-            for ops, predicate in buffers:
-                passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
-                entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
-                if t >= ops.anchor(state):
-                    ops.step(state, entry, passes, out)
-                else:
-                    ops.compute(state, entry, passes, None, out)
-                    if passes:
-                        ops.insert(state, entry)
-                stored = stored or passes
-            if stored:
-                if t > state[MAXTS]:
-                    state[MAXTS] = t
-                maxts = state[MAXTS]
-                for ops, _ in buffers:
-                    ops.trim(state, maxts - idle_ms, maxts, lateness)
-                if fresh:
-                    clock = t if t > global_max else global_max
-                    entities[key] = state
-                    table.file(state, clock)
-                    if len(entities) > table.max_entities:
-                        table.shrink(clock)
+            stored = self._store(state, buffers, idle_ms, event, lsn, out)
+            if stored and fresh:
+                clock = t if t > global_max else global_max
+                entities[key] = state
+                table.file(state, clock)
+                if len(entities) > table.max_entities:
+                    table.shrink(clock)
         if not late and t > global_max:
             self.global_max = t
             if t >= self.sweep_at:
                 self.sweep()
         return out, late, degraded
+
+    def _store(self, state: Entity, buffers: tuple[tuple[BufferOps, Any], ...],
+               idle_ms: int, event: dict[str, Any], lsn: int, out: dict[str, Any]) -> bool:
+        """Store an event that is not late on one key's `state` (any order), read its
+        values into `out`, and trim; whether any buffer stored it."""
+        t = event["timestamp"]
+        stored = False
+        for ops, predicate in buffers:
+            passes = predicate is None or bool(predicate(event, _EMPTY, self.lists))
+            entry = ops.plan.make_entry(event, lsn) if passes else (t, lsn)
+            if t >= ops.anchor(state):
+                ops.step(state, entry, passes, out)
+            else:
+                ops.compute(state, entry, passes, None, out)
+                if passes:
+                    ops.insert(state, entry)
+            stored = stored or passes
+        if stored:
+            if t > state[MAXTS]:
+                state[MAXTS] = t
+            maxts = state[MAXTS]
+            for ops, _ in buffers:
+                ops.trim(state, maxts - idle_ms, maxts, self.lateness_ms)
+        return stored
+
+    def store_out_of_order(self, k: int, state: Entity, event: dict[str, Any], lsn: int
+                           ) -> tuple[Any, ...]:
+        """For the fast path: an event that is not late but earlier than a buffer of the
+        held key of table `k` (whose keys are not in a partial zone), stored there as the
+        general path stores it; that table's values, in its plan's output order."""
+        out: dict[str, Any] = {}
+        _, _, _, idle_ms, buffers = self._layout[k]
+        self._store(state, buffers, idle_ms, event, lsn, out)
+        return tuple(out[name] for name in self.plans[k].output_names)
 
     def compute_at(self, event: dict[str, Any], lsn: int, clock: int
                    ) -> tuple[dict[str, Any], bool, bool]:

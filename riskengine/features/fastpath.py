@@ -1,14 +1,16 @@
 """The in-order fast path of a scene, generated as straight-line Python at load time.
 
-For an event that is not late (`t ≥ G − L`), not earlier than any buffer it touches and
-not starting a key while evictions for size may have left a partial window (almost every
-event in production), the generated function slides the windows, updates the running
-aggregates and reads the values with no per-feature dispatch: entity slots are constant
-indexes, sums and distinct counters are inlined, other aggregators are called directly.
+For an event that is not late (`t ≥ G − L`) and not starting a key while evictions for
+size may have left a partial window (almost every event in production), the generated
+function slides the windows, updates the running aggregates and reads the values with no
+per-feature dispatch: entity slots are constant indexes, sums and distinct counters are
+inlined, other aggregators are called directly. A key that holds a later event than this
+one (out of order there) is stored by the general path's step for one key
+(`SceneFeatures.store_out_of_order`); the event's other keys stay on the fast path.
 A key seen for the first time (or again after it was forgotten) gets its entity as one
 list display with the event already in it. The function returns None *before changing
 any state* when the event needs the general path (`SceneFeatures.compute_general`): late,
-out of order. Both paths implement docs/semantics.md and are checked against
+or a key in a partial zone. Both paths implement docs/semantics.md and are checked against
 tests/oracle.py.
 """
 
@@ -96,6 +98,7 @@ def build_fast_path(scene: Any) -> FastPath:
         env[f"ents{k}"] = table.entities
         env[f"tab{k}"] = table
         _key_expr(w, k, plan)
+        w(f"o{k} = False")
         w(f"if k{k} is not None:")
         w.indent()
         w(f"s{k} = ents{k}.get(k{k})")
@@ -111,8 +114,10 @@ def build_fast_path(scene: Any) -> FastPath:
             f"t < s{k}[{at + ANCHOR}]" if b.kind == "history" else
             f"t < (s{k}[{at}][0] if s{k}[{at}].__class__ is tuple else s{k}[{at}].anchor)"
             for b, at in zip(plan.buffers, plan.offsets, strict=True))
-        w(f"elif {anchors} or t + {lateness} < s{k}[{PARTIAL}]:")
-        w("    return None  # out of order, or a key started in a partial zone")
+        w(f"elif t + {lateness} < s{k}[{PARTIAL}]:")
+        w("    return None  # a key started in a partial zone: marked on that path")
+        w("else:")
+        w(f"    o{k} = {anchors}  # out of order here: stored as the general path does")
         w.dedent()
         w(f"elif t + {lateness} < tab{k}.partial_until:")
         w("    return None  # may be a key evicted for size: marked on that path")
@@ -128,6 +133,9 @@ def build_fast_path(scene: Any) -> FastPath:
         w.indent()
         _fresh(w, env, k, table, index_of, lateness)
         w.dedent()
+        w(f"elif o{k}:")
+        w("    " + ", ".join(f"f{index_of[n]}" for n in plan.output_names)
+          + f", = scene.store_out_of_order({k}, s{k}, event, lsn)")
         w("else:")
         w.indent()
         # A buffer without a filter stores every event: then the key always does.

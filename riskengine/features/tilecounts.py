@@ -114,7 +114,7 @@ class CountTiles(TiledBuffer):
         if created:
             insort(self.order, index)
         pos_new = bisect_left(self.order, index)
-        insort(self.raw, entry, key=lambda e: (e[0], e[1]))
+        self.raw.insert(bisect_right(self.raw, (entry[0], entry[1])), entry)  # by (t, LSN)
         for i, window in enumerate(self.plan.windows):
             if created and pos_new < self.starts[i]:
                 self.starts[i] += 1

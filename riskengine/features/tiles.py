@@ -161,7 +161,7 @@ class TiledBuffer:
         tile = self._tile(index)
         created = len(self.order) != before
         pos_new = bisect_left(self.order, index)
-        insort(self.raw, entry, key=lambda e: (e[0], e[1]))
+        self.raw.insert(bisect_right(self.raw, (entry[0], entry[1])), entry)  # by (t, LSN)
         for i, window in enumerate(self.plan.windows):
             first_tile = (self.anchor - window.window_ms) // hop
             if created and pos_new < self.starts[i]:

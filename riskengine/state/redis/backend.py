@@ -379,9 +379,9 @@ class RedisScene:
         On one server a run of events goes in two round trips: every event's ``event``
         call, pipelined on one connection (Redis runs them in that order, so their LSNs
         are in it), then every remembering. A run ends before an id seen earlier in it,
-        so that the repeat finds the first one's record, and after `RUN_MAX` events. A failing round trip answers
-        every event of its run as it would answer one event (degraded, or decided and
-        not remembered). A cluster decides event by event."""
+        so that the repeat finds the first one's record, and after `RUN_MAX` events. A
+        failing round trip answers every event of its run as it would answer one event
+        (degraded, or decided and not remembered). A cluster decides event by event."""
         state = self.features
         if state is None or not state.one_server or len(events) < 2:
             return [self.evaluate(event, perf_counter(), clock) for event in events]
