@@ -243,6 +243,16 @@ class MemoryPart:
         previous = ids.records.get(event_id)
         if previous is not None and ids.fresh(previous, features.global_max):
             return self.recall(event_id, previous)
+        lsn, values, late, degraded = self.take(event)
+        decision, outcome = self.runtime.decide(event, lsn, values, late, degraded,
+                                                self.lists, started)
+        self.remember(decision, outcome, previous is not None)
+        return decision
+
+    def take(self, event: dict[str, Any]) -> tuple[int, dict[str, Any], bool, bool]:
+        """The state's part of deciding a new event: its LSN, its features (pattern values
+        included), whether it is late and whether a window may be partial."""
+        features = self.features
         state = self.state
         state.lsn = lsn = state.lsn + 1
         values = self.fast(event, lsn)
@@ -252,10 +262,7 @@ class MemoryPart:
             late = degraded = False
         if self.patterns:
             self.patterns.observe(event, lsn, late, self.lists, features.global_max, values)
-        decision, outcome = self.runtime.decide(event, lsn, values, late, degraded,
-                                                self.lists, started)
-        self.remember(decision, outcome, previous is not None)
-        return decision
+        return lsn, values, late, degraded
 
     def evaluate_many(self, events: list[dict[str, Any]]) -> list[Decision]:
         """`evaluate` for each event in order, with the same decisions. Without models it
@@ -275,7 +282,7 @@ class MemoryPart:
                 append(evaluate(event, started))
                 started = perf_counter()
             return decisions
-        features, ids, state = self.features, self.ids, self.state
+        features, ids, take = self.features, self.ids, self.take
         records = ids.records
         run: list[_Computed] = []
         in_run: set[str] = set()
@@ -293,15 +300,7 @@ class MemoryPart:
                         append(self.recall(event_id, previous))
                         continue
                     known = previous is not None
-                state.lsn = lsn = state.lsn + 1
-                values = self.fast(event, lsn)
-                if values is None:
-                    values, late, degraded = features.compute_general(event, lsn)
-                else:
-                    late = degraded = False
-                if self.patterns:
-                    self.patterns.observe(event, lsn, late, self.lists, features.global_max,
-                                          values)
+                lsn, values, late, degraded = take(event)
                 in_run.add(event_id)
                 run.append((event, lsn, values, late, degraded, known, features.global_max,
                             perf_counter() - started))
