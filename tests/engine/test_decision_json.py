@@ -12,6 +12,7 @@ import orjson
 
 from riskengine import Engine
 from riskengine.decision import Decision
+from riskengine.stream.codec import decision_message
 from tests.example_config import example_config
 
 T0 = 1_767_225_600_000
@@ -57,3 +58,20 @@ def test_to_json_with_experiment_arms() -> None:
 def test_every_field_is_in_to_dict_in_order() -> None:
     decision = decisions(Engine.from_config(None), 1, seed=5)[0]
     assert [f.name for f in dataclasses.fields(Decision)] == list(decision.to_dict())
+
+
+def test_the_stream_message_is_to_dict_with_its_source() -> None:
+    """A stream worker's decision message: the decision's JSON with `source` and
+    `redelivery` added, for every kind of decision above (arms included)."""
+    raw = example_config()
+    raw["scenes"]["transfer"]["experiment"] = {
+        "key": "pay_account", "salt": "s", "split": {"champion": 50, "other": 50},
+        "challengers": {"other": {"mode": "decide", "rules": []}}}
+    found = (decisions(Engine.from_config(None), 300, seed=6)
+             + decisions(Engine.from_config(raw), 100, seed=7))
+    source = {"topic": 'a"b', "partition": 3, "offset": 17}
+    for i, decision in enumerate(found):
+        redelivery = i % 2 == 0
+        expected = {**decision.to_dict(), "source": source, "redelivery": redelivery}
+        assert orjson.loads(decision_message(decision, source, redelivery)) == \
+            orjson.loads(orjson.dumps(expected))
