@@ -461,13 +461,20 @@ class RedisScene:
 
     def _decide(self, events: list[dict[str, Any]], computed: list[_Computed],
                 started: float) -> list[Decision]:
-        """Decide the events whose state calls are done, in order, and remember the new
-        decisions (one round trip on one server, one per event on a cluster). A
+        """Decide the events whose state calls are done, in order (a run's models score
+        its new events in one run each), and remember the new decisions (one round trip
+        on one server, one per event on a cluster). A
         duplicate answers with the decision remembered first, also when another worker
         remembered its id in between."""
         backend = self.backend
         lists = backend.lists
         assert lists is not None
+        runtime = self.runtime
+        lineup = runtime.lineup  # one lineup scores and decides the whole run
+        if lineup.models is not None:
+            new = [(event, c[2]) for event, c in zip(events, computed, strict=True)
+                   if c[0] is None]
+            lineup.models.score_many([n[0] for n in new], [n[1] for n in new])
         decisions: list[Decision] = []
         fresh: list[tuple[int, Step]] = []
         records: list[tuple[str, int, bytes, int | None]] = []
@@ -477,8 +484,8 @@ class RedisScene:
                 self.duplicates += 1
                 decisions.append(self.records.decode(previous, event_id))
                 continue
-            decision, _ = self.runtime.decide(event, step.lsn, features, late, False, lists,
-                                              started)
+            decision, _ = runtime.decide(event, step.lsn, features, late, False, lists,
+                                         started, lineup)
             fresh.append((len(decisions), step))
             records.append((event_id, event["timestamp"], self.records.encode(decision),
                             step.clock))
