@@ -147,6 +147,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="also measure riskengine with its state in a private redis-server")
     p.add_argument("--workers", type=int, nargs="*", default=[1],
                    help="with --state-redis: the worker counts to measure")
+    p.add_argument("--features", choices=("example", "seed"), default="example",
+                   help="riskengine's config: the example config (12 features, lists, a "
+                        "model, 5 rules), or the seed's three features and its rule, like "
+                        "for like with peer B")
     p.add_argument("--output", type=Path, default=None,
                    help="default: results/service.json (service_redis.json with --state-redis)")
     return p.parse_args(argv)
@@ -155,7 +159,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.output is None:
-        args.output = RESULTS / ("service_redis.json" if args.state_redis else "service.json")
+        name = "service_redis" if args.state_redis else "service"
+        suffix = "_seed" if args.features == "seed" else ""
+        args.output = RESULTS / f"{name}{suffix}.json"
     check_tools(args.install_tools)
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:

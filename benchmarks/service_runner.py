@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
+from benchmarks.bench_engine import engine_config
 from benchmarks.loadgen import BATCH, Load, Probe, WrkRun
 from benchmarks.procs import (
     TICKS,
@@ -65,12 +67,22 @@ class Bench:
         port = free_port_for(self)
         state = self.tmp / f"state-{name}"
         cmd = [sys.executable, "-m", "riskengine", "serve", "--port", str(port),
-               "--state-dir", str(state), "--log-level", "warning", *extra]
+               "--state-dir", str(state), "--log-level", "warning", *self.config(), *extra]
         proc = start(name, cmd, port=port, cpu=self.server_cpu if pin else None,
                      log_dir=self.tmp, cwd=ROOT)
         self.procs[name] = proc
         wait_ready(proc, timeout_s=120)
         return proc
+
+    def config(self) -> list[str]:
+        """The `--config` of every riskengine server of the run: none (the example
+        config), or the seed's three features and its rule (`--features seed`)."""
+        if getattr(self.args, "features", "example") != "seed":
+            return []
+        path = self.tmp / "seed-config.yaml"
+        if not path.exists():
+            path.write_text(yaml.safe_dump(engine_config(schema=True)))
+        return ["--config", str(path)]
 
     def peer(self, name: str, module: str, env: dict[str, str] | None = None) -> Proc:
         port = free_port_for(self)
