@@ -463,9 +463,9 @@ class RedisScene:
                 started: float) -> list[Decision]:
         """Decide the events whose state calls are done, in order (a run's models score
         its new events in one run each), and remember the new decisions (one round trip
-        on one server, one per event on a cluster). A
-        duplicate answers with the decision remembered first, also when another worker
-        remembered its id in between."""
+        on one server, one per event on a cluster). A duplicate answers with the
+        decision remembered first, also when another worker remembered its id in
+        between."""
         backend = self.backend
         lists = backend.lists
         assert lists is not None
@@ -513,8 +513,7 @@ class RedisScene:
         return decisions
 
     def _in_two_calls(self, state: RedisSceneFeatures, event: dict[str, Any],
-                      domain: str | None, started: float
-                      ) -> tuple[bytes | None, Step, dict[str, Any], bool]:
+                      domain: str | None, started: float) -> _Computed:
         """A cluster: the clock step with the idempotency lookup (two nodes, in
         parallel), then the entities and patterns (one pipeline per node). As `_run` for
         one event; a duplicate whose step raised G puts it back."""
