@@ -22,12 +22,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SHARED_STATE_BUDGET = ["--state-timeout", "5s"]
+"""What a test service on Redis gets unless its test sets one: a budget a loaded machine
+cannot use up, so that its decisions are never the fallback by accident (the fallback
+and the 50 ms default have tests of their own)."""
+
+
 class ServiceProcess:
     def __init__(self, state_dir: Path, config: Path | None = None,
                  extra: list[str] | None = None) -> None:
         self.state_dir = state_dir
         self.config = config
-        self.extra = extra or []
+        self.extra = list(extra or [])
+        if "--state" in self.extra and "--state-timeout" not in self.extra:
+            self.extra += SHARED_STATE_BUDGET
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -165,10 +165,7 @@ def serve_in_turns(url: str, state_dir: Path, events: list[dict[str, Any]]
         cluster.flushall()
     finally:
         cluster.close()
-    # a budget a loaded machine cannot use up: a degraded answer would differ from the
-    # engine's (the fallback is tested apart)
-    service = ServiceProcess(state_dir, extra=["--workers", "2", "--state", url,
-                                               "--state-timeout", "5s"]).start()
+    service = ServiceProcess(state_dir, extra=["--workers", "2", "--state", url]).start()
     close = {"Connection": "close"}
     try:
         with httpx.Client(base_url=service.url, timeout=30) as client:
