@@ -45,10 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 
 from benchmarks.procs import BenchError, free_port, pinned
 from benchmarks.seed_transcription import SEED_FEATURES
 from benchmarks.workload import WorkloadSpec, generate
+from riskengine.config import EXAMPLE_CONFIG_PATH
 from riskengine.engine import Engine
 from riskengine.state.redis.backend import RedisState
 
@@ -167,9 +169,24 @@ def aof_breakdown(data: bytes, events: int) -> dict[str, float]:
 
 
 def config_of(name: str) -> Any:
+    """``example``, ``seed``, or ``feature:<n>``: the example transfer scene's feature n
+    alone (no rules, models or patterns), to see what each feature costs Redis."""
     if name == "example":
         return None  # the example config
+    if name.startswith("feature:"):
+        raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+        scene = raw["scenes"][SCENE]
+        feature = scene["features"][int(name.split(":", 1)[1])]
+        return {"lists": raw.get("lists", {}),
+                "scenes": {SCENE: {"lateness": scene.get("lateness", "5m"),
+                                   "schema": scene.get("schema"), "features": [feature]}}}
     return {"scenes": {SCENE: {"lateness": "5m", "features": list(SEED_FEATURES)}}}
+
+
+def example_features() -> list[str]:
+    """``feature:<n>`` for every feature of the example transfer scene."""
+    raw = yaml.safe_load(EXAMPLE_CONFIG_PATH.read_text())
+    return [f"feature:{n}" for n in range(len(raw["scenes"][SCENE]["features"]))]
 
 
 def commandstats(client: redis.Redis) -> dict[str, dict[str, float]]:
@@ -277,7 +294,7 @@ def measure(server: AofServer, name: str, events: Sequence[dict[str, Any]], slic
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"\n== {result['config']}: {result['events']:,} events")
+    print(f"\n== {result['config']} {result.get('feature', '')}: {result['events']:,} events")
     print(f"round trips per event {result['round_trips_per_event']}; "
           f"{result['wall_us_per_event']} µs per event (client CPU "
           f"{result['client_cpu_us_per_event']} µs)")
@@ -303,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--slice", type=int, default=2_000)
     parser.add_argument("--configs", nargs="+", default=["example", "seed"],
-                        choices=["example", "seed"])
+                        choices=["example", "seed", "each-feature"],
+                        help="each-feature: every feature of the example transfer scene "
+                             "alone, one run each (what each costs Redis)")
     parser.add_argument("--profile", action="store_true", help="cProfile the client")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -318,8 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "runs": []}
     with aof_server(server_cpu) as server:
         out["machine"]["redis"] = server.client.info("server")["redis_version"]
-        for name in args.configs:
+        names = [n for c in args.configs
+                 for n in (example_features() if c == "each-feature" else [c])]
+        for name in names:
             result = measure(server, name, events, args.slice, args.profile)
+            if name.startswith("feature:"):
+                result["feature"] = config_of(name)["scenes"][SCENE]["features"][0]
             report(result)
             out["runs"].append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
