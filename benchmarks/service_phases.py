@@ -102,6 +102,8 @@ def reload_runs(bench: Bench) -> dict[str, Any]:
     config = bench.tmp / "reload" / "config.yaml"
     config.parent.mkdir()
     shutil.copy(EXAMPLE_CONFIG, config)
+    # the config names its model by a path relative to itself
+    shutil.copytree(EXAMPLE_CONFIG.parent / "models", config.parent / "models")
     proc = bench.riskengine("riskengine-reload", "--config", str(config))
     token = (bench.tmp / "state-riskengine-reload" / "admin-token").read_text().strip()
     probe = Probe(proc.port, token=token)
