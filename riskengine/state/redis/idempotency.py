@@ -25,8 +25,9 @@ class RedisDecisionStore:
     """event id → ``<t>|<decision record>`` for one scene; the first decision wins.
 
     The record at `key(id)` is read before deciding (in the pipeline of the clock step)
-    and judged by `live`; `remember` after: when two workers race on one id, the
-    second `remember` returns the first decision, which is the one to answer with.
+    and judged by `live`; `remember` after (``SET … NX GET``): when two workers race on
+    one id, the second `remember` returns the first decision, which is the one to answer
+    with.
     `client` is a `redis.Redis` or a `RedisCluster`: a record is one key, its script is
     loaded on every primary again when one answers NOSCRIPT.
     """
@@ -56,7 +57,51 @@ class RedisDecisionStore:
 
     def remember(self, event_id: str, t: int, decision: str | bytes, clock: int | None
                  ) -> bytes | None:
-        """Store the decision unless a live one is there; returns that one if it is."""
+        """Store the decision unless a live one is there; returns that one if it is. One
+        ``SET … NX GET`` (a native command: the first decision wins); a record found that
+        is past the horizon but not yet expired is replaced by the script, atomically."""
+        client: Any = self.client  # redis-py's execute_command is untyped
+        old = client.execute_command(*self._set_first(event_id, t, decision), get=True)
+        return self._settled(old, event_id, t, decision, clock)
+
+    def remember_many(self, records: Sequence[tuple[str, int, bytes, int | None]]
+                      ) -> list[bytes | None]:
+        """`remember` of each ``(event id, t, decision, clock)``, pipelined in one round
+        trip (one more per record found past the horizon); raises the first error a
+        call answered."""
+        pipe = self.client.pipeline(transaction=False)
+        for event_id, t, decision, _ in records:
+            pipe.execute_command(*self._set_first(event_id, t, decision), get=True)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [self._settled(old, event_id, t, decision, clock)
+                for old, (event_id, t, decision, clock) in zip(replies, records, strict=True)]
+
+    def _set_first(self, event_id: str, t: int, decision: str | bytes) -> tuple[Any, ...]:
+        """The ``SET`` of a record only where there is none, answering the one there
+        (sent with the option ``get=True``, which keeps redis-py from reading that
+        answer as a yes or no)."""
+        value = f"{t}|".encode() + (decision.encode() if isinstance(decision, str)
+                                    else decision)
+        command = ("SET", self.key(event_id), value, "NX", "GET")
+        return (*command, "PX", self.ttl_ms) if self.ttl_ms > 0 else command
+
+    def _settled(self, old: Any, event_id: str, t: int, decision: str | bytes,
+                 clock: int | None) -> bytes | None:
+        """What `remember` answers after its ``SET … NX GET`` found `old` (None: it set)."""
+        if old is None:
+            return None
+        live = self.live(old, clock)
+        if live is not None:
+            return live
+        return self._replace_stale(event_id, t, decision, clock)
+
+    def _replace_stale(self, event_id: str, t: int, decision: str | bytes,
+                       clock: int | None) -> bytes | None:
+        """The script: the record unless a live one is there (checked again, atomically:
+        another worker may have replaced the stale one first)."""
         args = self._args(t, decision, clock)
         key = self.key(event_id)
         try:
@@ -65,36 +110,6 @@ class RedisDecisionStore:
             self.client.script_load(self._script.source)
             old = self.client.evalsha(self._script.sha, 1, key, *args)
         return self.live(old, clock)
-
-    def remember_many(self, records: Sequence[tuple[str, int, bytes, int | None]]
-                      ) -> list[bytes | None]:
-        """`remember` of each ``(event id, t, decision, clock)`` on one server, in one
-        pipelined round trip (two when the script has to be loaded first); raises the
-        first error a call answered."""
-        sha = self._script.sha
-        calls = [(self.key(event_id), self._args(t, decision, clock))
-                 for event_id, t, decision, clock in records]
-        replies: list[Any] = [None] * len(calls)
-        todo: Sequence[int] = range(len(calls))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                key, args = calls[i]
-                pipe.evalsha(sha, 1, key, *args)
-            missing = []
-            for i, reply in zip(todo, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(reply, redis.exceptions.NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    replies[i] = reply
-            if not missing:
-                break
-            self.client.script_load(self._script.source)  # the scripts were flushed
-            todo = missing
-        return [self.live(reply, record[3])
-                for reply, record in zip(replies, records, strict=True)]
 
     def _args(self, t: int, decision: str | bytes, clock: int | None
               ) -> tuple[int, str | bytes, int | str, int]:
