@@ -22,8 +22,8 @@ from riskengine.decision import Decision
 from riskengine.engine import Engine
 from riskengine.exceptions import ConfigError
 from riskengine.state.breaker import CircuitBreaker
+from riskengine.state.redis import functions
 from riskengine.state.redis.backend import RedisState, StateUnavailableError
-from riskengine.state.redis.functions import FunctionCaller
 from tests.example_config import example_config
 from tests.servers import free_port, wait_for_port
 
@@ -303,7 +303,7 @@ def test_only_a_call_whose_connection_failed_is_sent_again(
     events = Transfers()
     with shared_engine(server.url, guard_depth=2) as engine:
         assert not engine.evaluate("transfer", events.next()).degraded
-        real = FunctionCaller._exchange
+        real = functions.exchange
         sent: list[int] = []
 
         def exchange(client: Any, commands: list[Any]) -> list[Any]:
@@ -312,7 +312,7 @@ def test_only_a_call_whose_connection_failed_is_sent_again(
                 raise failure
             return real(client, commands)
 
-        monkeypatch.setattr(FunctionCaller, "_exchange", staticmethod(exchange))
+        monkeypatch.setattr(functions, "exchange", exchange)
         decision = engine.evaluate("transfer", events.next())
         if resent:
             assert sent[:2] == [1, 1] and not decision.degraded

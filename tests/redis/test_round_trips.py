@@ -15,9 +15,8 @@ import pytest
 import redis
 
 from riskengine import Engine
-from riskengine.state.redis import connect
+from riskengine.state.redis import connect, functions
 from riskengine.state.redis.backend import RedisState
-from riskengine.state.redis.functions import FunctionCaller
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from tests.features.test_patterns import EXAMPLE as PATTERNS
 from tests.features.test_patterns import T0
@@ -199,7 +198,7 @@ def test_a_failed_round_trip_answers_its_whole_run_as_one_event(
         def refused(*args: Any, **options: Any) -> Any:
             raise redis.exceptions.ConnectionError("Connection refused")
 
-        monkeypatch.setattr(FunctionCaller, "_exchange", staticmethod(refused))
+        monkeypatch.setattr(functions, "exchange", refused)
         down = engine.evaluate_many("transfer", [dict(e) for e in events])
         assert [(d.degraded, d.lsn) for d in down] == [(True, 0)] * 3
         monkeypatch.undo()

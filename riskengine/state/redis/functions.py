@@ -139,7 +139,7 @@ class FunctionCaller:
                 return list(pipe.execute(raise_on_error=False))
             commands = [("FCALL", name, len(keys), *keys, *args) for name, keys, args in calls]
             try:
-                return self._exchange(server, commands)
+                return exchange(server, commands)
             except redis.exceptions.TimeoutError:
                 # never sent again: the call may still run (it waits in a slow server's
                 # input), and a copy would be applied twice once more events of an entity
@@ -150,7 +150,7 @@ class FunctionCaller:
                     raise
                 # once more on a new connection (a pooled one may have gone stale); the
                 # entity guard answers a call that did run the first time from its record
-                return self._exchange(server, commands)
+                return exchange(server, commands)
         cpipe = cluster.pipeline()
         for name, keys, args in calls:
             # routed by the first key: the cluster client would otherwise ask the
@@ -158,31 +158,6 @@ class FunctionCaller:
             cpipe.execute_command("FCALL", name, len(keys), *keys, *args,
                                   target_nodes=cluster.get_node_from_key(keys[0]))
         return list(cpipe.execute(raise_on_error=False))
-
-    @staticmethod
-    def _exchange(server: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Write every command, then read every reply, on one pooled connection: what a
-        redis-py pipeline does, without its per-command bookkeeping."""
-        pool = server.connection_pool
-        connection: Any = pool.get_connection()  # untyped in redis-py
-        try:
-            if _hiredis_pack is not None and connection.encoder.encoding == "utf-8":
-                payload = [b"".join([_hiredis_pack(command) for command in commands])]
-            else:
-                payload = connection.pack_commands(commands)
-            connection.send_packed_command(payload, check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
 
     def _reload(self, calls: Sequence[Call]) -> None:
         if self._cluster is None:
@@ -194,3 +169,29 @@ class FunctionCaller:
             nodes[node.name] = node
         for node in nodes.values():
             self.load(node)
+
+
+def exchange(server: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Write every command, then read every reply (raw: no response callbacks; an error
+    reply in its place), on one pooled connection of `server`: what a redis-py pipeline
+    does, without its per-command bookkeeping."""
+    pool = server.connection_pool
+    connection: Any = pool.get_connection()  # untyped in redis-py
+    try:
+        if _hiredis_pack is not None and connection.encoder.encoding == "utf-8":
+            payload = [b"".join([_hiredis_pack(command) for command in commands])]
+        else:
+            payload = connection.pack_commands(commands)
+        connection.send_packed_command(payload, check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)

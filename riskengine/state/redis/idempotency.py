@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from riskengine.state.redis import functions
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.store import MIN_TTL_MS, Script, load_script
 
@@ -69,10 +70,17 @@ class RedisDecisionStore:
         """`remember` of each ``(event id, t, decision, clock)``, pipelined in one round
         trip (one more per record found past the horizon); raises the first error a
         call answered."""
-        pipe = self.client.pipeline(transaction=False)
-        for event_id, t, decision, _ in records:
-            pipe.execute_command(*self._set_first(event_id, t, decision), get=True)
-        replies = pipe.execute(raise_on_error=False)
+        commands = [self._set_first(event_id, t, decision)
+                    for event_id, t, decision, _ in records]
+        client = self.client
+        replies: list[Any]
+        if isinstance(client, redis.Redis) and client.connection is None:  # pooled
+            replies = functions.exchange(client, commands)
+        else:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command, get=True)
+            replies = pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
