@@ -200,15 +200,15 @@ def test_a_decision_redis_did_not_remember_fails_the_run(
     """The third round trip of one event fails (its decision stands, its idempotency
     record is missing): the history would not be whole, so the run fails and clears."""
     config, scene, history, _ = hostile_case(tmp_path, HOSTILE_SEEDS[2], 200, 200)
-    original = RedisDecisionStore.remember
+    original = RedisDecisionStore.remember_many
     lost = history[150]["event_id"]
 
-    def forgetful(self: RedisDecisionStore, event_id: str, *args: Any) -> Any:
-        if event_id == lost:
+    def forgetful(self: RedisDecisionStore, records: Any) -> Any:
+        if any(record[0] == lost for record in records):
             raise redis.exceptions.ConnectionError("simulated: connection lost")
-        return original(self, event_id, *args)
+        return original(self, records)
 
-    monkeypatch.setattr(RedisDecisionStore, "remember", forgetful)
+    monkeypatch.setattr(RedisDecisionStore, "remember_many", forgetful)
     result = run("backfill", write_jsonl(tmp_path / "history.jsonl", history),
                  "--state", standalone_url, "-c", config, "-s", scene)
     assert result.exit_code == 1

@@ -477,7 +477,7 @@ class RedisScene:
             lineup.models.score_many([n[0] for n in new], [n[1] for n in new])
         decisions: list[Decision] = []
         fresh: list[tuple[int, Step]] = []
-        records: list[tuple[str, int, bytes, int | None]] = []
+        records: list[tuple[str, int, str | bytes, int | None]] = []
         for event, (previous, step, features, late) in zip(events, computed, strict=True):
             event_id = event["event_id"]
             if previous is not None:
@@ -492,10 +492,7 @@ class RedisScene:
             decisions.append(decision)
         firsts: list[bytes | None]
         try:
-            if len(records) > 1:
-                firsts = self.store.remember_many(records)
-            else:
-                firsts = [self.store.remember(*record) for record in records]
+            firsts = self.store.remember_many(records) if records else []
         except STATE_ERRORS as exc:
             backend.failed(exc)
             self.unremembered += len(records)

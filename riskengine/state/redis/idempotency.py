@@ -61,11 +61,9 @@ class RedisDecisionStore:
         """Store the decision unless a live one is there; returns that one if it is. One
         ``SET … NX GET`` (a native command: the first decision wins); a record found that
         is past the horizon but not yet expired is replaced by the script, atomically."""
-        client: Any = self.client  # redis-py's execute_command is untyped
-        old = client.execute_command(*self._set_first(event_id, t, decision), get=True)
-        return self._settled(old, event_id, t, decision, clock)
+        return self.remember_many([(event_id, t, decision, clock)])[0]
 
-    def remember_many(self, records: Sequence[tuple[str, int, bytes, int | None]]
+    def remember_many(self, records: Sequence[tuple[str, int, str | bytes, int | None]]
                       ) -> list[bytes | None]:
         """`remember` of each ``(event id, t, decision, clock)``, pipelined in one round
         trip (one more per record found past the horizon); raises the first error a
