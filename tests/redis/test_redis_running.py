@@ -143,6 +143,76 @@ def test_min_max_of_a_busy_key_by_spans(client: redis.Redis) -> None:
     assert 4 * 60 <= len(spans) <= 4 * 72, len(spans)
 
 
+
+def _burst_then_an_earlier_peak() -> list[dict[str, Any]]:
+    """A busy key: a quiet minute, a burst of small values over 3 s, then (in order for
+    the clock, within the lateness) an event 2.8 s back with the largest value, then more
+    of the burst's time."""
+    events = [{"event_id": f"q{i}", "timestamp": BASE_TS + 1_500 * i, "a": "hot",
+               "v": 1 + i % 5} for i in range(40)]
+    burst = BASE_TS + 60_000
+    events += [{"event_id": f"b{i}", "timestamp": burst + 50 * i, "a": "hot", "v": 2 + i % 3}
+               for i in range(61)]
+    # its window holds fewer entries than the running state's corrections (the burst
+    # after it): it is scanned, and lands in a span between the burst's window edges
+    events.append({"event_id": "peak", "timestamp": burst + 200, "a": "hot", "v": 90})
+    events += [{"event_id": f"c{i}", "timestamp": burst + 3_000 + 10 * i, "a": "hot",
+                "v": 1} for i in range(5)]
+    return events
+
+
+def test_kept_extreme_of_the_spans_between_is_mended(client: redis.Redis) -> None:
+    """The extreme of the spans between a window's edges is kept across events; an entry
+    landing in one of those spans from an event that read its window otherwise (scanned)
+    mends it, so the next events see it."""
+    features = ["max(v#a.history,1m)", "min(v#a.history,1m)", "count(a.history,1m)"]
+    events = _burst_then_an_earlier_peak()
+    decider = RedisDecider(client, features, "5s", page_entries=4, bucket_value_max=64,
+                           running_from=1)
+    got = run_against_oracle(decider, "s", events, Oracle(features, 5_000))
+    assert [d.features["max(v#a.history,1m)"] for d in got[-5:]] == [90] * 5
+    own = [k for k in client.scan_iter(match="re:{s|a|*") if b":e:" not in k
+           and client.type(k) == b"hash" and client.hexists(k, "h")]
+    assert own, "the busy key is not paged"
+    kept = [f for k in own for f in client.hkeys(k) if f.startswith(b"m")]
+    assert len(kept) == 2, kept  # one per min/max window
+
+
+# what a version that knows nothing of kept extremes does to a busy key's header: it
+# writes the eight values it knows (the ninth, the mark, goes)
+_DROP_MARK = """
+local h = redis.call('HGET', KEYS[1], 'h')
+local header, blob = cmsgpack.unpack(h)
+blob[9] = nil
+redis.call('HSET', KEYS[1], 'h', cmsgpack.pack(header, blob))
+return 1
+"""
+
+
+def test_kept_extremes_without_the_mark_are_not_read(client: redis.Redis) -> None:
+    """A header written without the mark (by an earlier version, which does not mend
+    kept extremes) makes the entity drop them: a wrong kept extreme is never read."""
+    features = ["max(v#a.history,1m)", "count(a.history,1m)"]
+    events = _burst_then_an_earlier_peak()
+    decider = RedisDecider(client, features, "5s", page_entries=4, bucket_value_max=64,
+                           running_from=1)
+    oracle = Oracle(features, 5_000)
+    run_against_oracle(decider, "s", events[:-1], oracle)
+    own = [k for k in client.scan_iter(match="re:{s|a|*") if b":e:" not in k
+           and client.type(k) == b"hash" and client.hexists(k, "h")]
+    assert len(own) == 1
+    [kept] = [f for f in client.hkeys(own[0]) if f.startswith(b"m")]
+    # an earlier version moved the spans on without mending: the kept extreme is stale
+    wrong = client.eval("""
+        local m = cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1]))
+        m[3], m[4], m[5] = 0, 0, '1'
+        redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(m))
+        return 1""", 1, own[0], kept)
+    assert wrong == 1
+    client.eval(_DROP_MARK, 1, own[0])
+    [last] = run_against_oracle(decider, "s", events[-1:], oracle, start=len(events) - 1)
+    assert last.features["max(v#a.history,1m)"] == 90
+
 def test_tiles_of_a_busy_key_close_into_its_hash(client: redis.Redis) -> None:
     """One busy key over two days of tiles of 10 minutes, out of order, with late events:
     its tiled counts and sums are the oracle's, the tiles no event can change any more

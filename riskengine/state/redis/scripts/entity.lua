@@ -414,7 +414,7 @@ local function library()
         grp.hx = hx
         for w = 1, #grp.wins do
           local win = grp.wins[w]
-          local run, edge, seen, scan, tags, xs, xtags = {}, {}, {}, false, {}, {}, {}
+          local run, edge, seen, scan, tags, xs, xtags, mtags = {}, {}, {}, false, {}, {}, {}, {}
           for x = 1, #win.outs do
             local j = win.outs[x][3]
             if j > 0 and not seen[j] then
@@ -429,6 +429,7 @@ local function library()
                   scan = true
                   xs[#xs + 1] = j
                   xtags[j] = 'x' .. hx .. '.' .. w .. '.' .. j .. '|'
+                  mtags[j] = 'm' .. hx .. '.' .. w .. '.' .. j
                 end
               end
             end
@@ -436,7 +437,7 @@ local function library()
           -- a busy entity keeps, per min/max item of a window, the extreme of each
           -- span of W / XPARTS of time (see `extreme`)
           win.run, win.edge, win.scan, win.tags = run, edge, scan, tags
-          win.xs, win.xtags, win.xspan = xs, xtags, floor(win.w / XPARTS)
+          win.xs, win.xtags, win.mtags, win.xspan = xs, xtags, mtags, floor(win.w / XPARTS)
           if win.xspan < 1 then win.xspan = 1 end
         end
       end
@@ -648,6 +649,24 @@ local function library()
     -- 2 N / XPARTS entries and XPARTS fields instead of its N entries. Ties go to the
     -- earlier (time, arrival), as `offer` orders them.
 
+    -- The spans strictly between a window's two edge spans move only when the window's
+    -- edges cross a span boundary (every W / XPARTS of the entity's time): their extreme
+    -- is kept too, in hash field mtags[j] as {blo, bhi, t, arrival, value text} (no t:
+    -- no entry), mended as an entry lands in one of them (`xoffer`), and computed again
+    -- from the spans when an event's (blo, bhi) differ. An event that is not late reads
+    -- spans at or above the lowest kept (`xfloor`), so a kept extreme whose spans went is
+    -- never read again. The header's ninth value (1) says the entity's kept extremes were
+    -- written by a version that mends them; without it they are dropped at load.
+
+    -- whether (value v, time tx, arrival o) comes before (hv, ht, ho) for min/max `kind`
+    local function xbefore(kind, v, tx, o, hv, ht, ho)
+      if v ~= hv then
+        if kind == 'mn' then return v < hv end
+        return v > hv
+      end
+      return tx < ht or (tx == ht and o < ho)
+    end
+
     local function xget(f)
       local h = XCACHE[f]
       if h == nil then
@@ -664,19 +683,67 @@ local function library()
       local v = tonumber(r)
       local f = win.xtags[j] .. fdiv(tx, win.xspan)
       local h = xget(f)
-      local take = not h
-      if not take then
-        local hv = tonumber(h[3])
-        if v ~= hv then
-          if kind == 'mn' then take = v < hv else take = v > hv end
-        else
-          take = tx < h[1] or (tx == h[1] and o < h[2])
+      if h and not xbefore(kind, v, tx, o, tonumber(h[3]), h[1], h[2]) then return end
+      XCACHE[f] = {tx, o, r}
+      XDIRTY[f] = true
+      local b, mf = fdiv(tx, win.xspan), win.mtags[j]
+      local m = xget(mf)
+      if m and m[1] < b and b < m[2]
+          and (not m[3] or xbefore(kind, v, tx, o, tonumber(m[5]), m[3], m[4])) then
+        XCACHE[mf] = {m[1], m[2], tx, o, r}
+        XDIRTY[mf] = true
+      end
+    end
+
+    -- drop the kept extremes of every min/max window (the spans are built again)
+    local function xforget()
+      for g = 1, #GROUPS do
+        local grp = GROUPS[g]
+        if not grp.tiled then
+          for w = 1, #grp.wins do
+            local win = grp.wins[w]
+            for x = 1, #win.xs do
+              local mf = win.mtags[win.xs[x]]
+              XCACHE[mf] = false
+              XDIRTY[mf] = true
+            end
+          end
         end
       end
-      if take then
-        XCACHE[f] = {tx, o, r}
-        XDIRTY[f] = true
+    end
+
+    -- the extreme of the spans strictly between blo and bhi of window win, item j: kept,
+    -- or read from the spans (HMGET) and kept
+    local function xmiddle(win, kind, j, blo, bhi)
+      local mf = win.mtags[j]
+      local m = xget(mf)
+      if m and m[1] == blo and m[2] == bhi then return m end
+      m = {blo, bhi}
+      local tag, missing = win.xtags[j], {}
+      local function take(h)
+        if h and (not m[3] or xbefore(kind, tonumber(h[3]), h[1], h[2], tonumber(m[5]), m[3],
+                                      m[4])) then
+          m[3], m[4], m[5] = h[1], h[2], h[3]
+        end
       end
+      for b = blo + 1, bhi - 1 do
+        local h = XCACHE[tag .. b]
+        if h == nil then missing[#missing + 1] = tag .. b else take(h) end
+      end
+      for from = 1, #missing, 512 do
+        local to = from + 511
+        if to > #missing then to = #missing end
+        local got = redis.call('HMGET', own, unpack(missing, from, to))
+        for x = from, to do
+          local raw = got[x - from + 1]
+          local h = raw and cmsgpack.unpack(raw) or false
+          XCACHE[missing[x]] = h
+          take(h)
+        end
+      end
+      XCACHE[mf] = m
+      XDIRTY[mf] = true
+      return m
     end
 
     -- into the spans of every min/max window of history group g: its entries later
@@ -749,26 +816,8 @@ local function library()
       else
         scan(ilo + 1, last_at_or_before((blo + 1) * span - 1))
         scan(last_at_or_before(bhi * span - 1) + 1, hi)
-        local tag, missing = win.xtags[j], {}
-        for b = blo + 1, bhi - 1 do
-          local h = XCACHE[tag .. b]
-          if h == nil then
-            missing[#missing + 1] = tag .. b
-          elseif h then
-            offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2])
-          end
-        end
-        for from = 1, #missing, 512 do
-          local to = from + 511
-          if to > #missing then to = #missing end
-          local got = redis.call('HMGET', own, unpack(missing, from, to))
-          for x = from, to do
-            local raw = got[x - from + 1]
-            local h = raw and cmsgpack.unpack(raw) or false
-            XCACHE[missing[x]] = h
-            if h then offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2]) end
-          end
-        end
+        local m = xmiddle(win, kind, j, blo, bhi)
+        if m[3] then offer(a, j, kind, m[5], tonumber(m[5]), m[3], m[4]) end
       end
       if mine and EV[s] then offer_text(a, j, kind, EV[s], t, LAST) end
     end
@@ -866,6 +915,7 @@ local function library()
       end
       if paged then
         XLO, XCACHE, XDIRTY = {}, {}, {}
+        xforget()
         for g = 1, #GROUPS do
           local grp = GROUPS[g]
           if not grp.tiled then xadd(grp, maxts, false) end
@@ -1502,6 +1552,7 @@ local function library()
       was_paged = true
       NEXT, XLO, DCACHE, DDIRTY, XCACHE, XDIRTY = blob[6], blob[7], {}, {}, {}, {}
       TS, TCACHE, TDIRTY = blob[8], {}, {}
+      if XLO and blob[9] ~= 1 then xforget() end
       N = redis.call('ZCARD', zkey)
       ZMAX = nil
       if N > 0 then
@@ -1563,7 +1614,7 @@ local function library()
       base = header
       if not RUN then XLO = nil end
       local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO,
-                                                      TS or false})}, {}
+                                                      TS or false, 1})}, {}
       if TS then
         for f in pairs(TDIRTY) do
           local tile = TCACHE[f]
