@@ -178,6 +178,24 @@ def test_kept_extreme_of_the_spans_between_is_mended(client: redis.Redis) -> Non
     assert len(kept) == 2, kept  # one per min/max window
 
 
+
+def test_min_max_over_a_window_shorter_than_the_lateness(client: redis.Redis) -> None:
+    """Windows of 3 s and 1 s under 5 s of lateness: events out of order land in the span
+    at a later event's window start, whose kept candidates then go; every answer equals
+    the oracle's."""
+    features = ["max(v#a.history,3s)", "min(v#a.history,1s)", "count(a.history,3s)"]
+    events = []
+    for i in range(1500):
+        # in order 10 ms apart, but every seventh event (the largest value) 20 ms inside
+        # the 3 s window of the one before and every seventh but two (the smallest) inside
+        # its 1 s window: each lands in the span the next events' windows start in
+        back, v = {3: (2_980, 100), 5: (980, -1)}.get(i % 7, (0, (i * 7919) % 61 / 4))
+        events.append({"event_id": f"s{i}", "timestamp": BASE_TS + 10 * i - back,
+                       "a": "hot", "v": v})
+    decider = RedisDecider(client, features, "5s", page_entries=8, bucket_value_max=64,
+                           running_from=1)
+    run_against_oracle(decider, "s", events, Oracle(features, 5_000))
+
 # what a version that knows nothing of kept extremes does to a busy key's header: it
 # writes the eight values it knows (the ninth, the mark, goes)
 _DROP_MARK = """

@@ -400,6 +400,9 @@ local function library()
   -- `scan` whether one of those is min/max (read by scanning the whole window), `tags`
   -- the prefixes of the hash fields of its distinct counters in a paged entity.
   local XPARTS = 64
+  -- the layout of the kept fields of min/max windows (see `xkept`), in a busy entity's
+  -- header: an entity whose header lacks it drops them
+  local XMARK = 2
   local function prepare(P)
     local hx = 0
     for g = 1, #P.G do
@@ -649,14 +652,20 @@ local function library()
     -- 2 N / XPARTS entries and XPARTS fields instead of its N entries. Ties go to the
     -- earlier (time, arrival), as `offer` orders them.
 
-    -- The spans strictly between a window's two edge spans move only when the window's
-    -- edges cross a span boundary (every W / XPARTS of the entity's time): their extreme
-    -- is kept too, in hash field mtags[j] as {blo, bhi, t, arrival, value text} (no t:
-    -- no entry), mended as an entry lands in one of them (`xoffer`), and computed again
-    -- from the spans when an event's (blo, bhi) differ. An event that is not late reads
-    -- spans at or above the lowest kept (`xfloor`), so a kept extreme whose spans went is
-    -- never read again. The header's ninth value (1) says the entity's kept extremes were
-    -- written by a version that mends them; without it they are dropped at load.
+    -- What an event reads changes only when the window's edges cross a span boundary
+    -- (every W / XPARTS of the entity's time), so it is kept too, in hash field mtags[j]:
+    -- {blo, bhi, t, arrival, value text, then (t, arrival, value text) per candidate}.
+    -- The first three are the extreme of the spans strictly between blo and bhi (false:
+    -- none), mended as an entry lands in one of them (`xoffer`). The candidates are
+    -- span blo's entries that come before every later entry of the span, in time order:
+    -- the extreme of the span's entries later than lo is the first candidate later than
+    -- lo. An entry landing in span blo drops them. Both are computed again when an
+    -- event's blo or bhi differ. An event that is not late reads spans at or above the
+    -- lowest kept (`xfloor`), so a kept field whose spans went is never read again. An
+    -- event at or after the entity's newest entry reads the top span's field for the
+    -- window's top edge; one before it scans that span's entries up to it. The header's
+    -- ninth value (XMARK) says the entity's kept fields were written by a version that
+    -- keeps them this way; without it they are dropped at load.
 
     -- whether (value v, time tx, arrival o) comes before (hv, ht, ho) for min/max `kind`
     local function xbefore(kind, v, tx, o, hv, ht, ho)
@@ -682,15 +691,21 @@ local function library()
       local r = parts(txt)
       local v = tonumber(r)
       local f = win.xtags[j] .. fdiv(tx, win.xspan)
+      local b, mf = fdiv(tx, win.xspan), win.mtags[j]
+      local m = xget(mf)
+      if m and m[1] == b then
+        -- span blo changes: its candidates (and so the whole kept field) go
+        XCACHE[mf] = false
+        XDIRTY[mf] = true
+        m = false
+      end
       local h = xget(f)
       if h and not xbefore(kind, v, tx, o, tonumber(h[3]), h[1], h[2]) then return end
       XCACHE[f] = {tx, o, r}
       XDIRTY[f] = true
-      local b, mf = fdiv(tx, win.xspan), win.mtags[j]
-      local m = xget(mf)
       if m and m[1] < b and b < m[2]
           and (not m[3] or xbefore(kind, v, tx, o, tonumber(m[5]), m[3], m[4])) then
-        XCACHE[mf] = {m[1], m[2], tx, o, r}
+        m[3], m[4], m[5] = tx, o, r
         XDIRTY[mf] = true
       end
     end
@@ -712,13 +727,38 @@ local function library()
       end
     end
 
-    -- the extreme of the spans strictly between blo and bhi of window win, item j: kept,
-    -- or read from the spans (HMGET) and kept
-    local function xmiddle(win, kind, j, blo, bhi)
+    -- the kept field of window win, item j (of group g) for edge spans blo and bhi: as
+    -- kept, or its parts that differ computed again (the spans between by HMGET, span
+    -- blo's candidates from its entries)
+    local function xkept(g, win, kind, j, s, blo, bhi)
       local mf = win.mtags[j]
-      local m = xget(mf)
-      if m and m[1] == blo and m[2] == bhi then return m end
-      m = {blo, bhi}
+      local old = xget(mf)
+      if old and old[1] == blo and old[2] == bhi then return old end
+      local m = {blo, bhi, false, false, false}
+      if old and old[1] == blo then
+        for x = 6, #old do m[x] = old[x] end
+      else
+        local span, bitg, found = win.xspan, g.bit, {}
+        local from = last_at_or_before(blo * span - 1) + 1
+        local to = last_at_or_before((blo + 1) * span - 1)
+        need(from, to)
+        local bv, bt, bo
+        for i = to, from, -1 do
+          local txt = in_group(i, bitg) and value_of(i, s)
+          if txt then
+            local r = parts(txt)
+            local v, tx, o = tonumber(r), entry_t(i), ARR[i]
+            if not bv or xbefore(kind, v, tx, o, bv, bt, bo) then
+              bv, bt, bo = v, tx, o
+              found[#found + 1] = {tx, o, r}
+            end
+          end
+        end
+        for x = #found, 1, -1 do
+          local c, n = found[x], #m
+          m[n + 1], m[n + 2], m[n + 3] = c[1], c[2], c[3]
+        end
+      end
       local tag, missing = win.xtags[j], {}
       local function take(h)
         if h and (not m[3] or xbefore(kind, tonumber(h[3]), h[1], h[2], tonumber(m[5]), m[3],
@@ -798,7 +838,8 @@ local function library()
     end
 
     -- the extreme of min/max item j over window win, (lo, t] (entries ilo+1..hi), into
-    -- accumulator a; the event (`mine`) too
+    -- accumulator a; the event (`mine`) too. Span blo's part comes from its first
+    -- candidate later than lo; span bhi's from its field when no entry is later than t.
     local function extreme(a, g, win, j, lo, ilo, hi, mine)
       local bitg = g.bit
       local kind, s = g.items[j][1], g.items[j][2]
@@ -814,10 +855,17 @@ local function library()
       if bhi - blo < 2 then
         scan(ilo + 1, hi)
       else
-        scan(ilo + 1, last_at_or_before((blo + 1) * span - 1))
-        scan(last_at_or_before(bhi * span - 1) + 1, hi)
-        local m = xmiddle(win, kind, j, blo, bhi)
+        local m = xkept(g, win, kind, j, s, blo, bhi)
         if m[3] then offer(a, j, kind, m[5], tonumber(m[5]), m[3], m[4]) end
+        local c = 6
+        while m[c] and m[c] <= lo do c = c + 3 end
+        if m[c] then offer(a, j, kind, m[c + 2], tonumber(m[c + 2]), m[c], m[c + 1]) end
+        if hi == N then
+          local h = xget(win.xtags[j] .. bhi)
+          if h then offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2]) end
+        else
+          scan(last_at_or_before(bhi * span - 1) + 1, hi)
+        end
       end
       if mine and EV[s] then offer_text(a, j, kind, EV[s], t, LAST) end
     end
@@ -1552,7 +1600,7 @@ local function library()
       was_paged = true
       NEXT, XLO, DCACHE, DDIRTY, XCACHE, XDIRTY = blob[6], blob[7], {}, {}, {}, {}
       TS, TCACHE, TDIRTY = blob[8], {}, {}
-      if XLO and blob[9] ~= 1 then xforget() end
+      if XLO and blob[9] ~= XMARK then xforget() end
       N = redis.call('ZCARD', zkey)
       ZMAX = nil
       if N > 0 then
@@ -1614,7 +1662,7 @@ local function library()
       base = header
       if not RUN then XLO = nil end
       local sets, dels = {'h', cmsgpack.pack(header, {0, false, TILES, RING, RUN, NEXT, XLO,
-                                                      TS or false, 1})}, {}
+                                                      TS or false, XMARK})}, {}
       if TS then
         for f in pairs(TDIRTY) do
           local tile = TCACHE[f]
