@@ -46,8 +46,8 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     that entries of one time sort by arrival, then msgpack of its mask and slots); the
     rest in the hash: field ``h`` its header (the blob below without the entries, plus
     the next arrival number), fields ``d<group>.<window>.<item>|<distinct key>`` the
-    counts of its running distinct sets, ``x…`` and ``t…`` its min/max spans and closed
-    tiles (below, Values). An event adds one member, rewrites the header
+    counts of its running distinct sets, ``x…``, ``m…`` and ``t…`` its min/max spans,
+    what its min/max windows keep of them, and its closed tiles (below, Values). An event adds one member, rewrites the header
     and the counts it changed, and now and then removes the entries no event can read
     (once they are an eighth of the set, or `page_entries`, with one
     ``ZREMRANGEBYSCORE``): what it writes does not grow with the entity. A call reads
@@ -180,10 +180,21 @@ quiet one instead of a pass over its window. ``first``/``last`` read the window'
 ``min``/``max`` of a paged entity use *spans*: per window W and item, the extreme entry
 (time, arrival, value text) of each span of ``W/64`` of time is a hash field
 ``x<group>.<window>.<item>|<span>``, updated when a stored event beats it and dropped
-as the window passes; a window's extreme is its two edge spans scanned and the spans
-between read whole (ties to the earlier time and arrival), about ``2N/64`` entries and
-64 fields instead of N entries. Late events (rare) scan. A window holding fewer entries
-than the corrections is scanned instead. All of it is exact: the oracle
+as the window passes. A window's edges cross a span boundary once every ``W/64`` of
+the entity's time, so what an event reads is kept in one field
+``m<group>.<window>.<item>`` and read whole: the extreme of the spans strictly between
+the edge spans (mended when an entry lands in one of them), and the *candidates* of the
+start span (its entries that beat every later entry of the span, in time order: the
+extreme of the part of the span inside the window is the first candidate later than
+``t − W``). The top span's field gives the top edge when no entry is later than the
+event; otherwise that span's entries up to the event are scanned. The field is computed
+again, from the spans (one ``HMGET``) and the start span's entries, when the edges move,
+and its candidates go when an entry lands in the start span (a window shorter than the
+lateness). Ties go to the earlier time and arrival throughout. An in-order event thus
+reads two fields per window instead of ``2N/64`` entries and 64 fields. The header
+carries a mark of this layout; an entity whose header lacks it (written by a version
+that did not keep these fields) drops them and computes them again. Late events (rare)
+scan. A window holding fewer entries than the corrections is scanned instead. All of it is exact: the oracle
 tests run with running states from the first entry, from the default size, and never.
 
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers, computed in Python only
