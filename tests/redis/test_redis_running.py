@@ -10,11 +10,13 @@ happens inside one function call, so these run on the single server only.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.features.test_oracle_hypothesis import (
     HISTORY_FEATURES,
@@ -195,6 +197,47 @@ def test_min_max_over_a_window_shorter_than_the_lateness(client: redis.Redis) ->
     decider = RedisDecider(client, features, "5s", page_entries=8, bucket_value_max=64,
                            running_from=1)
     run_against_oracle(decider, "s", events, Oracle(features, 5_000))
+
+
+def _busy_min_max_stream(seed: int) -> tuple[list[Any], str, list[dict[str, Any]]]:
+    """Features, lateness and events of one busy key under min/max windows longer and
+    shorter than the lateness: disorder up to past the lateness (some events late),
+    equal values and times, missing values, a filter, repeated ids, a quiet second key."""
+    rng = random.Random(seed)
+    lateness_ms = rng.choice([500, 2_000])
+    windows = rng.sample(["300ms", "1s", "3s", "20s"], 3)
+    features: list[Any] = [f"max(v#a.history,{windows[0]})", f"min(v#a.history,{windows[1]})",
+                           f"count(a.history,{windows[2]})",
+                           {"name": "web_max", "func": "max", "target": "v", "by": ["a"],
+                            "window": windows[2], "where": "w != 'w1'"}]
+    step = rng.choice([5, 20, 60])
+    events: list[dict[str, Any]] = []
+    t = BASE_TS
+    for i in range(rng.randint(150, 500)):
+        t += rng.choice([0, step, step, 2 * step])
+        back = rng.choice([0, 0, 0, rng.randint(0, lateness_ms * 6 // 5)])
+        v: Any = rng.choice([None, 1, 2, 2.0, 3, 7.5, rng.randint(-5, 40)])
+        ev: dict[str, Any] = {"event_id": f"m{i}", "timestamp": t - back,
+                              "a": "hot" if rng.random() < 0.9 else "cold", "w": f"w{i % 3}"}
+        if v is not None:
+            ev["v"] = v
+        if events and rng.random() < 0.03:
+            ev = dict(events[rng.randrange(len(events))])  # a retry
+        events.append(ev)
+    return features, f"{lateness_ms}ms", events
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 2**32 - 1))
+def test_min_max_of_busy_keys_match_oracle(client: redis.Redis, seed: int) -> None:
+    """Busy keys' min/max windows from spans and kept fields, against the oracle, over
+    random disorder, lateness, window lengths, ties and retries."""
+    client.flushall()
+    features, lateness, events = _busy_min_max_stream(seed)
+    decider = RedisDecider(client, features, lateness, page_entries=4, bucket_value_max=64,
+                           running_from=1)
+    run_against_oracle(decider, "s", events, Oracle(features, int(lateness[:-2])))
 
 # what a version that knows nothing of kept extremes does to a busy key's header: it
 # writes the eight values it knows (the ninth, the mark, goes)
