@@ -220,9 +220,16 @@ def generate(
 
 def _load_engine(config: Path | None, code: int, state: str | None = None) -> Engine:
     """The engine of `config` (in memory, or on the shared Redis `state`); exits `code`
-    when the config or the state cannot be used. The Redis client is imported only for
-    shared state (a replay starts faster without it)."""
-    project = _load_config(config, code)
+    when the config or the state cannot be used."""
+    return _engine_of(_load_config(config, code), code, state)
+
+
+def _engine_of(project: ProjectConfig, code: int, state: str | None = None,
+               state_timeout_ms: int | None = None) -> Engine:
+    """The engine of `project` (in memory, or on the shared Redis `state` with
+    `state_timeout_ms`, None: the default); exits `code` when it or the state cannot be
+    used. The Redis client is imported only for shared state (a replay starts faster
+    without it)."""
     if state is None:
         try:
             return Engine(project)
@@ -232,7 +239,8 @@ def _load_engine(config: Path | None, code: int, state: str | None = None) -> En
     from riskengine.state.redis.codec import StateUnavailableError
 
     try:
-        return shared_engine(project, state, require_state=True)
+        return shared_engine(project, state, require_state=True,
+                             state_timeout_ms=state_timeout_ms)
     except StateUnavailableError as exc:
         _fail(str(exc), code)
     except RiskEngineError as exc:
@@ -851,7 +859,8 @@ def serve(
     """
     from riskengine.service.mirror_settings import MirrorSettings, parse_mirror_url
     from riskengine.service.server import WorkersNeedSharedState, build_server, run_workers
-    from riskengine.service.settings import ServiceSettings, parse_guard, parse_state_timeout
+    from riskengine.service.settings import ServiceSettings, parse_guard
+    from riskengine.state.budget import parse_state_timeout
     from riskengine.tracing import tracing_settings
 
     with _user_errors():
@@ -933,6 +942,11 @@ def worker(
         show_default=False, help="Shared state: redis://host:port/db or "
                                  "redis+cluster://host:port,host:port (default: in "
                                  "memory).")] = None,
+    state_timeout: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="With --state: the budget of each Redis round trip, 1ms to 60s (default: "
+             "the config's worker: state_timeout, else 50ms); the stream is held while "
+             "the state does not answer within it.")] = None,
     checkpoint_interval: Annotated[float, typer.Option(
         min=1.0, help="Seconds between checkpoints of the in-memory state.")] = 300.0,
     max_events: Annotated[int | None, typer.Option(
@@ -994,7 +1008,7 @@ def worker(
     from riskengine.stream.kafka import WorkerSettings
     from riskengine.stream.processes import EngineSource, run_processes, total
     from riskengine.stream.runner import build_settings, run_foreground, use_ruleset_file
-    from riskengine.stream.section import worker_section
+    from riskengine.stream.section import worker_section, worker_state_timeout
     from riskengine.tracing import tracing_settings
 
     with _user_errors():
@@ -1006,9 +1020,14 @@ def worker(
         if state is not None and state_dir is not None:
             _fail("--state-dir checkpoints the in-memory state; with --state the state is in "
                   "Redis (use its persistence): give one of them", 2)
-        engine = _load_engine(config, 2, state)
+        project = _load_config(config, 2)
         try:
-            section = worker_section(engine.config.worker)
+            section = worker_section(project.worker)
+            timeout_ms = worker_state_timeout(state_timeout, state, section)
+        except RiskEngineError as exc:
+            _fail(str(exc), 2)
+        engine = _engine_of(project, 2, state, timeout_ms)
+        try:
             settings = build_settings(
                 source=source, sink=sink, dead_letter=dead_letter, group=group, scene=scene,
                 state_dir=state_dir, max_events=max_events, idle_exit_s=idle_exit,
@@ -1030,7 +1049,8 @@ def worker(
                       "sources", 2)
             else:
                 engine.close()  # each process builds its own
-                each = run_processes(EngineSource(config, state, ruleset), settings, n)
+                each = run_processes(EngineSource(config, state, ruleset, timeout_ms),
+                                     settings, n)
                 for index, done in enumerate(each):
                     _stdout().print(f"worker process {index}: {_worker_summary(done)}",
                                     markup=False)

@@ -25,6 +25,7 @@ from typing import Any
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
 from riskengine.service.mirror_settings import MirrorSettings, mirror_from_section
+from riskengine.state.budget import parse_state_timeout
 from riskengine.tracing import TracingSettings
 
 ADMIN_TOKEN_ENV = "RISKENGINE_ADMIN_TOKEN"
@@ -91,18 +92,6 @@ def _guard_number(value: object, what: str, low: float, high: float, expected: s
     if not (math.isfinite(number) and low <= number < high):
         raise ConfigError(f"{what} must be {expected}; got {value!r:.40}")
     return number
-
-
-MAX_STATE_TIMEOUT_MS = 60_000
-
-
-def parse_state_timeout(value: Any, what: str) -> int:
-    """A state timeout (``50ms``, ``1s``, or milliseconds as a number) in whole
-    milliseconds, from 1 ms to a minute."""
-    timeout_ms = parse_duration(value, what=what)
-    if not 1 <= timeout_ms <= MAX_STATE_TIMEOUT_MS:
-        raise ConfigError(f"{what} must be from 1ms to 60s; got {value!r:.40}")
-    return timeout_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,13 +56,14 @@ one hot entity when Redis crashes are both recognised on retry."""
 
 
 def shared_engine(config: ProjectConfig, url: str, *, require_state: bool = False,
-                  state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS) -> Engine:
+                  state_timeout_ms: int | None = None) -> Engine:
     """An engine whose state is the Redis at `url` (as the service and the worker use it;
     a batch job that would rather wait than answer with a fallback gives a longer
-    `state_timeout_ms`)."""
+    `state_timeout_ms`; None: `DEFAULT_STATE_TIMEOUT_MS`)."""
+    timeout_ms = DEFAULT_STATE_TIMEOUT_MS if state_timeout_ms is None else state_timeout_ms
     return Engine(config, RedisState.connect(url, require_state=require_state,
                                              guard_depth=GUARD_DEPTH,
-                                             state_timeout_ms=state_timeout_ms))
+                                             state_timeout_ms=timeout_ms))
 
 
 def _client(engine: Engine) -> Any:

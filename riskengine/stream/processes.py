@@ -46,11 +46,13 @@ STOP_TIMEOUT_S = 120.0
 @dataclass(frozen=True)
 class EngineSource:
     """What an engine is built from, in any process: the config file (None: the
-    example), the shared state's URL (None: in memory), a ruleset file to make live."""
+    example), the shared state's URL (None: in memory) and the budget of its round trips
+    (None: the default), a ruleset file to make live."""
 
     config: Path | None = None
     state: str | None = None
     ruleset: Path | None = None
+    state_timeout_ms: int | None = None
 
     def load(self, scene: str) -> Engine:
         """The engine; `RiskEngineError` when the config, state or ruleset cannot be
@@ -61,7 +63,8 @@ class EngineSource:
         else:
             from riskengine.service.shared import shared_engine
 
-            engine = shared_engine(project, self.state, require_state=True)
+            engine = shared_engine(project, self.state, require_state=True,
+                                   state_timeout_ms=self.state_timeout_ms)
         if self.ruleset is not None:
             from riskengine.stream.runner import use_ruleset_file
 

@@ -3,11 +3,12 @@
     worker:
       session_timeout: 6s     # Kafka consumer group session timeout (default 6s)
       processes: 2            # Kafka worker processes on this machine (default 1)
+      state_timeout: 1s       # with --state: the budget of each Redis round trip (50ms)
 
 A command-line option of the same meaning wins over the section.
 
 >>> worker_section({"session_timeout": "10s"})
-WorkerSection(session_timeout_ms=10000, processes=None)
+WorkerSection(session_timeout_ms=10000, processes=None, state_timeout_ms=None)
 >>> worker_section({"timeout": "10s"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -22,13 +23,14 @@ from typing import Any
 
 from riskengine.durations import parse_duration
 from riskengine.exceptions import ConfigError
+from riskengine.state.budget import parse_state_timeout
 from riskengine.stream.base import StreamError
 from riskengine.stream.kafka.group import check_session_timeout
 from riskengine.stream.processes import MAX_PROCESSES
 
-__all__ = ["WorkerSection", "worker_section"]
+__all__ = ["WorkerSection", "worker_section", "worker_state_timeout"]
 
-_KEYS = ("session_timeout", "processes")
+_KEYS = ("session_timeout", "processes", "state_timeout")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class WorkerSection:
 
     session_timeout_ms: int | None = None
     processes: int | None = None
+    state_timeout_ms: int | None = None
 
 
 def worker_section(section: Mapping[str, Any] | None) -> WorkerSection:
@@ -55,7 +58,42 @@ def worker_section(section: Mapping[str, Any] | None) -> WorkerSection:
                                   or not 1 <= processes <= MAX_PROCESSES):
         raise StreamError(f"worker processes: expected a whole number from 1 to "
                           f"{MAX_PROCESSES}, got {str(processes)[:50]!r}")
-    return WorkerSection(session_timeout_ms=timeout, processes=processes)
+    state_timeout = None
+    if section.get("state_timeout") is not None:
+        state_timeout = _state_timeout(section["state_timeout"], "worker state_timeout")
+    return WorkerSection(session_timeout_ms=timeout, processes=processes,
+                         state_timeout_ms=state_timeout)
+
+
+def worker_state_timeout(option: str | None, state: str | None,
+                         section: WorkerSection) -> int | None:
+    """The budget in ms of each round trip to the shared state at `state`:
+    ``--state-timeout`` (`option`), else the section's ``state_timeout``, else None (the
+    engine's default, 50 ms). A worker holds its stream while the state does not answer
+    within it, so a longer budget means fewer holds on a loaded Redis, not fallbacks.
+
+    >>> worker_state_timeout("2s", "redis://h:6379/0", WorkerSection(state_timeout_ms=500))
+    2000
+    >>> worker_state_timeout(None, "redis://h:6379/0", WorkerSection(state_timeout_ms=500))
+    500
+    >>> worker_state_timeout("2s", None, WorkerSection())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    riskengine.stream.base.StreamError: --state-timeout is the budget of shared state: ...
+    """
+    if option is not None:
+        if state is None:
+            raise StreamError("--state-timeout is the budget of shared state: it needs "
+                              "--state")
+        return _state_timeout(option, "--state-timeout")
+    return section.state_timeout_ms
+
+
+def _state_timeout(value: object, what: str) -> int:
+    try:
+        return parse_state_timeout(value, what)
+    except ConfigError as exc:
+        raise StreamError(str(exc)) from None
 
 
 def duration(value: object, what: str) -> int:

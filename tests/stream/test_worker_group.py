@@ -20,7 +20,7 @@ from riskengine.config import load_config
 from riskengine.exceptions import ConfigError
 from riskengine.stream import StreamError, WorkerSettings
 from riskengine.stream.runner import build_settings
-from riskengine.stream.section import WorkerSection, worker_section
+from riskengine.stream.section import WorkerSection, worker_section, worker_state_timeout
 from riskengine.synth import generate_transfers
 from tests.servers import free_port
 from tests.stream.kafkatools import committed, finish, new_topics, produce_events, read_all
@@ -107,6 +107,21 @@ def test_the_worker_section() -> None:
     assert worker_section(None) == WorkerSection()
     assert worker_section({"session_timeout": "9s"}) == WorkerSection(9000)
     assert worker_section({"session_timeout": 12000}) == WorkerSection(12000)
+    assert worker_section({"state_timeout": "2s"}) == WorkerSection(state_timeout_ms=2000)
+    assert worker_section({"state_timeout": 250}) == WorkerSection(state_timeout_ms=250)
+
+
+def test_the_state_timeout_option_wins_and_needs_shared_state() -> None:
+    url, section = "redis://127.0.0.1:6379/0", WorkerSection(state_timeout_ms=500)
+    assert worker_state_timeout("2s", url, section) == 2000
+    assert worker_state_timeout(None, url, section) == 500
+    assert worker_state_timeout(None, url, WorkerSection()) is None  # the engine's 50 ms
+    assert worker_state_timeout(None, None, section) == 500  # unused in memory
+    with pytest.raises(StreamError, match="needs --state"):
+        worker_state_timeout("2s", None, WorkerSection())
+    for bad in ("0ms", "2m", "soon", "-1s", "9" * 400 + "s"):
+        with pytest.raises(StreamError, match="--state-timeout"):
+            worker_state_timeout(bad, url, WorkerSection())
 
 
 @pytest.mark.parametrize(("section", "named"), [
@@ -116,6 +131,10 @@ def test_the_worker_section() -> None:
     ({"session_timeout": 10}, "worker session_timeout"),
     ({"session_timeout": "<script>alert(1)</script>"}, "worker session_timeout"),
     ({"sesion_timeout": "6s"}, "unknown keys"),
+    ({"state_timeout": "0ms"}, "worker state_timeout"),
+    ({"state_timeout": "5m"}, "worker state_timeout"),
+    ({"state_timeout": True}, "worker state_timeout"),
+    ({"state_timeout": "later"}, "worker state_timeout"),
 ])
 def test_bad_worker_sections_are_refused(section: dict[str, Any], named: str) -> None:
     with pytest.raises(StreamError, match=named):
@@ -147,6 +166,24 @@ def test_the_cli_refuses_a_bad_session_timeout_clearly(tmp_path: Path) -> None:
                                           *args])
         assert result.exit_code != 0
         assert "session" in result.output and "Traceback" not in result.output
+
+
+def test_the_cli_refuses_a_bad_state_timeout_clearly(tmp_path: Path) -> None:
+    """Refused before anything connects: without --state, out of range, or from the
+    config's worker section."""
+    config = tmp_path / "config.yaml"
+    base = {"scenes": {"transfer": {"features": ["count(pay_account.history,1h)"],
+                                    "rules": []}},
+            "worker": {"state_timeout": "2h"}}
+    config.write_text(yaml.safe_dump(base), encoding="utf-8")
+    for args, named in ((["--state-timeout", "1s"], "needs --state"),
+                        (["--state", "redis://127.0.0.1:1/0", "--state-timeout", "0ms"],
+                         "--state-timeout must be from 1ms to 60s"),
+                        (["--config", str(config)], "worker state_timeout")):
+        result = CliRunner().invoke(app, ["worker", "--source", "kafka://127.0.0.1:1/in",
+                                          "--sink", "kafka://127.0.0.1:1/out", *args])
+        assert result.exit_code == 2, result.output
+        assert named in result.output and "Traceback" not in result.output
 
 
 def test_decisions_the_broker_did_not_take_stop_the_worker_and_commit_nothing(

@@ -37,6 +37,19 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+def test_each_worker_process_gets_the_state_timeout(redis_url: str) -> None:
+    """What `--processes` builds in each process: an engine on the shared state with the
+    worker's budget (the default without one)."""
+    from riskengine.stream.processes import EngineSource
+
+    for timeout_ms, budget_s in ((2_000, 2.0), (None, 0.05)):
+        engine = EngineSource(None, redis_url, None, timeout_ms).load("transfer")
+        try:
+            assert engine.state.budget_s == budget_s  # type: ignore[attr-defined]
+        finally:
+            engine.close()
+
+
 def _first_copies(messages: list[Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One decision per event, in event order, after checking every repeat: a later copy
     of an event's decision is marked as a redelivery and equal to the first but for
@@ -130,8 +143,10 @@ def test_two_workers_over_four_partitions_decide_as_one(bootstrap: str) -> None:
                     partition=partition)
         with redis_server() as url:
             group = f"pair-{workers}"
-            started = [_worker(bootstrap, topics, group, "--state", url, "--batch-size",
-                               "50", "--idle-exit", "8") for _ in range(workers)]
+            # a budget a loaded machine keeps (the default 50 ms holds the stream often)
+            started = [_worker(bootstrap, topics, group, "--state", url, "--state-timeout",
+                               "5s", "--batch-size", "50", "--idle-exit", "8")
+                       for _ in range(workers)]
             for process in started:
                 _finish(process, timeout=120)
         assert committed(bootstrap, group, topics["events"], 4) == [700] * 4

@@ -47,8 +47,9 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     rest in the hash: field ``h`` its header (the blob below without the entries, plus
     the next arrival number), fields ``d<group>.<window>.<item>|<distinct key>`` the
     counts of its running distinct sets, ``x…``, ``m…`` and ``t…`` its min/max spans,
-    what its min/max windows keep of them, and its closed tiles (below, Values). An event adds one member, rewrites the header
-    and the counts it changed, and now and then removes the entries no event can read
+    what its min/max windows keep of them, and its closed tiles (below, Values). An
+    event adds one member, rewrites the header and the counts it changed, and now and
+    then removes the entries no event can read
     (once they are an eighth of the set, or `page_entries`, with one
     ``ZREMRANGEBYSCORE``): what it writes does not grow with the entity. A call reads
     the header and only the entries it needs (by rank, `page_entries` at a time; the
@@ -194,8 +195,9 @@ lateness). Ties go to the earlier time and arrival throughout. An in-order event
 reads two fields per window instead of ``2N/64`` entries and 64 fields. The header
 carries a mark of this layout; an entity whose header lacks it (written by a version
 that did not keep these fields) drops them and computes them again. Late events (rare)
-scan. A window holding fewer entries than the corrections is scanned instead. All of it is exact: the oracle
-tests run with running states from the first entry, from the default size, and never.
+scan. A window holding fewer entries than the corrections is scanned instead. All of it
+is exact: the oracle tests run with running states from the first entry, from the
+default size, and never.
 
 Exact sums: micro-units ``q(v) = round(v·1e6)`` are integers, computed in Python only
 (`riskengine.features.aggregators.quantize`, the definition the in-memory engine uses);

@@ -112,6 +112,7 @@ from riskengine.exceptions import SnapshotError
 from riskengine.lists import Lists
 from riskengine.scene import SceneRuntime
 from riskengine.state.breaker import CLOSED, OPEN, CircuitBreaker
+from riskengine.state.budget import DEFAULT_STATE_TIMEOUT_MS
 from riskengine.state.redis.clock import SharedClock, StateFormatError, Step
 from riskengine.state.redis.codec import (
     RedisStateError,
@@ -140,7 +141,6 @@ _Computed = tuple["bytes | None", Step, dict[str, Any], bool]
 None, its clock step, its features and whether it is late."""
 
 DEFAULT_STATE_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_STATE_TIMEOUT_MS = 50
 STATE_ERRORS = (redis.exceptions.RedisError, RedisStateError, OSError)
 """What a state call raises when Redis is down, slow or refusing: answered degraded."""
 
