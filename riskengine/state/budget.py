@@ -1,5 +1,7 @@
-"""The budget of a round trip to shared state: what the service, the stream worker and
-the batch jobs each accept as a state timeout (their settings parse it here).
+"""The budget of a round trip to shared state: the default, and the range the service
+(``serve --state-timeout``, ``service: state_timeout``) and the stream worker
+(``worker --state-timeout``, ``worker: state_timeout``) accept. The batch jobs on Redis
+state keep their own, longer budget (`riskengine.batch.state_targets`).
 
 >>> parse_state_timeout("100ms", "--state-timeout")
 100
