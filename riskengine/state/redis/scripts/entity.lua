@@ -417,7 +417,8 @@ local function library()
         grp.hx = hx
         for w = 1, #grp.wins do
           local win = grp.wins[w]
-          local run, edge, seen, scan, tags, xs, xtags, mtags = {}, {}, {}, false, {}, {}, {}, {}
+          local run, edge, seen, scan, tags = {}, {}, {}, false, {}
+          local xs, xtags, mtags = {}, {}, {}
           for x = 1, #win.outs do
             local j = win.outs[x][3]
             if j > 0 and not seen[j] then
@@ -661,11 +662,12 @@ local function library()
     -- the extreme of the span's entries later than lo is the first candidate later than
     -- lo. An entry landing in span blo drops them. Both are computed again when an
     -- event's blo or bhi differ. An event that is not late reads spans at or above the
-    -- lowest kept (`xfloor`), so a kept field whose spans went is never read again. An
-    -- event at or after the entity's newest entry reads the top span's field for the
-    -- window's top edge; one before it scans that span's entries up to it. The header's
-    -- ninth value (XMARK) says the entity's kept fields were written by a version that
-    -- keeps them this way; without it they are dropped at load.
+    -- lowest kept (`xfloor`), so a kept field whose spans went is never read again. The
+    -- top span's own field is the window's top edge when its extreme is at or before
+    -- the event (always, for an event at or after the entity's newest entry); otherwise
+    -- that span's entries up to the event are read. The header's ninth value (XMARK)
+    -- says the entity's kept fields were written by a version that keeps them this way;
+    -- without it they are dropped at load.
 
     -- whether (value v, time tx, arrival o) comes before (hv, ht, ho) for min/max `kind`
     local function xbefore(kind, v, tx, o, hv, ht, ho)
@@ -839,7 +841,8 @@ local function library()
 
     -- the extreme of min/max item j over window win, (lo, t] (entries ilo+1..hi), into
     -- accumulator a; the event (`mine`) too. Span blo's part comes from its first
-    -- candidate later than lo; span bhi's from its field when no entry is later than t.
+    -- candidate later than lo; span bhi's from its field unless that extreme is later
+    -- than t (an event before the entity's newest), when its entries up to t are read.
     local function extreme(a, g, win, j, lo, ilo, hi, mine)
       local bitg = g.bit
       local kind, s = g.items[j][1], g.items[j][2]
@@ -860,10 +863,11 @@ local function library()
         local c = 6
         while m[c] and m[c] <= lo do c = c + 3 end
         if m[c] then offer(a, j, kind, m[c + 2], tonumber(m[c + 2]), m[c], m[c + 1]) end
-        if hi == N then
-          local h = xget(win.xtags[j] .. bhi)
-          if h then offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2]) end
-        else
+        -- the top span's extreme is the window's part of it unless it is later than t
+        local h = xget(win.xtags[j] .. bhi)
+        if h and (hi == N or h[1] <= t) then
+          offer(a, j, kind, h[3], tonumber(h[3]), h[1], h[2])
+        elseif h then
           scan(last_at_or_before(bhi * span - 1) + 1, hi)
         end
       end
