@@ -239,6 +239,31 @@ def test_min_max_of_busy_keys_match_oracle(client: redis.Redis, seed: int) -> No
                            running_from=1)
     run_against_oracle(decider, "s", events, Oracle(features, int(lateness[:-2])))
 
+
+def test_min_max_of_a_busy_key_read_by_a_partition_behind_another(
+        client: redis.Redis) -> None:
+    """Two partitions of a stream (a clock each) over one key: partition p1 far ahead,
+    p0 still deciding events its lateness lets in. The key becomes busy (paged, with
+    running states) on p0's events after p1's: its spans and states start where the
+    slowest clock can still read, so p0's windows still see the peak at 20 s."""
+    features = ["max(v#a.history,1m)", "count(a.history,1m)"]
+    decider = RedisDecider(client, features, "5s", page_entries=4, bucket_value_max=150,
+                           running_from=1)
+    sent = [("p0", 2 * i, 100 if i == 10 else 1) for i in range(16)]
+    sent += [("p1", 100, 1)] + [("p0", s, 1) for s in (40, 41, 42, 43)]
+    stored: list[tuple[int, int]] = []
+    for n, (part, second, v) in enumerate(sent):
+        t = BASE_TS + 1_000 * second
+        decision = decider.engine.evaluate(
+            "s", {"event_id": f"p{n}", "timestamp": t, "a": "hot", "v": v},
+            clock=("topic", part))
+        assert not decision.late
+        window = [x for at, x in stored if t - 60_000 < at <= t] + [v]
+        assert decision.features["max(v#a.history,1m)"] == max(window), (part, second)
+        assert decision.features["count(a.history,1m)"] == len(window), (part, second)
+        stored.append((t, v))
+    assert decision.features["max(v#a.history,1m)"] == 100
+
 # what a version that knows nothing of kept extremes does to a busy key's header: it
 # writes the eight values it knows (the ninth, the mark, goes)
 _DROP_MARK = """

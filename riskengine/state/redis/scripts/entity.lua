@@ -1831,9 +1831,11 @@ local function library()
       local maxts = forget_idle()
       if maxts then
         -- what no event can read: behind the key's newest, and behind the slowest clock
-        -- (a key read by several partitions keeps what the slowest one can still read)
-        trim((F and F < maxts) and F or maxts)
-        if not RUN and NHIST > 0 and N >= RUNMIN and N > 0 then run_build(maxts) end
+        -- (a key read by several partitions keeps what the slowest one can still read);
+        -- running states and spans start there too
+        local floor_at = (F and F < maxts) and F or maxts
+        trim(floor_at)
+        if not RUN and NHIST > 0 and N >= RUNMIN and N > 0 then run_build(floor_at) end
       end
       local values = all_values(late)
       local stored = not late and pmask ~= 0
