@@ -108,7 +108,8 @@ class RedisDecisionStore:
                        clock: int | None) -> bytes | None:
         """The script: the record unless a live one is there (checked again, atomically:
         another worker may have replaced the stale one first)."""
-        args = self._args(t, decision, clock)
+        horizon: int | str = "" if clock is None else clock - self.horizon_ms
+        args = (t, decision, horizon, self.ttl_ms)
         key = self.key(event_id)
         try:
             old = self.client.evalsha(self._script.sha, 1, key, *args)
@@ -116,8 +117,3 @@ class RedisDecisionStore:
             self.client.script_load(self._script.source)
             old = self.client.evalsha(self._script.sha, 1, key, *args)
         return self.live(old, clock)
-
-    def _args(self, t: int, decision: str | bytes, clock: int | None
-              ) -> tuple[int, str | bytes, int | str, int]:
-        horizon: int | str = "" if clock is None else clock - self.horizon_ms
-        return (t, decision, horizon, self.ttl_ms)

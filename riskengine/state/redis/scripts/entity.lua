@@ -692,8 +692,8 @@ local function library()
     local function xoffer(win, kind, j, txt, tx, o)
       local r = parts(txt)
       local v = tonumber(r)
-      local f = win.xtags[j] .. fdiv(tx, win.xspan)
       local b, mf = fdiv(tx, win.xspan), win.mtags[j]
+      local f = win.xtags[j] .. b
       local m = xget(mf)
       if m and m[1] == b then
         -- span blo changes: its candidates (and so the whole kept field) go
