@@ -54,10 +54,10 @@ def decision_message(decision: Decision, source: dict[str, Any],
     """The JSON value produced to the sink for `decision`: `source` is where the event
     was read (Kafka: topic, partition, offset; Redis Streams: stream, id); `redelivery`
     marks a decision that may repeat one produced before."""
-    # the decision's own JSON object (encoded once, as the service answers it) with the
-    # two keys added before its closing brace
-    return b"".join((decision.to_json()[:-1], b',"source":', orjson.dumps(source),
-                     b',"redelivery":true}' if redelivery else b',"redelivery":false}'))
+    fields = decision.json_fields()
+    fields["source"] = source
+    fields["redelivery"] = redelivery
+    return orjson.dumps(fields)
 
 
 def dead_letter_headers(error: PoisonMessage, topic: str, partition: int,

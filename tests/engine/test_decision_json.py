@@ -75,3 +75,24 @@ def test_the_stream_message_is_to_dict_with_its_source() -> None:
         expected = {**decision.to_dict(), "source": source, "redelivery": redelivery}
         assert orjson.loads(decision_message(decision, source, redelivery)) == \
             orjson.loads(orjson.dumps(expected))
+
+
+def test_to_dict_is_a_copy_and_a_read_only_models_mapping_is_written() -> None:
+    """`json_fields` shares the decision's containers; `to_dict` must not: changing what
+    it returned leaves the decision (and its JSON) as it was. A `models` mapping that is
+    not a dict (a library caller's) is written as an object."""
+    from types import MappingProxyType
+
+    decision = next(d for d in decisions(Engine.from_config(None), 200, seed=8)
+                    if d.list_hits)
+    before = decision.to_json()
+    copy = decision.to_dict()
+    copy["features"]["injected"] = 1
+    copy["list_hits"].append("x")
+    copy["rule_errors"].append("x")
+    copy["models"]["m"] = "v1"
+    assert decision.to_json() == before
+    assert "injected" not in decision.features and "x" not in decision.list_hits
+    proxied = dataclasses.replace(decision, models=MappingProxyType({"fraud": "v3"}))
+    assert orjson.loads(proxied.to_json())["models"] == {"fraud": "v3"}
+    assert proxied.to_json() == orjson.dumps(proxied.to_dict())
