@@ -20,7 +20,8 @@ from riskengine import Engine
 from riskengine.decision import Decision
 from riskengine.state.redis import connect
 from riskengine.state.redis.backend import RedisState
-from riskengine.state.redis.clock import StateFormatError
+from riskengine.state.redis.clock import SharedClock, StateFormatError
+from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
 from riskengine.state.redis.functions import Client
 from tests.features.test_patterns import ABS, EXAMPLE, SEQ, T0
 from tests.oracle import Oracle, parse_duration
@@ -209,6 +210,114 @@ def test_fresh_and_current_state_are_accepted(redis_url: str, client: Client) ->
         assert again.evaluate("transfer", {**event, "event_id": "b"}).lsn == 2
     finally:
         again.close()
+
+
+# -- the bucket count, fixed when the state is created ------------------------------------
+
+def _engine(url: str) -> Engine:
+    return Engine.from_config(None, state=RedisState.connect(url))
+
+
+def _transfer(event_id: str, minute: int) -> dict[str, Any]:
+    return {"event_id": event_id, "timestamp": NOON + minute * MIN, "pay_account": "P",
+            "rcv_account": "R", "amount": 1.0}
+
+
+def _with_buckets(url: str, buckets: int) -> str:
+    return f"{url}{'&' if '?' in url else '?'}buckets={buckets}"
+
+
+def test_the_bucket_count_is_recorded_and_taken_by_later_processes(
+        redis_url: str, client: Client) -> None:
+    """The first process on empty state records its count (``?buckets=`` of the URL);
+    one started without a count takes it, so it finds the same entities: the payer's
+    count goes on from 2 to 3 (with the default count it would start again at 1)."""
+    first = _engine(_with_buckets(redis_url, 16))
+    try:
+        assert first.evaluate("transfer", _transfer("a", 0)).lsn == 1
+        assert first.evaluate("transfer", _transfer("b", 1)).features[
+            "count(pay_account.history,1h)"] == 2
+    finally:
+        first.close()
+    assert client.hget("re:{clock}", "format") == b"4/b16"
+    assert any(b"|pay_account|" in k and k.count(b"|") == 2
+               and int(k.split(b"|")[2].split(b"}")[0]) < 16
+               for k in client.scan_iter(match="re:{transfer|pay_account|*"))
+    later = _engine(redis_url)
+    try:
+        state = later.state
+        assert isinstance(state, RedisState) and state._clock.buckets == 16
+        assert later.evaluate("transfer", _transfer("c", 2)).features[
+            "count(pay_account.history,1h)"] == 3
+    finally:
+        later.close()
+
+
+def test_another_bucket_count_is_refused_at_start(redis_url: str, client: Client) -> None:
+    """An entity's keys depend on the count: a process given another one than the
+    state's is refused, naming both, and writes nothing; the default count is format
+    ``4`` as before (state written before the count was recorded)."""
+    made = _engine(redis_url)
+    try:
+        made.evaluate("transfer", _transfer("a", 0))
+    finally:
+        made.close()
+    assert client.hget("re:{clock}", "format") == b"4"
+    keys = sorted(client.scan_iter(match="re:*"))
+    for url in (_with_buckets(redis_url, 64), _with_buckets(redis_url, 1)):
+        with pytest.raises(StateFormatError) as refused:
+            _engine(url)
+        message = str(refused.value)
+        assert "4,096 buckets" in message and "given" in message
+        assert "buckets=4096" in message
+    assert sorted(client.scan_iter(match="re:*")) == keys
+    assert client.hget("re:{clock}", "format") == b"4"
+    again = _engine(_with_buckets(redis_url, 4096))  # the state's own count: accepted
+    try:
+        assert again.evaluate("transfer", _transfer("b", 1)).features[
+            "count(pay_account.history,1h)"] == 2
+    finally:
+        again.close()
+
+
+def test_two_processes_creating_the_state_with_different_counts(client: Client) -> None:
+    """On empty state the first to record its count wins; the other is refused at
+    start, not left writing entities under another count."""
+    first, second = SharedClock(client, buckets=32), SharedClock(client, buckets=8)
+    first.check(["transfer"])
+    with pytest.raises(StateFormatError, match="32 buckets"):
+        second.check(["transfer"])
+    assert first.buckets == 32 and client.hget("re:{clock}", "format") == b"4/b32"
+
+
+@pytest.mark.parametrize("query", ["buckets=0", "buckets=x", "buckets=-3", "buckets=",
+                                   f"buckets={(1 << 24) + 1}", "buckets=\u0663"])
+def test_a_malformed_bucket_count_is_refused(standalone_url: str, query: str) -> None:
+    with pytest.raises(StateUnavailableError, match="buckets must be a whole number"):
+        RedisState.connect(f"{standalone_url}?{query}")
+    with pytest.raises(RedisStateError, match="buckets must be a whole number"):
+        SharedClock(connect(standalone_url), buckets=0)
+
+
+def test_the_url_count_and_the_keyword_must_agree(standalone_url: str) -> None:
+    with pytest.raises(StateUnavailableError, match="differ"):
+        RedisState.connect(_with_buckets(standalone_url, 8), buckets=16)
+
+
+def test_the_count_comes_back_after_the_state_was_flushed_under_a_running_process(
+        redis_url: str, client: Client) -> None:
+    """A process keeps its count; its next clock step writes it again on empty state,
+    so a process started after the flush takes it."""
+    running = _engine(_with_buckets(redis_url, 8))
+    try:
+        running.evaluate("transfer", _transfer("a", 0))
+        client.flushall()
+        running.evaluate("transfer", _transfer("b", 1))
+        assert client.hget("re:{clock}", "format") == b"4/b8"
+        with pytest.raises(StateFormatError):
+            _engine(_with_buckets(redis_url, 4096))
+    finally:
+        running.close()
 
 
 # -- the one place a degraded event moves the clock --------------------------------------

@@ -37,7 +37,9 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     into its bucket while its blob fits ``hash-max-listpack-value`` (read from the
     server; 64 by default, 256 is a good setting) and buckets should hold fewer than
     ``hash-max-listpack-entries`` (128 by default) entities: ``buckets`` ≈ live
-    entities / 50.
+    entities / 50. The count is fixed when the state is created (``?buckets=N`` on the
+    state URL, 4096 by default) and recorded in the clock key's ``format``; later
+    processes take it, and one given another count is refused (`SharedClock`).
 ``re:{<scene>|<B>|<bucket>}:<sig>:<key value>``  (hash) and
 ``re:{<scene>|<B>|<bucket>}:<sig>:e:<key value>``  (sorted set)
     the entity's *own keys*, where it lives once its blob outgrows a bucket field (a
@@ -58,7 +60,8 @@ in Redis Cluster an entity, and its bucket, live on one slot:
     text never starts with ``e``, so the two names cannot meet.)
 ``re:{clock}``  (hash)
     the clock key, one for every scene of the prefix (`riskengine.state.redis.clock`):
-    ``format`` (the layout of the state, ``4``), ``lsn`` (the last LSN handed out) and
+    ``format`` (the layout of the state, ``4``, or ``4/b<n>`` with n buckets per key
+    set other than 4096), ``lsn`` (the last LSN handed out) and
     ``G:<scene>`` (the scene clock G: the largest time of the scene's accepted events
     that were not late), and ``G:<scene>|<topic>#<partition>`` for each partition a
     stream worker reads (a clock each). Every event takes one *clock step* on it

@@ -119,7 +119,7 @@ from riskengine.state.redis.codec import (
     StateUnavailableError,
     event_digest,
 )
-from riskengine.state.redis.connect import connect
+from riskengine.state.redis.connect import connect, state_options
 from riskengine.state.redis.functions import Client
 from riskengine.state.redis.idempotency import RedisDecisionStore
 from riskengine.state.redis.patterns import RedisScenePatterns
@@ -181,11 +181,12 @@ def refuse_other_layouts(url: str, scenes: Iterable[str], prefix: str = "re") ->
     before it starts workers. Redis not answering is not refused here (the workers start
     degraded until it answers, and check then)."""
     try:
+        buckets = state_options(url)[1]
         client = open_client(url, 5000)
-    except StateUnavailableError:
+    except RedisStateError:  # unreachable, or a malformed URL: refused by the workers
         return
     try:
-        SharedClock(client, prefix).check(list(scenes))
+        SharedClock(client, prefix, buckets).check(list(scenes))
     except StateFormatError:
         raise
     except STATE_ERRORS:
@@ -209,7 +210,12 @@ class RedisState:
     `StateUnavailableError` when the engine binds it and Redis cannot be reached; with
     False the engine starts anyway and answers degraded until Redis answers. State written
     by another version (another clock layout) raises `StateFormatError` either way.
-    `feature_options` go to every `RedisSceneFeatures` (guard_depth, buckets, ttl_ms, ...).
+    `buckets`: how many buckets each key set's entities are spread over, when this
+    process creates the state (about the live entities of a key set / 50; None: the
+    state's own count, 4096 on empty state; a count the state does not have is refused
+    with `StateFormatError`). `RedisState.connect` takes it from the URL too
+    (``redis://host:6379/0?buckets=65536``). `feature_options` go to every
+    `RedisSceneFeatures` (guard_depth, ttl_ms, ...).
     """
 
     shared = True
@@ -217,7 +223,7 @@ class RedisState:
     def __init__(self, client: Client, *, state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS,
                  breaker: CircuitBreaker | None = None, prefix: str = "re",
                  require_state: bool = True, state_url: str = "",
-                 **feature_options: Any) -> None:
+                 buckets: int | None = None, **feature_options: Any) -> None:
         self.client = client
         self.state_url = redact(state_url) if state_url else repr(client)
         self.prefix = prefix
@@ -226,7 +232,7 @@ class RedisState:
         self.require_state = require_state
         self.lists: Lists | None = None
         self._feature_options = feature_options
-        self._clock = SharedClock(client, prefix)
+        self._clock = SharedClock(client, prefix, buckets)
         self._scenes: dict[str, RedisScene] = {}
         self.lsn = 0
         """The LSN of this process's last new decision (0: none yet)."""
@@ -235,7 +241,17 @@ class RedisState:
     def connect(cls, url: str = DEFAULT_STATE_URL, *,
                 state_timeout_ms: int = DEFAULT_STATE_TIMEOUT_MS, **options: Any) -> RedisState:
         """A backend on the state at `url` (``redis://host:port/db``, ``rediss://``,
-        ``unix://``, ``redis+cluster://host:port,…``); `options` as in `RedisState`."""
+        ``unix://``, ``redis+cluster://host:port,…``, each may end in ``?buckets=N``);
+        `options` as in `RedisState`."""
+        try:
+            buckets = state_options(url)[1]
+        except RedisStateError as exc:
+            raise StateUnavailableError(str(exc)) from None
+        if buckets is not None:
+            if options.get("buckets", buckets) != buckets:
+                raise StateUnavailableError(f"buckets={options['buckets']} and the URL's "
+                                            f"buckets={buckets} differ")
+            options["buckets"] = buckets
         client = open_client(url, state_timeout_ms)
         return cls(client, state_timeout_ms=state_timeout_ms, state_url=url, **options)
 

@@ -3,7 +3,11 @@
 ``<prefix>:{clock}`` is a hash shared by every worker and every scene of the prefix:
 
 ``format``
-    the layout of the state (`FORMAT`); state without it is refused at start;
+    the layout of the state (`FORMAT`), followed by ``/b<n>`` when the entities of each
+    key set are spread over n buckets rather than `DEFAULT_BUCKETS`; state without it, or
+    of another layout, is refused at start. The first process on empty state writes it
+    (with the bucket count it was given); later ones take the count from it, and one
+    given another count is refused (an entity's keys depend on it);
 ``lsn``
     the last LSN handed out (one counter for all scenes);
 ``G:<scene>``
@@ -38,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from riskengine.state.redis.codec import StateUnavailableError
+from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
 from riskengine.state.redis.functions import Call, Client
 
 FORMAT = "4"
@@ -49,6 +53,29 @@ field in its own hash and sorted set of entries (riskengine/state/redis/__init__
 Version 3 kept such an entity whole in a string, then in a hash of entry chunks;
 version 2 stored value texts the script quantised itself; version 1 kept
 ``<prefix>:lsn`` and ``<prefix>:{<scene>}:G``."""
+
+
+DEFAULT_BUCKETS = 4096
+"""Buckets per key set when the state is created without a count (see
+riskengine/state/redis/__init__.py, Key layout: about the number of live entities / 50)."""
+MAX_BUCKETS = 1 << 24
+
+
+def layout_format(buckets: int) -> str:
+    """The ``format`` field of state whose key sets have `buckets` buckets each."""
+    return FORMAT if buckets == DEFAULT_BUCKETS else f"{FORMAT}/b{buckets}"
+
+
+def recorded_buckets(found: bytes | str | None) -> int | None:
+    """The bucket count of a ``format`` field written by this layout, None for another
+    layout (or none)."""
+    text = b"" if found is None else found.encode() if isinstance(found, str) else found
+    if text == FORMAT.encode():
+        return DEFAULT_BUCKETS
+    head, _, count = text.partition(b"/b")
+    if head == FORMAT.encode() and count.isdigit() and 1 <= int(count) <= MAX_BUCKETS:
+        return int(count)
+    return None
 
 
 class StateFormatError(StateUnavailableError):
@@ -84,25 +111,41 @@ class Step:
 
 class SharedClock:
     """The clock key of one prefix (see the module docstring); the calls go through a
-    scene library's ``clock``, ``unclock`` and ``recall`` functions."""
+    scene library's ``clock``, ``unclock`` and ``recall`` functions. `buckets`: the
+    bucket count to create the state with (None: the one the state has, else
+    `DEFAULT_BUCKETS`); `check` settles `self.buckets`."""
 
-    def __init__(self, client: Client, prefix: str = "re") -> None:
+    def __init__(self, client: Client, prefix: str = "re", buckets: int | None = None
+                 ) -> None:
+        if buckets is not None and (type(buckets) is not int
+                                    or not 1 <= buckets <= MAX_BUCKETS):
+            raise RedisStateError(f"buckets must be a whole number from 1 to {MAX_BUCKETS:,}; "
+                                  f"got {buckets!r:.40}")
         self.client = client
         self.prefix = prefix
         self.key = f"{prefix}:{{clock}}"
+        self.wanted = buckets
+        self.buckets = DEFAULT_BUCKETS if buckets is None else buckets
+        self.format = layout_format(self.buckets)
         self.last_lsn = 0
         """The largest LSN this process has been given (the floor of the next step)."""
 
     def check(self, scenes: Sequence[str]) -> None:
         """Refuse state written under another layout (StateFormatError, naming what to
-        delete): the clock key of another format, or the keys of the per-key layout."""
+        delete): the clock key of another format, or the keys of the per-key layout; or
+        state whose bucket count is not the one asked for. Take the state's bucket count;
+        on empty state, record the count (the first process to do so wins)."""
         found, lsn = self.client.hmget(self.key, ["format", "lsn"])  # one read: a step
-        if found == FORMAT.encode():                                # writes both at once
+        recorded = recorded_buckets(found)                          # writes both at once
+        if recorded is not None:
+            self._take(recorded)
             return
         old = [key for key in (f"{self.prefix}:lsn",
                                *(f"{self.prefix}:{{{scene}}}:G" for scene in scenes))
                if self.client.exists(key)]
         if found is None and lsn is None and not old:
+            self.client.hsetnx(self.key, "format", self.format)
+            self._take(recorded_buckets(self.client.hget(self.key, "format")) or self.buckets)
             return
         what = ", ".join(old) if old else f"{self.key} (format {_text(found)})"
         raise StateFormatError(
@@ -112,12 +155,26 @@ class SharedClock:
             f"key matching {self.prefix}:* (on a database used by riskengine alone: "
             f"FLUSHDB, on every primary of a cluster), or use another prefix")
 
+    def _take(self, recorded: int) -> None:
+        if self.wanted is not None and self.wanted != recorded:
+            raise StateFormatError(
+                f"the Redis state under prefix {self.prefix!r} spreads each key set's "
+                f"entities over {recorded:,} buckets (recorded in {self.key}, field "
+                f"format), and this process was given {self.wanted:,}: an entity's keys "
+                f"depend on the count, so it is fixed for the life of the state. Give "
+                f"buckets={recorded} (or none: the state's count is taken), or start "
+                f"from empty state. (State written before the count was recorded says "
+                f"{FORMAT!r}, the default count; if it was written with another count N, "
+                f"set the field to '{FORMAT}/bN'.)")
+        self.buckets = recorded
+        self.format = layout_format(recorded)
+
     def step_args(self, scene: str, t: int, lateness_ms: int, domain: str | None = None
                   ) -> tuple[Any, ...]:
         """The arguments of one event's clock step, on the clock of `domain` (a partition;
         None: the scene's one clock)."""
         name = scene if domain is None else f"{scene}|{domain}"
-        return (name, t, lateness_ms, FORMAT, self.last_lsn, scene)
+        return (name, t, lateness_ms, self.format, self.last_lsn, scene)
 
     def step_call(self, function: str, scene: str, t: int, lateness_ms: int,
                   domain: str | None = None) -> Call:

@@ -4,6 +4,11 @@
     >>> connect("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")  # doctest: +SKIP
     >>> cluster_nodes("redis+cluster://:pw@a:7000,[::1]:7001")
     (None, 'pw', [('a', 7000), ('::1', 7001)])
+    >>> state_options("unix:///run/redis.sock?db=2&buckets=65536")
+    ('unix:///run/redis.sock?db=2', 65536)
+
+A state URL may carry ``buckets=N``, riskengine's own: the bucket count to create the
+state with (`SharedClock`); the client never sees it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def connect(url: str, **options: Any) -> Client:
 
     `options` go to the client (`socket_timeout=0.05`, `max_connections=64`, …).
     """
+    url = state_options(url)[0]
     scheme = url.partition("://")[0].lower()
     options.setdefault("decode_responses", False)
     if options["decode_responses"]:
@@ -53,6 +59,28 @@ def connect(url: str, **options: Any) -> Client:
     raise RedisStateError(
         f"state URL {_safe(url)!r}: expected redis://host:port/db, rediss://…, unix://… or "
         f"redis+cluster://host:port,host:port,…")
+
+
+def state_options(url: str) -> tuple[str, int | None]:
+    """(`url` without riskengine's own query parameter, the ``buckets`` it gives or None)."""
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url, None
+    query, hashmark, fragment = query.partition("#")
+    kept: list[str] = []
+    buckets = None
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name != "buckets":
+            if part:
+                kept.append(part)
+            continue
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1 << 24:
+            raise RedisStateError(f"state URL {_safe(url)!r}: buckets must be a whole number "
+                                  f"from 1 to {1 << 24:,}; got {value[:20]!r}")
+        buckets = int(value)
+    rest = "&".join(kept)
+    return base + ("?" + rest if rest else "") + hashmark + fragment, buckets
 
 
 def cluster_nodes(url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:

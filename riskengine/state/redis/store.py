@@ -120,7 +120,9 @@ class RedisSceneFeatures:
     events each entity remembers for its idempotency guard (0: none). `ttl_ms` overrides
     the least TTL of entity keys after a write, `max(2 * (L + Rmax(B)), 1 day)` (0: no
     TTL; a write finding less left sets twice that). `buckets` per
-    key set: about the number of live entities / 50. `bucket_value_max`: the largest
+    key set: about the number of live entities / 50, fixed when the state is created
+    (None: the state's count, `DEFAULT_BUCKETS` on empty state; given with no `clock`
+    only: the clock holds it, see `SharedClock`). `bucket_value_max`: the largest
     entity kept as a bucket field; by default the server's `hash-max-listpack-value` (so
     buckets stay listpack-encoded). `running_from`: entities with at least this many
     entries keep running totals instead of scanning their entries on every event.
@@ -132,12 +134,15 @@ class RedisSceneFeatures:
     def __init__(self, client: Client, scene: SceneConfig, *,
                  lists: Lists | None = None, prefix: str = "re",
                  clock: SharedClock | None = None, guard_depth: int = 1,
-                 ttl_ms: int | None = None, buckets: int = 4096,
+                 ttl_ms: int | None = None, buckets: int | None = None,
                  bucket_value_max: int | None = None, sweep: int = 2,
                  running_from: int = RUNNING_FROM, page_entries: int = PAGE_ENTRIES) -> None:
-        if guard_depth < 0 or buckets < 1 or sweep < 0 or running_from < 0 or page_entries < 1:
+        if guard_depth < 0 or sweep < 0 or running_from < 0 or page_entries < 1:
             raise RedisStateError("guard_depth, sweep and running_from must be 0 or more, "
-                                  "buckets and page_entries 1 or more")
+                                  "page_entries 1 or more")
+        if clock is not None and buckets is not None:
+            raise RedisStateError("give buckets to the SharedClock (it holds the state's "
+                                  "count), not with a clock")
         self.client = client
         self.scene = scene.name
         self.lists = lists
@@ -145,7 +150,8 @@ class RedisSceneFeatures:
         self.names = tuple(spec.name for spec in scene.features)
         self.max_window_ms = max((s.window_ms for s in scene.features), default=0)
         self.idempotency_horizon_ms = scene.lateness_ms + self.max_window_ms
-        self.shared_clock = clock if clock is not None else SharedClock(client, prefix)
+        self.shared_clock = (clock if clock is not None
+                             else SharedClock(client, prefix, buckets))
         self.shared_clock.check([scene.name])
         self.plans = build_entity_plans(scene.features, scene.lateness_ms)
         tables = [plan.lua(guard_depth, self.max_window_ms, sweep, running_from, page_entries)
@@ -190,7 +196,7 @@ class RedisSceneFeatures:
                 ttl_ms=ttl,
             ))
         self._entities = tuple(entities)
-        self.buckets = buckets
+        self.buckets = self.shared_clock.buckets
         self.bucket_value_max = (self._listpack_value_max() if bucket_value_max is None
                                  else bucket_value_max)
         self.key_pattern = f"{prefix}:{{{scene.name}|*"
