@@ -21,6 +21,11 @@ Reported per configuration:
 
     .venv/bin/python -m benchmarks.redis_costs --events 20000
     .venv/bin/python -m benchmarks.redis_costs --configs seed --profile
+    .venv/bin/python -m benchmarks.redis_costs --configs example --buckets 150  # sized state
+
+`--buckets N` creates the state with N buckets per key set (README, Sizing: about the
+live entities of a key set / 50); without it, the default (4,096), which a small run
+fills thinly: its memory per event is then mostly the buckets' own keys.
 
 Results go to `benchmarks/results/redis_costs.json`.
 """
@@ -216,12 +221,12 @@ def freed_by_deleting(client: redis.Redis, keys: Sequence[bytes]) -> int:
 
 
 def measure(server: AofServer, name: str, events: Sequence[dict[str, Any]], slice_: int,
-            profile: bool) -> dict[str, Any]:
+            profile: bool, buckets: int | None = None) -> dict[str, Any]:
     client = server.client
     client.flushall()
     client.config_resetstat()
-    engine = Engine.from_config(config_of(name), state=RedisState(client,
-                                                                  state_timeout_ms=60_000))
+    engine = Engine.from_config(config_of(name), state=RedisState(
+        client, state_timeout_ms=60_000, buckets=buckets))
     try:
         scene = engine.state._scenes[SCENE]  # type: ignore[attr-defined]
         features = scene.features
@@ -263,7 +268,8 @@ def measure(server: AofServer, name: str, events: Sequence[dict[str, Any]], slic
         feature_bytes = freed_by_deleting(client, entity_keys)
         retained = max(int(state.get("retained_entries", 0)), 1)
         result: dict[str, Any] = {
-            "config": name, "events": len(events), "round_trips_per_event":
+            "config": name, "events": len(events), "buckets": features.buckets
+            if features is not None else None, "round_trips_per_event":
                 round(sends / len(events), 3),
             "wall_us_per_event": round(wall / len(events) * 1e6, 1),
             "client_cpu_us_per_event": round(cpu / len(events) * 1e6, 1),
@@ -274,7 +280,8 @@ def measure(server: AofServer, name: str, events: Sequence[dict[str, Any]], slic
             "feature_state": {"bytes": feature_bytes, "keys": len(entity_keys),
                               "retained_entries": state.get("retained_entries"),
                               "entities": state.get("entities"),
-                              "bytes_per_retained_entry": round(feature_bytes / retained, 1)},
+                              "bytes_per_retained_entry": round(feature_bytes / retained, 1),
+                              "bytes_per_event": round(feature_bytes / len(events), 1)},
             "records": {"bytes": records, "keys": len(record_keys),
                         "bytes_per_record": round(records / max(len(record_keys), 1), 1)},
             "largest_keys": [{"key": k.decode(errors="replace"), "memory_usage": m}
@@ -303,9 +310,10 @@ def report(result: dict[str, Any]) -> None:
     print("  by command and key: " + ", ".join(
         f"{k} {v}" for k, v in result["aof_bytes_per_event_by_command"].items()))
     fs, rec = result["feature_state"], result["records"]
-    print(f"feature state {fs['bytes']:,} B in {fs['keys']:,} keys, {fs['entities']} "
-          f"entities, {fs['retained_entries']} entries: {fs['bytes_per_retained_entry']} "
-          f"B per retained entry; records {rec['bytes']:,} B ({rec['bytes_per_record']} B "
+    print(f"feature state {fs['bytes']:,} B in {fs['keys']:,} keys ({result['buckets']} "
+          f"buckets per key set), {fs['entities']} entities, {fs['retained_entries']} "
+          f"entries: {fs['bytes_per_retained_entry']} B per retained entry, "
+          f"{fs['bytes_per_event']} per event; records {rec['bytes']:,} B ({rec['bytes_per_record']} B "
           f"each)")
     for command, stats in sorted(result["commandstats"].items(),
                                  key=lambda kv: -kv[1]["calls"]):
@@ -325,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "alone, one run each (what each costs Redis)")
     parser.add_argument("--profile", action="store_true", help="cProfile the client")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--buckets", type=int, default=None,
+                        help="buckets per key set of the state (default: riskengine's, 4096)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
@@ -340,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [n for c in args.configs
                  for n in (example_features() if c == "each-feature" else [c])]
         for name in names:
-            result = measure(server, name, events, args.slice, args.profile)
+            result = measure(server, name, events, args.slice, args.profile, args.buckets)
             if name.startswith("feature:"):
                 result["feature"] = config_of(name)["scenes"][SCENE]["features"][0]
             report(result)
