@@ -313,8 +313,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"feature state {fs['bytes']:,} B in {fs['keys']:,} keys ({result['buckets']} "
           f"buckets per key set), {fs['entities']} entities, {fs['retained_entries']} "
           f"entries: {fs['bytes_per_retained_entry']} B per retained entry, "
-          f"{fs['bytes_per_event']} per event; records {rec['bytes']:,} B ({rec['bytes_per_record']} B "
-          f"each)")
+          f"{fs['bytes_per_event']} per event; records {rec['bytes']:,} B "
+          f"({rec['bytes_per_record']} B each)")
     for command, stats in sorted(result["commandstats"].items(),
                                  key=lambda kv: -kv[1]["calls"]):
         print(f"  {command:<24} {stats['calls']:>9,} calls "

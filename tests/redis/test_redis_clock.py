@@ -320,6 +320,70 @@ def test_the_count_comes_back_after_the_state_was_flushed_under_a_running_proces
         running.close()
 
 
+def test_a_process_follows_a_count_recorded_again_after_the_state_was_emptied(
+        redis_url: str, client: Client) -> None:
+    """P took 16 buckets from the state; the state is emptied and Q, started without a
+    count, records the default. P's next clock step finds another format: that event
+    is answered with the fallback and changes nothing, P checks again and takes Q's
+    count, so both count the payer's events on the same keys from then on."""
+    _engine(_with_buckets(redis_url, 16)).close()
+    p, q = _engine(redis_url), None
+    try:
+        assert p.evaluate("transfer", _transfer("a0", 0)).lsn == 1
+        client.flushall()
+        q = _engine(redis_url)
+        count = "count(pay_account.history,1h)"
+        assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
+        refused = p.evaluate("transfer", _transfer("a2", 2))
+        assert refused.degraded and refused.lsn == 0
+        assert client.hget("re:{clock}", "format") == b"4"
+        state = p.state
+        assert isinstance(state, RedisState) and state._clock.buckets == 4096
+        assert p.evaluate("transfer", _transfer("a3", 3)).features[count] == 2
+        assert q.evaluate("transfer", _transfer("a4", 4)).features[count] == 3
+    finally:
+        p.close()
+        if q is not None:
+            q.close()
+
+
+def test_a_process_given_another_count_stays_out_of_state_made_again(
+        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """The same with P given its count (?buckets=16): P answers with the fallback, writes
+    nothing, and says why once its breaker opens; Q's counts are untouched."""
+    p, q = _engine(_with_buckets(redis_url, 16)), None
+    try:
+        p.evaluate("transfer", _transfer("a0", 0))
+        client.flushall()
+        q = _engine(redis_url)
+        count = "count(pay_account.history,1h)"
+        assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
+        with caplog.at_level("ERROR", logger="riskengine.state"):
+            for i in range(2, 8):
+                assert p.evaluate("transfer", _transfer(f"a{i}", i)).degraded
+        assert any("16" in r.getMessage() and "4,096 buckets" in r.getMessage()
+                   for r in caplog.records if r.levelname == "ERROR")
+        assert q.evaluate("transfer", _transfer("a9", 9)).features[count] == 2
+        assert client.hget("re:{clock}", "format") == b"4"
+    finally:
+        p.close()
+        if q is not None:
+            q.close()
+
+
+def test_the_url_count_is_read_beside_other_parameters(standalone_url: str) -> None:
+    from riskengine.state.redis.connect import state_options
+
+    assert state_options("unix:///s.sock?db=2&buckets=8&x=1") == ("unix:///s.sock?db=2&x=1", 8)
+    assert state_options("redis://:p@h:1/0?buckets=8") == ("redis://:p@h:1/0", 8)
+    assert state_options("redis://h:1/0") == ("redis://h:1/0", None)
+    with pytest.raises(RedisStateError, match="twice"):
+        state_options("redis://h:1/0?buckets=8&buckets=8")
+    state = RedisState.connect(f"{standalone_url}?buckets=8", buckets=None)
+    assert state._clock.wanted == 8
+    state.client.close()
+
+
 # -- the one place a degraded event moves the clock --------------------------------------
 
 def _fail_b_after_its_step(decider: RedisDecider, failing: str,

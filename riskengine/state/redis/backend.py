@@ -248,7 +248,7 @@ class RedisState:
         except RedisStateError as exc:
             raise StateUnavailableError(str(exc)) from None
         if buckets is not None:
-            if options.get("buckets", buckets) != buckets:
+            if options.get("buckets") not in (None, buckets):
                 raise StateUnavailableError(f"buckets={options['buckets']} and the URL's "
                                             f"buckets={buckets} differ")
             options["buckets"] = buckets
@@ -303,9 +303,19 @@ class RedisState:
         breaker = self.breaker
         was = breaker.state
         breaker.failure()
+        try:
+            if self._clock.recheck(list(self._scenes), exc):
+                log.warning("state at %s: the clock key was written again (the state was "
+                            "emptied?); this process now writes format %s (%d buckets)",
+                            self.state_url, self._clock.format, self._clock.buckets)
+        except StateFormatError as refused:
+            exc = refused
+        except STATE_ERRORS:
+            pass
         if breaker.state == OPEN and was != OPEN:
-            log.warning("state at %s failing (%s): circuit open, deciding with each scene's "
-                        "fallback for %.0f ms", self.state_url, exc, breaker.cooldown_s * 1000)
+            log.log(logging.ERROR if isinstance(exc, StateFormatError) else logging.WARNING,
+                    "state at %s failing (%s): circuit open, deciding with each scene's "
+                    "fallback for %.0f ms", self.state_url, exc, breaker.cooldown_s * 1000)
         else:
             log.debug("state call failed: %s", exc)
 

@@ -78,6 +78,11 @@ def recorded_buckets(found: bytes | str | None) -> int | None:
     return None
 
 
+FORMAT_CHANGED = "RISKENGINE_FORMAT"
+"""The code of a clock step's error reply when the clock key holds another format than
+the caller's (scripts/entity.lua, ``clock``)."""
+
+
 class StateFormatError(StateUnavailableError):
     """The Redis state was written by another version of riskengine and cannot be read."""
 
@@ -135,18 +140,20 @@ class SharedClock:
         delete): the clock key of another format, or the keys of the per-key layout; or
         state whose bucket count is not the one asked for. Take the state's bucket count;
         on empty state, record the count (the first process to do so wins)."""
-        found, lsn = self.client.hmget(self.key, ["format", "lsn"])  # one read: a step
-        recorded = recorded_buckets(found)                          # writes both at once
-        if recorded is not None:
-            self._take(recorded)
-            return
-        old = [key for key in (f"{self.prefix}:lsn",
-                               *(f"{self.prefix}:{{{scene}}}:G" for scene in scenes))
-               if self.client.exists(key)]
-        if found is None and lsn is None and not old:
-            self.client.hsetnx(self.key, "format", self.format)
-            self._take(recorded_buckets(self.client.hget(self.key, "format")) or self.buckets)
-            return
+        for _ in range(2):
+            found, lsn = self.client.hmget(self.key, ["format", "lsn"])  # one read: a step
+            recorded = recorded_buckets(found)                          # writes both at once
+            if recorded is not None:
+                self._take(recorded)
+                return
+            old = [key for key in (f"{self.prefix}:lsn",
+                                   *(f"{self.prefix}:{{{scene}}}:G" for scene in scenes))
+                   if self.client.exists(key)]
+            if found is not None or lsn is not None or old:
+                break
+            if self.client.hsetnx(self.key, "format", self.format):
+                self._take(self.buckets)
+                return  # else another process wrote it first: read what it wrote
         what = ", ".join(old) if old else f"{self.key} (format {_text(found)})"
         raise StateFormatError(
             f"the Redis state under prefix {self.prefix!r} was written by another version of "
@@ -168,6 +175,16 @@ class SharedClock:
                 f"set the field to '{FORMAT}/bN'.)")
         self.buckets = recorded
         self.format = layout_format(recorded)
+
+    def recheck(self, scenes: Sequence[str], error: BaseException) -> bool:
+        """After a failed call: when `error` is a clock step's refusal of the clock key's
+        format (written again since `check`: the state was emptied and made again by a
+        process of another bucket count), check again (taking the new count, or raising
+        `StateFormatError`) and return True; otherwise False."""
+        if FORMAT_CHANGED not in str(error):
+            return False
+        self.check(scenes)
+        return True
 
     def step_args(self, scene: str, t: int, lateness_ms: int, domain: str | None = None
                   ) -> tuple[Any, ...]:

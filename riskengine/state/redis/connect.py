@@ -75,6 +75,8 @@ def state_options(url: str) -> tuple[str, int | None]:
             if part:
                 kept.append(part)
             continue
+        if buckets is not None:
+            raise RedisStateError(f"state URL {_safe(url)!r}: buckets is given twice")
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1 << 24:
             raise RedisStateError(f"state URL {_safe(url)!r}: buckets must be a whole number "
                                   f"from 1 to {1 << 24:,}; got {value[:20]!r}")

@@ -196,7 +196,6 @@ class RedisSceneFeatures:
                 ttl_ms=ttl,
             ))
         self._entities = tuple(entities)
-        self.buckets = self.shared_clock.buckets
         self.bucket_value_max = (self._listpack_value_max() if bucket_value_max is None
                                  else bucket_value_max)
         self.key_pattern = f"{prefix}:{{{scene.name}|*"
@@ -205,6 +204,12 @@ class RedisSceneFeatures:
         self._run = self._caller.run
 
     # ------------------------------------------------------------------ functions
+
+    @property
+    def buckets(self) -> int:
+        """Buckets per key set: the state's count (`SharedClock.check`), read per call so
+        that every scene of a process follows the clock when it checks again."""
+        return self.shared_clock.buckets
 
     def load_library(self) -> None:
         """FUNCTION LOAD the scene's library (done at start, and again on any node that

@@ -1859,16 +1859,25 @@ local function library()
   -- Redis have come back without it), G before the event, and whether the event is late
   -- (t < G - L); G rises to t when the event is not late. LSN order is thus the order in
   -- which G was taken. Reply: {lsn, G before (false: none yet), late (0/1), the slowest
-  -- clock of the scene's other partitions (false: none)}.
+  -- clock of the scene's other partitions (false: none)}. The format (the layout and
+  -- the bucket count) is written when missing; another one than the caller's (the state
+  -- was emptied and made again by a process of another count) is an error reply that
+  -- changes nothing: the caller checks the state again (clock.py, `SharedClock.check`).
   --
   -- args[1] is the clock's name: the scene, or '<scene>|<partition>' for a stream worker's
   -- partition (one clock each), args[6] the scene. The reply's fourth value is the
   -- slowest clock of the scene's other partitions (false: none): keys are forgotten by
   -- the slowest clock, since a key can be read by events of several partitions.
+  local FORMAT_CHANGED = 'RISKENGINE_FORMAT the clock key holds another layout: '
   local function clock(keys, args)
     local key, at = keys[1], 'G:' .. args[1]
     local t, L, low = tonumber(args[2]), tonumber(args[3]), tonumber(args[5])
-    redis.call('HSETNX', key, 'format', args[4])
+    local layout = redis.call('HGET', key, 'format')
+    if not layout then
+      redis.call('HSET', key, 'format', args[4])
+    elseif layout ~= args[4] then  -- written since this process checked it: nothing is
+      return redis.error_reply(FORMAT_CHANGED .. layout)  -- changed, the caller checks
+    end
     local lsn = redis.call('HINCRBY', key, 'lsn', 1)
     if lsn <= low then
       lsn = low + 1
@@ -2113,6 +2122,7 @@ local function library()
         end
       end
       local step = clock(keys, args)
+      if step.err then return step end
       local G, late, others = step[2] or nil, step[3], step[4] or nil
       local lateflag = late == 1 and '1' or '0'
       local horizon = G and G - span or ''
