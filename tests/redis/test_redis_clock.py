@@ -371,6 +371,16 @@ def test_a_process_given_another_count_stays_out_of_state_made_again(
             q.close()
 
 
+@pytest.mark.parametrize("written", [b"4/b4096", b"4/b016", b"4/b", b"4/b16x"])
+def test_a_format_this_version_does_not_write_is_refused(client: Client,
+                                                         written: bytes) -> None:
+    """The clock step compares the field as written: a count spelt another way (by hand)
+    is refused at start, not taken and then refused at every event."""
+    client.hset("re:{clock}", "format", written)
+    with pytest.raises(StateFormatError):
+        SharedClock(client).check(["transfer"])
+
+
 def test_the_url_count_is_read_beside_other_parameters(standalone_url: str) -> None:
     from riskengine.state.redis.connect import state_options
 

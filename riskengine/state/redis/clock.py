@@ -73,9 +73,10 @@ def recorded_buckets(found: bytes | str | None) -> int | None:
     if text == FORMAT.encode():
         return DEFAULT_BUCKETS
     head, _, count = text.partition(b"/b")
-    if head == FORMAT.encode() and count.isdigit() and 1 <= int(count) <= MAX_BUCKETS:
-        return int(count)
-    return None
+    if head != FORMAT.encode() or not count.isdigit() or not 1 <= int(count) <= MAX_BUCKETS:
+        return None
+    # only the text this version writes: the clock step compares the field as it is
+    return int(count) if layout_format(int(count)).encode() == text else None
 
 
 FORMAT_CHANGED = "RISKENGINE_FORMAT"

@@ -285,10 +285,18 @@ class RedisSceneFeatures:
         digest = event_digest(event["event_id"])
         if self.one_server:
             call, touched, _ = self.event_call(event, None, None, digest, [])
-            (reply,) = self._run([call])
+            try:
+                (reply,) = self._run([call])
+            except RedisStateError as exc:  # the state made again: check it for the next
+                self.shared_clock.recheck([self.scene], exc)
+                raise
             step = self.shared_clock.taken(reply[1:5], event["timestamp"])
             return self.values(touched, reply[5], step.late)
-        (reply,) = self._run([self.step_call(event)])
+        try:
+            (reply,) = self._run([self.step_call(event)])
+        except RedisStateError as exc:
+            self.shared_clock.recheck([self.scene], exc)
+            raise
         step = self.shared_clock.taken(reply, event["timestamp"])
         calls, touched = self.entity_calls(event, step, digest)
         return self.values(touched, self._run(calls), step.late)
