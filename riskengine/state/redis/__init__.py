@@ -130,9 +130,9 @@ time, so G is at or past its time, or late, so its time is below G − L), ``unc
 puts G back unless another event moved it since. The step writes ``format`` when it is
 missing, and answers an error, changing nothing, when it holds another one than the
 caller's (the state was emptied and made again by a process of another bucket count: the
-caller checks again); a clock key without it or of another format, or the keys of the older per-key
-layout (``re:lsn``, ``re:{<scene>}:G``), are refused at start (`StateFormatError`,
-naming what to delete).
+caller checks again). A clock key without it or of another format, or the keys of the
+older per-key layout (``re:lsn``, ``re:{<scene>}:G``), are refused at start
+(`StateFormatError`, naming what to delete).
 
 One call per entity
 -------------------

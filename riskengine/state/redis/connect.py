@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from riskengine.state.redis.clock import MAX_BUCKETS
 from riskengine.state.redis.codec import RedisStateError
 from riskengine.state.redis.functions import Client
 
@@ -77,9 +78,9 @@ def state_options(url: str) -> tuple[str, int | None]:
             continue
         if buckets is not None:
             raise RedisStateError(f"state URL {_safe(url)!r}: buckets is given twice")
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1 << 24:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_BUCKETS:
             raise RedisStateError(f"state URL {_safe(url)!r}: buckets must be a whole number "
-                                  f"from 1 to {1 << 24:,}; got {value[:20]!r}")
+                                  f"from 1 to {MAX_BUCKETS:,}; got {value[:20]!r}")
         buckets = int(value)
     rest = "&".join(kept)
     return base + ("?" + rest if rest else "") + hashmark + fragment, buckets
