@@ -371,6 +371,31 @@ def test_a_process_given_another_count_stays_out_of_state_made_again(
             q.close()
 
 
+def test_scene_features_alone_check_the_state_again_after_a_refused_step(
+        redis_url: str, client: Client) -> None:
+    """`RedisSceneFeatures.compute` (the features without the decision path): the call
+    that finds the state made again under another count raises, the next one has taken
+    the new count and counts on the same keys as the process that made it."""
+    from riskengine.config import load_config
+    from riskengine.state.redis import RedisSceneFeatures
+    from tests.streams import scene_config
+
+    scene = load_config(scene_config(["count(a.history,1h)"], "5m")).scenes["s"]
+    RedisSceneFeatures(client, scene, buckets=16)  # makes the state
+    old = RedisSceneFeatures(client, scene)  # takes its count
+    assert old.buckets == 16
+    old.compute({"event_id": "e0", "timestamp": NOON, "a": "k"})
+    client.flushall()
+    new = RedisSceneFeatures(client, scene)
+    assert new.compute({"event_id": "e1", "timestamp": NOON + 1, "a": "k"})[0] == {
+        "count(a.history,1h)": 1}
+    with pytest.raises(RedisStateError, match="another layout"):
+        old.compute({"event_id": "e2", "timestamp": NOON + 2, "a": "k"})
+    assert old.buckets == 4096
+    assert old.compute({"event_id": "e3", "timestamp": NOON + 3, "a": "k"})[0] == {
+        "count(a.history,1h)": 2}
+
+
 @pytest.mark.parametrize("written", [b"4/b4096", b"4/b016", b"4/b", b"4/b16x"])
 def test_a_format_this_version_does_not_write_is_refused(client: Client,
                                                          written: bytes) -> None:

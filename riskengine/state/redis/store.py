@@ -283,23 +283,19 @@ class RedisSceneFeatures:
         trip on one server (`event_call`); on a cluster two: the clock step, then the
         entities."""
         digest = event_digest(event["event_id"])
-        if self.one_server:
-            call, touched, _ = self.event_call(event, None, None, digest, [])
-            try:
-                (reply,) = self._run([call])
-            except RedisStateError as exc:  # the state made again: check it for the next
-                self.shared_clock.recheck([self.scene], exc)
-                raise
-            step = self.shared_clock.taken(reply[1:5], event["timestamp"])
-            return self.values(touched, reply[5], step.late)
         try:
+            if self.one_server:
+                call, touched, _ = self.event_call(event, None, None, digest, [])
+                (reply,) = self._run([call])
+                step = self.shared_clock.taken(reply[1:5], event["timestamp"])
+                return self.values(touched, reply[5], step.late)
             (reply,) = self._run([self.step_call(event)])
-        except RedisStateError as exc:
+            step = self.shared_clock.taken(reply, event["timestamp"])
+            calls, touched = self.entity_calls(event, step, digest)
+            return self.values(touched, self._run(calls), step.late)
+        except RedisStateError as exc:  # the state made again: checked for the next call
             self.shared_clock.recheck([self.scene], exc)
             raise
-        step = self.shared_clock.taken(reply, event["timestamp"])
-        calls, touched = self.entity_calls(event, step, digest)
-        return self.values(touched, self._run(calls), step.late)
 
     def entity_parts(self, event: dict[str, Any]
                      ) -> list[tuple[_Entity, tuple[str, str, str], list[Any]]]:
