@@ -102,6 +102,10 @@ def test_usage_mistakes_exit_2_and_write_nothing(tmp_path: Path) -> None:
          "cannot tell the format"),
         (["backfill", good, "--state-dir", a_file], "not a directory"),
         (["backfill", good, "--state", "http://x"], "expected redis://"),
+        (["backfill", good, "--state", "redis://127.0.0.1:1/0?buckets=lots"],
+         "buckets must be a whole number"),
+        (["backfill", good, "--state", "redis://127.0.0.1:1/0?buckets=0"],
+         "buckets must be a whole number"),
         (["backfill", good, "--state-dir", state, "--errors", good], "overwrite the input"),
     ]
     for args, message in cases:

@@ -266,6 +266,28 @@ def test_serve_refuses_redis_state_of_the_per_key_layout(tmp_path: Path, redis_u
     assert "re:lsn" in done.stderr and "re:*" in done.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_refuses_another_bucket_count_than_the_states(tmp_path: Path, redis_url: str,
+                                                            workers: str) -> None:
+    """State made with 16 buckets per key set; a service given 64 on its state URL is
+    refused at start, naming both counts (one worker, and the parent of several)."""
+    from riskengine.state.redis.clock import SharedClock
+
+    made = connect(redis_url)  # a private server per test: empty
+    try:
+        SharedClock(made, buckets=16).check(["transfer"])
+    finally:
+        made.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "riskengine", "serve", "--port", str(free_port()),
+         "--state-dir", str(tmp_path), "--state", f"{redis_url}?buckets=64",
+         "--workers", workers],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RISKENGINE_ADMIN_TOKEN": ADMIN})
+    assert done.returncode == 2, done.stderr
+    assert "16 buckets" in done.stderr and "given 64" in done.stderr
+
+
 def test_config_file_list_changes_reach_redis_lists(
         make_client: Callable[..., TestClient], tmp_path: Path, redis_url: str) -> None:
     config = tmp_path / "config.yaml"

@@ -179,7 +179,9 @@ def test_the_cli_refuses_a_bad_state_timeout_clearly(tmp_path: Path) -> None:
     for args, named in ((["--state-timeout", "1s"], "needs --state"),
                         (["--state", "redis://127.0.0.1:1/0", "--state-timeout", "0ms"],
                          "--state-timeout must be from 1ms to 60s"),
-                        (["--config", str(config)], "worker state_timeout")):
+                        (["--config", str(config)], "worker state_timeout"),
+                        (["--state", "redis://127.0.0.1:1/0?buckets=-1"],
+                         "buckets must be a whole number")):
         result = CliRunner().invoke(app, ["worker", "--source", "kafka://127.0.0.1:1/in",
                                           "--sink", "kafka://127.0.0.1:1/out", *args])
         assert result.exit_code == 2, result.output
