@@ -178,11 +178,9 @@ class SharedPersistence:
     def __init__(self, config: ProjectConfig, state_url: str,
                  state_timeout_ms: int | None = None) -> None:
         from riskengine.service.shared import shared_engine
-        from riskengine.state.redis.backend import DEFAULT_STATE_TIMEOUT_MS
 
         self.config = config
-        self.engine = shared_engine(config, state_url,
-                                    state_timeout_ms=state_timeout_ms or DEFAULT_STATE_TIMEOUT_MS)
+        self.engine = shared_engine(config, state_url, state_timeout_ms=state_timeout_ms)
         self.catalog: ListCatalog = self.engine.list_store
         self.changes: ListChanges = _NoChanges()
         self.rulesets_file: Path | None = None
