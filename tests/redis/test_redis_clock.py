@@ -347,6 +347,49 @@ def test_a_process_follows_a_count_recorded_again_after_the_state_was_emptied(
             q.close()
 
 
+def test_the_entity_view_follows_a_count_recorded_again_after_the_state_was_emptied(
+        redis_url: str, client: Client) -> None:
+    """The read-only entity view (``GET /v1/entities/...``) checks the format with the
+    clock it reads: P, which took 16 buckets, reads the payer where Q (the default
+    count) counts it after the state was emptied, before P decides anything again."""
+    _engine(_with_buckets(redis_url, 16)).close()
+    p, q = _engine(redis_url), None
+    count = "count(pay_account.history,1h)"
+    try:
+        p.evaluate("transfer", _transfer("a0", 0))
+        assert p.entity("transfer", "pay_account", "P")[1][count] == 1
+        client.flushall()
+        q = _engine(redis_url)
+        q.evaluate("transfer", _transfer("a1", 1))
+        q.evaluate("transfer", _transfer("a2", 2))
+        as_of, found = p.entity("transfer", "pay_account", "P")
+        assert (as_of, found[count]) == (NOON + 2 * MIN, 2)
+        state = p.state
+        assert isinstance(state, RedisState) and state._clock.buckets == 4096
+    finally:
+        p.close()
+        if q is not None:
+            q.close()
+
+
+def test_the_entity_view_of_a_process_given_another_count_is_refused(
+        redis_url: str, client: Client) -> None:
+    """The same with P given its count: its view names both counts instead of reading
+    keys no process writes."""
+    p, q = _engine(_with_buckets(redis_url, 16)), None
+    try:
+        p.evaluate("transfer", _transfer("a0", 0))
+        client.flushall()
+        q = _engine(redis_url)
+        q.evaluate("transfer", _transfer("a1", 1))
+        with pytest.raises(StateFormatError, match="4,096 buckets"):
+            p.entity("transfer", "pay_account", "P")
+    finally:
+        p.close()
+        if q is not None:
+            q.close()
+
+
 def test_a_process_given_another_count_stays_out_of_state_made_again(
         redis_url: str, client: Client, caplog: pytest.LogCaptureFixture) -> None:
     """The same with P given its count (?buckets=16): P answers with the fallback, writes

@@ -215,8 +215,13 @@ class SharedClock:
         return (function, (self.key,), (name, t, "" if step.clock is None else step.clock))
 
     def read(self, scene: str) -> int | None:
-        """G of `scene` as it stands (one round trip), None before its first event."""
-        found = self.client.hget(self.key, f"G:{scene}")
+        """G of `scene` as it stands (one round trip), None before its first event. The
+        format is read with it: when the state was emptied and made again under another
+        bucket count, this process checks again first (taking the new count, or raising
+        `StateFormatError`), so what it reads next is where the state's writers write."""
+        found, written = self.client.hmget(self.key, [f"G:{scene}", "format"])
+        if written is not None and _text(written) != self.format:
+            self.check([scene])
         return None if found is None else int(found)
 
 
