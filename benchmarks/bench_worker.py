@@ -5,8 +5,11 @@ events are produced to a one-partition topic before anything is timed. Two workl
 (`--workload`): ``seed``, the seed workload (`benchmarks.workload`) on the seed's three
 features and rule (the config of `benchmarks.bench_engine`); ``example``, the synthetic
 transfer traffic (`riskengine generate`) on the example config's `transfer` scene with
-its nine features (one of them a 30-day tiled window per payer-receiver pair), lists
-and rules. Then, in this one process, rounds alternate between:
+its twelve features (three of them 30-day tiled windows), lists, a gradient-boosted tree
+model and seven rules; ``example-nine``, the same events on the config the scale-out
+targets were set on (`benchmarks/configs/example_nine.yaml`: nine features, one 30-day
+tiled window per payer-receiver pair, lists and rules, no model). Then, in this one
+process, rounds alternate between:
 
 - **peer**: a confluent-kafka consumer that reads the topic, decodes each value
   (`orjson.loads`), produces it again (`orjson.dumps`) to an output topic, and per batch
@@ -57,6 +60,8 @@ from riskengine.stream.kafka import KafkaWorker, WorkerSettings  # noqa: E402
 from riskengine.synth import generate_transfers  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+WORKLOADS = ("seed", "example", "example-nine")
+EXAMPLE_NINE = Path(__file__).parent / "configs" / "example_nine.yaml"
 BATCH = 1000
 PEER_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "2000"}
 """The peer's group settings: the worker's defaults (riskengine/stream/kafka/group.py)."""
@@ -71,8 +76,15 @@ def workload_events(workload: str, n: int, seed: int) -> Iterator[dict[str, Any]
         yield event
 
 
+def workload_config(workload: str) -> Any:
+    """The config of `workload`: a mapping (seed), a path, or None (the example config)."""
+    if workload == "seed":
+        return engine_config(schema=True)
+    return EXAMPLE_NINE if workload == "example-nine" else None
+
+
 def workload_engine(workload: str) -> Engine:
-    return Engine.from_config(engine_config(schema=True) if workload == "seed" else None)
+    return Engine.from_config(workload_config(workload))
 
 
 def load_events(bootstrap: str, topic: str, events: Iterator[dict[str, Any]]) -> None:
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workload", choices=("seed", "example"), default="seed")
+    parser.add_argument("--workload", choices=WORKLOADS, default="seed")
     parser.add_argument("--no-peer", action="store_true",
                         help="riskengine rounds only, nothing written (for profiling)")
     args = parser.parse_args(argv)

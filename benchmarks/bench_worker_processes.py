@@ -36,7 +36,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from servers import create_topics, kafka_server  # noqa: E402
 
 from benchmarks.bench_engine import SCENE, engine_config  # noqa: E402
-from benchmarks.bench_worker import load_events, workload_events  # noqa: E402
+from benchmarks.bench_worker import (  # noqa: E402
+    EXAMPLE_NINE,
+    WORKLOADS,
+    load_events,
+    workload_events,
+)
 from benchmarks.procs import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -85,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workload", choices=("seed", "example"), default="seed")
+    parser.add_argument("--workload", choices=WORKLOADS, default="seed")
     args = parser.parse_args(argv)
     n, many = args.events, args.processes
     rows: dict[str, list[float]] = {"1": [], str(many): []}
     with tempfile.TemporaryDirectory() as tmp, kafka_server() as bootstrap:
-        config = None
+        config = EXAMPLE_NINE if args.workload == "example-nine" else None
         scene = "transfer"
         if args.workload == "seed":
             config = Path(tmp) / "seed.yaml"

@@ -23,6 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.bench_worker import WORKLOADS
 from benchmarks.spyprofile import Frame, read_raw
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,7 +85,7 @@ def render(workload: str, events: int, samples: int, stages: Counter[str],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=("seed", "example"), default="seed")
+    parser.add_argument("--workload", choices=WORKLOADS, default="seed")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=500, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
