@@ -32,7 +32,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (stage, markers of a frame: a function name or a path fragment); the innermost
     # frame that matches a marker decides, so nested stages come first in a stack
     ("consume (poll)", ("KafkaSource.poll",)),
-    ("decode + validate", ("decode_event", "EventParser.", "/riskengine/events.py")),
+    ("decode + validate", ("decode_event", "EventParser.", "/riskengine/events.py",
+                           "<event parser")),
     ("engine: model scores", ("ModelSet.score", "OnnxScorer.", "/onnxruntime/")),
     ("engine: lists", ("SceneRuntime.list_hits", "/riskengine/lists.py")),
     ("engine: idempotency record", ("MemoryPart.remember", "RememberedIds.", "record_of")),
