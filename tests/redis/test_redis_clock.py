@@ -348,10 +348,11 @@ def test_a_process_follows_a_count_recorded_again_after_the_state_was_emptied(
 
 
 def test_the_entity_view_follows_a_count_recorded_again_after_the_state_was_emptied(
-        redis_url: str, client: Client) -> None:
+        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture) -> None:
     """The read-only entity view (``GET /v1/entities/...``) checks the format with the
     clock it reads: P, which took 16 buckets, reads the payer where Q (the default
-    count) counts it after the state was emptied, before P decides anything again."""
+    count) counts it after the state was emptied, before P decides anything again, and
+    says that it changed its count."""
     _engine(_with_buckets(redis_url, 16)).close()
     p, q = _engine(redis_url), None
     count = "count(pay_account.history,1h)"
@@ -362,10 +363,13 @@ def test_the_entity_view_follows_a_count_recorded_again_after_the_state_was_empt
         q = _engine(redis_url)
         q.evaluate("transfer", _transfer("a1", 1))
         q.evaluate("transfer", _transfer("a2", 2))
-        as_of, found = p.entity("transfer", "pay_account", "P")
+        with caplog.at_level("WARNING", logger="riskengine.state"):
+            as_of, found = p.entity("transfer", "pay_account", "P")
         assert (as_of, found[count]) == (NOON + 2 * MIN, 2)
         state = p.state
         assert isinstance(state, RedisState) and state._clock.buckets == 4096
+        assert any("4,096 buckets" in r.getMessage() and "had 16" in r.getMessage()
+                   for r in caplog.records)
     finally:
         p.close()
         if q is not None:
@@ -382,12 +386,28 @@ def test_the_entity_view_of_a_process_given_another_count_is_refused(
         client.flushall()
         q = _engine(redis_url)
         q.evaluate("transfer", _transfer("a1", 1))
-        with pytest.raises(StateFormatError, match="4,096 buckets"):
+        with pytest.raises(StateFormatError, match=r"4,096 buckets.*given 16"):
             p.entity("transfer", "pay_account", "P")
     finally:
         p.close()
         if q is not None:
             q.close()
+
+
+def test_the_entity_view_of_emptied_state_writes_nothing(redis_url: str,
+                                                         client: Client) -> None:
+    """Emptied and not made again: the view reads no clock and no entity, and leaves
+    the state empty (the format is recorded by the next event's clock step, not by a
+    read)."""
+    p = _engine(_with_buckets(redis_url, 16))
+    try:
+        p.evaluate("transfer", _transfer("a0", 0))
+        client.flushall()
+        as_of, found = p.entity("transfer", "pay_account", "P")
+        assert as_of is None and found["count(pay_account.history,1h)"] == 0
+        assert client.dbsize() == 0
+    finally:
+        p.close()
 
 
 def test_a_process_given_another_count_stays_out_of_state_made_again(

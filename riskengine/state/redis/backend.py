@@ -293,8 +293,10 @@ class RedisState:
         worker reads it next."""
 
     def clock(self, scene: str) -> int | None:
-        """G of `scene` as it stands in Redis (one round trip; raises the Redis error
-        when the state cannot be reached)."""
+        """G of `scene` as it stands in Redis (one round trip, more when the state was
+        made again under another bucket count: `SharedClock.read`; raises the Redis
+        error when the state cannot be reached, `StateFormatError` when this process
+        cannot take the state's count)."""
         return self._clock.read(scene)
 
     # -- the breaker ------------------------------------------------------------------

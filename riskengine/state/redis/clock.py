@@ -38,12 +38,15 @@ a floor); LSNs other processes had taken may then be handed out again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from riskengine.state.redis.codec import RedisStateError, StateUnavailableError
 from riskengine.state.redis.functions import Call, Client
+
+log = logging.getLogger("riskengine.state")
 
 FORMAT = "4"
 """The layout of the state this version writes: one clock key, lateness by the scene
@@ -217,11 +220,17 @@ class SharedClock:
     def read(self, scene: str) -> int | None:
         """G of `scene` as it stands (one round trip), None before its first event. The
         format is read with it: when the state was emptied and made again under another
-        bucket count, this process checks again first (taking the new count, or raising
-        `StateFormatError`), so what it reads next is where the state's writers write."""
+        bucket count, this process checks again first (`check`: taking the new count, or
+        raising `StateFormatError`), so what it reads next is where the state's writers
+        write. (Only if the state is emptied once more between the two reads does
+        `check` record this process's count, as its next event would.)"""
         found, written = self.client.hmget(self.key, [f"G:{scene}", "format"])
         if written is not None and _text(written) != self.format:
+            before = self.buckets
             self.check([scene])
+            log.warning("the Redis state under prefix %r was made again with %s buckets "
+                        "(this process had %s); this process now reads and writes with "
+                        "them", self.prefix, f"{self.buckets:,}", f"{before:,}")
         return None if found is None else int(found)
 
 
