@@ -23,6 +23,11 @@ last commit), best and median over `--reps`, and our speed over the peer's; and 
 after its start each worker round had its first batch (joining the group with the
 worker's default settings: the first assignment).
 
+The broker runs on one core and this process (the peer, the worker and their librdkafka
+threads) on another (`--broker-cpu`, `--worker-cpu`; `--no-pin` to share the cores as the
+scheduler likes): a deployment's broker is on other machines, and on this 2-core machine
+a worker left to share the cores with the broker measured a third slower.
+
     .venv/bin/python -m benchmarks.bench_worker                 # 200,000 events, 3 rounds
     .venv/bin/python -m benchmarks.bench_worker --workload example --events 100000
     .venv/bin/python -m benchmarks.profile_worker --workload example   # py-spy, by stage
@@ -178,6 +183,12 @@ def run_worker(bootstrap: str, source: str, sink: str, n: int, engine: Engine,
     return ended - timed.first_batch, timed.first_batch - started
 
 
+def pin(cpu: int | None) -> None:
+    """Pin the calling thread (and the threads and processes it starts after) to `cpu`."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -186,12 +197,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=WORKLOADS, default="seed")
     parser.add_argument("--no-peer", action="store_true",
                         help="riskengine rounds only, nothing written (for profiling)")
+    cpus = sorted(os.sched_getaffinity(0))
+    parser.add_argument("--broker-cpu", type=int, default=cpus[0])
+    parser.add_argument("--worker-cpu", type=int, default=cpus[-1])
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave the broker and this process to share the cores")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: results/worker_<workload>.json")
     args = parser.parse_args(argv)
+    pinned = not args.no_pin and len(cpus) > 1
+    if pinned and (args.broker_cpu not in cpus or args.worker_cpu not in cpus
+                   or args.broker_cpu == args.worker_cpu):
+        parser.error(f"--broker-cpu and --worker-cpu must be two of the CPUs {cpus}")
     n = args.events
     scene = SCENE if args.workload == "seed" else "transfer"
     rows: dict[str, list[float]] = {"peer": [], "riskengine": []}
     joins: list[float] = []
+    pin(args.broker_cpu if pinned else None)  # the broker process inherits it
     with kafka_server() as bootstrap:
+        pin(args.worker_cpu if pinned else None)
         suffix = uuid.uuid4().hex[:6]
         source, out_peer, out_ours = (f"{x}-{suffix}" for x in ("events", "piped",
                                                                 "decisions"))
@@ -217,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     median = {k: statistics.median(v) for k, v in rows.items()}
     result = {
         "workload": args.workload, "events": n, "reps": args.reps, "batch_size": BATCH,
+        "pinning": ({"broker": args.broker_cpu, "worker_and_peer": args.worker_cpu}
+                    if pinned else None),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "events_per_s": rows, "best": best, "median": median,
@@ -225,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_median": median["riskengine"] / median["peer"],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"worker_{args.workload}.json").write_text(json.dumps(result, indent=2) + "\n",
-                                                         encoding="utf-8")
+    output = args.output or RESULTS / f"worker_{args.workload}.json"
+    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"riskengine {best['riskengine']:,.0f} events/s best ({median['riskengine']:,.0f} "
           f"median); peer {best['peer']:,.0f} ({median['peer']:,.0f}); "
           f"ratio {result['ratio_best']:.2f} best, {result['ratio_median']:.2f} median")
