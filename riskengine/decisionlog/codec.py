@@ -42,6 +42,8 @@ MARK = "\ufdd0"
 FLOAT_MARK = "\ufdd1"
 _MARKS = (MARK, FLOAT_MARK)
 _MARK_BYTES = tuple(mark.encode() for mark in _MARKS)
+_MARK_LEAD = _MARK_BYTES[0][:1]
+assert all(m.startswith(_MARK_LEAD) for m in _MARK_BYTES)  # U+FDD0, U+FDD1: EF B7 90/91
 # datetimes, dataclasses and subclasses are refused (TypeError), so the stdlib encoder
 # treats them as it always did
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -109,9 +111,15 @@ def plain_text(encoded: bytes) -> str | None:
     (then store `dumps` of the value). orjson writes NaN and the infinities as ``null``:
     the caller vouches that the value held none."""
     # orjson escapes NUL as \u0000, refuses lone surrogates and shows big floats as "e+";
-    # a false alarm (such text inside a string) only costs the caller a `dumps`.
-    if (b"\\u0000" in encoded or b"e+" in encoded or b"-0.0" in encoded
-            or _MARK_BYTES[0] in encoded or _MARK_BYTES[1] in encoded):
+    # a false alarm (such text inside a string) only costs the caller a `dumps`. A
+    # pattern is looked for only when one of its bytes occurs at all: a byte is a
+    # `memchr`, a longer pattern a slower search, and most documents hold no backslash,
+    # "+" or mark ("-" is in too many event ids to help).
+    if ((b"\\" in encoded and b"\\u0000" in encoded)
+            or (b"+" in encoded and b"e+" in encoded)
+            or b"-0.0" in encoded
+            or (_MARK_LEAD in encoded
+                and (_MARK_BYTES[0] in encoded or _MARK_BYTES[1] in encoded))):
         return None
     return encoded.decode()
 

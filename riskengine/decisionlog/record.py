@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import TYPE_CHECKING, Any
 
 from riskengine.decisionlog import codec
@@ -72,6 +73,19 @@ class LogRecord:
     event: Mapping[str, Any] = field(repr=False)
 
     def __post_init__(self) -> None:
+        if (type(self.lsn) is int and 0 <= self.lsn < INT64  # the usual record: plain types
+                and type(self.timestamp) is int and -INT64 <= self.timestamp < INT64
+                and type(self.logged_at) is int and -INT64 <= self.logged_at < INT64
+                and type(self.score) is float and isfinite(self.score)
+                and type(self.latency_ms) is float and isfinite(self.latency_ms)
+                and self.decision in DECISIONS and type(self.event_id) is str
+                and type(self.scene) is str and type(self.ruleset_version) is str
+                and type(self.document) in (str, dict) and type(self.event) is dict):
+            return
+        self._check()
+
+    def _check(self) -> None:
+        """Each field checked in turn, the first wrong one named (`DecisionLogError`)."""
         _check_int64(self.lsn, "lsn")
         if self.lsn < 0:
             raise DecisionLogError(f"log record: lsn must not be negative, not {self.lsn}")

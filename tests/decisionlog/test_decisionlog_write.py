@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -246,6 +247,24 @@ def test_invalid_records_are_refused_when_built() -> None:
         record(1, timestamp=1 << 70)
     with pytest.raises(DecisionLogError, match="event_id"):
         record(1, event_id=None)
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("lsn", -1, "lsn"), ("lsn", True, "lsn"), ("lsn", 1 << 63, "lsn"),
+    ("timestamp", 1 << 70, "timestamp"), ("timestamp", 1.5, "timestamp"),
+    ("logged_at", None, "logged_at"), ("score", float("nan"), "score"),
+    ("score", "1", "score"), ("latency_ms", float("-inf"), "latency_ms"),
+    ("decision", "maybe", "decision"), ("event_id", 7, "event_id"),
+    ("scene", None, "scene"), ("ruleset_version", b"v1", "ruleset_version"),
+    ("document", ["not", "a", "mapping"], "document"), ("event", "text", "event")])
+def test_records_of_the_usual_shape_are_still_checked_field_by_field(
+        field: str, value: Any, named: str) -> None:
+    """A record shaped as the engine's (float score and latency, dict event, text
+    document) takes the quick check; one wrong field still refuses it, naming it."""
+    usual = record(1, score=0.0, latency_ms=0.25, document="{}")
+    assert type(usual.score) is float and type(usual.event) is dict  # the quick check's
+    with pytest.raises(DecisionLogError, match=named):
+        replace(usual, **{field: value})
 
 
 def test_records_from_engine_decisions_rebuild_the_engine_state(log: DecisionLog) -> None:
