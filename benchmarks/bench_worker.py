@@ -25,8 +25,8 @@ worker's default settings: the first assignment).
 
 The broker runs on one core and this process (the peer, the worker and their librdkafka
 threads) on another (`--broker-cpu`, `--worker-cpu`; `--no-pin` to share the cores as the
-scheduler likes): a deployment's broker is on other machines, and on this 2-core machine
-a worker left to share the cores with the broker measured a third slower.
+scheduler likes), as a deployment's broker is on other machines. (Runs pinned and
+unpinned in turn gave the same rates here; see BENCHMARKS.md.)
 
     .venv/bin/python -m benchmarks.bench_worker                 # 200,000 events, 3 rounds
     .venv/bin/python -m benchmarks.bench_worker --workload example --events 100000
