@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -249,6 +251,10 @@ def test_invalid_records_are_refused_when_built() -> None:
         record(1, event_id=None)
 
 
+class _Int(int):
+    """An int subclass: not the quick check's plain int."""
+
+
 @pytest.mark.parametrize(("field", "value", "named"), [
     ("lsn", -1, "lsn"), ("lsn", True, "lsn"), ("lsn", 1 << 63, "lsn"),
     ("timestamp", 1 << 70, "timestamp"), ("timestamp", 1.5, "timestamp"),
@@ -256,15 +262,32 @@ def test_invalid_records_are_refused_when_built() -> None:
     ("score", "1", "score"), ("latency_ms", float("-inf"), "latency_ms"),
     ("decision", "maybe", "decision"), ("event_id", 7, "event_id"),
     ("scene", None, "scene"), ("ruleset_version", b"v1", "ruleset_version"),
-    ("document", ["not", "a", "mapping"], "document"), ("event", "text", "event")])
+    ("document", ["not", "a", "mapping"], "document"), ("event", "text", "event"),
+    ("score", float("inf"), "score"), ("latency_ms", True, "latency_ms"),
+    ("decision", None, "decision"), ("lsn", _Int(3), "lsn")])
 def test_records_of_the_usual_shape_are_still_checked_field_by_field(
-        field: str, value: Any, named: str) -> None:
+        field: str, value: Any, named: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record shaped as the engine's (float score and latency, dict event, text
     document) takes the quick check; one wrong field still refuses it, naming it."""
-    usual = record(1, score=0.0, latency_ms=0.25, document="{}")
-    assert type(usual.score) is float and type(usual.event) is dict  # the quick check's
+    with monkeypatch.context() as quick_only:
+        quick_only.setattr(LogRecord, "_check", _not_called)
+        usual = record(1, score=0.0, latency_ms=0.25, document="{}")
     with pytest.raises(DecisionLogError, match=named):
         replace(usual, **{field: value})
+
+
+def _not_called(self: LogRecord) -> None:
+    raise AssertionError("the usual record left the quick check")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("score", 1), ("latency_ms", 0), ("score", _Int(2)),
+    ("event", MappingProxyType({"event_id": "e"})), ("document", OrderedDict(a=1))])
+def test_records_of_other_plain_shapes_are_still_accepted(field: str, value: Any) -> None:
+    """What fails the quick check is not refused for that: the field-by-field check
+    accepts any finite number and any mapping, as it did."""
+    usual = record(1, score=0.0, latency_ms=0.25, document="{}")
+    assert getattr(replace(usual, **{field: value}), field) == value
 
 
 def test_records_from_engine_decisions_rebuild_the_engine_state(log: DecisionLog) -> None:
