@@ -10,7 +10,7 @@ docs/semantics.md are also written out where they show the point.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -218,6 +218,20 @@ def _engine(url: str) -> Engine:
     return Engine.from_config(None, state=RedisState.connect(url))
 
 
+@pytest.fixture
+def engines() -> Iterator[Callable[[str], Engine]]:
+    """`_engine`, each engine it opens closed at the end of the test (a process each)."""
+    made: list[Engine] = []
+
+    def open_engine(url: str) -> Engine:
+        made.append(_engine(url))
+        return made[-1]
+
+    yield open_engine
+    for engine in made:
+        engine.close()
+
+
 def _transfer(event_id: str, minute: int) -> dict[str, Any]:
     return {"event_id": event_id, "timestamp": NOON + minute * MIN, "pay_account": "P",
             "rcv_account": "R", "amount": 1.0}
@@ -228,40 +242,31 @@ def _with_buckets(url: str, buckets: int) -> str:
 
 
 def test_the_bucket_count_is_recorded_and_taken_by_later_processes(
-        redis_url: str, client: Client) -> None:
+        redis_url: str, client: Client, engines: Callable[[str], Engine]) -> None:
     """The first process on empty state records its count (``?buckets=`` of the URL);
     one started without a count takes it, so it finds the same entities: the payer's
     count goes on from 2 to 3 (with the default count it would start again at 1)."""
-    first = _engine(_with_buckets(redis_url, 16))
-    try:
-        assert first.evaluate("transfer", _transfer("a", 0)).lsn == 1
-        assert first.evaluate("transfer", _transfer("b", 1)).features[
-            "count(pay_account.history,1h)"] == 2
-    finally:
-        first.close()
+    first = engines(_with_buckets(redis_url, 16))
+    assert first.evaluate("transfer", _transfer("a", 0)).lsn == 1
+    assert first.evaluate("transfer", _transfer("b", 1)).features[
+        "count(pay_account.history,1h)"] == 2
     assert client.hget("re:{clock}", "format") == b"4/b16"
     assert any(b"|pay_account|" in k and k.count(b"|") == 2
                and int(k.split(b"|")[2].split(b"}")[0]) < 16
                for k in client.scan_iter(match="re:{transfer|pay_account|*"))
-    later = _engine(redis_url)
-    try:
-        state = later.state
-        assert isinstance(state, RedisState) and state._clock.buckets == 16
-        assert later.evaluate("transfer", _transfer("c", 2)).features[
-            "count(pay_account.history,1h)"] == 3
-    finally:
-        later.close()
+    later = engines(redis_url)
+    state = later.state
+    assert isinstance(state, RedisState) and state._clock.buckets == 16
+    assert later.evaluate("transfer", _transfer("c", 2)).features[
+        "count(pay_account.history,1h)"] == 3
 
 
-def test_another_bucket_count_is_refused_at_start(redis_url: str, client: Client) -> None:
+def test_another_bucket_count_is_refused_at_start(
+        redis_url: str, client: Client, engines: Callable[[str], Engine]) -> None:
     """An entity's keys depend on the count: a process given another one than the
     state's is refused, naming both, and writes nothing; the default count is format
     ``4`` as before (state written before the count was recorded)."""
-    made = _engine(redis_url)
-    try:
-        made.evaluate("transfer", _transfer("a", 0))
-    finally:
-        made.close()
+    engines(redis_url).evaluate("transfer", _transfer("a", 0))
     assert client.hget("re:{clock}", "format") == b"4"
     keys = sorted(client.scan_iter(match="re:*"))
     for url in (_with_buckets(redis_url, 64), _with_buckets(redis_url, 1)):
@@ -272,12 +277,9 @@ def test_another_bucket_count_is_refused_at_start(redis_url: str, client: Client
         assert "buckets=4096" in message
     assert sorted(client.scan_iter(match="re:*")) == keys
     assert client.hget("re:{clock}", "format") == b"4"
-    again = _engine(_with_buckets(redis_url, 4096))  # the state's own count: accepted
-    try:
-        assert again.evaluate("transfer", _transfer("b", 1)).features[
-            "count(pay_account.history,1h)"] == 2
-    finally:
-        again.close()
+    again = engines(_with_buckets(redis_url, 4096))  # the state's own count: accepted
+    assert again.evaluate("transfer", _transfer("b", 1)).features[
+        "count(pay_account.history,1h)"] == 2
 
 
 def test_two_processes_creating_the_state_with_different_counts(client: Client) -> None:
@@ -305,133 +307,109 @@ def test_the_url_count_and_the_keyword_must_agree(standalone_url: str) -> None:
 
 
 def test_the_count_comes_back_after_the_state_was_flushed_under_a_running_process(
-        redis_url: str, client: Client) -> None:
+        redis_url: str, client: Client, engines: Callable[[str], Engine]) -> None:
     """A process keeps its count; its next clock step writes it again on empty state,
     so a process started after the flush takes it."""
-    running = _engine(_with_buckets(redis_url, 8))
-    try:
-        running.evaluate("transfer", _transfer("a", 0))
-        client.flushall()
-        running.evaluate("transfer", _transfer("b", 1))
-        assert client.hget("re:{clock}", "format") == b"4/b8"
-        with pytest.raises(StateFormatError):
-            _engine(_with_buckets(redis_url, 4096))
-    finally:
-        running.close()
+    running = engines(_with_buckets(redis_url, 8))
+    running.evaluate("transfer", _transfer("a", 0))
+    client.flushall()
+    running.evaluate("transfer", _transfer("b", 1))
+    assert client.hget("re:{clock}", "format") == b"4/b8"
+    with pytest.raises(StateFormatError):
+        _engine(_with_buckets(redis_url, 4096))
 
 
 def test_a_process_follows_a_count_recorded_again_after_the_state_was_emptied(
-        redis_url: str, client: Client) -> None:
+        redis_url: str, client: Client, engines: Callable[[str], Engine]) -> None:
     """P took 16 buckets from the state; the state is emptied and Q, started without a
     count, records the default. P's next clock step finds another format: that event
     is answered with the fallback and changes nothing, P checks again and takes Q's
     count, so both count the payer's events on the same keys from then on."""
     _engine(_with_buckets(redis_url, 16)).close()
-    p, q = _engine(redis_url), None
-    try:
-        assert p.evaluate("transfer", _transfer("a0", 0)).lsn == 1
-        client.flushall()
-        q = _engine(redis_url)
-        count = "count(pay_account.history,1h)"
-        assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
-        refused = p.evaluate("transfer", _transfer("a2", 2))
-        assert refused.degraded and refused.lsn == 0
-        assert client.hget("re:{clock}", "format") == b"4"
-        state = p.state
-        assert isinstance(state, RedisState) and state._clock.buckets == 4096
-        assert p.evaluate("transfer", _transfer("a3", 3)).features[count] == 2
-        assert q.evaluate("transfer", _transfer("a4", 4)).features[count] == 3
-    finally:
-        p.close()
-        if q is not None:
-            q.close()
+    p = engines(redis_url)
+    assert p.evaluate("transfer", _transfer("a0", 0)).lsn == 1
+    client.flushall()
+    q = engines(redis_url)
+    count = "count(pay_account.history,1h)"
+    assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
+    refused = p.evaluate("transfer", _transfer("a2", 2))
+    assert refused.degraded and refused.lsn == 0
+    assert client.hget("re:{clock}", "format") == b"4"
+    state = p.state
+    assert isinstance(state, RedisState) and state._clock.buckets == 4096
+    assert p.evaluate("transfer", _transfer("a3", 3)).features[count] == 2
+    assert q.evaluate("transfer", _transfer("a4", 4)).features[count] == 3
 
 
 def test_the_entity_view_follows_a_count_recorded_again_after_the_state_was_emptied(
-        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture,
+        engines: Callable[[str], Engine]) -> None:
     """The read-only entity view (``GET /v1/entities/...``) checks the format with the
     clock it reads: P, which took 16 buckets, reads the payer where Q (the default
     count) counts it after the state was emptied, before P decides anything again, and
     says that it changed its count."""
     _engine(_with_buckets(redis_url, 16)).close()
-    p, q = _engine(redis_url), None
+    p = engines(redis_url)
     count = "count(pay_account.history,1h)"
-    try:
-        p.evaluate("transfer", _transfer("a0", 0))
-        assert p.entity("transfer", "pay_account", "P")[1][count] == 1
-        client.flushall()
-        q = _engine(redis_url)
-        q.evaluate("transfer", _transfer("a1", 1))
-        q.evaluate("transfer", _transfer("a2", 2))
-        with caplog.at_level("WARNING", logger="riskengine.state"):
-            as_of, found = p.entity("transfer", "pay_account", "P")
-        assert (as_of, found[count]) == (NOON + 2 * MIN, 2)
-        state = p.state
-        assert isinstance(state, RedisState) and state._clock.buckets == 4096
-        assert any("4,096 buckets" in r.getMessage() and "had 16" in r.getMessage()
-                   for r in caplog.records)
-    finally:
-        p.close()
-        if q is not None:
-            q.close()
+    p.evaluate("transfer", _transfer("a0", 0))
+    assert p.entity("transfer", "pay_account", "P")[1][count] == 1
+    client.flushall()
+    q = engines(redis_url)
+    q.evaluate("transfer", _transfer("a1", 1))
+    q.evaluate("transfer", _transfer("a2", 2))
+    with caplog.at_level("WARNING", logger="riskengine.state"):
+        as_of, found = p.entity("transfer", "pay_account", "P")
+    assert (as_of, found[count]) == (NOON + 2 * MIN, 2)
+    state = p.state
+    assert isinstance(state, RedisState) and state._clock.buckets == 4096
+    assert any("4,096 buckets" in r.getMessage() and "had 16" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_the_entity_view_of_a_process_given_another_count_is_refused(
-        redis_url: str, client: Client) -> None:
+        redis_url: str, client: Client, engines: Callable[[str], Engine]) -> None:
     """The same with P given its count: its view names both counts instead of reading
     keys no process writes."""
-    p, q = _engine(_with_buckets(redis_url, 16)), None
-    try:
-        p.evaluate("transfer", _transfer("a0", 0))
-        client.flushall()
-        q = _engine(redis_url)
-        q.evaluate("transfer", _transfer("a1", 1))
-        with pytest.raises(StateFormatError, match=r"4,096 buckets.*given 16"):
-            p.entity("transfer", "pay_account", "P")
-    finally:
-        p.close()
-        if q is not None:
-            q.close()
+    p = engines(_with_buckets(redis_url, 16))
+    p.evaluate("transfer", _transfer("a0", 0))
+    client.flushall()
+    q = engines(redis_url)
+    q.evaluate("transfer", _transfer("a1", 1))
+    with pytest.raises(StateFormatError, match=r"4,096 buckets.*given 16"):
+        p.entity("transfer", "pay_account", "P")
 
 
-def test_the_entity_view_of_emptied_state_writes_nothing(redis_url: str,
-                                                         client: Client) -> None:
+def test_the_entity_view_of_emptied_state_writes_nothing(redis_url: str, client: Client,
+                                                         engines: Callable[[str], Engine]) -> None:
     """Emptied and not made again: the view reads no clock and no entity, and leaves
     the state empty (the format is recorded by the next event's clock step, not by a
     read)."""
-    p = _engine(_with_buckets(redis_url, 16))
-    try:
-        p.evaluate("transfer", _transfer("a0", 0))
-        client.flushall()
-        as_of, found = p.entity("transfer", "pay_account", "P")
-        assert as_of is None and found["count(pay_account.history,1h)"] == 0
-        assert client.dbsize() == 0
-    finally:
-        p.close()
+    p = engines(_with_buckets(redis_url, 16))
+    p.evaluate("transfer", _transfer("a0", 0))
+    client.flushall()
+    as_of, found = p.entity("transfer", "pay_account", "P")
+    assert as_of is None and found["count(pay_account.history,1h)"] == 0
+    assert client.dbsize() == 0
 
 
 def test_a_process_given_another_count_stays_out_of_state_made_again(
-        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+        redis_url: str, client: Client, caplog: pytest.LogCaptureFixture,
+        engines: Callable[[str], Engine]) -> None:
     """The same with P given its count (?buckets=16): P answers with the fallback, writes
     nothing, and says why once its breaker opens; Q's counts are untouched."""
-    p, q = _engine(_with_buckets(redis_url, 16)), None
-    try:
-        p.evaluate("transfer", _transfer("a0", 0))
-        client.flushall()
-        q = _engine(redis_url)
-        count = "count(pay_account.history,1h)"
-        assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
-        with caplog.at_level("ERROR", logger="riskengine.state"):
-            for i in range(2, 8):
-                assert p.evaluate("transfer", _transfer(f"a{i}", i)).degraded
-        assert any("16" in r.getMessage() and "4,096 buckets" in r.getMessage()
-                   for r in caplog.records if r.levelname == "ERROR")
-        assert q.evaluate("transfer", _transfer("a9", 9)).features[count] == 2
-        assert client.hget("re:{clock}", "format") == b"4"
-    finally:
-        p.close()
-        if q is not None:
-            q.close()
+    p = engines(_with_buckets(redis_url, 16))
+    p.evaluate("transfer", _transfer("a0", 0))
+    client.flushall()
+    q = engines(redis_url)
+    count = "count(pay_account.history,1h)"
+    assert q.evaluate("transfer", _transfer("a1", 1)).features[count] == 1
+    with caplog.at_level("ERROR", logger="riskengine.state"):
+        for i in range(2, 8):
+            assert p.evaluate("transfer", _transfer(f"a{i}", i)).degraded
+    assert any("16" in r.getMessage() and "4,096 buckets" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")
+    assert q.evaluate("transfer", _transfer("a9", 9)).features[count] == 2
+    assert client.hget("re:{clock}", "format") == b"4"
 
 
 def test_scene_features_alone_check_the_state_again_after_a_refused_step(
