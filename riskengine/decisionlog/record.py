@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ def _check_int64(value: object, name: str) -> None:
 
 def _check_number(value: object, name: str) -> None:
     if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value)):
+            or not isfinite(value)):
         raise DecisionLogError(f"log record: {name} must be a finite number, not {value!r:.40}")
 
 
