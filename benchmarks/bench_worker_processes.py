@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import create_topics, kafka_server  # noqa: E402
 
-from benchmarks.bench_engine import SCENE, engine_config  # noqa: E402
+from benchmarks.bench_engine import SCENE  # noqa: E402
 from benchmarks.bench_worker import (  # noqa: E402
-    EXAMPLE_NINE,
     WORKLOADS,
     load_events,
+    workload_config,
     workload_events,
 )
 from benchmarks.procs import cpu_model  # noqa: E402
@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     n, many = args.events, args.processes
     rows: dict[str, list[float]] = {"1": [], str(many): []}
     with tempfile.TemporaryDirectory() as tmp, kafka_server() as bootstrap:
-        config = EXAMPLE_NINE if args.workload == "example-nine" else None
+        config = workload_config(args.workload)  # the command takes a file
         scene = "transfer"
-        if args.workload == "seed":
-            config = Path(tmp) / "seed.yaml"
-            config.write_text(yaml.safe_dump(engine_config(schema=True)), encoding="utf-8")
-            scene = SCENE
+        if isinstance(config, dict):
+            path = Path(tmp) / f"{args.workload}.yaml"
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+            config, scene = path, SCENE
         source = f"events-{uuid.uuid4().hex[:6]}"
         create_topics(bootstrap, {source: many})
         print(f"loading {n:,} events into {many} partitions…", flush=True)
